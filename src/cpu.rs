@@ -1,0 +1,254 @@
+//! The reference forward pass: plain f32, one operation per line, every buffer allocated once.
+//! It is the specification of the model and the oracle for every GPU test.
+//!
+//! Names: d = dim, f = ffn_dim, h = n_heads, h_kv = n_kv_heads, d_h = head_dim,
+//! kv = h_kv · d_h, V = vocab_size, T = context length.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::quant::dequantize_vec;
+
+/// out = x / sqrt(mean(x²) + eps) ⊙ w          x, w, out: [n]
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let ss = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let scale = 1.0 / (ss + eps).sqrt();
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// out[r] = Σ_c w[r·cols + c] · x[c]         w: [rows × cols] row-major, x: [cols], out: [rows]
+pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let cols = x.len();
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(cols)) {
+        // Four partial sums let the compiler vectorise without reordering within a lane.
+        let mut acc = [0.0f32; 4];
+        for (r4, x4) in row.chunks_exact(4).zip(x.chunks_exact(4)) {
+            for k in 0..4 {
+                acc[k] += r4[k] * x4[k];
+            }
+        }
+        *o = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    }
+}
+
+/// cos and sin of the RoPE angle for pair i at position pos: θ = pos · base^(−2i/d_h).
+/// Computed in f64 so that CPU and GPU (which reads a table of these) agree exactly.
+pub fn rope_angle(pos: usize, i: usize, head_dim: usize, base: f32) -> (f32, f32) {
+    let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
+    (theta.cos() as f32, theta.sin() as f32)
+}
+
+/// The table the GPU reads: [T × d_h/2] pairs (cos, sin).
+pub fn rope_table(context: usize, head_dim: usize, base: f32) -> Vec<f32> {
+    let mut t = Vec::with_capacity(context * head_dim);
+    for pos in 0..context {
+        for i in 0..head_dim / 2 {
+            let (c, s) = rope_angle(pos, i, head_dim, base);
+            t.push(c);
+            t.push(s);
+        }
+    }
+    t
+}
+
+/// Rotates each adjacent pair (x[2i], x[2i+1]) of every head by θ(pos, i)
+/// (the GGUF/llama.cpp "normal" RoPE; the converter already permuted Q and K for it).
+/// x: [n_heads × d_h]
+pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, base: f32) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in 0..head_dim / 2 {
+            let (c, s) = rope_angle(pos, i, head_dim, base);
+            let (x0, x1) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = x0 * c - x1 * s;
+            head[2 * i + 1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+/// In-place softmax over x.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}
+
+/// Attention of one query over the first n cached positions, grouped-query:
+/// query head h reads KV head h / (h / h_kv).
+///   att[h, t] = softmax_t(q_h · k[t, kvh] / sqrt(d_h))        t < n
+///   out[h]    = Σ_t att[h, t] · v[t, kvh]
+/// q, out: [h × d_h]; k_cache, v_cache: [T × kv]; att: [h × n] (the weights, kept for display)
+#[allow(clippy::too_many_arguments)]
+pub fn attention(out: &mut [f32], att: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f32], n: usize, n_kv_heads: usize, head_dim: usize) {
+    let n_heads = q.len() / head_dim;
+    let group = n_heads / n_kv_heads;
+    let kv = n_kv_heads * head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    for h in 0..n_heads {
+        let kvh = h / group;
+        let qh = &q[h * head_dim..(h + 1) * head_dim];
+        let a = &mut att[h * n..(h + 1) * n];
+        for (t, s) in a.iter_mut().enumerate() {
+            let k = &k_cache[t * kv + kvh * head_dim..][..head_dim];
+            *s = qh.iter().zip(k).map(|(x, y)| x * y).sum::<f32>() * scale;
+        }
+        softmax(a);
+        let o = &mut out[h * head_dim..(h + 1) * head_dim];
+        o.fill(0.0);
+        for (t, &p) in a.iter().enumerate() {
+            let v = &v_cache[t * kv + kvh * head_dim..][..head_dim];
+            for (oi, vi) in o.iter_mut().zip(v) {
+                *oi += p * vi;
+            }
+        }
+    }
+}
+
+/// out = silu(gate) ⊙ up, silu(x) = x / (1 + e^−x)
+pub fn swiglu(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + (-g).exp()) * u;
+    }
+}
+
+/// One layer's weights, dequantised to f32, matrices row-major [out × in].
+struct Layer {
+    attn_norm: Vec<f32>, // [d]
+    wq: Vec<f32>,        // [d × d]
+    wk: Vec<f32>,        // [kv × d]
+    wv: Vec<f32>,        // [kv × d]
+    wo: Vec<f32>,        // [d × d]
+    ffn_norm: Vec<f32>,  // [d]
+    w_gate: Vec<f32>,    // [f × d]
+    w_up: Vec<f32>,      // [f × d]
+    w_down: Vec<f32>,    // [d × f]
+}
+
+/// The CPU model: weights, KV cache and activations, all allocated at load.
+pub struct CpuModel {
+    pub cfg: Config,
+    pub context: usize,
+    token_embd: Vec<f32>, // [V × d]
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,      // [d]
+    output: Option<Vec<f32>>,   // [V × d]; None: tied to token_embd
+    k_cache: Vec<Vec<f32>>,     // per layer [T × kv]
+    v_cache: Vec<Vec<f32>>,     // per layer [T × kv]
+    x: Vec<f32>,                // [d] residual stream
+    xb: Vec<f32>,               // [d] normed input of a sublayer
+    q: Vec<f32>,                // [d]
+    k: Vec<f32>,                // [kv]
+    v: Vec<f32>,                // [kv]
+    att_out: Vec<f32>,          // [d]
+    att: Vec<f32>,              // [h × T] attention weights of the last step
+    gate: Vec<f32>,             // [f]
+    up: Vec<f32>,               // [f]
+    hb: Vec<f32>,               // [f]
+    pub logits: Vec<f32>,       // [V]
+}
+
+fn load_tensor(g: &Gguf, name: &str) -> Result<Vec<f32>> {
+    let t = g.tensor(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
+    Ok(dequantize_vec(t.ty, g.tensor_data(t), t.n_elements() as usize))
+}
+
+impl CpuModel {
+    pub fn load(g: &Gguf, cfg: &Config, context: usize) -> Result<Self> {
+        let layers = (0..cfg.n_layers)
+            .map(|l| {
+                let t = |n: &str| load_tensor(g, &format!("blk.{l}.{n}.weight"));
+                Ok(Layer {
+                    attn_norm: t("attn_norm")?,
+                    wq: t("attn_q")?,
+                    wk: t("attn_k")?,
+                    wv: t("attn_v")?,
+                    wo: t("attn_output")?,
+                    ffn_norm: t("ffn_norm")?,
+                    w_gate: t("ffn_gate")?,
+                    w_up: t("ffn_up")?,
+                    w_down: t("ffn_down")?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (d, kv, f) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
+        Ok(CpuModel {
+            token_embd: load_tensor(g, "token_embd.weight")?,
+            output_norm: load_tensor(g, "output_norm.weight")?,
+            output: if cfg.tied_output { None } else { Some(load_tensor(g, "output.weight")?) },
+            layers,
+            k_cache: vec![vec![0.0; context * kv]; cfg.n_layers],
+            v_cache: vec![vec![0.0; context * kv]; cfg.n_layers],
+            x: vec![0.0; d],
+            xb: vec![0.0; d],
+            q: vec![0.0; d],
+            k: vec![0.0; kv],
+            v: vec![0.0; kv],
+            att_out: vec![0.0; d],
+            att: vec![0.0; cfg.n_heads * context],
+            gate: vec![0.0; f],
+            up: vec![0.0; f],
+            hb: vec![0.0; f],
+            logits: vec![0.0; cfg.vocab_size],
+            cfg: cfg.clone(),
+            context,
+        })
+    }
+
+    /// Runs token `token` at position `pos` (0-based): writes its K and V into cache row `pos`,
+    /// attends over rows 0..=pos, and (when `want_logits`) leaves the next-token logits in `self.logits`.
+    pub fn forward(&mut self, token: u32, pos: usize, want_logits: bool) {
+        let c = &self.cfg;
+        let (d, kv, hd) = (c.dim, c.kv_dim(), c.head_dim);
+        let row = token as usize * d;
+        self.x.copy_from_slice(&self.token_embd[row..row + d]);
+
+        for (l, w) in self.layers.iter().enumerate() {
+            // Attention: q, k, v for this token only; k and v go straight into cache row pos.
+            rmsnorm(&mut self.xb, &self.x, &w.attn_norm, c.rms_eps);
+            matvec(&mut self.q, &w.wq, &self.xb);
+            matvec(&mut self.k, &w.wk, &self.xb);
+            matvec(&mut self.v, &w.wv, &self.xb);
+            rope(&mut self.q, hd, pos, c.rope_base);
+            rope(&mut self.k, hd, pos, c.rope_base);
+            self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
+            self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
+            let n = pos + 1;
+            attention(&mut self.att_out, &mut self.att[..c.n_heads * n], &self.q, &self.k_cache[l], &self.v_cache[l], n, c.n_kv_heads, hd);
+            matvec(&mut self.xb, &w.wo, &self.att_out);
+            add(&mut self.x, &self.xb);
+
+            // SwiGLU MLP.
+            rmsnorm(&mut self.xb, &self.x, &w.ffn_norm, c.rms_eps);
+            matvec(&mut self.gate, &w.w_gate, &self.xb);
+            matvec(&mut self.up, &w.w_up, &self.xb);
+            swiglu(&mut self.hb, &self.gate, &self.up);
+            matvec(&mut self.xb, &w.w_down, &self.hb);
+            add(&mut self.x, &self.xb);
+        }
+
+        if want_logits {
+            rmsnorm(&mut self.xb, &self.x, &self.output_norm, c.rms_eps);
+            let out = self.output.as_ref().unwrap_or(&self.token_embd);
+            matvec(&mut self.logits, out, &self.xb);
+        }
+    }
+
+    /// Attention weights of the last step: [h × n] for n = pos + 1.
+    pub fn attention_weights(&self, n: usize) -> &[f32] {
+        &self.att[..self.cfg.n_heads * n]
+    }
+}
+
+/// x += y
+pub fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

@@ -1,0 +1,296 @@
+//! The generation API, one async code path for native (pollster) and web (wasm-bindgen-futures):
+//! load, reset, feed tokens, step, generate with a per-token callback.
+
+use serde::Serialize;
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::cpu::CpuModel;
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::model::GpuModel;
+use crate::sampler::{top_k, Sampler, SamplerConfig, TokenProb};
+use crate::tokenizer::{Tokenizer, Utf8Stream};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Gpu,
+    Cpu,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "gpu" => Ok(Backend::Gpu),
+            "cpu" => Ok(Backend::Cpu),
+            _ => Err(Error::Config(format!("unknown backend `{s}` (use gpu or cpu)"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub backend: Backend,
+    /// KV-cache capacity in positions.
+    pub context: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { backend: Backend::Gpu, context: crate::DEFAULT_CONTEXT }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// Rows of the next-token table reported with each token.
+    pub top_k: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions { max_tokens: 64, sampler: SamplerConfig::default(), top_k: 5 }
+    }
+}
+
+/// One generated token, as the UI and `--json` see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenEvent {
+    pub id: u32,
+    /// The text this token completes (empty while a UTF-8 character is still split).
+    pub text: String,
+    /// The most probable next tokens under the logits this token was picked from.
+    pub top: Vec<TokenProb>,
+    /// Position of the token in the sequence.
+    pub pos: usize,
+    /// Milliseconds since the previous token (for the first: since generation started).
+    pub ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Eos,
+    MaxTokens,
+    ContextFull,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub ttft_ms: f64,
+    pub prefill_ms: f64,
+    pub prefill_tps: f64,
+    pub decode_ms: f64,
+    pub decode_tps: f64,
+    pub stop: StopReason,
+    pub backend: String,
+    pub text: String,
+}
+
+enum Model {
+    Cpu(Box<CpuModel>),
+    Gpu(Box<GpuModel>),
+}
+
+pub struct Engine {
+    pub cfg: Config,
+    pub tokenizer: Tokenizer,
+    model: Model,
+    /// KV-cache capacity in positions.
+    pub context: usize,
+    /// Token ids whose K and V are in the cache, in position order.
+    cached: Vec<u32>,
+    /// A token chosen but not yet run through the model; the next feed starts with it.
+    pending: Option<u32>,
+    /// [V] logits after the last fed position.
+    logits: Vec<f32>,
+    /// Positions per GPU submit while prefilling.
+    pub prefill_chunk: usize,
+}
+
+impl Engine {
+    pub async fn load(bytes: &[u8], opts: LoadOptions) -> Result<Self> {
+        let g = Gguf::parse(bytes)?;
+        let cfg = Config::from_gguf(&g)?;
+        let tokenizer = Tokenizer::from_gguf(&g)?;
+        if opts.context == 0 || opts.context > 1 << 20 {
+            return Err(Error::Config(format!("context length {} is outside 1..=1048576", opts.context)));
+        }
+        let model = match opts.backend {
+            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context)?)),
+            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context).await?)),
+        };
+        Ok(Engine {
+            logits: vec![0.0; cfg.vocab_size],
+            cached: Vec::with_capacity(opts.context),
+            pending: None,
+            context: opts.context,
+            cfg,
+            tokenizer,
+            model,
+            prefill_chunk: 16,
+        })
+    }
+
+    pub fn backend(&self) -> String {
+        match &self.model {
+            Model::Cpu(_) => "cpu".into(),
+            Model::Gpu(m) => format!("gpu: {}", m.ctx.adapter_name()),
+        }
+    }
+
+    pub fn gpu(&self) -> Option<&GpuModel> {
+        match &self.model {
+            Model::Gpu(m) => Some(m),
+            Model::Cpu(_) => None,
+        }
+    }
+
+    /// Empties the cache (the buffers stay; rows are overwritten as positions are reused).
+    pub fn reset(&mut self) {
+        self.cached.clear();
+        self.pending = None;
+        if let Model::Gpu(m) = &mut self.model {
+            m.kv.len = 0;
+        }
+    }
+
+    /// Positions whose K and V are cached.
+    pub fn position(&self) -> usize {
+        self.cached.len()
+    }
+
+    pub fn cached_tokens(&self) -> &[u32] {
+        &self.cached
+    }
+
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Runs `ids` (after any pending token) through the model, appending their K and V to the
+    /// cache, and leaves the logits after the last one in `logits()`.
+    pub async fn feed(&mut self, ids: &[u32]) -> Result<()> {
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab_size) {
+            return Err(Error::BadToken { id: bad, vocab: self.cfg.vocab_size });
+        }
+        let extra = self.pending.is_some() as usize;
+        let total = self.cached.len() + extra + ids.len();
+        if total > self.context {
+            return Err(if self.cached.is_empty() {
+                Error::PromptTooLong { tokens: ids.len() + extra, capacity: self.context }
+            } else {
+                Error::ContextFull { used: self.cached.len(), capacity: self.context }
+            });
+        }
+        if let Some(p) = self.pending.take() {
+            self.run(&[p]).await?;
+        }
+        self.run(ids).await
+    }
+
+    async fn run(&mut self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let start = self.cached.len();
+        match &mut self.model {
+            Model::Cpu(m) => {
+                for (i, &t) in ids.iter().enumerate() {
+                    m.forward(t, start + i, i + 1 == ids.len());
+                }
+                self.logits.copy_from_slice(&m.logits);
+            }
+            Model::Gpu(m) => {
+                let chunks = ids.len().div_ceil(self.prefill_chunk);
+                for (c, chunk) in ids.chunks(self.prefill_chunk).enumerate() {
+                    let at = start + c * self.prefill_chunk;
+                    let out = if c + 1 == chunks { Some(&mut self.logits[..]) } else { None };
+                    m.forward(chunk, at, out).await?;
+                }
+            }
+        }
+        self.cached.extend_from_slice(ids);
+        Ok(())
+    }
+
+    /// Teacher forcing: the logits after every position of `ids`, [n × V] row-major.
+    pub async fn logits_for(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(ids.len() * self.cfg.vocab_size);
+        for &id in ids {
+            self.feed(&[id]).await?;
+            out.extend_from_slice(&self.logits);
+        }
+        Ok(out)
+    }
+
+    /// Feeds `prompt`, then picks tokens one at a time until EOS, `max_tokens`, a full context, or
+    /// `on_token` returning false. Each chosen token is fed back before the next is picked, so the
+    /// cache grows by one row per step.
+    pub async fn generate(&mut self, prompt: &[u32], opts: &GenerateOptions, on_token: &mut dyn FnMut(&TokenEvent) -> bool) -> Result<Summary> {
+        let t0 = now_ms();
+        self.feed(prompt).await?;
+        let prefill_ms = now_ms() - t0;
+        let mut sampler = Sampler::new(opts.sampler);
+        let mut utf8 = Utf8Stream::default();
+        let mut text = String::new();
+        let mut generated = 0;
+        let mut ttft_ms = 0.0;
+        let mut last = now_ms();
+        let t_decode = last;
+        let stop = loop {
+            if generated >= opts.max_tokens {
+                break StopReason::MaxTokens;
+            }
+            if generated > 0 {
+                if self.position() + self.pending.is_some() as usize >= self.context {
+                    break StopReason::ContextFull;
+                }
+                self.feed(&[]).await?;
+            }
+            let id = sampler.sample(&self.logits);
+            let top = if opts.top_k > 0 { top_k(&self.logits, opts.top_k, 1.0) } else { Vec::new() };
+            let now = now_ms();
+            if generated == 0 {
+                ttft_ms = now - t0;
+            }
+            let stop_token = self.tokenizer.is_stop(id);
+            let piece = if stop_token { String::new() } else { utf8.push(self.tokenizer.token_bytes(id)) };
+            text.push_str(&piece);
+            let ev = TokenEvent { id, text: piece, top, pos: self.position() + self.pending.is_some() as usize, ms: now - last };
+            last = now;
+            generated += 1;
+            let go_on = on_token(&ev);
+            if stop_token {
+                break StopReason::Eos;
+            }
+            self.pending = Some(id);
+            if !go_on {
+                break StopReason::Stopped;
+            }
+        };
+        let rest = utf8.finish();
+        text.push_str(&rest);
+        let decode_ms = now_ms() - t_decode;
+        let steps = generated.saturating_sub(1) as f64;
+        Ok(Summary {
+            prompt_tokens: prompt.len(),
+            generated_tokens: generated,
+            ttft_ms,
+            prefill_ms,
+            prefill_tps: prompt.len() as f64 / (prefill_ms / 1e3).max(1e-9),
+            decode_ms,
+            decode_tps: if steps > 0.0 { steps / (decode_ms / 1e3).max(1e-9) } else { 0.0 },
+            stop,
+            backend: self.backend(),
+            text,
+        })
+    }
+}

@@ -1,0 +1,56 @@
+//! One error type for the whole engine. Every message names the thing that is wrong
+//! (the metadata key, the tensor, the limit) so that a user can act on it.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("not a GGUF file: the first four bytes are {0:?}, expected \"GGUF\"")]
+    BadMagic([u8; 4]),
+    #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
+    UnsupportedVersion(u32),
+    #[error("GGUF file is truncated: {what} needs {need} bytes at offset {offset}, but the file is {len} bytes long")]
+    Truncated { what: String, offset: u64, need: u64, len: u64 },
+    #[error("GGUF {what}: {msg}")]
+    Malformed { what: String, msg: String },
+    #[error("metadata key `{0}` is missing")]
+    MissingKey(String),
+    #[error("metadata key `{key}` has type {found}, expected {expected}")]
+    WrongKeyType { key: String, expected: &'static str, found: &'static str },
+    #[error("tensor `{0}` is missing")]
+    MissingTensor(String),
+    #[error("tensor `{name}` has type {ty}, which kvscope does not support (supported: F32, F16, Q4_0, Q4_1, Q8_0)")]
+    UnsupportedType { name: String, ty: String },
+    #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
+    BadShape { name: String, expected: Vec<u64>, found: Vec<u64> },
+    #[error("unsupported model architecture `{0}` (supported: llama)")]
+    UnsupportedArchitecture(String),
+    #[error("model config: {0}")]
+    Config(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("the context is full: {used} of {capacity} positions are in use")]
+    ContextFull { used: usize, capacity: usize },
+    #[error("the prompt has {tokens} tokens but the context holds only {capacity}")]
+    PromptTooLong { tokens: usize, capacity: usize },
+    #[error("token id {id} is outside the vocabulary (size {vocab})")]
+    BadToken { id: u32, vocab: usize },
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    #[error("GPU limit exceeded: {what} needs {need} bytes but the device allows {limit} ({limit_name})")]
+    Limit { what: String, need: u64, limit: u64, limit_name: &'static str },
+    #[error("GPU: {0}")]
+    Gpu(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn malformed(what: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Malformed { what: what.into(), msg: msg.into() }
+    }
+}

@@ -1,0 +1,165 @@
+//! The device context: adapter, device and queue with the adapter's real limits, the
+//! uncaptured-error sink, pipeline cache, and readback.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::kernels::{Kernel, Pipeline};
+
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    errors: Arc<Mutex<Vec<String>>>,
+    pipelines: RefCell<HashMap<Kernel, Rc<Pipeline>>>,
+}
+
+impl GpuContext {
+    /// Picks the adapter (natively `WGPU_BACKEND` / `WGPU_ADAPTER_NAME` may steer it) and opens a
+    /// device with that adapter's own limits, so large weight buffers are allowed where the
+    /// hardware allows them.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| {
+                Error::NoAdapter(format!(
+                    "{e}. Natively, install a Vulkan, Metal or DX12 driver (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers` for lavapipe); in a browser, use one with WebGPU enabled"
+                ))
+            })?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = wgpu::Features::empty();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("kvscope"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("requesting a device from `{}`: {e}", info.name)))?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        Ok(GpuContext { device, queue, info, limits, features, errors, pipelines: RefCell::default() })
+    }
+
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// The first validation or out-of-memory error the device reported since the last call.
+    pub fn check_errors(&self) -> Result<()> {
+        let first = match self.errors.lock() {
+            Ok(mut v) => v.drain(..).next(),
+            Err(_) => Some("the error sink was poisoned".to_string()),
+        };
+        match first {
+            Some(e) => Err(Error::Gpu(e)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn pipeline(&self, k: Kernel) -> Rc<Pipeline> {
+        self.pipelines.borrow_mut().entry(k).or_insert_with(|| Rc::new(Pipeline::new(&self.device, k))).clone()
+    }
+
+    /// Refuses a buffer the device cannot hold, naming it and the limit.
+    pub fn check_size(&self, what: &str, size: u64, storage: bool) -> Result<()> {
+        if size > self.limits.max_buffer_size {
+            return Err(Error::Limit { what: what.into(), need: size, limit: self.limits.max_buffer_size, limit_name: "maxBufferSize" });
+        }
+        let bind = self.limits.max_storage_buffer_binding_size as u64;
+        if storage && size > bind {
+            return Err(Error::Limit { what: what.into(), need: size, limit: bind, limit_name: "maxStorageBufferBindingSize" });
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of `size` bytes (rounded up to 4), zeroed.
+    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        let size = size.max(4).next_multiple_of(4);
+        self.check_size(label, size, true)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `bytes` (zero-padded to a multiple of 4).
+    pub fn storage_with(&self, label: &str, bytes: &[u8]) -> Result<wgpu::Buffer> {
+        let b = self.storage(label, bytes.len() as u64)?;
+        let whole = bytes.len() / 4 * 4;
+        self.queue.write_buffer(&b, 0, &bytes[..whole]);
+        if whole < bytes.len() {
+            let mut tail = [0u8; 4];
+            tail[..bytes.len() - whole].copy_from_slice(&bytes[whole..]);
+            self.queue.write_buffer(&b, whole as u64, &tail);
+        }
+        Ok(b)
+    }
+
+    pub fn staging(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.next_multiple_of(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Waits for the GPU, maps `staging` and copies its first `out.len()` bytes out. The same
+    /// code runs natively (the poll drives the callback) and on the web (the browser does).
+    pub async fn read_staging(&self, staging: &wgpu::Buffer, out: &mut [u8]) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let slice = staging.slice(..out.len() as u64);
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        let mapped = rx.await.map_err(|_| Error::Gpu("the device was lost while reading back".into()))?;
+        mapped.map_err(|e| {
+            let detail = self.check_errors().err().map(|e| format!(" ({e})")).unwrap_or_default();
+            Error::Gpu(format!("mapping the readback buffer failed: {e}{detail}"))
+        })?;
+        {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading the readback buffer: {e}")))?;
+            out.copy_from_slice(&view);
+        }
+        staging.unmap();
+        self.check_errors()
+    }
+
+    /// Copies a whole buffer back (allocates; for tests and one-off reads, not the decode loop).
+    pub async fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
+        let size = buffer.size();
+        let staging = self.staging("readback", size);
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let mut bytes = vec![0u8; size as usize];
+        self.read_staging(&staging, &mut bytes).await?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+}

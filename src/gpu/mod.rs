@@ -1,0 +1,11 @@
+//! wgpu plumbing: the device context, the kernels (one WGSL file each), their parameter
+//! structs, and programs (lists of dispatches recorded once at load and replayed per token).
+
+pub mod context;
+pub mod kernels;
+pub mod params;
+pub mod program;
+
+pub use context::GpuContext;
+pub use kernels::Kernel;
+pub use program::{Program, Recorder, StepTable};

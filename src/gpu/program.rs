@@ -1,0 +1,160 @@
+//! Programs: the dispatches of a forward pass, recorded once at load (pipelines, bind groups and
+//! the params arena all created then) and replayed for each position with only a dynamic offset
+//! changing.
+
+use std::rc::Rc;
+
+use bytemuck::Pod;
+
+use crate::error::{Error, Result};
+use crate::gpu::context::GpuContext;
+use crate::gpu::kernels::{Kernel, Pipeline, Slot};
+use crate::gpu::params;
+
+/// Uniform slots are 256 bytes apart: the largest `minUniformBufferOffsetAlignment` WebGPU allows.
+pub const SLOT: u64 = 256;
+
+/// One `Step { pos }` uniform per cache row, written once at load; the dispatches of position
+/// `pos` bind it at dynamic offset pos · 256, so a decode step writes no uniforms at all.
+pub struct StepTable {
+    pub buffer: wgpu::Buffer,
+    pub positions: usize,
+}
+
+impl StepTable {
+    pub fn new(ctx: &GpuContext, positions: usize) -> Result<Self> {
+        let size = positions as u64 * SLOT;
+        ctx.check_size("position uniforms", size, false)?;
+        let mut bytes = vec![0u8; size as usize];
+        for pos in 0..positions {
+            let s = params::Step { pos: pos as u32, _pad: [0; 3] };
+            bytes[pos * SLOT as usize..][..16].copy_from_slice(bytemuck::bytes_of(&s));
+        }
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("step uniforms"),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&buffer, 0, &bytes);
+        Ok(StepTable { buffer, positions })
+    }
+
+    pub fn offset(&self, pos: usize) -> u32 {
+        (pos as u64 * SLOT) as u32
+    }
+}
+
+pub struct Dispatch {
+    pub label: String,
+    pipeline: Rc<Pipeline>,
+    bind_group: wgpu::BindGroup,
+    workgroups: [u32; 2],
+}
+
+/// A recorded list of dispatches.
+#[derive(Default)]
+pub struct Program {
+    pub dispatches: Vec<Dispatch>,
+}
+
+impl Program {
+    /// Encodes every dispatch for position `pos` into `pass`.
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, steps: &StepTable, pos: usize) {
+        let offset = [steps.offset(pos)];
+        for d in &self.dispatches {
+            pass.set_pipeline(&d.pipeline.pipeline);
+            let dynamic: &[u32] = if d.pipeline.kernel.uses_step() { &offset } else { &[] };
+            pass.set_bind_group(0, &d.bind_group, dynamic);
+            pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], 1);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dispatches.is_empty()
+    }
+}
+
+struct Pending {
+    label: String,
+    kernel: Kernel,
+    buffers: Vec<wgpu::Buffer>,
+    params_offset: u64,
+    workgroups: [u32; 2],
+}
+
+/// Collects dispatches and their params; `finish` uploads the params arena and builds every bind
+/// group. Shapes are checked here, when the op is recorded, not when it runs.
+pub struct Recorder<'a> {
+    ctx: &'a GpuContext,
+    arena: Vec<u8>,
+    pending: Vec<Pending>,
+}
+
+impl<'a> Recorder<'a> {
+    pub fn new(ctx: &'a GpuContext) -> Self {
+        Recorder { ctx, arena: Vec::new(), pending: Vec::new() }
+    }
+
+    /// Records `kernel` over `buffers` (the storage bindings, in slot order) with `params`, on
+    /// enough 64-invocation workgroups to cover `invocations` (or exactly `invocations`
+    /// workgroups when `per_workgroup` is false).
+    pub fn push<P: Pod>(&mut self, label: impl Into<String>, kernel: Kernel, buffers: &[&wgpu::Buffer], p: &P, invocations: u32, per_workgroup: bool) -> Result<()> {
+        let label = label.into();
+        let storage = kernel.slots().iter().filter(|s| matches!(s, Slot::Out | Slot::In)).count();
+        if buffers.len() != storage {
+            return Err(Error::Gpu(format!("{label}: {} takes {storage} buffers, got {}", kernel.label(), buffers.len())));
+        }
+        let groups = if per_workgroup { invocations.div_ceil(64) } else { invocations };
+        let max = self.ctx.limits.max_compute_workgroups_per_dimension;
+        let workgroups = if groups <= max { [groups.max(1), 1] } else { [max, groups.div_ceil(max)] };
+        if workgroups[1] > max {
+            return Err(Error::Limit { what: format!("{label} workgroups"), need: groups as u64, limit: max as u64 * max as u64, limit_name: "maxComputeWorkgroupsPerDimension²" });
+        }
+        let params_offset = self.arena.len() as u64;
+        self.arena.extend_from_slice(bytemuck::bytes_of(p));
+        self.arena.resize((params_offset + SLOT) as usize, 0);
+        self.pending.push(Pending { label, kernel, buffers: buffers.iter().map(|b| (*b).clone()).collect(), params_offset, workgroups });
+        Ok(())
+    }
+
+    /// Builds the program; `params_buffer` receives the arena (kept alive by the bind groups).
+    pub fn finish(self, label: &str, steps: Option<&StepTable>) -> Result<Program> {
+        let ctx = self.ctx;
+        let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(&format!("{label} params")),
+            size: (self.arena.len() as u64).max(SLOT),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.queue.write_buffer(&params, 0, &self.arena);
+        let mut dispatches = Vec::with_capacity(self.pending.len());
+        for p in self.pending {
+            let pipeline = ctx.pipeline(p.kernel);
+            let mut storage = p.buffers.iter();
+            let mut entries = Vec::new();
+            for (i, slot) in p.kernel.slots().iter().enumerate() {
+                let resource = match slot {
+                    Slot::Out | Slot::In => storage.next().expect("checked in push").as_entire_binding(),
+                    Slot::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset: p.params_offset,
+                        size: wgpu::BufferSize::new(SLOT),
+                    }),
+                    Slot::Step => {
+                        let s = steps.ok_or_else(|| Error::Gpu(format!("{}: needs the step table", p.label)))?;
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &s.buffer, offset: 0, size: wgpu::BufferSize::new(16) })
+                    }
+                };
+                entries.push(wgpu::BindGroupEntry { binding: i as u32, resource });
+            }
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&p.label), layout: &pipeline.layout, entries: &entries });
+            dispatches.push(Dispatch { label: p.label, pipeline, bind_group, workgroups: p.workgroups });
+        }
+        Ok(Program { dispatches })
+    }
+}

@@ -1,0 +1,237 @@
+//! `kvscope` command line: inspect a GGUF, tokenize, generate, dump logits.
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    std::process::exit(cli::main());
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use std::io::Write;
+    use std::path::PathBuf;
+
+    use clap::{Parser, Subcommand};
+    use kvscope::config::Config;
+    use kvscope::gguf::Gguf;
+    use kvscope::sampler::SamplerConfig;
+    use kvscope::tokenizer::{ChatMessage, Tokenizer};
+    use kvscope::{Backend, Engine, Error, GenerateOptions, LoadOptions, Result};
+    use serde_json::json;
+
+    #[derive(Parser)]
+    #[command(name = "kvscope", version, about = "A small LLM on wgpu with a GPU-resident KV cache")]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(clap::Args)]
+    struct ModelArgs {
+        /// GGUF model file.
+        #[arg(long, default_value = kvscope::DEFAULT_MODEL)]
+        model: PathBuf,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Architecture, hyper-parameters, tensors and memory needed.
+        Inspect {
+            /// GGUF model file.
+            #[arg(default_value = kvscope::DEFAULT_MODEL)]
+            model: PathBuf,
+            #[arg(long)]
+            json: bool,
+            /// Context length for the KV-cache estimate.
+            #[arg(long, default_value_t = kvscope::DEFAULT_CONTEXT)]
+            context: usize,
+        },
+        /// Token ids of a text, comma-separated.
+        Tokenize {
+            #[command(flatten)]
+            m: ModelArgs,
+            #[arg(long)]
+            prompt: String,
+        },
+        /// Generate text (greedy argmax unless --temperature is above 0).
+        Generate {
+            #[command(flatten)]
+            m: ModelArgs,
+            #[arg(long)]
+            prompt: String,
+            /// Wrap the prompt as a user turn in the model's chat template.
+            #[arg(long)]
+            chat: bool,
+            #[arg(long, default_value_t = 64)]
+            max_tokens: usize,
+            #[arg(long, default_value_t = 0.0)]
+            temperature: f32,
+            #[arg(long, default_value_t = 0)]
+            top_k: usize,
+            #[arg(long, default_value_t = 1.0)]
+            top_p: f32,
+            #[arg(long, default_value_t = 0)]
+            seed: u64,
+            #[arg(long, default_value = "gpu")]
+            backend: Backend,
+            #[arg(long, default_value_t = kvscope::DEFAULT_CONTEXT)]
+            context: usize,
+            /// One JSON object per token, then a summary.
+            #[arg(long)]
+            json: bool,
+        },
+        /// Logits after every input position (teacher forcing), little-endian f32 [n × V].
+        Logits {
+            #[command(flatten)]
+            m: ModelArgs,
+            #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+            prompt: Option<String>,
+            /// Comma-separated token ids.
+            #[arg(long)]
+            ids: Option<String>,
+            #[arg(long, default_value = "gpu")]
+            backend: Backend,
+            #[arg(long)]
+            out: PathBuf,
+        },
+    }
+
+    pub fn main() -> i32 {
+        let cli = Cli::parse();
+        match run(cli) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("kvscope: {e}");
+                1
+            }
+        }
+    }
+
+    fn read(path: &PathBuf) -> Result<Vec<u8>> {
+        std::fs::read(path).map_err(|e| {
+            let hint = if path.to_str() == Some(kvscope::DEFAULT_MODEL) { " (run scripts/fetch-model.sh to get the default model)" } else { "" };
+            Error::Io(format!("cannot read model `{}`: {e}{hint}", path.display()))
+        })
+    }
+
+    fn run(cli: Cli) -> Result<()> {
+        match cli.cmd {
+            Cmd::Inspect { model, json, context } => inspect(&read(&model)?, json, context),
+            Cmd::Tokenize { m, prompt } => {
+                let bytes = read(&m.model)?;
+                let tok = Tokenizer::from_gguf(&Gguf::parse(&bytes)?)?;
+                let ids = tok.encode(&prompt)?;
+                println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
+                Ok(())
+            }
+            Cmd::Generate { m, prompt, chat, max_tokens, temperature, top_k, top_p, seed, backend, context, json } => {
+                let bytes = read(&m.model)?;
+                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context }))?;
+                let text = if chat {
+                    engine.tokenizer.apply_chat_template(&[ChatMessage { role: "user".into(), content: prompt }], true)?
+                } else {
+                    prompt
+                };
+                let ids = engine.tokenizer.encode(&text)?;
+                let opts = GenerateOptions { max_tokens, sampler: SamplerConfig { temperature, top_k, top_p, seed }, top_k: 5 };
+                let mut out = std::io::stdout().lock();
+                let summary = pollster::block_on(engine.generate(&ids, &opts, &mut |ev| {
+                    if json {
+                        let _ = writeln!(out, "{}", json!({"id": ev.id, "text": ev.text, "top": ev.top, "ms": ev.ms}));
+                    } else {
+                        let _ = write!(out, "{}", ev.text);
+                    }
+                    let _ = out.flush();
+                    true
+                }))?;
+                if json {
+                    let mut s = serde_json::to_value(&summary).expect("summary serialises");
+                    if let Some(g) = engine.gpu() {
+                        s["adapter"] = json!(g.ctx.adapter_name());
+                        s["dispatches_per_token"] = json!(g.dispatches_per_token());
+                        s["counters"] = json!(g.counters);
+                    }
+                    println!("{}", json!({ "summary": s }));
+                } else {
+                    println!();
+                    eprintln!(
+                        "[{} prompt + {} generated tokens; prefill {:.1} tok/s, decode {:.2} tok/s; stop: {:?}; {}]",
+                        summary.prompt_tokens, summary.generated_tokens, summary.prefill_tps, summary.decode_tps, summary.stop, summary.backend
+                    );
+                }
+                Ok(())
+            }
+            Cmd::Logits { m, prompt, ids, backend, out } => {
+                let bytes = read(&m.model)?;
+                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, ..Default::default() }))?;
+                let ids: Vec<u32> = match (prompt, ids) {
+                    (Some(p), _) => engine.tokenizer.encode(&p)?,
+                    (None, Some(s)) => s
+                        .split(',')
+                        .map(|t| t.trim().parse::<u32>().map_err(|_| Error::Config(format!("`{t}` in --ids is not a token id"))))
+                        .collect::<Result<_>>()?,
+                    (None, None) => unreachable!("clap requires one of --prompt and --ids"),
+                };
+                let logits = pollster::block_on(engine.logits_for(&ids))?;
+                let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+                std::fs::write(&out, bytes).map_err(|e| Error::Io(format!("cannot write `{}`: {e}", out.display())))?;
+                eprintln!("wrote {} × {} logits to {}", ids.len(), engine.cfg.vocab_size, out.display());
+                Ok(())
+            }
+        }
+    }
+
+    fn inspect(bytes: &[u8], json: bool, context: usize) -> Result<()> {
+        let g = Gguf::parse(bytes)?;
+        let cfg = Config::from_gguf(&g)?;
+        let weight_bytes: u64 = g.tensors.iter().map(|t| t.size).sum();
+        let kv_bytes = cfg.kv_cache_bytes(context, 4);
+        if json {
+            let tensors: Vec<_> = g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
+            let meta: serde_json::Map<String, serde_json::Value> = g.metadata.iter().map(|(k, v)| (k.clone(), json!(v.summary()))).collect();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "gguf_version": g.version,
+                    "alignment": g.alignment,
+                    "config": cfg,
+                    "metadata": meta,
+                    "tensors": tensors,
+                    "memory": {"context": context, "weights_bytes": weight_bytes, "kv_cache_bytes": kv_bytes, "total_bytes": weight_bytes + kv_bytes},
+                }))
+                .expect("json")
+            );
+            return Ok(());
+        }
+        println!("{} — GGUF v{}, {} tensors, {} metadata keys", cfg.name, g.version, g.tensors.len(), g.metadata.len());
+        println!("architecture: llama");
+        println!(
+            "dim {}  ffn {}  layers {}  heads {} (kv {}, head dim {})  vocab {}  trained context {}",
+            cfg.dim, cfg.ffn_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.train_context
+        );
+        println!("rms eps {:e}  rope base {}  output {}", cfg.rms_eps, cfg.rope_base, if cfg.tied_output { "tied to token_embd" } else { "output.weight" });
+        println!("\nmetadata:");
+        for (k, v) in &g.metadata {
+            println!("  {k:<40} {}", v.summary());
+        }
+        println!("\n{:<28} {:<6} {:>16} {:>12}", "tensor", "type", "shape", "bytes");
+        for t in &g.tensors {
+            let shape = t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
+            println!("{:<28} {:<6} {:>16} {:>12}", t.name, t.ty.name(), shape, t.size);
+        }
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!("\nmemory at context {context}:");
+        println!("  weights   {:>9.1} MiB", mib(weight_bytes));
+        println!(
+            "  KV cache  {:>9.1} MiB  (f32: {context} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × 4 bytes)",
+            mib(kv_bytes),
+            cfg.n_layers,
+            cfg.n_kv_heads,
+            cfg.head_dim
+        );
+        println!("  total     {:>9.1} MiB", mib(weight_bytes + kv_bytes));
+        Ok(())
+    }
+}

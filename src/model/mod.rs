@@ -1,0 +1,184 @@
+//! The GPU model: weights, activations and KV cache on the device, and the forward pass as two
+//! recorded programs — `body` (embedding + every layer, for one position) and `head` (final norm +
+//! logits) — replayed per token inside one compute pass, one submit and one readback.
+
+pub mod kv_cache;
+pub mod weights;
+
+use crate::config::Config;
+use crate::cpu::rope_table;
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::gpu::{params, GpuContext, Kernel, Program, Recorder, StepTable};
+use kv_cache::KvCache;
+use weights::Weights;
+
+/// Activation buffers, each allocated once for the model's shapes.
+struct Activations {
+    x: wgpu::Buffer,       // [d] residual stream
+    xb: wgpu::Buffer,      // [d] normed sublayer input
+    qkv: wgpu::Buffer,     // [d + 2·kv] = [q | k | v] of the current token
+    att_out: wgpu::Buffer, // [d] attention output, heads concatenated
+    att: wgpu::Buffer,     // [h × T] attention weights of the current token
+    gate_up: wgpu::Buffer, // [2f] = [gate | up]
+    hb: wgpu::Buffer,      // [f] silu(gate) ⊙ up
+    logits: wgpu::Buffer,  // [V]
+    tokens: wgpu::Buffer,  // [T] u32, token id per position
+    rope: wgpu::Buffer,    // [T × d_h/2] (cos, sin)
+    staging: wgpu::Buffer, // [V] f32, MAP_READ
+}
+
+/// What one decode step costs, counted as it runs.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct GpuCounters {
+    pub submits: u64,
+    pub dispatches: u64,
+    pub readback_bytes: u64,
+    pub maps: u64,
+}
+
+pub struct GpuModel {
+    pub ctx: GpuContext,
+    pub cfg: Config,
+    pub weights: Weights,
+    pub kv: KvCache,
+    act: Activations,
+    steps: StepTable,
+    body: Program,
+    head: Program,
+    pub counters: GpuCounters,
+}
+
+impl GpuModel {
+    pub async fn load(g: &Gguf<'_>, cfg: &Config, context: usize) -> Result<Self> {
+        let ctx = GpuContext::new().await?;
+        Self::load_on(ctx, g, cfg, context)
+    }
+
+    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize) -> Result<Self> {
+        let (d, kv, f, h, v) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, cfg.n_heads as u64, cfg.vocab_size as u64);
+        let t = context as u64;
+        let weights = Weights::upload(&ctx, g, cfg)?;
+        let kv_cache = KvCache::new(&ctx, cfg, context)?;
+        let act = Activations {
+            x: ctx.storage("x", d * 4)?,
+            xb: ctx.storage("xb", d * 4)?,
+            qkv: ctx.storage("qkv", (d + 2 * kv) * 4)?,
+            att_out: ctx.storage("att_out", d * 4)?,
+            att: ctx.storage("att", h * t * 4)?,
+            gate_up: ctx.storage("gate_up", 2 * f * 4)?,
+            hb: ctx.storage("hb", f * 4)?,
+            logits: ctx.storage("logits", v * 4)?,
+            tokens: ctx.storage("tokens", t * 4)?,
+            rope: ctx.storage_with("rope table", bytemuck::cast_slice(&rope_table(context, cfg.head_dim, cfg.rope_base)))?,
+            staging: ctx.staging("logits staging", v * 4),
+        };
+        let steps = StepTable::new(&ctx, context)?;
+        let body = record_body(&ctx, cfg, &weights, &kv_cache, &act, context, &steps)?;
+        let head = record_head(&ctx, cfg, &weights, &act)?;
+        ctx.check_errors()?;
+        Ok(GpuModel { ctx, cfg: cfg.clone(), weights, kv: kv_cache, act, steps, body, head, counters: GpuCounters::default() })
+    }
+
+    pub fn dispatches_per_token(&self) -> usize {
+        self.body.len() + self.head.len()
+    }
+
+    /// GPU buffer bytes: weights, KV cache and activations.
+    pub fn buffer_bytes(&self) -> u64 {
+        let a = &self.act;
+        let act: u64 = [&a.x, &a.xb, &a.qkv, &a.att_out, &a.att, &a.gate_up, &a.hb, &a.logits, &a.tokens, &a.rope, &a.staging].iter().map(|b| b.size()).sum();
+        self.weights.bytes + self.kv.bytes_allocated() + act + self.steps.buffer.size()
+    }
+
+    /// Processes `tokens` at positions start.. in one command buffer and one submit. When
+    /// `logits` is given, the last position's logits are read back into it (one map).
+    pub async fn forward(&mut self, tokens: &[u32], start: usize, logits: Option<&mut [f32]>) -> Result<()> {
+        let n = tokens.len();
+        if start + n > self.kv.capacity {
+            return Err(Error::ContextFull { used: start, capacity: self.kv.capacity });
+        }
+        self.ctx.queue.write_buffer(&self.act.tokens, start as u64 * 4, bytemuck::cast_slice(tokens));
+        let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+            for i in 0..n {
+                self.body.encode(&mut pass, &self.steps, start + i);
+            }
+            if logits.is_some() && n > 0 {
+                self.head.encode(&mut pass, &self.steps, start + n - 1);
+            }
+        }
+        let want = logits.is_some() && n > 0;
+        if want {
+            enc.copy_buffer_to_buffer(&self.act.logits, 0, &self.act.staging, 0, self.act.logits.size());
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        self.counters.submits += 1;
+        self.counters.dispatches += (n * self.body.len() + if want { self.head.len() } else { 0 }) as u64;
+        self.kv.len = start + n;
+        if let (Some(out), true) = (logits, want) {
+            self.ctx.read_staging(&self.act.staging, bytemuck::cast_slice_mut(out)).await?;
+            self.counters.maps += 1;
+            self.counters.readback_bytes += (out.len() * 4) as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads the attention weights of the last processed position: [h × n], n = positions cached.
+    /// Allocates; for the attention view, never called by the decode loop itself.
+    pub async fn attention_weights(&self) -> Result<Vec<f32>> {
+        let all = self.ctx.read_f32(&self.act.att).await?;
+        let (t, n) = (self.kv.capacity, self.kv.len);
+        Ok(all.chunks(t).take(self.cfg.n_heads).flat_map(|row| row[..n].iter().copied()).collect())
+    }
+
+    /// Reads the whole K or V cache of layer `l` ([T × kv] f32). Allocates; for tests and views.
+    pub async fn read_cache(&self, l: usize, values: bool) -> Result<Vec<f32>> {
+        self.ctx.read_f32(if values { &self.kv.v[l] } else { &self.kv.k[l] }).await
+    }
+}
+
+fn matvec(rec: &mut Recorder, label: String, w: &weights::Tensor, out: &wgpu::Buffer, x: &wgpu::Buffer, out_offset: u32, accumulate: bool) -> Result<()> {
+    let p = params::MatVec { rows: w.rows(), cols: w.cols(), row_bytes: w.row_bytes(), out_offset, accumulate: accumulate as u32 };
+    rec.push(label, Kernel::MatVec(w.ty), &[out, &w.buffer, x], &p, w.rows(), true)
+}
+
+/// Embedding + every layer for one position: 1 + 13 · n_layers dispatches.
+fn record_body(ctx: &GpuContext, cfg: &Config, w: &Weights, kv: &KvCache, a: &Activations, context: usize, steps: &StepTable) -> Result<Program> {
+    let (d, kvd, f, h, hkv, hd) = (cfg.dim as u32, cfg.kv_dim() as u32, cfg.ffn_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
+    let mut rec = Recorder::new(ctx);
+    let embd = w.get("token_embd.weight");
+    rec.push("embed", Kernel::Embed(embd.ty), &[&a.x, &embd.buffer, &a.tokens], &params::Embed { dim: d, row_bytes: embd.row_bytes() }, d / 32, true)?;
+    let norm = params::RmsNorm { n: d, eps: cfg.rms_eps };
+    for l in 0..cfg.n_layers {
+        let t = |n: &str| w.layer(l, n);
+        // x → xb = rmsnorm(x) → q, k, v (into qkv) → RoPE on q and k → k, v into cache row pos.
+        rec.push(format!("L{l}.attn_norm"), Kernel::RmsNorm, &[&a.xb, &a.x, &t("attn_norm").buffer], &norm, 1, false)?;
+        matvec(&mut rec, format!("L{l}.attn_q"), t("attn_q"), &a.qkv, &a.xb, 0, false)?;
+        matvec(&mut rec, format!("L{l}.attn_k"), t("attn_k"), &a.qkv, &a.xb, d, false)?;
+        matvec(&mut rec, format!("L{l}.attn_v"), t("attn_v"), &a.qkv, &a.xb, d + kvd, false)?;
+        rec.push(format!("L{l}.rope"), Kernel::Rope, &[&a.qkv, &a.rope], &params::Rope { n_rot_heads: h + hkv, head_dim: hd }, (h + hkv) * hd / 2, true)?;
+        rec.push(format!("L{l}.kv_write"), Kernel::KvWrite, &[&kv.k[l], &kv.v[l], &a.qkv], &params::KvWrite { q_dim: d, kv_dim: kvd }, kvd, true)?;
+        // q attends over cache rows 0..=pos; x += W_o · att_out.
+        let ap = params::Attention { n_heads: h, n_kv_heads: hkv, head_dim: hd, att_stride: context as u32, scale: 1.0 / (hd as f32).sqrt() };
+        rec.push(format!("L{l}.attention"), Kernel::Attention, &[&a.att_out, &a.att, &a.qkv, &kv.k[l], &kv.v[l]], &ap, h, false)?;
+        matvec(&mut rec, format!("L{l}.attn_output"), t("attn_output"), &a.x, &a.att_out, 0, true)?;
+        // x += W_down · (silu(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).
+        rec.push(format!("L{l}.ffn_norm"), Kernel::RmsNorm, &[&a.xb, &a.x, &t("ffn_norm").buffer], &norm, 1, false)?;
+        matvec(&mut rec, format!("L{l}.ffn_gate"), t("ffn_gate"), &a.gate_up, &a.xb, 0, false)?;
+        matvec(&mut rec, format!("L{l}.ffn_up"), t("ffn_up"), &a.gate_up, &a.xb, f, false)?;
+        rec.push(format!("L{l}.swiglu"), Kernel::SwiGlu, &[&a.hb, &a.gate_up], &params::SwiGlu { n: f }, f, true)?;
+        matvec(&mut rec, format!("L{l}.ffn_down"), t("ffn_down"), &a.x, &a.hb, 0, true)?;
+    }
+    rec.finish("body", Some(steps))
+}
+
+/// logits = W_out · rmsnorm(x), W_out = token_embd when the output is tied.
+fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations) -> Result<Program> {
+    let mut rec = Recorder::new(ctx);
+    rec.push("output_norm", Kernel::RmsNorm, &[&a.xb, &a.x, &w.get("output_norm.weight").buffer], &params::RmsNorm { n: cfg.dim as u32, eps: cfg.rms_eps }, 1, false)?;
+    let out = if cfg.tied_output { w.get("token_embd.weight") } else { w.get("output.weight") };
+    matvec(&mut rec, "output".into(), out, &a.logits, &a.xb, 0, false)?;
+    rec.finish("head", None)
+}
