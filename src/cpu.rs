@@ -86,7 +86,16 @@ pub fn softmax(x: &mut [f32]) {
 ///   out[h]    = Σ_t att[h, t] · v[t, kvh]
 /// q, out: [h × d_h]; k_cache, v_cache: [T × kv]; att: [h × n] (the weights, kept for display)
 #[allow(clippy::too_many_arguments)]
-pub fn attention(out: &mut [f32], att: &mut [f32], q: &[f32], k_cache: &[f32], v_cache: &[f32], n: usize, n_kv_heads: usize, head_dim: usize) {
+pub fn attention(
+    out: &mut [f32],
+    att: &mut [f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    n: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+) {
     let n_heads = q.len() / head_dim;
     let group = n_heads / n_kv_heads;
     let kv = n_kv_heads * head_dim;
@@ -137,21 +146,21 @@ pub struct CpuModel {
     pub context: usize,
     token_embd: Vec<f32>, // [V × d]
     layers: Vec<Layer>,
-    output_norm: Vec<f32>,      // [d]
-    output: Option<Vec<f32>>,   // [V × d]; None: tied to token_embd
-    k_cache: Vec<Vec<f32>>,     // per layer [T × kv]
-    v_cache: Vec<Vec<f32>>,     // per layer [T × kv]
-    x: Vec<f32>,                // [d] residual stream
-    xb: Vec<f32>,               // [d] normed input of a sublayer
-    q: Vec<f32>,                // [d]
-    k: Vec<f32>,                // [kv]
-    v: Vec<f32>,                // [kv]
-    att_out: Vec<f32>,          // [d]
-    att: Vec<f32>,              // [h × T] attention weights of the last step
-    gate: Vec<f32>,             // [f]
-    up: Vec<f32>,               // [f]
-    hb: Vec<f32>,               // [f]
-    pub logits: Vec<f32>,       // [V]
+    output_norm: Vec<f32>,    // [d]
+    output: Option<Vec<f32>>, // [V × d]; None: tied to token_embd
+    k_cache: Vec<Vec<f32>>,   // per layer [T × kv]
+    v_cache: Vec<Vec<f32>>,   // per layer [T × kv]
+    x: Vec<f32>,              // [d] residual stream
+    xb: Vec<f32>,             // [d] normed input of a sublayer
+    q: Vec<f32>,              // [d]
+    k: Vec<f32>,              // [kv]
+    v: Vec<f32>,              // [kv]
+    att_out: Vec<f32>,        // [d]
+    att: Vec<f32>,            // [h × T] attention weights of the last step
+    gate: Vec<f32>,           // [f]
+    up: Vec<f32>,             // [f]
+    hb: Vec<f32>,             // [f]
+    pub logits: Vec<f32>,     // [V]
 }
 
 fn load_tensor(g: &Gguf, name: &str) -> Result<Vec<f32>> {

@@ -234,7 +234,12 @@ impl Engine {
     /// Feeds `prompt`, then picks tokens one at a time until EOS, `max_tokens`, a full context, or
     /// `on_token` returning false. Each chosen token is fed back before the next is picked, so the
     /// cache grows by one row per step.
-    pub async fn generate(&mut self, prompt: &[u32], opts: &GenerateOptions, on_token: &mut dyn FnMut(&TokenEvent) -> bool) -> Result<Summary> {
+    pub async fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Summary> {
         let t0 = now_ms();
         self.feed(prompt).await?;
         let prefill_ms = now_ms() - t0;

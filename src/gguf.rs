@@ -189,12 +189,7 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
         if n > self.remaining() {
-            return Err(Error::Truncated {
-                what: what(),
-                offset: self.pos as u64,
-                need: n,
-                len: self.bytes.len() as u64,
-            });
+            return Err(Error::Truncated { what: what(), offset: self.pos as u64, need: n, len: self.bytes.len() as u64 });
         }
         let s = &self.bytes[self.pos..self.pos + n as usize];
         self.pos += n as usize;
@@ -308,7 +303,12 @@ impl<'a> Gguf<'a> {
             None => DEFAULT_ALIGNMENT,
             Some(v) => match v.as_u64() {
                 Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => return Err(Error::malformed("metadata key `general.alignment`", format!("{} is not a power of two up to 1 MiB", v.summary()))),
+                _ => {
+                    return Err(Error::malformed(
+                        "metadata key `general.alignment`",
+                        format!("{} is not a power of two up to 1 MiB", v.summary()),
+                    ))
+                }
             },
         };
 
@@ -329,13 +329,12 @@ impl<'a> Gguf<'a> {
             }
             let raw_ty = r.u32(&|| format!("type of tensor `{name}`"))?;
             let offset = r.u64(&|| format!("offset of tensor `{name}`"))?;
-            let ty = GgmlType::from_u32(raw_ty).ok_or_else(|| Error::UnsupportedType {
-                name: name.clone(),
-                ty: crate::quant::ggml_type_name(raw_ty),
-            })?;
-            let n: u64 = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(|| {
-                Error::malformed(format!("tensor `{name}`"), format!("shape {dims:?} overflows"))
-            })?;
+            let ty = GgmlType::from_u32(raw_ty)
+                .ok_or_else(|| Error::UnsupportedType { name: name.clone(), ty: crate::quant::ggml_type_name(raw_ty) })?;
+            let n: u64 = dims
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+                .ok_or_else(|| Error::malformed(format!("tensor `{name}`"), format!("shape {dims:?} overflows")))?;
             if n == 0 {
                 return Err(Error::malformed(format!("tensor `{name}`"), format!("shape {dims:?} has no elements")));
             }
@@ -349,7 +348,10 @@ impl<'a> Gguf<'a> {
                 .checked_mul(ty.block_bytes() as u64)
                 .ok_or_else(|| Error::malformed(format!("tensor `{name}`"), "byte size overflows"))?;
             if offset % alignment != 0 {
-                return Err(Error::malformed(format!("tensor `{name}`"), format!("data offset {offset} is not a multiple of the alignment {alignment}")));
+                return Err(Error::malformed(
+                    format!("tensor `{name}`"),
+                    format!("data offset {offset} is not a multiple of the alignment {alignment}"),
+                ));
             }
             tensors.push(TensorInfo { name, dims, ty, offset, size });
         }

@@ -111,7 +111,8 @@ mod cli {
 
     fn read(path: &PathBuf) -> Result<Vec<u8>> {
         std::fs::read(path).map_err(|e| {
-            let hint = if path.to_str() == Some(kvscope::DEFAULT_MODEL) { " (run scripts/fetch-model.sh to get the default model)" } else { "" };
+            let hint =
+                if path.to_str() == Some(kvscope::DEFAULT_MODEL) { " (run scripts/fetch-model.sh to get the default model)" } else { "" };
             Error::Io(format!("cannot read model `{}`: {e}{hint}", path.display()))
         })
     }
@@ -158,7 +159,12 @@ mod cli {
                     println!();
                     eprintln!(
                         "[{} prompt + {} generated tokens; prefill {:.1} tok/s, decode {:.2} tok/s; stop: {:?}; {}]",
-                        summary.prompt_tokens, summary.generated_tokens, summary.prefill_tps, summary.decode_tps, summary.stop, summary.backend
+                        summary.prompt_tokens,
+                        summary.generated_tokens,
+                        summary.prefill_tps,
+                        summary.decode_tps,
+                        summary.stop,
+                        summary.backend
                     );
                 }
                 Ok(())
@@ -183,15 +189,21 @@ mod cli {
         }
     }
 
+    #[allow(unused_must_use)] // writeln! into a String cannot fail
     fn inspect(bytes: &[u8], json: bool, context: usize) -> Result<()> {
+        use std::fmt::Write as _;
+        let mut o = String::new();
         let g = Gguf::parse(bytes)?;
         let cfg = Config::from_gguf(&g)?;
         let weight_bytes: u64 = g.tensors.iter().map(|t| t.size).sum();
         let kv_bytes = cfg.kv_cache_bytes(context, 4);
         if json {
-            let tensors: Vec<_> = g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
-            let meta: serde_json::Map<String, serde_json::Value> = g.metadata.iter().map(|(k, v)| (k.clone(), json!(v.summary()))).collect();
-            println!(
+            let tensors: Vec<_> =
+                g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
+            let meta: serde_json::Map<String, serde_json::Value> =
+                g.metadata.iter().map(|(k, v)| (k.clone(), json!(v.summary()))).collect();
+            writeln!(
+                o,
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "gguf_version": g.version,
@@ -203,35 +215,49 @@ mod cli {
                 }))
                 .expect("json")
             );
-            return Ok(());
+            return print_all(&o);
         }
-        println!("{} — GGUF v{}, {} tensors, {} metadata keys", cfg.name, g.version, g.tensors.len(), g.metadata.len());
-        println!("architecture: llama");
-        println!(
+        writeln!(o, "{} — GGUF v{}, {} tensors, {} metadata keys", cfg.name, g.version, g.tensors.len(), g.metadata.len());
+        writeln!(o, "architecture: llama");
+        writeln!(
+            o,
             "dim {}  ffn {}  layers {}  heads {} (kv {}, head dim {})  vocab {}  trained context {}",
             cfg.dim, cfg.ffn_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.train_context
         );
-        println!("rms eps {:e}  rope base {}  output {}", cfg.rms_eps, cfg.rope_base, if cfg.tied_output { "tied to token_embd" } else { "output.weight" });
-        println!("\nmetadata:");
+        writeln!(
+            o,
+            "rms eps {:e}  rope base {}  output {}",
+            cfg.rms_eps,
+            cfg.rope_base,
+            if cfg.tied_output { "tied to token_embd" } else { "output.weight" }
+        );
+        writeln!(o, "\nmetadata:");
         for (k, v) in &g.metadata {
-            println!("  {k:<40} {}", v.summary());
+            writeln!(o, "  {k:<40} {}", v.summary());
         }
-        println!("\n{:<28} {:<6} {:>16} {:>12}", "tensor", "type", "shape", "bytes");
+        writeln!(o, "\n{:<28} {:<6} {:>16} {:>12}", "tensor", "type", "shape", "bytes");
         for t in &g.tensors {
             let shape = t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
-            println!("{:<28} {:<6} {:>16} {:>12}", t.name, t.ty.name(), shape, t.size);
+            writeln!(o, "{:<28} {:<6} {:>16} {:>12}", t.name, t.ty.name(), shape, t.size);
         }
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        println!("\nmemory at context {context}:");
-        println!("  weights   {:>9.1} MiB", mib(weight_bytes));
-        println!(
+        writeln!(o, "\nmemory at context {context}:");
+        writeln!(o, "  weights   {:>9.1} MiB", mib(weight_bytes));
+        writeln!(
+            o,
             "  KV cache  {:>9.1} MiB  (f32: {context} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × 4 bytes)",
             mib(kv_bytes),
             cfg.n_layers,
             cfg.n_kv_heads,
             cfg.head_dim
         );
-        println!("  total     {:>9.1} MiB", mib(weight_bytes + kv_bytes));
+        writeln!(o, "  total     {:>9.1} MiB", mib(weight_bytes + kv_bytes));
+        print_all(&o)
+    }
+
+    /// Writes to stdout; a closed pipe (`| head`) ends the output quietly.
+    fn print_all(s: &str) -> Result<()> {
+        let _ = std::io::stdout().lock().write_all(s.as_bytes());
         Ok(())
     }
 }

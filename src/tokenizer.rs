@@ -39,7 +39,7 @@ pub struct ChatMessage {
 }
 
 /// GPT-2's map from bytes to printable characters, the alphabet of byte-level BPE vocabularies.
-fn byte_to_char() -> [char; 256] {
+pub fn byte_to_char() -> [char; 256] {
     let mut table = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u32 {
@@ -79,13 +79,17 @@ impl Tokenizer {
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let model = g.str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(Error::Tokenizer(format!("tokenizer model `{model}` (tokenizer.ggml.model) is not supported; only byte-level BPE (`gpt2`) is")));
+            return Err(Error::Tokenizer(format!(
+                "tokenizer model `{model}` (tokenizer.ggml.model) is not supported; only byte-level BPE (`gpt2`) is"
+            )));
         }
         let tokens = g.str_array("tokenizer.ggml.tokens")?;
         let merges = g.str_array("tokenizer.ggml.merges")?;
         let types = match g.int_array("tokenizer.ggml.token_type") {
             Ok(t) if t.len() == tokens.len() => t,
-            Ok(t) => return Err(Error::Tokenizer(format!("tokenizer.ggml.token_type has {} entries for {} tokens", t.len(), tokens.len()))),
+            Ok(t) => {
+                return Err(Error::Tokenizer(format!("tokenizer.ggml.token_type has {} entries for {} tokens", t.len(), tokens.len())))
+            }
             Err(Error::MissingKey(_)) => vec![1; tokens.len()],
             Err(e) => return Err(e),
         };
@@ -110,12 +114,8 @@ impl Tokenizer {
         inner.with_pre_tokenizer(Some(Sequence::new(pre_tokenizer(pre)?)));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
         let is_control: Vec<bool> = types.iter().map(|&t| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED).collect();
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&is_control)
-            .filter(|(_, &c)| c)
-            .map(|(t, _)| AddedToken::from(t.to_string(), true))
-            .collect();
+        let specials: Vec<AddedToken> =
+            tokens.iter().zip(&is_control).filter(|(_, &c)| c).map(|(t, _)| AddedToken::from(t.to_string(), true)).collect();
         inner.add_special_tokens(&specials);
 
         let ch2byte: HashMap<char, u8> = byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();

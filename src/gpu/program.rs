@@ -70,6 +70,16 @@ impl Program {
         }
     }
 
+    /// Encodes the program for `pos` in its own command buffer and submits it (no readback).
+    pub fn run(&self, ctx: &GpuContext, steps: &StepTable, pos: usize) {
+        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("program") });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("program"), timestamp_writes: None });
+            self.encode(&mut pass, steps, pos);
+        }
+        ctx.queue.submit([enc.finish()]);
+    }
+
     pub fn len(&self) -> usize {
         self.dispatches.len()
     }
@@ -103,7 +113,15 @@ impl<'a> Recorder<'a> {
     /// Records `kernel` over `buffers` (the storage bindings, in slot order) with `params`, on
     /// enough 64-invocation workgroups to cover `invocations` (or exactly `invocations`
     /// workgroups when `per_workgroup` is false).
-    pub fn push<P: Pod>(&mut self, label: impl Into<String>, kernel: Kernel, buffers: &[&wgpu::Buffer], p: &P, invocations: u32, per_workgroup: bool) -> Result<()> {
+    pub fn push<P: Pod>(
+        &mut self,
+        label: impl Into<String>,
+        kernel: Kernel,
+        buffers: &[&wgpu::Buffer],
+        p: &P,
+        invocations: u32,
+        per_workgroup: bool,
+    ) -> Result<()> {
         let label = label.into();
         let storage = kernel.slots().iter().filter(|s| matches!(s, Slot::Out | Slot::In)).count();
         if buffers.len() != storage {
@@ -113,7 +131,12 @@ impl<'a> Recorder<'a> {
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         let workgroups = if groups <= max { [groups.max(1), 1] } else { [max, groups.div_ceil(max)] };
         if workgroups[1] > max {
-            return Err(Error::Limit { what: format!("{label} workgroups"), need: groups as u64, limit: max as u64 * max as u64, limit_name: "maxComputeWorkgroupsPerDimension²" });
+            return Err(Error::Limit {
+                what: format!("{label} workgroups"),
+                need: groups as u64,
+                limit: max as u64 * max as u64,
+                limit_name: "maxComputeWorkgroupsPerDimension²",
+            });
         }
         let params_offset = self.arena.len() as u64;
         self.arena.extend_from_slice(bytemuck::bytes_of(p));
@@ -152,7 +175,11 @@ impl<'a> Recorder<'a> {
                 };
                 entries.push(wgpu::BindGroupEntry { binding: i as u32, resource });
             }
-            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(&p.label), layout: &pipeline.layout, entries: &entries });
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&p.label),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
             dispatches.push(Dispatch { label: p.label, pipeline, bind_group, workgroups: p.workgroups });
         }
         Ok(Program { dispatches })

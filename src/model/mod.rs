@@ -87,7 +87,10 @@ impl GpuModel {
     /// GPU buffer bytes: weights, KV cache and activations.
     pub fn buffer_bytes(&self) -> u64 {
         let a = &self.act;
-        let act: u64 = [&a.x, &a.xb, &a.qkv, &a.att_out, &a.att, &a.gate_up, &a.hb, &a.logits, &a.tokens, &a.rope, &a.staging].iter().map(|b| b.size()).sum();
+        let act: u64 = [&a.x, &a.xb, &a.qkv, &a.att_out, &a.att, &a.gate_up, &a.hb, &a.logits, &a.tokens, &a.rope, &a.staging]
+            .iter()
+            .map(|b| b.size())
+            .sum();
         self.weights.bytes + self.kv.bytes_allocated() + act + self.steps.buffer.size()
     }
 
@@ -139,17 +142,41 @@ impl GpuModel {
     }
 }
 
-fn matvec(rec: &mut Recorder, label: String, w: &weights::Tensor, out: &wgpu::Buffer, x: &wgpu::Buffer, out_offset: u32, accumulate: bool) -> Result<()> {
+fn matvec(
+    rec: &mut Recorder,
+    label: String,
+    w: &weights::Tensor,
+    out: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    out_offset: u32,
+    accumulate: bool,
+) -> Result<()> {
     let p = params::MatVec { rows: w.rows(), cols: w.cols(), row_bytes: w.row_bytes(), out_offset, accumulate: accumulate as u32 };
     rec.push(label, Kernel::MatVec(w.ty), &[out, &w.buffer, x], &p, w.rows(), true)
 }
 
 /// Embedding + every layer for one position: 1 + 13 · n_layers dispatches.
-fn record_body(ctx: &GpuContext, cfg: &Config, w: &Weights, kv: &KvCache, a: &Activations, context: usize, steps: &StepTable) -> Result<Program> {
-    let (d, kvd, f, h, hkv, hd) = (cfg.dim as u32, cfg.kv_dim() as u32, cfg.ffn_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
+fn record_body(
+    ctx: &GpuContext,
+    cfg: &Config,
+    w: &Weights,
+    kv: &KvCache,
+    a: &Activations,
+    context: usize,
+    steps: &StepTable,
+) -> Result<Program> {
+    let (d, kvd, f, h, hkv, hd) =
+        (cfg.dim as u32, cfg.kv_dim() as u32, cfg.ffn_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
     let mut rec = Recorder::new(ctx);
     let embd = w.get("token_embd.weight");
-    rec.push("embed", Kernel::Embed(embd.ty), &[&a.x, &embd.buffer, &a.tokens], &params::Embed { dim: d, row_bytes: embd.row_bytes() }, d / 32, true)?;
+    rec.push(
+        "embed",
+        Kernel::Embed(embd.ty),
+        &[&a.x, &embd.buffer, &a.tokens],
+        &params::Embed { dim: d, row_bytes: embd.row_bytes() },
+        d / 32,
+        true,
+    )?;
     let norm = params::RmsNorm { n: d, eps: cfg.rms_eps };
     for l in 0..cfg.n_layers {
         let t = |n: &str| w.layer(l, n);
@@ -158,10 +185,25 @@ fn record_body(ctx: &GpuContext, cfg: &Config, w: &Weights, kv: &KvCache, a: &Ac
         matvec(&mut rec, format!("L{l}.attn_q"), t("attn_q"), &a.qkv, &a.xb, 0, false)?;
         matvec(&mut rec, format!("L{l}.attn_k"), t("attn_k"), &a.qkv, &a.xb, d, false)?;
         matvec(&mut rec, format!("L{l}.attn_v"), t("attn_v"), &a.qkv, &a.xb, d + kvd, false)?;
-        rec.push(format!("L{l}.rope"), Kernel::Rope, &[&a.qkv, &a.rope], &params::Rope { n_rot_heads: h + hkv, head_dim: hd }, (h + hkv) * hd / 2, true)?;
-        rec.push(format!("L{l}.kv_write"), Kernel::KvWrite, &[&kv.k[l], &kv.v[l], &a.qkv], &params::KvWrite { q_dim: d, kv_dim: kvd }, kvd, true)?;
+        rec.push(
+            format!("L{l}.rope"),
+            Kernel::Rope,
+            &[&a.qkv, &a.rope],
+            &params::Rope { n_rot_heads: h + hkv, head_dim: hd },
+            (h + hkv) * hd / 2,
+            true,
+        )?;
+        rec.push(
+            format!("L{l}.kv_write"),
+            Kernel::KvWrite,
+            &[&kv.k[l], &kv.v[l], &a.qkv],
+            &params::KvWrite { q_dim: d, kv_dim: kvd },
+            kvd,
+            true,
+        )?;
         // q attends over cache rows 0..=pos; x += W_o · att_out.
-        let ap = params::Attention { n_heads: h, n_kv_heads: hkv, head_dim: hd, att_stride: context as u32, scale: 1.0 / (hd as f32).sqrt() };
+        let ap =
+            params::Attention { n_heads: h, n_kv_heads: hkv, head_dim: hd, att_stride: context as u32, scale: 1.0 / (hd as f32).sqrt() };
         rec.push(format!("L{l}.attention"), Kernel::Attention, &[&a.att_out, &a.att, &a.qkv, &kv.k[l], &kv.v[l]], &ap, h, false)?;
         matvec(&mut rec, format!("L{l}.attn_output"), t("attn_output"), &a.x, &a.att_out, 0, true)?;
         // x += W_down · (silu(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).
@@ -177,7 +219,14 @@ fn record_body(ctx: &GpuContext, cfg: &Config, w: &Weights, kv: &KvCache, a: &Ac
 /// logits = W_out · rmsnorm(x), W_out = token_embd when the output is tied.
 fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations) -> Result<Program> {
     let mut rec = Recorder::new(ctx);
-    rec.push("output_norm", Kernel::RmsNorm, &[&a.xb, &a.x, &w.get("output_norm.weight").buffer], &params::RmsNorm { n: cfg.dim as u32, eps: cfg.rms_eps }, 1, false)?;
+    rec.push(
+        "output_norm",
+        Kernel::RmsNorm,
+        &[&a.xb, &a.x, &w.get("output_norm.weight").buffer],
+        &params::RmsNorm { n: cfg.dim as u32, eps: cfg.rms_eps },
+        1,
+        false,
+    )?;
     let out = if cfg.tied_output { w.get("token_embd.weight") } else { w.get("output.weight") };
     matvec(&mut rec, "output".into(), out, &a.logits, &a.xb, 0, false)?;
     rec.finish("head", None)

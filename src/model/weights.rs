@@ -41,7 +41,10 @@ impl Weights {
         for (name, _) in cfg.expected_tensors() {
             let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
             if info.dims.len() == 2 && info.dims[0] % 32 != 0 {
-                return Err(Error::Config(format!("tensor `{name}` has rows of {} elements; the GPU kernels need a multiple of 32", info.dims[0])));
+                return Err(Error::Config(format!(
+                    "tensor `{name}` has rows of {} elements; the GPU kernels need a multiple of 32",
+                    info.dims[0]
+                )));
             }
             let data = g.tensor_data(info);
             let buffer = ctx.storage_with(&name, data)?;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything kvscope needs to build, run and test, and does nothing for what is already
+# there: Mesa's Vulkan drivers (lavapipe, a software GPU), the wasm32 target, trunk and
+# wasm-bindgen-cli (at the version in Cargo.lock), and the default model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -e /usr/share/vulkan/icd.d/lvp_icd.x86_64.json ] || ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need_apt+=(mesa-vulkan-drivers)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  echo "setup: rustup target add wasm32-unknown-unknown"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# wasm-bindgen-cli must match the wasm-bindgen crate exactly.
+wb=$(awk '/^name = "wasm-bindgen"$/ {getline; gsub(/version = |"/, ""); print; exit}' Cargo.lock)
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$wb" ]; then
+  echo "setup: cargo install wasm-bindgen-cli@$wb"
+  cargo install -q wasm-bindgen-cli@"$wb"
+fi
+if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "0.21.14" ]; then
+  echo "setup: cargo install trunk@0.21.14"
+  cargo install -q --locked trunk@0.21.14
+fi
+
+scripts/fetch-model.sh

@@ -1,0 +1,110 @@
+//! The `kvscope` binary as a user runs it: outputs, formats, exit codes and error lines.
+
+mod common;
+
+use std::process::Command;
+
+use common::{default_model, gpu, synthetic_model, SynTypes};
+use kvscope::quant::GgmlType::*;
+
+fn kvscope(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kvscope")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("runs");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn tmp(name: &str, bytes: &[u8]) -> String {
+    let dir = std::env::temp_dir().join(format!("kvscope-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// One readable line on stderr, a non-zero exit, no panic.
+fn assert_clean_error(args: &[&str], needle: &str) {
+    let (code, _, err) = kvscope(args);
+    assert_eq!(code, 1, "{args:?}: {err}");
+    assert!(err.contains(needle), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("kvscope:")).count(), 1, "{err}");
+}
+
+#[test]
+fn bad_files_give_one_line_and_exit_1() {
+    let png = tmp("x.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR");
+    assert_clean_error(&["inspect", &png], "not a GGUF file");
+    assert_clean_error(&["generate", "--model", &png, "--prompt", "hi"], "not a GGUF file");
+    assert_clean_error(&["inspect", "/nonexistent/model.gguf"], "cannot read model `/nonexistent/model.gguf`");
+    let mut truncated = synthetic_model(&SynTypes { embd: F32, q: F32, k: F32, v: F32, o: F32, gate: F32, up: F32, down: F32, output: None }, 1, 1);
+    truncated.truncate(truncated.len() / 2);
+    assert_clean_error(&["inspect", &tmp("half.gguf", &truncated)], "outside");
+    let (code, _, err) = kvscope(&["generate", "--prompt", "x", "--backend", "tpu"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown backend `tpu`"), "{err}");
+}
+
+#[test]
+fn inspect_and_tokenize_the_default_model() {
+    if default_model().is_none() {
+        return;
+    }
+    let (code, out, _) = kvscope(&["inspect"]);
+    assert_eq!(code, 0);
+    for needle in ["architecture: llama", "layers 30", "heads 9 (kv 3, head dim 64)", "blk.29.ffn_down.weight", "KV cache", "Q4_1"] {
+        assert!(out.contains(needle), "inspect lacks {needle:?}");
+    }
+    let (code, out, _) = kvscope(&["inspect", "--json", "--context", "1024"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["tensors"].as_array().unwrap().len(), 272);
+    // 30 layers × 2 (K, V) × 1024 positions × 3 heads × 64 dims × 4 bytes.
+    assert_eq!(v["memory"]["kv_cache_bytes"], 30 * 2 * 1024 * 3 * 64 * 4);
+    assert_eq!(kvscope(&["tokenize", "--prompt", "Hello world"]).1.trim(), "19556,905");
+}
+
+#[test]
+fn generate_json_streams_tokens_and_backends_agree() {
+    if default_model().is_none() || gpu().is_none() {
+        return;
+    }
+    let run = |backend: &str| {
+        let (code, out, err) = kvscope(&["generate", "--prompt", "The capital of France is", "--max-tokens", "8", "--json", "--backend", backend]);
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (summary, tokens) = lines.split_last().unwrap();
+        assert_eq!(summary["summary"]["generated_tokens"], tokens.len());
+        for t in tokens {
+            assert!(t["id"].is_u64() && t["text"].is_string() && t["ms"].is_number());
+            let top = t["top"].as_array().unwrap();
+            assert_eq!(top[0]["id"], t["id"], "greedy picks the top row");
+        }
+        (tokens.iter().map(|t| t["id"].as_u64().unwrap()).collect::<Vec<_>>(), summary.clone())
+    };
+    let (gpu_ids, s) = run("gpu");
+    let (cpu_ids, _) = run("cpu");
+    assert_eq!(gpu_ids, cpu_ids);
+    assert_eq!(gpu_ids[0], 7042, "\" Paris\"");
+    let s = &s["summary"];
+    assert!(s["adapter"].is_string());
+    assert_eq!(s["counters"]["submits"], s["counters"]["maps"], "one map per submit while decoding");
+}
+
+#[test]
+fn logits_file_is_n_by_vocab_and_backends_agree() {
+    if gpu().is_none() {
+        return;
+    }
+    let model = tmp("syn.gguf", &synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_0, v: Q8_0, o: F16, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 9));
+    let read = |backend: &str| {
+        let out = tmp(&format!("logits-{backend}.bin"), b"");
+        let (code, _, err) = kvscope(&["logits", "--model", &model, "--ids", "1,50,60,70,259", "--backend", backend, "--out", &out]);
+        assert_eq!(code, 0, "{err}");
+        let b = std::fs::read(&out).unwrap();
+        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f32>>()
+    };
+    let (g, c) = (read("gpu"), read("cpu"));
+    assert_eq!(c.len(), 5 * 261);
+    common::assert_close("cli logits", &g, &c, 1e-4);
+    assert_clean_error(&["logits", "--model", &model, "--ids", "1,x", "--out", "/tmp/never"], "`x` in --ids is not a token id");
+    assert_clean_error(&["logits", "--model", &model, "--ids", "1,999999", "--backend", "cpu", "--out", "/tmp/never"], "token id 999999 is outside the vocabulary");
+}

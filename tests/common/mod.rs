@@ -1,0 +1,148 @@
+//! Shared test helpers: the GPU context (a missing adapter fails under CI), seeded data, and
+//! an error report that names the worst element.
+#![allow(dead_code)]
+
+use kvscope::gpu::GpuContext;
+
+/// The GPU, or None with a printed reason on a developer machine without one. Under CI (`CI` set)
+/// a missing adapter is a failure: lavapipe is installed there.
+pub fn gpu() -> Option<GpuContext> {
+    match pollster::block_on(GpuContext::new()) {
+        Ok(ctx) => Some(ctx),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: no GPU adapter ({e}); install mesa-vulkan-drivers to run GPU tests");
+            None
+        }
+        Err(e) => panic!("no GPU adapter under CI: {e}"),
+    }
+}
+
+pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * scale).collect()
+}
+
+/// Max absolute error, where it is, and the same normalised by the reference's max magnitude.
+pub fn max_err(got: &[f32], want: &[f32]) -> (f32, usize, f32) {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let mut worst = (0.0f32, 0usize);
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let e = (a - b).abs();
+        if !(e <= worst.0) {
+            worst = (if e.is_nan() { f32::INFINITY } else { e }, i);
+        }
+    }
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+    (worst.0, worst.1, worst.0 / scale)
+}
+
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    let (e, i, rel) = max_err(got, want);
+    eprintln!("{what}: max abs error {e:.3e} at [{i}] (normalised {rel:.3e})");
+    assert!(e <= tol, "{what}: max abs error {e:e} at index {i} (got {}, want {}) exceeds {tol:e}", got[i], want[i]);
+}
+
+use kvscope::gguf::{Value, Writer};
+use kvscope::quant::{quantize, GgmlType};
+
+/// Shapes of the synthetic model: d = 64, f = 96, 4 query heads sharing 2 KV heads of 16 dims.
+pub const SYN_DIM: usize = 64;
+pub const SYN_FFN: usize = 96;
+
+/// Weight types for each tensor of the synthetic model.
+pub struct SynTypes {
+    pub embd: GgmlType,
+    pub q: GgmlType,
+    pub k: GgmlType,
+    pub v: GgmlType,
+    pub o: GgmlType,
+    pub gate: GgmlType,
+    pub up: GgmlType,
+    pub down: GgmlType,
+    /// None: tied to the embedding.
+    pub output: Option<GgmlType>,
+}
+
+pub fn strs(v: &[String]) -> Value {
+    Value::Array(8, v.iter().map(|s| Value::String(s.clone())).collect())
+}
+
+/// The synthetic model's metadata (no tensors): a byte-level vocabulary of the 256 bytes, two
+/// merges and three control tokens.
+pub fn synthetic_writer(n_layers: u32) -> (Writer, usize) {
+    let alphabet = kvscope::tokenizer::byte_to_char();
+    let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
+    tokens.extend(alphabet.iter().map(|c| c.to_string()));
+    tokens.push("he".into());
+    tokens.push("Ġt".into());
+    let mut types = vec![Value::I32(3); 3];
+    types.extend(std::iter::repeat_n(Value::I32(1), tokens.len() - 3));
+    let mut w = Writer::new();
+    w.kv("general.architecture", Value::String("llama".into()))
+        .kv("general.name", Value::String("synthetic".into()))
+        .kv("llama.block_count", Value::U32(n_layers))
+        .kv("llama.context_length", Value::U32(256))
+        .kv("llama.embedding_length", Value::U32(SYN_DIM as u32))
+        .kv("llama.feed_forward_length", Value::U32(SYN_FFN as u32))
+        .kv("llama.attention.head_count", Value::U32(4))
+        .kv("llama.attention.head_count_kv", Value::U32(2))
+        .kv("llama.rope.freq_base", Value::F32(10000.0))
+        .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
+        .kv("tokenizer.ggml.model", Value::String("gpt2".into()))
+        .kv("tokenizer.ggml.pre", Value::String("smollm".into()))
+        .kv("tokenizer.ggml.tokens", strs(&tokens))
+        .kv("tokenizer.ggml.token_type", Value::Array(5, types))
+        .kv("tokenizer.ggml.merges", strs(&["h e".to_string(), "Ġ t".to_string()]))
+        .kv("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .kv("tokenizer.ggml.eos_token_id", Value::U32(0));
+    let vocab = tokens.len();
+    (w, vocab)
+}
+
+/// A complete synthetic llama GGUF with seeded random weights of the given types.
+pub fn synthetic_model(t: &SynTypes, n_layers: u32, seed: u64) -> Vec<u8> {
+    let (mut w, vocab) = synthetic_writer(n_layers);
+    let (d, f, kv) = (SYN_DIM as u64, SYN_FFN as u64, 32u64);
+    let mut s = seed;
+    let mut tensor = |w: &mut Writer, name: &str, dims: &[u64], ty: GgmlType, scale: f32| {
+        s += 1;
+        let n: u64 = dims.iter().product();
+        let mut x = random(n as usize, s, scale);
+        if dims.len() == 1 {
+            x.iter_mut().for_each(|v| *v += 1.0);
+        }
+        w.tensor(name, dims, ty.id(), quantize(ty, &x));
+    };
+    tensor(&mut w, "token_embd.weight", &[d, vocab as u64], t.embd, 1.0);
+    tensor(&mut w, "output_norm.weight", &[d], GgmlType::F32, 0.2);
+    if let Some(o) = t.output {
+        tensor(&mut w, "output.weight", &[d, vocab as u64], o, 0.3);
+    }
+    for l in 0..n_layers {
+        let n = |s: &str| format!("blk.{l}.{s}.weight");
+        tensor(&mut w, &n("attn_norm"), &[d], GgmlType::F32, 0.2);
+        tensor(&mut w, &n("attn_q"), &[d, d], t.q, 0.3);
+        tensor(&mut w, &n("attn_k"), &[d, kv], t.k, 0.3);
+        tensor(&mut w, &n("attn_v"), &[d, kv], t.v, 0.3);
+        tensor(&mut w, &n("attn_output"), &[d, d], t.o, 0.2);
+        tensor(&mut w, &n("ffn_norm"), &[d], GgmlType::F32, 0.2);
+        tensor(&mut w, &n("ffn_gate"), &[d, f], t.gate, 0.3);
+        tensor(&mut w, &n("ffn_up"), &[d, f], t.up, 0.3);
+        tensor(&mut w, &n("ffn_down"), &[f, d], t.down, 0.2);
+    }
+    w.to_bytes()
+}
+
+/// The default model's bytes, or None with a printed reason outside CI (under CI it must exist:
+/// `.ci/run` fetches it).
+pub fn default_model() -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(kvscope::DEFAULT_MODEL);
+    match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: {} ({e}); run scripts/fetch-model.sh", path.display());
+            None
+        }
+        Err(e) => panic!("default model missing under CI: {}: {e}", path.display()),
+    }
+}
