@@ -240,6 +240,9 @@ impl Engine {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
+        if prompt.is_empty() && self.cached.is_empty() && self.pending.is_none() {
+            return Err(Error::EmptyPrompt);
+        }
         let t0 = now_ms();
         self.feed(prompt).await?;
         let prefill_ms = now_ms() - t0;
@@ -255,7 +258,8 @@ impl Engine {
                 break StopReason::MaxTokens;
             }
             if generated > 0 {
-                if self.position() + self.pending.is_some() as usize >= self.context {
+                // The token picked last is still pending: it needs one more cache row.
+                if self.position() + 1 > self.context {
                     break StopReason::ContextFull;
                 }
                 self.feed(&[]).await?;

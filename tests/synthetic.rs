@@ -46,3 +46,71 @@ fn tokenizer_of_synthetic_vocab() {
     assert_eq!(ids, vec![259, 260, 3 + b'x' as u32, 1]);
     assert_eq!(tok.decode(&ids), "he tx<|im_start|>");
 }
+
+fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
+    let bytes = synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 1, 5);
+    pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context })).expect("load")
+}
+
+/// A context that fills during generation stops it with a reason; a prompt longer than the
+/// context, an empty prompt and an out-of-vocabulary id are refused with their own errors.
+#[test]
+fn context_limits_stop_cleanly() {
+    use kvscope::{GenerateOptions, StopReason};
+    let backends = if gpu().is_some() { vec![Backend::Cpu, Backend::Gpu] } else { vec![Backend::Cpu] };
+    for b in backends {
+        let mut e = tiny(b, 16);
+        let prompt: Vec<u32> = (10..20).collect();
+        let mut n = 0;
+        let s = pollster::block_on(e.generate(&prompt, &GenerateOptions { max_tokens: 100, ..Default::default() }, &mut |_| {
+            n += 1;
+            true
+        }))
+        .unwrap();
+        assert_eq!(s.stop, StopReason::ContextFull, "{b:?}");
+        // Positions 10..16 are fed back; the token picked from the last row is emitted too.
+        assert_eq!((n, s.generated_tokens, e.position()), (7, 7, 16), "{b:?}");
+        let more = pollster::block_on(e.feed(&[3])).unwrap_err().to_string();
+        assert!(more.contains("context is full"), "{more}");
+
+        e.reset();
+        assert_eq!(e.position(), 0);
+        let long: Vec<u32> = (0..17).map(|i| 10 + i).collect();
+        let err = pollster::block_on(e.generate(&long, &GenerateOptions::default(), &mut |_| true)).unwrap_err().to_string();
+        assert!(err.contains("prompt has 17 tokens but the context holds only 16"), "{err}");
+        let err = pollster::block_on(e.generate(&[], &GenerateOptions::default(), &mut |_| true)).unwrap_err().to_string();
+        assert!(err.contains("prompt is empty"), "{err}");
+        let err = pollster::block_on(e.feed(&[5000])).unwrap_err().to_string();
+        assert!(err.contains("token id 5000 is outside the vocabulary (size 261)"), "{err}");
+        // The engine still works after the refusals.
+        let s = pollster::block_on(e.generate(&[10, 11], &GenerateOptions { max_tokens: 3, ..Default::default() }, &mut |_| true)).unwrap();
+        assert!(s.generated_tokens >= 1);
+    }
+}
+
+/// Stopping from the callback ends generation after that token, and the next call continues
+/// from the cache (the stopped token is fed first).
+#[test]
+fn stop_from_callback_and_continue() {
+    use kvscope::{GenerateOptions, StopReason};
+    let mut e = tiny(Backend::Cpu, 64);
+    let mut ids = Vec::new();
+    let s = pollster::block_on(e.generate(&[10, 11, 12], &GenerateOptions { max_tokens: 50, ..Default::default() }, &mut |ev| {
+        ids.push(ev.id);
+        ids.len() < 3
+    }))
+    .unwrap();
+    assert_eq!(s.stop, StopReason::Stopped);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(e.position(), 5, "3 prompt tokens + 2 fed back; the third is pending");
+
+    // The same run without stopping gives the same first tokens.
+    let mut f = tiny(Backend::Cpu, 64);
+    let mut all = Vec::new();
+    pollster::block_on(f.generate(&[10, 11, 12], &GenerateOptions { max_tokens: 3, ..Default::default() }, &mut |ev| {
+        all.push(ev.id);
+        true
+    }))
+    .unwrap();
+    assert_eq!(all, ids);
+}
