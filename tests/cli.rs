@@ -35,7 +35,8 @@ fn bad_files_give_one_line_and_exit_1() {
     assert_clean_error(&["inspect", &png], "not a GGUF file");
     assert_clean_error(&["generate", "--model", &png, "--prompt", "hi"], "not a GGUF file");
     assert_clean_error(&["inspect", "/nonexistent/model.gguf"], "cannot read model `/nonexistent/model.gguf`");
-    let mut truncated = synthetic_model(&SynTypes { embd: F32, q: F32, k: F32, v: F32, o: F32, gate: F32, up: F32, down: F32, output: None }, 1, 1);
+    let mut truncated =
+        synthetic_model(&SynTypes { embd: F32, q: F32, k: F32, v: F32, o: F32, gate: F32, up: F32, down: F32, output: None }, 1, 1);
     truncated.truncate(truncated.len() / 2);
     assert_clean_error(&["inspect", &tmp("half.gguf", &truncated)], "outside");
     let (code, _, err) = kvscope(&["generate", "--prompt", "x", "--backend", "tpu"]);
@@ -68,7 +69,8 @@ fn generate_json_streams_tokens_and_backends_agree() {
         return;
     }
     let run = |backend: &str| {
-        let (code, out, err) = kvscope(&["generate", "--prompt", "The capital of France is", "--max-tokens", "8", "--json", "--backend", backend]);
+        let (code, out, err) =
+            kvscope(&["generate", "--prompt", "The capital of France is", "--max-tokens", "8", "--json", "--backend", backend]);
         assert_eq!(code, 0, "{err}");
         let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let (summary, tokens) = lines.split_last().unwrap();
@@ -94,7 +96,10 @@ fn logits_file_is_n_by_vocab_and_backends_agree() {
     if gpu().is_none() {
         return;
     }
-    let model = tmp("syn.gguf", &synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_0, v: Q8_0, o: F16, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 9));
+    let model = tmp(
+        "syn.gguf",
+        &synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_0, v: Q8_0, o: F16, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 9),
+    );
     let read = |backend: &str| {
         let out = tmp(&format!("logits-{backend}.bin"), b"");
         let (code, _, err) = kvscope(&["logits", "--model", &model, "--ids", "1,50,60,70,259", "--backend", backend, "--out", &out]);
@@ -106,5 +111,8 @@ fn logits_file_is_n_by_vocab_and_backends_agree() {
     assert_eq!(c.len(), 5 * 261);
     common::assert_close("cli logits", &g, &c, 1e-4);
     assert_clean_error(&["logits", "--model", &model, "--ids", "1,x", "--out", "/tmp/never"], "`x` in --ids is not a token id");
-    assert_clean_error(&["logits", "--model", &model, "--ids", "1,999999", "--backend", "cpu", "--out", "/tmp/never"], "token id 999999 is outside the vocabulary");
+    assert_clean_error(
+        &["logits", "--model", &model, "--ids", "1,999999", "--backend", "cpu", "--out", "/tmp/never"],
+        "token id 999999 is outside the vocabulary",
+    );
 }

@@ -48,7 +48,8 @@ fn tokenizer_of_synthetic_vocab() {
 }
 
 fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
-    let bytes = synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 1, 5);
+    let bytes =
+        synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 1, 5);
     pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context })).expect("load")
 }
 

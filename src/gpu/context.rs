@@ -62,8 +62,11 @@ impl GpuContext {
         Ok(GpuContext { device, queue, info, limits, features, errors, pipelines: RefCell::default() })
     }
 
+    /// The adapter's name (browsers often withhold it, and SwiftShader reports none).
     pub fn adapter_name(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        let i = &self.info;
+        let name = [i.name.as_str(), i.driver.as_str()].into_iter().find(|s| !s.is_empty()).unwrap_or("unnamed adapter");
+        format!("{name} ({:?}, {:?})", i.backend, i.device_type)
     }
 
     /// The first validation or out-of-memory error the device reported since the last call.
