@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{ByteSource, Gguf};
 use crate::quant::dequantize_vec;
 
 /// out = x / sqrt(mean(x²) + eps) ⊙ w          x, w, out: [n]
@@ -163,16 +163,18 @@ pub struct CpuModel {
     pub logits: Vec<f32>,     // [V]
 }
 
-fn load_tensor(g: &Gguf, name: &str) -> Result<Vec<f32>> {
+fn load_tensor(g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<Vec<f32>> {
     let t = g.tensor(name).ok_or_else(|| Error::MissingTensor(name.into()))?;
-    Ok(dequantize_vec(t.ty, g.tensor_data(t), t.n_elements() as usize))
+    let mut bytes = Vec::new();
+    src.read(g.tensor_range(t), &mut bytes)?;
+    Ok(dequantize_vec(t.ty, &bytes, t.n_elements() as usize))
 }
 
 impl CpuModel {
-    pub fn load(g: &Gguf, cfg: &Config, context: usize) -> Result<Self> {
+    pub fn load(g: &Gguf, cfg: &Config, context: usize, src: &mut dyn ByteSource) -> Result<Self> {
         let layers = (0..cfg.n_layers)
             .map(|l| {
-                let t = |n: &str| load_tensor(g, &format!("blk.{l}.{n}.weight"));
+                let mut t = |n: &str| load_tensor(g, src, &format!("blk.{l}.{n}.weight"));
                 Ok(Layer {
                     attn_norm: t("attn_norm")?,
                     wq: t("attn_q")?,
@@ -188,9 +190,9 @@ impl CpuModel {
             .collect::<Result<Vec<_>>>()?;
         let (d, kv, f) = (cfg.dim, cfg.kv_dim(), cfg.ffn_dim);
         Ok(CpuModel {
-            token_embd: load_tensor(g, "token_embd.weight")?,
-            output_norm: load_tensor(g, "output_norm.weight")?,
-            output: if cfg.tied_output { None } else { Some(load_tensor(g, "output.weight")?) },
+            token_embd: load_tensor(g, src, "token_embd.weight")?,
+            output_norm: load_tensor(g, src, "output_norm.weight")?,
+            output: if cfg.tied_output { None } else { Some(load_tensor(g, src, "output.weight")?) },
             layers,
             k_cache: vec![vec![0.0; context * kv]; cfg.n_layers],
             v_cache: vec![vec![0.0; context * kv]; cfg.n_layers],

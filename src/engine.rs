@@ -7,7 +7,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{read_header, ByteSource, Gguf};
 use crate::model::GpuModel;
 use crate::sampler::{top_k, Sampler, SamplerConfig, TokenProb};
 use crate::tokenizer::{Tokenizer, Utf8Stream};
@@ -116,16 +116,23 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub async fn load(bytes: &[u8], opts: LoadOptions) -> Result<Self> {
-        let g = Gguf::parse(bytes)?;
+    pub async fn load(mut bytes: &[u8], opts: LoadOptions) -> Result<Self> {
+        Self::load_from(&mut bytes, opts).await
+    }
+
+    /// Loads from any byte source: the header is parsed first, then each tensor is read and
+    /// uploaded in turn.
+    pub async fn load_from(src: &mut dyn ByteSource, opts: LoadOptions) -> Result<Self> {
+        let header = read_header(src)?;
+        let g = Gguf::parse_prefix(&header, src.len())?;
         let cfg = Config::from_gguf(&g)?;
         let tokenizer = Tokenizer::from_gguf(&g)?;
         if opts.context == 0 || opts.context > 1 << 20 {
             return Err(Error::Config(format!("context length {} is outside 1..=1048576", opts.context)));
         }
         let model = match opts.backend {
-            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context)?)),
-            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context).await?)),
+            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, src)?)),
+            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, src).await?)),
         };
         Ok(Engine {
             logits: vec![0.0; cfg.vocab_size],
@@ -160,6 +167,28 @@ impl Engine {
         if let Model::Gpu(m) = &mut self.model {
             m.kv.len = 0;
         }
+    }
+
+    /// Forgets every cached position from `n` on (and any pending token): the rows stay allocated
+    /// and are overwritten as positions are reused.
+    pub fn rewind(&mut self, n: usize) {
+        self.cached.truncate(n);
+        self.pending = None;
+        if let Model::Gpu(m) = &mut self.model {
+            m.kv.len = self.cached.len();
+        }
+    }
+
+    /// Keeps the longest cached prefix of `ids` and forgets the rest, so that only `ids[n..]` has
+    /// to be fed (a new chat turn after the previous ones). Returns n, always below `ids.len()`
+    /// so that the last id is fed again and its logits are fresh.
+    pub fn reuse_prefix(&mut self, ids: &[u32]) -> usize {
+        let seq = self.cached.iter().chain(self.pending.iter());
+        let common = seq.zip(ids).take_while(|(a, b)| a == b).count().min(ids.len().saturating_sub(1));
+        if common <= self.cached.len() {
+            self.rewind(common);
+        }
+        common
     }
 
     /// Positions whose K and V are cached.

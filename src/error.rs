@@ -5,7 +5,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("not a GGUF file: the first four bytes are {0:?}, expected \"GGUF\"")]
+    #[error("not a GGUF file: it starts with \"{}\" instead of \"GGUF\"", .0.escape_ascii())]
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2 and 3)")]
     UnsupportedVersion(u32),

@@ -175,20 +175,27 @@ pub struct Gguf<'a> {
     /// Absolute offset of the tensor data section.
     pub data_offset: u64,
     bytes: &'a [u8],
+    /// Length of the whole file (`bytes` may be a prefix of it).
+    pub file_len: u64,
 }
 
 struct Reader<'a> {
+    /// The file, or a prefix of it.
     bytes: &'a [u8],
     pos: usize,
+    /// Length of the whole file.
+    file_len: u64,
 }
 
 impl<'a> Reader<'a> {
+    /// Bytes left in the whole file: the bound for every count, so that what is allocated is at
+    /// most a small multiple of the file's size.
     fn remaining(&self) -> u64 {
-        (self.bytes.len() - self.pos) as u64
+        self.file_len.saturating_sub(self.pos as u64)
     }
 
     fn take(&mut self, n: u64, what: &dyn Fn() -> String) -> Result<&'a [u8]> {
-        if n > self.remaining() {
+        if n > (self.bytes.len() - self.pos) as u64 {
             return Err(Error::Truncated { what: what(), offset: self.pos as u64, need: n, len: self.bytes.len() as u64 });
         }
         let s = &self.bytes[self.pos..self.pos + n as usize];
@@ -266,6 +273,16 @@ impl<'a> Gguf<'a> {
     /// Parses the header, metadata and tensor table, and checks that every tensor's bytes lie
     /// inside the file, aligned, without overlapping another tensor.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        Self::parse_prefix(bytes, bytes.len() as u64)
+    }
+
+    /// Parses the header from `prefix`, the first bytes of a file of `file_len` bytes, so that a
+    /// large file can be read piecewise. A prefix too short for the header gives
+    /// `Error::Truncated`; tensor bounds are checked against `file_len`.
+    pub fn parse_prefix(bytes: &'a [u8], file_len: u64) -> Result<Self> {
+        if bytes.len() as u64 > file_len {
+            return Err(Error::malformed("header", "prefix longer than the file"));
+        }
         if bytes.len() < 4 {
             return Err(Error::Truncated { what: "magic".into(), offset: 0, need: 4, len: bytes.len() as u64 });
         }
@@ -273,7 +290,7 @@ impl<'a> Gguf<'a> {
         if &magic != MAGIC {
             return Err(Error::BadMagic(magic));
         }
-        let mut r = Reader { bytes, pos: 4 };
+        let mut r = Reader { bytes, pos: 4, file_len };
         let version = r.u32(&|| "version".into())?;
         if !(2..=3).contains(&version) {
             return Err(Error::UnsupportedVersion(version));
@@ -283,10 +300,10 @@ impl<'a> Gguf<'a> {
         // A key-value pair is at least 8 (key length) + 4 (type) + 1 bytes; a tensor info at
         // least 8 + 4 + 4 + 8.
         if n_kv.saturating_mul(13) > r.remaining() {
-            return Err(Error::malformed("header", format!("metadata count {n_kv} cannot fit in a {}-byte file", bytes.len())));
+            return Err(Error::malformed("header", format!("metadata count {n_kv} cannot fit in a {file_len}-byte file")));
         }
         if n_tensors.saturating_mul(24) > r.remaining() {
-            return Err(Error::malformed("header", format!("tensor count {n_tensors} cannot fit in a {}-byte file", bytes.len())));
+            return Err(Error::malformed("header", format!("tensor count {n_tensors} cannot fit in a {file_len}-byte file")));
         }
 
         let mut metadata = BTreeMap::new();
@@ -357,7 +374,7 @@ impl<'a> Gguf<'a> {
         }
 
         let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
-        let data_len = (bytes.len() as u64).saturating_sub(data_offset);
+        let data_len = file_len.saturating_sub(data_offset);
         for t in &tensors {
             let end = t.offset.checked_add(t.size);
             if end.is_none_or(|e| e > data_len) {
@@ -385,7 +402,7 @@ impl<'a> Gguf<'a> {
             return Err(Error::malformed(format!("tensor `{}`", w[0]), "appears twice"));
         }
 
-        Ok(Gguf { version, alignment, metadata, tensors, data_offset, bytes })
+        Ok(Gguf { version, alignment, metadata, tensors, data_offset, bytes, file_len })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -439,10 +456,21 @@ impl<'a> Gguf<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The encoded bytes of a tensor (bounds were checked by `parse`).
-    pub fn tensor_data(&self, t: &TensorInfo) -> &'a [u8] {
-        let start = (self.data_offset + t.offset) as usize;
-        &self.bytes[start..start + t.size as usize]
+    /// Absolute byte range of a tensor's data in the file (checked against the file's length).
+    pub fn tensor_range(&self, t: &TensorInfo) -> std::ops::Range<u64> {
+        let start = self.data_offset + t.offset;
+        start..start + t.size
+    }
+
+    /// The encoded bytes of a tensor, when the whole file was parsed.
+    pub fn tensor_data(&self, t: &TensorInfo) -> Result<&'a [u8]> {
+        let r = self.tensor_range(t);
+        self.bytes.get(r.start as usize..r.end as usize).ok_or_else(|| Error::malformed(format!("tensor `{}`", t.name), "data is not in the parsed part of the file"))
+    }
+
+    /// Bytes after the header: the prefix of the file that the header parse needs.
+    pub fn header_len(&self) -> u64 {
+        self.data_offset
     }
 }
 
@@ -550,5 +578,46 @@ impl Writer {
             out.extend(data);
         }
         out
+    }
+}
+
+/// Where a model's bytes come from: the whole file in memory natively, or a buffer outside the
+/// wasm heap in the browser, read piecewise so that the heap never holds a second full copy.
+pub trait ByteSource {
+    fn len(&self) -> u64;
+    /// Replaces `out`'s contents with the bytes in `range` (within `len()`).
+    fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> Result<()>;
+}
+
+impl ByteSource for &[u8] {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+
+    fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> Result<()> {
+        let s = self.get(range.start as usize..range.end as usize).ok_or_else(|| Error::Io(format!("read of {range:?} past the end")))?;
+        out.clear();
+        out.extend_from_slice(s);
+        Ok(())
+    }
+}
+
+/// Reads just enough of `src` to parse the header (doubling from 1 MiB); returns the header bytes,
+/// from which `Gguf::parse_prefix(&header, src.len())` is made.
+pub fn read_header(src: &mut dyn ByteSource) -> Result<Vec<u8>> {
+    let len = src.len();
+    let mut n = len.min(1 << 20);
+    let mut buf = Vec::new();
+    loop {
+        src.read(0..n, &mut buf)?;
+        match Gguf::parse_prefix(&buf, len) {
+            Ok(g) => {
+                let h = g.header_len().min(n);
+                buf.truncate(h as usize);
+                return Ok(buf);
+            }
+            Err(Error::Truncated { .. }) if n < len => n = (n * 2).min(len),
+            Err(e) => return Err(e),
+        }
     }
 }

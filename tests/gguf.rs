@@ -59,7 +59,7 @@ fn every_value_type_round_trips() {
     assert_eq!(g.data_offset % 64, 0);
     let t = g.tensor("t").unwrap();
     assert_eq!((t.dims.clone(), t.size), (vec![32, 2], 68));
-    assert_eq!(g.tensor_data(g.tensor("u").unwrap()), &[2; 12]);
+    assert_eq!(g.tensor_data(g.tensor("u").unwrap()).unwrap(), &[2; 12]);
 
     w.version = 2;
     assert_eq!(Gguf::parse(&w.to_bytes()).unwrap().version, 2);
@@ -226,4 +226,51 @@ fn model_config_errors_name_the_key_or_tensor() {
     w7.tensor("output_norm.weight", &[64], 0, vec![0; 256]);
     let e = config_err(&w7.to_bytes());
     assert!(e.contains("tensor `blk.0.attn_norm.weight` is missing"), "{e}");
+}
+
+/// The header parses from a prefix; a short prefix is "truncated", never a wrong answer.
+#[test]
+fn header_from_a_prefix() {
+    let b = small_model();
+    let full = Gguf::parse(&b).unwrap();
+    let mut src: &[u8] = &b;
+    let header = kvscope::gguf::read_header(&mut src).unwrap();
+    assert_eq!(header.len() as u64, full.data_offset);
+    let g = Gguf::parse_prefix(&header, b.len() as u64).unwrap();
+    assert_eq!(g.metadata, full.metadata);
+    assert_eq!(g.tensors.len(), full.tensors.len());
+    assert!(g.tensor_data(&g.tensors[0]).is_err(), "tensor data is not in a header-only parse");
+    let e = Gguf::parse_prefix(&b[..100], b.len() as u64).unwrap_err().to_string();
+    assert!(e.contains("truncated"), "{e}");
+}
+
+/// Loading reads each tensor once through a source: the largest single read is the largest
+/// tensor, not the file.
+#[test]
+fn loading_reads_tensor_by_tensor() {
+    /// Records the largest read of tensor data (reads at or after `data_start`).
+    struct Counting<'a> {
+        bytes: &'a [u8],
+        data_start: u64,
+        largest: u64,
+    }
+    impl kvscope::gguf::ByteSource for Counting<'_> {
+        fn len(&self) -> u64 {
+            self.bytes.len() as u64
+        }
+        fn read(&mut self, r: std::ops::Range<u64>, out: &mut Vec<u8>) -> kvscope::Result<()> {
+            if r.start >= self.data_start {
+                self.largest = self.largest.max(r.end - r.start);
+            }
+            let mut s = self.bytes;
+            s.read(r, out)
+        }
+    }
+    let b = small_model();
+    let g = Gguf::parse(&b).unwrap();
+    let mut src = Counting { bytes: &b, data_start: g.data_offset, largest: 0 };
+    let e = pollster::block_on(kvscope::Engine::load_from(&mut src, kvscope::LoadOptions { backend: kvscope::Backend::Cpu, context: 8 })).unwrap();
+    let biggest = g.tensors.iter().map(|t| t.size).max().unwrap();
+    assert_eq!(src.largest, biggest, "each tensor is read on its own");
+    assert_eq!(e.cfg.n_layers, 1);
 }

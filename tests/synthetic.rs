@@ -115,3 +115,37 @@ fn stop_from_callback_and_continue() {
     .unwrap();
     assert_eq!(all, ids);
 }
+
+/// A second chat turn reuses the cache: only the new tokens are fed, and the logits equal those
+/// of feeding the whole conversation into an empty cache.
+#[test]
+fn reuse_prefix_feeds_only_the_new_turn() {
+    use kvscope::GenerateOptions;
+    let mut e = tiny(Backend::Cpu, 64);
+    let turn1: Vec<u32> = (10..20).collect();
+    let mut reply = Vec::new();
+    pollster::block_on(e.generate(&turn1, &GenerateOptions { max_tokens: 4, ..Default::default() }, &mut |ev| {
+        reply.push(ev.id);
+        true
+    }))
+    .unwrap();
+    let mut convo = turn1.clone();
+    convo.extend(&reply);
+    convo.extend([2, 1, 30, 31]);
+    let n = e.reuse_prefix(&convo);
+    assert_eq!(n, turn1.len() + reply.len(), "the prompt and the whole reply (its last token pending) are reused");
+    pollster::block_on(e.feed(&convo[n..])).unwrap();
+    assert_eq!(e.position(), convo.len());
+
+    let mut fresh = tiny(Backend::Cpu, 64);
+    pollster::block_on(fresh.feed(&convo)).unwrap();
+    assert_eq!(e.logits(), fresh.logits());
+
+    // A conversation that diverges early rewinds the cache to the common part.
+    let other: Vec<u32> = vec![10, 11, 99, 98];
+    assert_eq!(e.reuse_prefix(&other), 2);
+    assert_eq!(e.position(), 2);
+    // Identical input: everything but the last id is reused, so fresh logits come back.
+    pollster::block_on(e.feed(&other[2..])).unwrap();
+    assert_eq!(e.reuse_prefix(&other), 3);
+}

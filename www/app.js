@@ -1,57 +1,312 @@
-// Minimal page: reports the WebGPU adapter, loads the default model, and streams greedy tokens.
+// kvscope page: loads a GGUF model into the wasm engine (WebGPU), streams tokens into the page,
+// and keeps the element ids and data attributes documented in the README stable for automation.
+// Everything the model or the user supplies is inserted as text, never as HTML.
+
 const $ = (id) => document.getElementById(id);
-const MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
+const params = new URLSearchParams(location.search);
+const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
+const CONTEXT = 2048;
+
+let wasm = null;
+let engine = null;
+let source = null;      // what the loaded engine came from: {url} or {file}, for "Reload engine"
+let messages = [];      // chat turns so far
+let busy = false;       // a load or a generation is running
+let stopRequested = false;
+let loadAbort = null;
+
+const mb = (b) => (b / 1048576).toFixed(1);
+
+function status(text) {
+  $('status').textContent = text;
+}
+
+function showError(message, { reload = false } = {}) {
+  $('error-text').textContent = message;
+  $('reload').hidden = !(reload && source);
+  $('error').hidden = false;
+}
+
+function clearError() {
+  $('error').hidden = true;
+  $('error-text').textContent = '';
+}
+
+const messageOf = (e) => String((e && e.message) || e);
+
+function updateButtons() {
+  $('generate').disabled = busy || !engine;
+  $('stop').disabled = !busy || !engine || !!loadAbort;
+  $('reset').disabled = busy || !engine;
+  $('load-url').disabled = busy;
+  $('model-file').disabled = busy;
+}
 
 function bindings() {
   if (window.wasmBindings) return Promise.resolve(window.wasmBindings);
   return new Promise((resolve) => addEventListener('TrunkApplicationStarted', () => resolve(window.wasmBindings), { once: true }));
 }
 
-function showError(msg) {
-  $('error').textContent = msg;
-  $('error').hidden = false;
+// ---- model loading ----------------------------------------------------------------------------
+
+/** Reads a byte stream of `total` bytes (0 if unknown) into one Uint8Array, reporting progress. */
+async function readStream(stream, total, signal, onProgress) {
+  const reader = stream.getReader();
+  const buf = total ? new Uint8Array(total) : null;
+  const chunks = [];
+  let got = 0;
+  for (;;) {
+    if (signal.aborted) {
+      reader.cancel();
+      throw new DOMException('cancelled', 'AbortError');
+    }
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (buf && got + value.length <= total) buf.set(value, got);
+    else chunks.push(value);
+    got += value.length;
+    onProgress(got, total);
+  }
+  if (buf && got === total && chunks.length === 0) return buf;
+  // Unknown or wrong length: gather what arrived.
+  const out = new Uint8Array(got);
+  let at = 0;
+  if (buf) { out.set(buf.subarray(0, Math.min(got, total)), 0); at = Math.min(got, total); }
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
 }
 
-async function main() {
-  const wasm = await bindings();
-  if (!navigator.gpu) {
-    showError('This browser has no WebGPU (navigator.gpu is missing). Use a recent Chrome or Edge, or enable WebGPU in your browser settings.');
-    $('status').textContent = 'WebGPU unavailable';
-    return;
-  }
-  let engine = null;
+function progress(started) {
+  return (got, total) => {
+    const secs = (performance.now() - started) / 1000;
+    const rate = secs > 0 ? got / 1048576 / secs : 0;
+    $('progress').value = total ? got / total : 0;
+    $('progress-text').textContent = total
+      ? `${mb(got)} / ${mb(total)} MB · ${Math.floor((100 * got) / total)}% · ${rate.toFixed(1)} MB/s`
+      : `${mb(got)} MB · ${rate.toFixed(1)} MB/s`;
+  };
+}
+
+async function fetchBytes(src, signal) {
+  const started = performance.now();
+  if (src.file) return readStream(src.file.stream(), src.file.size, signal, progress(started));
+  const res = await fetch(src.url, { signal });
+  if (!res.ok) throw new Error(`${src.url}: HTTP ${res.status} ${res.statusText}`);
+  const total = Number(res.headers.get('content-length')) || 0;
+  return readStream(res.body, total, signal, progress(started));
+}
+
+/** Loads a model; on failure the engine that was loaded before stays usable. */
+async function loadModel(src) {
+  if (busy) return;
+  const name = src.file ? src.file.name : src.url;
+  clearError();
+  busy = true;
+  loadAbort = new AbortController();
+  $('loader').hidden = false;
+  $('progress').value = 0;
+  $('progress-text').textContent = '';
+  updateButtons();
+  status(`Loading ${name}…`);
   try {
-    $('status').textContent = 'GPU: ' + await wasm.adapterInfo();
+    let bytes = await fetchBytes(src, loadAbort.signal);
+    const info = wasm.inspectModel(bytes, CONTEXT);
+    const need = info.weights_bytes + info.kv_cache_bytes;
+    const infoEl = $('model-info');
+    infoEl.textContent = `${info.name} · file ${mb(info.file_bytes)} MB · needs ${mb(need)} MB of GPU memory ` +
+      `(weights ${mb(info.weights_bytes)} MB + KV cache ${mb(info.kv_cache_bytes)} MB for ${CONTEXT} tokens)`;
+    infoEl.dataset.fileBytes = String(info.file_bytes);
+    status(`Uploading ${info.name} to the GPU…`);
+    $('cancel').disabled = true;
+    const next = await wasm.WebEngine.load(bytes, CONTEXT);
+    bytes = null;
+    if (engine) engine.free();
+    engine = next;
+    source = src;
+    messages = [];
+    renderTranscript();
+    const peak = wasm.wasmMemoryBytes();
+    infoEl.dataset.wasmPeakBytes = String(peak);
+    infoEl.append(` · wasm memory ${mb(peak)} MB (the file stays outside it)`);
+    const st = engine.state();
+    status(`Ready: ${st.name} on ${st.backend}`);
+    updateStats({ cached: 0, context: st.context });
   } catch (e) {
-    showError(String(e.message || e));
-    return;
-  }
-  $('generate').disabled = false;
-  $('generate').addEventListener('click', async () => {
-    $('generate').disabled = true;
-    $('error').hidden = true;
-    try {
-      if (!engine) {
-        $('status').textContent = 'Loading ' + MODEL + '…';
-        const res = await fetch(MODEL);
-        if (!res.ok) throw new Error(`fetching ${MODEL}: HTTP ${res.status}`);
-        engine = await wasm.WebEngine.load(new Uint8Array(await res.arrayBuffer()));
-      }
-      $('output').textContent = '';
-      $('status').textContent = 'Generating…';
-      const s = await engine.generate($('prompt').value, Number($('max-tokens').value) || 32, (ev) => {
-        $('output').append(document.createTextNode(ev.text));
-        return true;
-      });
-      $('stats').textContent = `${s.prompt_tokens} prompt + ${s.generated_tokens} generated tokens · prefill ${s.prefill_tps.toFixed(1)} tok/s · decode ${s.decode_tps.toFixed(2)} tok/s · ${s.backend}`;
-      $('status').textContent = 'Done';
-    } catch (e) {
-      showError(String(e.message || e));
-      $('status').textContent = 'Failed';
-    } finally {
-      $('generate').disabled = false;
+    if (e && e.name === 'AbortError') status(engine ? 'Loading cancelled; the previous model is still loaded.' : 'Loading cancelled.');
+    else {
+      showError(`Could not load ${name}: ${messageOf(e)}`);
+      status(engine ? 'The previous model is still loaded.' : 'No model loaded.');
     }
+  } finally {
+    $('loader').hidden = true;
+    $('cancel').disabled = false;
+    loadAbort = null;
+    busy = false;
+    updateButtons();
+  }
+}
+
+// ---- generation --------------------------------------------------------------------------------
+
+function options() {
+  const num = (id, d) => (Number.isFinite(Number($(id).value)) && $(id).value !== '' ? Number($(id).value) : d);
+  const o = { max_tokens: Math.max(1, Math.floor(num('max-tokens', 64))), report_top: 5 };
+  if ($('greedy').checked) o.temperature = 0;
+  else Object.assign(o, { temperature: num('temperature', 0.8), top_k: Math.floor(num('top-k', 0)), top_p: num('top-p', 1), seed: Math.floor(num('seed', 0)) });
+  return o;
+}
+
+function updateStats({ summary, cached, context }) {
+  const s = $('stats');
+  if (summary) {
+    s.dataset.promptTokens = String(summary.prompt_tokens);
+    s.dataset.generatedTokens = String(summary.generated_tokens);
+    s.dataset.ttftMs = summary.ttft_ms.toFixed(1);
+    s.dataset.prefillTps = summary.prefill_tps.toFixed(2);
+    s.dataset.decodeTps = summary.decode_tps.toFixed(2);
+  }
+  if (cached !== undefined) s.dataset.cachedTokens = String(cached);
+  if (context !== undefined) s.dataset.contextTokens = String(context);
+  const d = s.dataset;
+  const parts = [];
+  if (d.promptTokens) parts.push(`${d.promptTokens} prompt tokens prefilled`, `${d.generatedTokens} generated`);
+  if (d.ttftMs) parts.push(`first token ${d.ttftMs} ms`, `prefill ${d.prefillTps} tok/s`, `decode ${d.decodeTps} tok/s`);
+  if (d.contextTokens) parts.push(`KV cache ${d.cachedTokens || 0} / ${d.contextTokens} tokens`);
+  s.textContent = parts.join(' · ');
+}
+
+function renderTranscript() {
+  const t = $('transcript');
+  t.replaceChildren();
+  for (const m of messages) {
+    const div = document.createElement('div');
+    div.className = 'turn';
+    const role = document.createElement('span');
+    role.className = 'role';
+    role.textContent = m.role;
+    div.append(role, m.content);
+    t.append(div);
+  }
+  t.hidden = messages.length === 0;
+}
+
+async function generate() {
+  if (!engine || busy) return;
+  clearError();
+  busy = true;
+  stopRequested = false;
+  updateButtons();
+  const out = $('output');
+  out.textContent = '';
+  delete out.dataset.done;
+  const prompt = $('prompt').value;
+  const chat = $('chat').checked;
+  const context = Number($('stats').dataset.contextTokens) || CONTEXT;
+  const started = performance.now();
+  let generated = 0;
+  status('Prefilling the prompt…');
+  const onToken = (ev) => {
+    generated += 1;
+    out.append(ev.text);
+    updateStats({ cached: ev.pos + 1, context });
+    status(`Generating… ${generated} tokens, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    return !stopRequested;
+  };
+  try {
+    let summary;
+    if (chat) {
+      const turn = { role: 'user', content: prompt };
+      summary = await engine.chat([...messages, turn], options(), onToken);
+      messages.push(turn, { role: 'assistant', content: summary.text });
+      renderTranscript();
+      $('prompt').value = '';
+    } else {
+      summary = await engine.complete(prompt, options(), onToken);
+    }
+    updateStats({ summary, cached: engine.state().cached_tokens, context });
+    const why = { eos: 'end of text', max_tokens: 'max tokens reached', context_full: 'the context is full', stopped: 'stopped' }[summary.stop];
+    status(`Done (${why}).`);
+    if (summary.stop === 'context_full') showError(`The context is full (${context} tokens): press Reset to start over.`);
+  } catch (e) {
+    const msg = messageOf(e);
+    showError(msg, { reload: /device|GPU/i.test(msg) });
+    status('Failed.');
+  } finally {
+    out.dataset.done = 'true';
+    busy = false;
+    updateButtons();
+  }
+}
+
+function reset() {
+  if (!engine || busy) return;
+  engine.reset();
+  messages = [];
+  renderTranscript();
+  $('output').textContent = '';
+  delete $('output').dataset.done;
+  updateStats({ cached: 0 });
+  status('The KV cache is empty.');
+}
+
+// ---- start-up ----------------------------------------------------------------------------------
+
+function wire() {
+  $('generate').addEventListener('click', generate);
+  $('stop').addEventListener('click', () => { stopRequested = true; status('Stopping…'); });
+  $('reset').addEventListener('click', reset);
+  $('cancel').addEventListener('click', () => loadAbort && loadAbort.abort());
+  $('load-url').addEventListener('click', () => {
+    const url = $('model-url').value.trim();
+    if (url) loadModel({ url });
+  });
+  $('model-file').addEventListener('change', (e) => {
+    const f = e.target.files && e.target.files[0];
+    if (f) loadModel({ file: f });
+    e.target.value = '';
+  });
+  $('reload').addEventListener('click', () => {
+    if (engine) { engine.free(); engine = null; }
+    loadModel(source);
+  });
+  $('greedy').addEventListener('change', () => { $('sampling').disabled = $('greedy').checked; });
+  addEventListener('dragover', (e) => { e.preventDefault(); document.body.classList.add('dragging'); });
+  addEventListener('dragleave', () => document.body.classList.remove('dragging'));
+  addEventListener('drop', (e) => {
+    e.preventDefault();
+    document.body.classList.remove('dragging');
+    const f = e.dataTransfer && e.dataTransfer.files[0];
+    if (f) loadModel({ file: f });
   });
 }
 
-main().catch((e) => showError(String(e.message || e)));
+async function main() {
+  wire();
+  updateButtons();
+  if (params.has('prompt')) $('prompt').value = params.get('prompt');
+  if (params.has('max_tokens')) $('max-tokens').value = params.get('max_tokens');
+  if (params.has('greedy')) $('greedy').checked = params.get('greedy') !== '0';
+  $('sampling').disabled = $('greedy').checked;
+  const url = params.get('model') || DEFAULT_MODEL;
+  $('model-url').value = url;
+
+  if (!navigator.gpu) {
+    status('WebGPU is not available.');
+    showError('This browser has no WebGPU (navigator.gpu is missing). Use a current Chrome or Edge, or enable WebGPU in ' +
+      "your browser's settings; the page must be served from https:// or from localhost.");
+    return;
+  }
+  status('Loading the engine…');
+  wasm = await bindings();
+  try {
+    status(`GPU: ${await wasm.adapterInfo()}`);
+  } catch (e) {
+    status('No usable GPU.');
+    showError(`WebGPU found no usable GPU adapter: ${messageOf(e)}. Check that hardware acceleration is on in your browser's settings.`);
+    return;
+  }
+  await loadModel({ url });
+  if (engine && params.get('autostart') === '1') await generate();
+}
+
+main().catch((e) => showError(messageOf(e)));

@@ -59,6 +59,12 @@ impl GpuContext {
                 v.push(e.to_string());
             }
         }));
+        let sink = errors.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if let Ok(mut v) = sink.lock() {
+                v.insert(0, format!("the GPU device was lost ({reason:?}{}{msg}); reload the engine", if msg.is_empty() { "" } else { ": " }));
+            }
+        });
         Ok(GpuContext { device, queue, info, limits, features, errors, pipelines: RefCell::default() })
     }
 
@@ -69,7 +75,7 @@ impl GpuContext {
         format!("{name} ({:?}, {:?})", i.backend, i.device_type)
     }
 
-    /// The first validation or out-of-memory error the device reported since the last call.
+    /// The first device loss, validation or out-of-memory error reported since the last call.
     pub fn check_errors(&self) -> Result<()> {
         let first = match self.errors.lock() {
             Ok(mut v) => v.drain(..).next(),

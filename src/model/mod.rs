@@ -8,7 +8,7 @@ pub mod weights;
 use crate::config::Config;
 use crate::cpu::rope_table;
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{ByteSource, Gguf};
 use crate::gpu::{params, GpuContext, Kernel, Program, Recorder, StepTable};
 use kv_cache::KvCache;
 use weights::Weights;
@@ -50,15 +50,15 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    pub async fn load(g: &Gguf<'_>, cfg: &Config, context: usize) -> Result<Self> {
+    pub async fn load(g: &Gguf<'_>, cfg: &Config, context: usize, src: &mut dyn ByteSource) -> Result<Self> {
         let ctx = GpuContext::new().await?;
-        Self::load_on(ctx, g, cfg, context)
+        Self::load_on(ctx, g, cfg, context, src)
     }
 
-    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize) -> Result<Self> {
+    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, src: &mut dyn ByteSource) -> Result<Self> {
         let (d, kv, f, h, v) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, cfg.n_heads as u64, cfg.vocab_size as u64);
         let t = context as u64;
-        let weights = Weights::upload(&ctx, g, cfg)?;
+        let weights = Weights::upload(&ctx, g, cfg, src)?;
         let kv_cache = KvCache::new(&ctx, cfg, context)?;
         let act = Activations {
             x: ctx.storage("x", d * 4)?,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{ByteSource, Gguf};
 use crate::gpu::GpuContext;
 use crate::quant::GgmlType;
 
@@ -35,9 +35,11 @@ pub struct Weights {
 }
 
 impl Weights {
-    pub fn upload(ctx: &GpuContext, g: &Gguf, cfg: &Config) -> Result<Self> {
+    /// Copies each tensor from `src` through one reused scratch buffer into its GPU buffer.
+    pub fn upload(ctx: &GpuContext, g: &Gguf, cfg: &Config, src: &mut dyn ByteSource) -> Result<Self> {
         let mut tensors = HashMap::new();
         let mut bytes = 0;
+        let mut scratch = Vec::new();
         for (name, _) in cfg.expected_tensors() {
             let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
             if info.dims.len() == 2 && info.dims[0] % 32 != 0 {
@@ -46,8 +48,8 @@ impl Weights {
                     info.dims[0]
                 )));
             }
-            let data = g.tensor_data(info);
-            let buffer = ctx.storage_with(&name, data)?;
+            src.read(g.tensor_range(info), &mut scratch)?;
+            let buffer = ctx.storage_with(&name, &scratch)?;
             bytes += buffer.size();
             tensors.insert(name, Tensor { buffer, ty: info.ty, dims: info.dims.clone() });
         }

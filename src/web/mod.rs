@@ -1,27 +1,52 @@
 //! Browser glue (wasm32 only): the engine exported to JavaScript.
 //!
-//! ```js
-//! import init, { adapterInfo, WebEngine } from './kvscope.js';
-//! await init();
-//! const engine = await WebEngine.load(new Uint8Array(await (await fetch('models/…gguf')).arrayBuffer()));
-//! const summary = await engine.generate('The capital of France is', 32, (ev) => console.log(ev.text));
-//! ```
+//! The model bytes stay in a JavaScript `Uint8Array` (outside the wasm heap); the header and then
+//! each tensor are copied in piecewise and uploaded, so the heap never holds a second full copy.
+//! The API is documented in the README ("Embedding the engine").
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 
+use crate::config::Config;
 use crate::engine::{Engine, GenerateOptions, LoadOptions};
+use crate::gguf::{read_header, ByteSource, Gguf};
 use crate::gpu::GpuContext;
+use crate::sampler::SamplerConfig;
+use crate::tokenizer::ChatMessage;
 
-fn js_err(e: crate::Error) -> JsValue {
+fn js_err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
+}
+
+fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
 }
 
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+}
+
+/// A model file held by JavaScript, read range by range.
+struct JsBytes(js_sys::Uint8Array);
+
+impl ByteSource for JsBytes {
+    fn len(&self) -> u64 {
+        self.0.length() as u64
+    }
+
+    fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> crate::Result<()> {
+        if range.end > self.len() {
+            return Err(crate::Error::Io(format!("read of {range:?} past the end of the {}-byte file", self.len())));
+        }
+        out.resize((range.end - range.start) as usize, 0);
+        self.0.subarray(range.start as u32, range.end as u32).copy_to(out);
+        Ok(())
+    }
 }
 
 /// The WebGPU adapter the engine would run on, or an error that says what is missing.
@@ -30,6 +55,86 @@ pub async fn adapter_info() -> Result<String, JsValue> {
     GpuContext::new().await.map(|c| c.adapter_name()).map_err(js_err)
 }
 
+/// Bytes of wasm linear memory (it only grows: after a load this is the peak).
+#[wasm_bindgen(js_name = wasmMemoryBytes)]
+pub fn wasm_memory_bytes() -> f64 {
+    wasm_bindgen::memory().dyn_into::<js_sys::WebAssembly::Memory>().map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64).unwrap_or(0.0)
+}
+
+#[derive(Serialize)]
+struct ModelInfo {
+    name: String,
+    file_bytes: u64,
+    weights_bytes: u64,
+    kv_cache_bytes: u64,
+    context: usize,
+    config: Config,
+}
+
+/// Reads only the header: the model's name and shape, and the GPU memory it will need at
+/// `context` positions — shown before anything is allocated.
+#[wasm_bindgen(js_name = inspectModel)]
+pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize) -> Result<JsValue, JsValue> {
+    let mut src = JsBytes(bytes);
+    let header = read_header(&mut src).map_err(js_err)?;
+    let g = Gguf::parse_prefix(&header, src.len()).map_err(js_err)?;
+    let cfg = Config::from_gguf(&g).map_err(js_err)?;
+    to_js(&ModelInfo {
+        name: cfg.name.clone(),
+        file_bytes: src.len(),
+        weights_bytes: g.tensors.iter().map(|t| t.size).sum(),
+        kv_cache_bytes: cfg.kv_cache_bytes(context, 4),
+        context,
+        config: cfg,
+    })
+}
+
+/// Generation settings from JavaScript (every field optional).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JsOptions {
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+    /// Rows of the next-token table per token.
+    report_top: Option<usize>,
+}
+
+impl JsOptions {
+    fn parse(v: JsValue) -> Result<GenerateOptions, JsValue> {
+        let o: JsOptions = if v.is_undefined() || v.is_null() { JsOptions::default() } else { serde_wasm_bindgen::from_value(v).map_err(js_err)? };
+        let d = SamplerConfig::default();
+        Ok(GenerateOptions {
+            max_tokens: o.max_tokens.unwrap_or(64),
+            sampler: SamplerConfig {
+                temperature: o.temperature.unwrap_or(d.temperature),
+                top_k: o.top_k.unwrap_or(d.top_k),
+                top_p: o.top_p.unwrap_or(d.top_p),
+                seed: o.seed.unwrap_or(d.seed),
+            },
+            top_k: o.report_top.unwrap_or(5),
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct EngineState {
+    backend: String,
+    name: String,
+    cached_tokens: usize,
+    context: usize,
+    n_layers: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    /// Bytes of K and V per cached position over all layers.
+    kv_bytes_per_token: u64,
+    kv_bytes_allocated: u64,
+}
+
+/// The engine for one loaded model. Calls that run the model take it out of its cell while they
+/// run, so a second call at the same time fails with "busy" instead of corrupting the cache.
 #[wasm_bindgen]
 pub struct WebEngine {
     inner: Rc<RefCell<Option<Engine>>>,
@@ -37,34 +142,102 @@ pub struct WebEngine {
 
 #[wasm_bindgen]
 impl WebEngine {
-    /// Parses the GGUF bytes and uploads the model to the GPU.
-    pub async fn load(bytes: Vec<u8>) -> Result<WebEngine, JsValue> {
-        let engine = Engine::load(&bytes, LoadOptions::default()).await.map_err(js_err)?;
+    /// Parses the model and uploads it to the GPU, `context` positions of KV cache.
+    pub async fn load(bytes: js_sys::Uint8Array, context: usize) -> Result<WebEngine, JsValue> {
+        let mut src = JsBytes(bytes);
+        let engine = Engine::load_from(&mut src, LoadOptions { context, ..Default::default() }).await.map_err(js_err)?;
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))) })
     }
 
-    /// Greedy generation from a fresh cache; `on_token` gets `{id, text, pos, ms, top}` per token.
-    /// Resolves to the summary.
-    pub fn generate(&self, prompt: String, max_tokens: usize, on_token: js_sys::Function) -> js_sys::Promise {
+    fn with<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> Result<T, JsValue> {
+        let mut cell = self.inner.borrow_mut();
+        let e = cell.as_mut().ok_or_else(|| js_err("the engine is busy generating"))?;
+        Ok(f(e))
+    }
+
+    /// Backend, model name, cache fill and cache geometry.
+    pub fn state(&self) -> Result<JsValue, JsValue> {
+        let s = self.with(|e| {
+            let c = &e.cfg;
+            EngineState {
+                backend: e.backend(),
+                name: c.name.clone(),
+                cached_tokens: e.position(),
+                context: e.context,
+                n_layers: c.n_layers,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: c.head_dim,
+                kv_bytes_per_token: c.kv_cache_bytes(1, 4),
+                kv_bytes_allocated: c.kv_cache_bytes(e.context, 4),
+            }
+        })?;
+        to_js(&s)
+    }
+
+    /// Empties the KV cache.
+    pub fn reset(&self) -> Result<(), JsValue> {
+        self.with(|e| e.reset())
+    }
+
+    pub fn tokenize(&self, text: String) -> Result<Vec<u32>, JsValue> {
+        self.with(|e| e.tokenizer.encode(&text))?.map_err(js_err)
+    }
+
+    /// Completes `prompt` from an empty cache. `on_token({id, text, pos, ms, top})` is called per
+    /// token; returning false stops. Resolves to the summary.
+    pub fn complete(&self, prompt: String, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
+        self.run(Turn::Complete(prompt), options, on_token)
+    }
+
+    /// Renders `messages` ([{role, content}]) with the model's chat template and answers the last
+    /// one, keeping the cached prefix so that only the new turn is prefilled.
+    pub fn chat(&self, messages: JsValue, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
+        match serde_wasm_bindgen::from_value::<Vec<ChatMessage>>(messages) {
+            Ok(m) => self.run(Turn::Chat(m), options, on_token),
+            Err(e) => js_sys::Promise::reject(&js_err(format!("messages: {e}"))),
+        }
+    }
+
+    fn run(&self, turn: Turn, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            // The engine is taken out while it runs so that a second call fails cleanly.
-            let mut engine = inner.borrow_mut().take().ok_or_else(|| JsValue::from_str("the engine is busy"))?;
-            engine.reset();
+            let opts = JsOptions::parse(options)?;
+            let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err("the engine is busy generating"))?;
             let result = async {
-                let ids = engine.tokenizer.encode(&prompt)?;
-                let opts = GenerateOptions { max_tokens, ..Default::default() };
-                engine
-                    .generate(&ids, &opts, &mut |ev| {
-                        let v = serde_wasm_bindgen::to_value(ev).unwrap_or(JsValue::NULL);
-                        on_token.call1(&JsValue::NULL, &v).map(|r| r.as_bool() != Some(false)).unwrap_or(false)
+                let ids = match &turn {
+                    Turn::Complete(p) => {
+                        engine.reset();
+                        engine.tokenizer.encode(p)?
+                    }
+                    Turn::Chat(m) => engine.tokenizer.encode(&engine.tokenizer.apply_chat_template(m, true)?)?,
+                };
+                let reused = engine.reuse_prefix(&ids);
+                let mut cb_err = None;
+                let summary = engine
+                    .generate(&ids[reused..], &opts, &mut |ev| match to_js(ev).and_then(|v| on_token.call1(&JsValue::NULL, &v)) {
+                        Ok(r) => r.as_bool() != Some(false),
+                        Err(e) => {
+                            cb_err = Some(e);
+                            false
+                        }
                     })
-                    .await
+                    .await?;
+                Ok::<_, crate::Error>((summary, reused, cb_err))
             }
             .await;
             *inner.borrow_mut() = Some(engine);
-            let summary = result.map_err(js_err)?;
-            serde_wasm_bindgen::to_value(&summary).map_err(|e| e.into())
+            let (summary, reused, cb_err) = result.map_err(js_err)?;
+            if let Some(e) = cb_err {
+                return Err(e);
+            }
+            let v = to_js(&summary)?;
+            js_sys::Reflect::set(&v, &"reused_tokens".into(), &(reused as u32).into())?;
+            Ok(v)
         })
     }
+}
+
+enum Turn {
+    Complete(String),
+    Chat(Vec<ChatMessage>),
 }

@@ -4,6 +4,7 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
 
 export const ROOT = path.resolve(import.meta.dirname, '../..');
 export const DIST = path.join(ROOT, 'dist');
@@ -29,4 +30,39 @@ export async function launch({ webgpu = true } = {}) {
   const args = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
   if (webgpu) args.push('--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader');
   return chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args, headless: true });
+}
+
+/** The native CLI's greedy text for `prompt` (the reference the page must reproduce). */
+export function cliGreedy(prompt, maxTokens, { chat = false } = {}) {
+  const args = ['generate', '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'];
+  if (chat) args.push('--chat');
+  const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  return JSON.parse(out.trim().split('\n').at(-1)).summary;
+}
+
+/** Opens the site and (unless `wait` is false) waits until the default model is loaded or an
+ * error shows. */
+export async function openSite(browser, url, query = '', { wait = true } = {}) {
+  const page = await browser.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  await page.goto(url + query);
+  if (wait) await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent) || !document.getElementById('error').hidden, null, { timeout: 180_000 });
+  return page;
+}
+
+/** Waits for the current generation to finish and returns the page's #output and #stats. */
+export async function finished(page) {
+  await page.waitForSelector('#output[data-done="true"]', { timeout: 540_000 });
+  return page.evaluate(() => ({
+    text: document.getElementById('output').textContent,
+    stats: { ...document.getElementById('stats').dataset },
+    error: document.getElementById('error').hidden ? '' : document.getElementById('error-text').textContent,
+    status: document.getElementById('status').textContent,
+  }));
+}
+
+export async function screenshot(page, name) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });
 }

@@ -1,0 +1,107 @@
+// The built site in Debian's Chromium with WebGPU on SwiftShader: the real default model loads,
+// generates, and matches the native CLI token for token.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { serve, launch, cliGreedy, openSite, finished, screenshot } from './harness.mjs';
+
+let server;
+let browser;
+before(async () => {
+  server = await serve();
+  browser = await launch();
+});
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+const PROMPTS = ['The capital of France is', 'Once upon a time, in a small village by the sea,'];
+
+test('greedy text equals the CLI for two prompts, from a link and from the form', { timeout: 900_000 }, async () => {
+  const want = PROMPTS.map((p) => cliGreedy(p, 16));
+  // First prompt: a link that reproduces a run.
+  const q = `?prompt=${encodeURIComponent(PROMPTS[0])}&max_tokens=16&greedy=1&autostart=1`;
+  const page = await openSite(browser, server.url, q, { wait: false });
+  let r = await finished(page);
+  assert.equal(r.error, '');
+  assert.equal(r.text, want[0].text);
+  assert.equal(r.stats.generatedTokens, String(want[0].generated_tokens));
+  assert.equal(r.stats.promptTokens, String(want[0].prompt_tokens));
+  for (const k of ['ttftMs', 'prefillTps', 'decodeTps']) assert.ok(Number(r.stats[k]) > 0, `${k} = ${r.stats[k]}`);
+  assert.equal(Number(r.stats.cachedTokens), want[0].prompt_tokens + want[0].generated_tokens - (want[0].stop === 'eos' ? 1 : 0) - (want[0].stop === 'max_tokens' ? 1 : 0));
+
+  // Second prompt: typed into the form.
+  await page.fill('#prompt', PROMPTS[1]);
+  await page.fill('#max-tokens', '16');
+  await page.click('#generate');
+  r = await finished(page);
+  assert.equal(r.error, '');
+  assert.equal(r.text, want[1].text);
+  assert.ok(want[1].generated_tokens >= 16);
+  await screenshot(page, 'page-finished.png');
+  // The model file stays in JavaScript memory; wasm memory holds one tensor at a time.
+  const mem = await page.$eval('#model-info', (e) => ({ ...e.dataset }));
+  console.log(`# wasm peak ${mem.wasmPeakBytes} bytes for a ${mem.fileBytes}-byte model`);
+  assert.ok(Number(mem.wasmPeakBytes) < Number(mem.fileBytes), JSON.stringify(mem));
+  console.log(`# page stats: ${JSON.stringify(r.stats)}`);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('Stop ends generation within a step and the engine stays usable', { timeout: 600_000 }, async () => {
+  const page = await openSite(browser, server.url);
+  await page.fill('#prompt', PROMPTS[1]);
+  await page.fill('#max-tokens', '500');
+  await page.click('#generate');
+  await page.waitForFunction(() => document.getElementById('output').textContent.length > 0, null, { timeout: 300_000 });
+  await page.click('#stop');
+  const r = await finished(page);
+  assert.match(r.status, /stopped/);
+  assert.ok(Number(r.stats.generatedTokens) < 20, `generated ${r.stats.generatedTokens}`);
+  // Usable right after: a short run completes.
+  await page.fill('#max-tokens', '2');
+  await page.click('#generate');
+  const again = await finished(page);
+  assert.equal(again.error, '');
+  assert.equal(again.stats.generatedTokens, '2');
+  await page.close();
+});
+
+test('chat keeps the cache across turns: the second turn prefills only its own tokens', { timeout: 900_000 }, async () => {
+  const page = await openSite(browser, server.url);
+  await page.check('#chat');
+  await page.fill('#max-tokens', '4');
+  await page.fill('#prompt', 'hi');
+  await page.click('#generate');
+  const first = await finished(page);
+  assert.equal(first.error, '');
+  assert.equal(first.text, cliGreedy('hi', 4, { chat: true }).text);
+  await page.fill('#prompt', 'Name a colour.');
+  await page.click('#generate');
+  const second = await finished(page);
+  assert.equal(second.error, '');
+  const firstTotal = Number(first.stats.promptTokens) + Number(first.stats.generatedTokens);
+  assert.ok(Number(second.stats.promptTokens) < firstTotal, `second turn prefilled ${second.stats.promptTokens} tokens`);
+  assert.equal(await page.locator('#transcript .turn').count(), 4);
+  await screenshot(page, 'page-chat.png');
+  await page.close();
+});
+
+test('a bad file shows an error, and a good model loads after it', { timeout: 600_000 }, async () => {
+  const page = await openSite(browser, server.url);
+  await page.setInputFiles('#model-file', { name: 'cat.png', mimeType: 'image/png', buffer: Buffer.from('\x89PNG\r\n\x1a\n\0\0\0\rIHDR', 'binary') });
+  await page.waitForSelector('#error:not([hidden])');
+  const err = await page.textContent('#error-text');
+  assert.match(err, /cat\.png/);
+  assert.match(err, /not a GGUF file/);
+  await screenshot(page, 'page-bad-file.png');
+  await page.click('#load-url');
+  await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent), null, { timeout: 180_000 });
+  assert.equal(await page.isHidden('#error'), true);
+  await page.fill('#max-tokens', '2');
+  await page.click('#generate');
+  const r = await finished(page);
+  assert.equal(r.error, '');
+  assert.equal(r.stats.generatedTokens, '2');
+  await page.close();
+});
