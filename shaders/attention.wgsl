@@ -1,7 +1,8 @@
 // Attention of the newest query over every cached position, causal by construction (the cache
 // holds positions 0..=pos only), grouped-query: query head h reads KV head h / (h / h_kv).
 //   s[t]   = q_h · k[t, kvh] / sqrt(d_h)        t = 0..=pos
-//   att[t] = softmax_t(s)                       (kept in `att` for the attention view)
+//   att[t] = softmax_t(s)                       (kept in `att`, one slice per layer, for the
+//                                               attention view)
 //   out_h  = Σ_t att[t] · v[t, kvh]
 // One workgroup of 64 per query head.
 
@@ -10,6 +11,7 @@ struct Params {
     n_kv_heads: u32,  // h_kv
     head_dim: u32,    // d_h
     att_stride: u32,  // T: row length of `att`
+    att_offset: u32,  // elements: this layer's slice, l · h · T
     scale: f32,       // 1 / sqrt(d_h)
 }
 
@@ -18,7 +20,7 @@ struct Step {
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // [h · d_h]
-@group(0) @binding(1) var<storage, read_write> att: array<f32>;  // [h × T]
+@group(0) @binding(1) var<storage, read_write> att: array<f32>;  // [L × h × T]
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;        // q = qkv[0 .. h · d_h]
 @group(0) @binding(3) var<storage, read> k_cache: array<f32>;    // [T × h_kv · d_h]
 @group(0) @binding(4) var<storage, read> v_cache: array<f32>;    // [T × h_kv · d_h]
@@ -58,7 +60,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     let kv_dim = p.n_kv_heads * hd;
     let kvh = h / (p.n_heads / p.n_kv_heads);
     let n = step.pos + 1u;
-    let a = h * p.att_stride;
+    let a = p.att_offset + h * p.att_stride;
 
     var m = -3.4e38;
     for (var j = t; j < n; j += 64u) {

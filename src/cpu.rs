@@ -202,7 +202,7 @@ impl CpuModel {
             k: vec![0.0; kv],
             v: vec![0.0; kv],
             att_out: vec![0.0; d],
-            att: vec![0.0; cfg.n_heads * context],
+            att: vec![0.0; cfg.n_layers * cfg.n_heads * context],
             gate: vec![0.0; f],
             up: vec![0.0; f],
             hb: vec![0.0; f],
@@ -231,7 +231,8 @@ impl CpuModel {
             self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
             self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
             let n = pos + 1;
-            attention(&mut self.att_out, &mut self.att[..c.n_heads * n], &self.q, &self.k_cache[l], &self.v_cache[l], n, c.n_kv_heads, hd);
+            let att = &mut self.att[l * c.n_heads * self.context..][..c.n_heads * n];
+            attention(&mut self.att_out, att, &self.q, &self.k_cache[l], &self.v_cache[l], n, c.n_kv_heads, hd);
             matvec(&mut self.xb, &w.wo, &self.att_out);
             add(&mut self.x, &self.xb);
 
@@ -251,9 +252,9 @@ impl CpuModel {
         }
     }
 
-    /// Attention weights of the last step: [h × n] for n = pos + 1.
-    pub fn attention_weights(&self, n: usize) -> &[f32] {
-        &self.att[..self.cfg.n_heads * n]
+    /// Layer l's attention weights of the last step: [h × n] for n = pos + 1.
+    pub fn attention_weights(&self, l: usize, n: usize) -> Vec<f32> {
+        self.att[l * self.cfg.n_heads * self.context..][..self.cfg.n_heads * n].to_vec()
     }
 }
 

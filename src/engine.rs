@@ -49,11 +49,16 @@ pub struct GenerateOptions {
     pub sampler: SamplerConfig,
     /// Rows of the next-token table reported with each token.
     pub top_k: usize,
+    /// Read back this layer's attention weights after every step (for the attention view; off
+    /// by default so that decoding does no extra readback).
+    pub attention_layer: Option<usize>,
+    /// Decode without the cache: re-run the whole sequence at every step (for comparison).
+    pub no_cache: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 64, sampler: SamplerConfig::default(), top_k: 5 }
+        GenerateOptions { max_tokens: 64, sampler: SamplerConfig::default(), top_k: 5, attention_layer: None, no_cache: false }
     }
 }
 
@@ -65,10 +70,16 @@ pub struct TokenEvent {
     pub text: String,
     /// The most probable next tokens under the logits this token was picked from.
     pub top: Vec<TokenProb>,
-    /// Position of the token in the sequence.
+    /// Position of the token in the sequence; the cache holds rows 0..pos when it is reported,
+    /// and the token's K and V go into row pos when it is fed back.
     pub pos: usize,
-    /// Milliseconds since the previous token (for the first: since generation started).
+    /// Milliseconds of the step that produced this token (forward pass + pick); for the first
+    /// token, the prefill and the pick.
     pub ms: f64,
+    /// With `attention_layer`: that layer's attention weights for the query that produced this
+    /// token, [h × pos] row-major (each row sums to 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Vec<f32>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,7 +112,8 @@ enum Model {
 
 pub struct Engine {
     pub cfg: Config,
-    pub tokenizer: Tokenizer,
+    /// Shared so that a caller can render tokens while the engine is busy generating.
+    pub tokenizer: std::sync::Arc<Tokenizer>,
     model: Model,
     /// KV-cache capacity in positions.
     pub context: usize,
@@ -111,6 +123,8 @@ pub struct Engine {
     pending: Option<u32>,
     /// [V] logits after the last fed position.
     logits: Vec<f32>,
+    /// Attention weights read back after the last step, when asked for.
+    attention: Option<Vec<f32>>,
     /// Positions per GPU submit while prefilling.
     pub prefill_chunk: usize,
 }
@@ -126,7 +140,7 @@ impl Engine {
         let header = read_header(src)?;
         let g = Gguf::parse_prefix(&header, src.len())?;
         let cfg = Config::from_gguf(&g)?;
-        let tokenizer = Tokenizer::from_gguf(&g)?;
+        let tokenizer = std::sync::Arc::new(Tokenizer::from_gguf(&g)?);
         if opts.context == 0 || opts.context > 1 << 20 {
             return Err(Error::Config(format!("context length {} is outside 1..=1048576", opts.context)));
         }
@@ -138,6 +152,7 @@ impl Engine {
             logits: vec![0.0; cfg.vocab_size],
             cached: Vec::with_capacity(opts.context),
             pending: None,
+            attention: None,
             context: opts.context,
             cfg,
             tokenizer,
@@ -250,6 +265,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Reads the attention weights of the last step for `opts.attention_layer`, if set.
+    async fn observe(&mut self, opts: &GenerateOptions) -> Result<()> {
+        self.attention = match opts.attention_layer {
+            Some(l) if l >= self.cfg.n_layers => {
+                return Err(Error::Config(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)))
+            }
+            Some(l) => Some(self.attention_weights(l).await?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Layer `l`'s attention weights for the last fed position: [h × n], n = positions cached.
+    pub async fn attention_weights(&self, l: usize) -> Result<Vec<f32>> {
+        let n = self.cached.len();
+        match &self.model {
+            Model::Cpu(m) => Ok(m.attention_weights(l, n)),
+            Model::Gpu(m) => m.attention_weights(l, n).await,
+        }
+    }
+
     /// Teacher forcing: the logits after every position of `ids`, [n × V] row-major.
     pub async fn logits_for(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(ids.len() * self.cfg.vocab_size);
@@ -261,8 +297,10 @@ impl Engine {
     }
 
     /// Feeds `prompt`, then picks tokens one at a time until EOS, `max_tokens`, a full context, or
-    /// `on_token` returning false. Each chosen token is fed back before the next is picked, so the
-    /// cache grows by one row per step.
+    /// `on_token` returning false. Each chosen token is fed back right after it is reported, so
+    /// the cache grows by one row per step and, when this returns, holds every token and the
+    /// logits predict the next one (except after EOS, which is not fed, and at a full context,
+    /// where the last token waits as pending).
     pub async fn generate(
         &mut self,
         prompt: &[u32],
@@ -274,6 +312,7 @@ impl Engine {
         }
         let t0 = now_ms();
         self.feed(prompt).await?;
+        self.observe(opts).await?;
         let prefill_ms = now_ms() - t0;
         let mut sampler = Sampler::new(opts.sampler);
         let mut utf8 = Utf8Stream::default();
@@ -286,13 +325,6 @@ impl Engine {
             if generated >= opts.max_tokens {
                 break StopReason::MaxTokens;
             }
-            if generated > 0 {
-                // The token picked last is still pending: it needs one more cache row.
-                if self.position() + 1 > self.context {
-                    break StopReason::ContextFull;
-                }
-                self.feed(&[]).await?;
-            }
             let id = sampler.sample(&self.logits);
             let top = if opts.top_k > 0 { top_k(&self.logits, opts.top_k, 1.0) } else { Vec::new() };
             let now = now_ms();
@@ -302,14 +334,28 @@ impl Engine {
             let stop_token = self.tokenizer.is_stop(id);
             let piece = if stop_token { String::new() } else { utf8.push(self.tokenizer.token_bytes(id)) };
             text.push_str(&piece);
-            let ev = TokenEvent { id, text: piece, top, pos: self.position() + self.pending.is_some() as usize, ms: now - last };
-            last = now;
+            let ev = TokenEvent { id, text: piece, top, pos: self.position(), ms: now - last, attention: self.attention.take() };
             generated += 1;
             let go_on = on_token(&ev);
             if stop_token {
                 break StopReason::Eos;
             }
-            self.pending = Some(id);
+            if self.position() >= self.context {
+                self.pending = Some(id);
+                break StopReason::ContextFull;
+            }
+            let t_step = now_ms();
+            if opts.no_cache {
+                // The naive way: forget the cache and run the whole sequence again.
+                let mut seq = std::mem::take(&mut self.cached);
+                seq.push(id);
+                self.rewind(0);
+                self.feed(&seq).await?;
+            } else {
+                self.feed(&[id]).await?;
+            }
+            self.observe(opts).await?;
+            last = t_step;
             if !go_on {
                 break StopReason::Stopped;
             }
@@ -317,7 +363,7 @@ impl Engine {
         let rest = utf8.finish();
         text.push_str(&rest);
         let decode_ms = now_ms() - t_decode;
-        let steps = generated.saturating_sub(1) as f64;
+        let steps = generated as f64;
         Ok(Summary {
             prompt_tokens: prompt.len(),
             generated_tokens: generated,

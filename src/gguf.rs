@@ -465,7 +465,9 @@ impl<'a> Gguf<'a> {
     /// The encoded bytes of a tensor, when the whole file was parsed.
     pub fn tensor_data(&self, t: &TensorInfo) -> Result<&'a [u8]> {
         let r = self.tensor_range(t);
-        self.bytes.get(r.start as usize..r.end as usize).ok_or_else(|| Error::malformed(format!("tensor `{}`", t.name), "data is not in the parsed part of the file"))
+        self.bytes
+            .get(r.start as usize..r.end as usize)
+            .ok_or_else(|| Error::malformed(format!("tensor `{}`", t.name), "data is not in the parsed part of the file"))
     }
 
     /// Bytes after the header: the prefix of the file that the header parse needs.

@@ -81,6 +81,9 @@ mod cli {
             /// One JSON object per token, then a summary.
             #[arg(long)]
             json: bool,
+            /// Decode the naive way, re-running the whole sequence at every step (for comparison).
+            #[arg(long)]
+            no_cache: bool,
         },
         /// Logits after every input position (teacher forcing), little-endian f32 [n × V].
         Logits {
@@ -127,7 +130,7 @@ mod cli {
                 println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
                 Ok(())
             }
-            Cmd::Generate { m, prompt, chat, max_tokens, temperature, top_k, top_p, seed, backend, context, json } => {
+            Cmd::Generate { m, prompt, chat, max_tokens, temperature, top_k, top_p, seed, backend, context, json, no_cache } => {
                 let bytes = read(&m.model)?;
                 let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context }))?;
                 let text = if chat {
@@ -136,11 +139,16 @@ mod cli {
                     prompt
                 };
                 let ids = engine.tokenizer.encode(&text)?;
-                let opts = GenerateOptions { max_tokens, sampler: SamplerConfig { temperature, top_k, top_p, seed }, top_k: 5 };
+                let opts = GenerateOptions {
+                    max_tokens,
+                    sampler: SamplerConfig { temperature, top_k, top_p, seed },
+                    no_cache,
+                    ..Default::default()
+                };
                 let mut out = std::io::stdout().lock();
                 let summary = pollster::block_on(engine.generate(&ids, &opts, &mut |ev| {
                     if json {
-                        let _ = writeln!(out, "{}", json!({"id": ev.id, "text": ev.text, "top": ev.top, "ms": ev.ms}));
+                        let _ = writeln!(out, "{}", json!({"id": ev.id, "text": ev.text, "top": ev.top, "pos": ev.pos, "ms": ev.ms}));
                     } else {
                         let _ = write!(out, "{}", ev.text);
                     }

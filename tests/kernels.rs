@@ -140,7 +140,8 @@ fn kv_write_and_attention_match_cpu() {
     let mut v_cache = random(t * kv, 8, 1.0);
     let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
     let out = ctx.storage("out", d as u64 * 4).unwrap();
-    let att = ctx.storage("att", (h * t) as u64 * 4).unwrap();
+    // Two layers' slices; this dispatch writes the second.
+    let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
     let steps = StepTable::new(&ctx, t).unwrap();
     let mut rec = Recorder::new(&ctx);
     rec.push("kv", Kernel::KvWrite, &[&kb, &vb, &qb], &params::KvWrite { q_dim: d as u32, kv_dim: kv as u32 }, kv as u32, true).unwrap();
@@ -149,6 +150,7 @@ fn kv_write_and_attention_match_cpu() {
         n_kv_heads: hkv as u32,
         head_dim: hd as u32,
         att_stride: t as u32,
+        att_offset: (h * t) as u32,
         scale: 1.0 / (hd as f32).sqrt(),
     };
     rec.push("attn", Kernel::Attention, &[&out, &att, &qb, &kb, &vb], &ap, h as u32, false).unwrap();
@@ -166,7 +168,9 @@ fn kv_write_and_attention_match_cpu() {
     let mut want_att = vec![0.0; h * n];
     cpu::attention(&mut want, &mut want_att, &qkv[..d], &k_cache, &v_cache, n, hkv, hd);
     assert_close("attention", &read(&ctx, &out), &want, 1e-5);
-    let got_att: Vec<f32> = read(&ctx, &att).chunks(t).flat_map(|r| r[..n].to_vec()).collect();
+    let all_att = read(&ctx, &att);
+    assert!(all_att[..h * t].iter().all(|&v| v == 0.0), "the first layer's slice is untouched");
+    let got_att: Vec<f32> = all_att[h * t..].chunks(t).flat_map(|r| r[..n].to_vec()).collect();
     assert_close("attention weights", &got_att, &want_att, 1e-6);
     for row in got_att.chunks(n) {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);

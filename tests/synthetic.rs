@@ -103,7 +103,7 @@ fn stop_from_callback_and_continue() {
     .unwrap();
     assert_eq!(s.stop, StopReason::Stopped);
     assert_eq!(ids.len(), 3);
-    assert_eq!(e.position(), 5, "3 prompt tokens + 2 fed back; the third is pending");
+    assert_eq!(e.position(), 6, "3 prompt tokens + the 3 generated ones, fed back");
 
     // The same run without stopping gives the same first tokens.
     let mut f = tiny(Backend::Cpu, 64);
@@ -133,7 +133,7 @@ fn reuse_prefix_feeds_only_the_new_turn() {
     convo.extend(&reply);
     convo.extend([2, 1, 30, 31]);
     let n = e.reuse_prefix(&convo);
-    assert_eq!(n, turn1.len() + reply.len(), "the prompt and the whole reply (its last token pending) are reused");
+    assert_eq!(n, turn1.len() + reply.len(), "the prompt and the whole reply are reused");
     pollster::block_on(e.feed(&convo[n..])).unwrap();
     assert_eq!(e.position(), convo.len());
 
@@ -148,4 +148,67 @@ fn reuse_prefix_feeds_only_the_new_turn() {
     // Identical input: everything but the last id is reused, so fresh logits come back.
     pollster::block_on(e.feed(&other[2..])).unwrap();
     assert_eq!(e.reuse_prefix(&other), 3);
+}
+
+/// Decoding without the cache (the whole sequence re-run at every step) emits the same greedy
+/// tokens as decoding with it, on both backends.
+#[test]
+fn no_cache_mode_emits_the_same_tokens() {
+    use kvscope::GenerateOptions;
+    let backends = if gpu().is_some() { vec![Backend::Cpu, Backend::Gpu] } else { vec![Backend::Cpu] };
+    for b in backends {
+        let run = |no_cache: bool| {
+            let mut e = tiny(b, 64);
+            let mut ids = Vec::new();
+            let opts = GenerateOptions { max_tokens: 12, no_cache, ..Default::default() };
+            pollster::block_on(e.generate(&[10, 11, 12, 13], &opts, &mut |ev| {
+                ids.push(ev.id);
+                true
+            }))
+            .unwrap();
+            (ids, e.position())
+        };
+        let (with, n1) = run(false);
+        let (without, n2) = run(true);
+        assert_eq!(with.len(), 12);
+        assert_eq!(with, without, "{b:?}");
+        assert_eq!(n1, n2);
+    }
+}
+
+/// The attention weights each step reports: per layer, GPU equal to CPU, every head's row sums
+/// to 1 over exactly the cached positions.
+#[test]
+fn attention_weights_per_layer_match_cpu() {
+    use kvscope::GenerateOptions;
+    if gpu().is_none() {
+        return;
+    }
+    let bytes =
+        synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 5);
+    let collect = |backend: Backend, layer: usize| {
+        let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context: 32 })).unwrap();
+        let mut out = Vec::new();
+        let opts = GenerateOptions { max_tokens: 5, attention_layer: Some(layer), ..Default::default() };
+        pollster::block_on(e.generate(&[10, 11, 12], &opts, &mut |ev| {
+            out.push((ev.pos, ev.attention.clone().expect("weights")));
+            true
+        }))
+        .unwrap();
+        out
+    };
+    for layer in [0, 1] {
+        let (c, g) = (collect(Backend::Cpu, layer), collect(Backend::Gpu, layer));
+        for ((pos, wc), (_, wg)) in c.iter().zip(&g) {
+            assert_eq!(wg.len(), 4 * pos, "[h × pos] at pos {pos}");
+            common::assert_close(&format!("layer {layer} attention at pos {pos}"), wg, wc, 1e-5);
+            for row in wg.chunks(*pos) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
+        }
+    }
+    let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Cpu, context: 32 })).unwrap();
+    let err = pollster::block_on(e.generate(&[1], &GenerateOptions { attention_layer: Some(7), ..Default::default() }, &mut |_| true))
+        .unwrap_err();
+    assert!(err.to_string().contains("layer 7 does not exist"), "{err}");
 }

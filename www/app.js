@@ -14,6 +14,7 @@ let messages = [];      // chat turns so far
 let busy = false;       // a load or a generation is running
 let stopRequested = false;
 let loadAbort = null;
+const inside = new window.KvViz.Inside();
 
 const mb = (b) => (b / 1048576).toFixed(1);
 
@@ -36,6 +37,7 @@ const messageOf = (e) => String((e && e.message) || e);
 
 function updateButtons() {
   $('generate').disabled = busy || !engine;
+  $('step').disabled = busy || !engine;
   $('stop').disabled = !busy || !engine || !!loadAbort;
   $('reset').disabled = busy || !engine;
   $('load-url').disabled = busy;
@@ -129,6 +131,7 @@ async function loadModel(src) {
     infoEl.dataset.wasmPeakBytes = String(peak);
     infoEl.append(` · wasm memory ${mb(peak)} MB (the file stays outside it)`);
     const st = engine.state();
+    inside.setModel(st);
     status(`Ready: ${st.name} on ${st.backend}`);
     updateStats({ cached: 0, context: st.context });
   } catch (e) {
@@ -150,7 +153,9 @@ async function loadModel(src) {
 
 function options() {
   const num = (id, d) => (Number.isFinite(Number($(id).value)) && $(id).value !== '' ? Number($(id).value) : d);
-  const o = { max_tokens: Math.max(1, Math.floor(num('max-tokens', 64))), report_top: 5 };
+  const o = { max_tokens: Math.max(1, Math.floor(num('max-tokens', 64))), report_top: 5, no_cache: $('no-cache').checked };
+  const layer = inside.attentionLayer();
+  if (layer !== null) o.attention_layer = layer;
   if ($('greedy').checked) o.temperature = 0;
   else Object.assign(o, { temperature: num('temperature', 0.8), top_k: Math.floor(num('top-k', 0)), top_p: num('top-p', 1), seed: Math.floor(num('seed', 0)) });
   return o;
@@ -205,9 +210,14 @@ async function generate() {
   const started = performance.now();
   let generated = 0;
   status('Prefilling the prompt…');
+  const sampled = !$('greedy').checked;
+  const noCache = $('no-cache').checked;
   const onToken = (ev) => {
     generated += 1;
     out.append(ev.text);
+    inside.token(ev, sampled);
+    // The first token's time includes the prefill; the others are one decode step each.
+    if (generated > 1) inside.timing(ev.pos - 1, ev.ms, noCache);
     updateStats({ cached: ev.pos + 1, context });
     status(`Generating… ${generated} tokens, ${((performance.now() - started) / 1000).toFixed(1)} s`);
     return !stopRequested;
@@ -223,7 +233,9 @@ async function generate() {
     } else {
       summary = await engine.complete(prompt, options(), onToken);
     }
-    updateStats({ summary, cached: engine.state().cached_tokens, context });
+    const cached = engine.state().cached_tokens;
+    inside.finish(cached);
+    updateStats({ summary, cached, context });
     const why = { eos: 'end of text', max_tokens: 'max tokens reached', context_full: 'the context is full', stopped: 'stopped' }[summary.stop];
     status(`Done (${why}).`);
     if (summary.stop === 'context_full') showError(`The context is full (${context} tokens): press Reset to start over.`);
@@ -245,14 +257,53 @@ function reset() {
   renderTranscript();
   $('output').textContent = '';
   delete $('output').dataset.done;
+  inside.reset();
   updateStats({ cached: 0 });
   status('The KV cache is empty.');
+}
+
+/** Exactly one decode step (with an empty cache, the prompt is prefilled and the first token
+ * picked instead). */
+async function stepOnce() {
+  if (!engine || busy) return;
+  clearError();
+  busy = true;
+  updateButtons();
+  const out = $('output');
+  delete out.dataset.done;
+  const before = engine.state().cached_tokens;
+  const sampled = !$('greedy').checked;
+  let last = null;
+  const onToken = (ev) => {
+    last = ev;
+    out.append(ev.text);
+    inside.token(ev, sampled);
+    return true;
+  };
+  try {
+    const opts = { ...options(), max_tokens: 1, no_cache: false };
+    const summary = before === 0 ? await engine.complete($('prompt').value, opts, onToken) : await engine.step(opts, onToken);
+    const after = engine.state().cached_tokens;
+    inside.finish(after);
+    if (last) inside.renderStep(last, before, after, engine.peek(1)[0]);
+    updateStats({ summary, cached: after, context: Number($('stats').dataset.contextTokens) || CONTEXT });
+    status(before === 0 ? `Prefilled the prompt and took the first step: ${after} rows cached.` : `One step: ${before} → ${after} cached rows.`);
+  } catch (e) {
+    const msg = messageOf(e);
+    showError(msg, { reload: /device|GPU/i.test(msg) });
+  } finally {
+    out.dataset.done = 'true';
+    busy = false;
+    updateButtons();
+  }
 }
 
 // ---- start-up ----------------------------------------------------------------------------------
 
 function wire() {
   $('generate').addEventListener('click', generate);
+  $('step').addEventListener('click', stepOnce);
+  $('attention-panel').addEventListener('toggle', () => inside.renderAttention());
   $('stop').addEventListener('click', () => { stopRequested = true; status('Stopping…'); });
   $('reset').addEventListener('click', reset);
   $('cancel').addEventListener('click', () => loadAbort && loadAbort.abort());

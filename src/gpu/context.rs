@@ -62,7 +62,10 @@ impl GpuContext {
         let sink = errors.clone();
         device.set_device_lost_callback(move |reason, msg| {
             if let Ok(mut v) = sink.lock() {
-                v.insert(0, format!("the GPU device was lost ({reason:?}{}{msg}); reload the engine", if msg.is_empty() { "" } else { ": " }));
+                v.insert(
+                    0,
+                    format!("the GPU device was lost ({reason:?}{}{msg}); reload the engine", if msg.is_empty() { "" } else { ": " }),
+                );
             }
         });
         Ok(GpuContext { device, queue, info, limits, features, errors, pipelines: RefCell::default() })

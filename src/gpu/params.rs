@@ -52,6 +52,8 @@ pub struct Attention {
     pub head_dim: u32,
     /// Row length of the attention-weights buffer (the context length T).
     pub att_stride: u32,
+    /// Elements: where this layer's [h × T] slice starts.
+    pub att_offset: u32,
     /// 1 / sqrt(head_dim).
     pub scale: f32,
 }

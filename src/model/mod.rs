@@ -15,17 +15,18 @@ use weights::Weights;
 
 /// Activation buffers, each allocated once for the model's shapes.
 struct Activations {
-    x: wgpu::Buffer,       // [d] residual stream
-    xb: wgpu::Buffer,      // [d] normed sublayer input
-    qkv: wgpu::Buffer,     // [d + 2·kv] = [q | k | v] of the current token
-    att_out: wgpu::Buffer, // [d] attention output, heads concatenated
-    att: wgpu::Buffer,     // [h × T] attention weights of the current token
-    gate_up: wgpu::Buffer, // [2f] = [gate | up]
-    hb: wgpu::Buffer,      // [f] silu(gate) ⊙ up
-    logits: wgpu::Buffer,  // [V]
-    tokens: wgpu::Buffer,  // [T] u32, token id per position
-    rope: wgpu::Buffer,    // [T × d_h/2] (cos, sin)
-    staging: wgpu::Buffer, // [V] f32, MAP_READ
+    x: wgpu::Buffer,           // [d] residual stream
+    xb: wgpu::Buffer,          // [d] normed sublayer input
+    qkv: wgpu::Buffer,         // [d + 2·kv] = [q | k | v] of the current token
+    att_out: wgpu::Buffer,     // [d] attention output, heads concatenated
+    att: wgpu::Buffer,         // [L × h × T] attention weights of the current token, per layer
+    gate_up: wgpu::Buffer,     // [2f] = [gate | up]
+    hb: wgpu::Buffer,          // [f] silu(gate) ⊙ up
+    logits: wgpu::Buffer,      // [V]
+    tokens: wgpu::Buffer,      // [T] u32, token id per position
+    rope: wgpu::Buffer,        // [T × d_h/2] (cos, sin)
+    staging: wgpu::Buffer,     // [V] f32, MAP_READ
+    att_staging: wgpu::Buffer, // [h × T] f32, MAP_READ: one layer's weights, for the view
 }
 
 /// What one decode step costs, counted as it runs.
@@ -65,13 +66,14 @@ impl GpuModel {
             xb: ctx.storage("xb", d * 4)?,
             qkv: ctx.storage("qkv", (d + 2 * kv) * 4)?,
             att_out: ctx.storage("att_out", d * 4)?,
-            att: ctx.storage("att", h * t * 4)?,
+            att: ctx.storage("att", cfg.n_layers as u64 * h * t * 4)?,
             gate_up: ctx.storage("gate_up", 2 * f * 4)?,
             hb: ctx.storage("hb", f * 4)?,
             logits: ctx.storage("logits", v * 4)?,
             tokens: ctx.storage("tokens", t * 4)?,
             rope: ctx.storage_with("rope table", bytemuck::cast_slice(&rope_table(context, cfg.head_dim, cfg.rope_base)))?,
             staging: ctx.staging("logits staging", v * 4),
+            att_staging: ctx.staging("attention staging", h * t * 4),
         };
         let steps = StepTable::new(&ctx, context)?;
         let body = record_body(&ctx, cfg, &weights, &kv_cache, &act, context, &steps)?;
@@ -87,10 +89,11 @@ impl GpuModel {
     /// GPU buffer bytes: weights, KV cache and activations.
     pub fn buffer_bytes(&self) -> u64 {
         let a = &self.act;
-        let act: u64 = [&a.x, &a.xb, &a.qkv, &a.att_out, &a.att, &a.gate_up, &a.hb, &a.logits, &a.tokens, &a.rope, &a.staging]
-            .iter()
-            .map(|b| b.size())
-            .sum();
+        let act: u64 =
+            [&a.x, &a.xb, &a.qkv, &a.att_out, &a.att, &a.gate_up, &a.hb, &a.logits, &a.tokens, &a.rope, &a.staging, &a.att_staging]
+                .iter()
+                .map(|b| b.size())
+                .sum();
         self.weights.bytes + self.kv.bytes_allocated() + act + self.steps.buffer.size()
     }
 
@@ -128,12 +131,18 @@ impl GpuModel {
         Ok(())
     }
 
-    /// Reads the attention weights of the last processed position: [h × n], n = positions cached.
-    /// Allocates; for the attention view, never called by the decode loop itself.
-    pub async fn attention_weights(&self) -> Result<Vec<f32>> {
-        let all = self.ctx.read_f32(&self.act.att).await?;
-        let (t, n) = (self.kv.capacity, self.kv.len);
-        Ok(all.chunks(t).take(self.cfg.n_heads).flat_map(|row| row[..n].iter().copied()).collect())
+    /// Reads layer `l`'s attention weights for the last processed position: [h × n], n = positions
+    /// cached. One extra copy and map, made only when the attention view asks.
+    pub async fn attention_weights(&self, l: usize, n: usize) -> Result<Vec<f32>> {
+        let (h, t) = (self.cfg.n_heads, self.kv.capacity);
+        let bytes = (h * t * 4) as u64;
+        let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("attention readback") });
+        enc.copy_buffer_to_buffer(&self.act.att, l as u64 * bytes, &self.act.att_staging, 0, bytes);
+        self.ctx.queue.submit([enc.finish()]);
+        let mut raw = vec![0u8; bytes as usize];
+        self.ctx.read_staging(&self.act.att_staging, &mut raw).await?;
+        let all: Vec<f32> = bytemuck::pod_collect_to_vec(&raw);
+        Ok(all.chunks(t).flat_map(|row| row[..n].iter().copied()).collect())
     }
 
     /// Reads the whole K or V cache of layer `l` ([T × kv] f32). Allocates; for tests and views.
@@ -202,8 +211,14 @@ fn record_body(
             true,
         )?;
         // q attends over cache rows 0..=pos; x += W_o · att_out.
-        let ap =
-            params::Attention { n_heads: h, n_kv_heads: hkv, head_dim: hd, att_stride: context as u32, scale: 1.0 / (hd as f32).sqrt() };
+        let ap = params::Attention {
+            n_heads: h,
+            n_kv_heads: hkv,
+            head_dim: hd,
+            att_stride: context as u32,
+            att_offset: (l * cfg.n_heads * context) as u32,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
         rec.push(format!("L{l}.attention"), Kernel::Attention, &[&a.att_out, &a.att, &a.qkv, &kv.k[l], &kv.v[l]], &ap, h, false)?;
         matvec(&mut rec, format!("L{l}.attn_output"), t("attn_output"), &a.x, &a.att_out, 0, true)?;
         // x += W_down · (silu(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).

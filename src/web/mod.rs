@@ -12,11 +12,11 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::config::Config;
-use crate::engine::{Engine, GenerateOptions, LoadOptions};
+use crate::engine::{Engine, GenerateOptions, LoadOptions, TokenEvent};
 use crate::gguf::{read_header, ByteSource, Gguf};
 use crate::gpu::GpuContext;
 use crate::sampler::SamplerConfig;
-use crate::tokenizer::ChatMessage;
+use crate::tokenizer::{ChatMessage, Tokenizer};
 
 fn js_err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
@@ -58,7 +58,10 @@ pub async fn adapter_info() -> Result<String, JsValue> {
 /// Bytes of wasm linear memory (it only grows: after a load this is the peak).
 #[wasm_bindgen(js_name = wasmMemoryBytes)]
 pub fn wasm_memory_bytes() -> f64 {
-    wasm_bindgen::memory().dyn_into::<js_sys::WebAssembly::Memory>().map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64).unwrap_or(0.0)
+    wasm_bindgen::memory()
+        .dyn_into::<js_sys::WebAssembly::Memory>()
+        .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64)
+        .unwrap_or(0.0)
 }
 
 #[derive(Serialize)]
@@ -100,11 +103,16 @@ struct JsOptions {
     seed: Option<u64>,
     /// Rows of the next-token table per token.
     report_top: Option<usize>,
+    /// Read back this layer's attention weights every step (the attention view is open).
+    attention_layer: Option<usize>,
+    /// Re-run the whole sequence at every step instead of using the cache.
+    no_cache: Option<bool>,
 }
 
 impl JsOptions {
     fn parse(v: JsValue) -> Result<GenerateOptions, JsValue> {
-        let o: JsOptions = if v.is_undefined() || v.is_null() { JsOptions::default() } else { serde_wasm_bindgen::from_value(v).map_err(js_err)? };
+        let o: JsOptions =
+            if v.is_undefined() || v.is_null() { JsOptions::default() } else { serde_wasm_bindgen::from_value(v).map_err(js_err)? };
         let d = SamplerConfig::default();
         Ok(GenerateOptions {
             max_tokens: o.max_tokens.unwrap_or(64),
@@ -115,6 +123,8 @@ impl JsOptions {
                 seed: o.seed.unwrap_or(d.seed),
             },
             top_k: o.report_top.unwrap_or(5),
+            attention_layer: o.attention_layer,
+            no_cache: o.no_cache.unwrap_or(false),
         })
     }
 }
@@ -126,8 +136,10 @@ struct EngineState {
     cached_tokens: usize,
     context: usize,
     n_layers: usize,
+    n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
+    vocab_size: usize,
     /// Bytes of K and V per cached position over all layers.
     kv_bytes_per_token: u64,
     kv_bytes_allocated: u64,
@@ -165,8 +177,10 @@ impl WebEngine {
                 cached_tokens: e.position(),
                 context: e.context,
                 n_layers: c.n_layers,
+                n_heads: c.n_heads,
                 n_kv_heads: c.n_kv_heads,
                 head_dim: c.head_dim,
+                vocab_size: c.vocab_size,
                 kv_bytes_per_token: c.kv_cache_bytes(1, 4),
                 kv_bytes_allocated: c.kv_cache_bytes(e.context, 4),
             }
@@ -181,6 +195,30 @@ impl WebEngine {
 
     pub fn tokenize(&self, text: String) -> Result<Vec<u32>, JsValue> {
         self.with(|e| e.tokenizer.encode(&text))?.map_err(js_err)
+    }
+
+    /// One decode step from the current cache: the last token is already cached and its logits
+    /// are ready, so this picks the next token, reports it, and writes its K and V into the next
+    /// cache row. Needs a non-empty cache (run `complete` or `chat` first).
+    pub fn step(&self, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
+        self.run(Turn::Step, options, on_token)
+    }
+
+    /// The `k` most probable next tokens under the current logits: [{id, p, text}].
+    pub fn peek(&self, k: usize) -> Result<JsValue, JsValue> {
+        let rows = self.with(|e| {
+            crate::sampler::top_k(e.logits(), k, 1.0)
+                .into_iter()
+                .map(|t| WebTop { id: t.id, p: t.p, text: e.tokenizer.token_text(t.id) })
+                .collect::<Vec<_>>()
+        })?;
+        to_js(&rows)
+    }
+
+    /// Display text of a token (lossy where it is part of a character).
+    #[wasm_bindgen(js_name = tokenText)]
+    pub fn token_text(&self, id: u32) -> Result<String, JsValue> {
+        self.with(|e| e.tokenizer.token_text(id))
     }
 
     /// Completes `prompt` from an empty cache. `on_token({id, text, pos, ms, top})` is called per
@@ -201,24 +239,40 @@ impl WebEngine {
     fn run(&self, turn: Turn, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let opts = JsOptions::parse(options)?;
+            let mut opts = JsOptions::parse(options)?;
             let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err("the engine is busy generating"))?;
+            let tok = engine.tokenizer.clone();
             let result = async {
-                let ids = match &turn {
+                let (ids, reused) = match &turn {
                     Turn::Complete(p) => {
                         engine.reset();
-                        engine.tokenizer.encode(p)?
+                        (engine.tokenizer.encode(p)?, 0)
                     }
-                    Turn::Chat(m) => engine.tokenizer.encode(&engine.tokenizer.apply_chat_template(m, true)?)?,
+                    Turn::Chat(m) => {
+                        let ids = engine.tokenizer.encode(&engine.tokenizer.apply_chat_template(m, true)?)?;
+                        let reused = engine.reuse_prefix(&ids);
+                        (ids, reused)
+                    }
+                    Turn::Step => {
+                        opts.max_tokens = 1;
+                        (Vec::new(), engine.position())
+                    }
                 };
-                let reused = engine.reuse_prefix(&ids);
+                // The first event also carries the tokens this turn prefilled, from `turn_start`.
+                let mut prefilled = Some(ids[reused.min(ids.len())..].iter().map(|&i| tok.token_text(i)).collect::<Vec<_>>());
                 let mut cb_err = None;
+                let fresh = &ids[reused.min(ids.len())..];
                 let summary = engine
-                    .generate(&ids[reused..], &opts, &mut |ev| match to_js(ev).and_then(|v| on_token.call1(&JsValue::NULL, &v)) {
-                        Ok(r) => r.as_bool() != Some(false),
-                        Err(e) => {
-                            cb_err = Some(e);
-                            false
+                    .generate(fresh, &opts, &mut |ev| {
+                        let mut w = WebTokenEvent::new(ev, &tok);
+                        w.turn_start = reused;
+                        w.prefilled = prefilled.take();
+                        match to_js(&w).and_then(|v| on_token.call1(&JsValue::NULL, &v)) {
+                            Ok(r) => r.as_bool() != Some(false),
+                            Err(e) => {
+                                cb_err = Some(e);
+                                false
+                            }
                         }
                     })
                     .await?;
@@ -240,4 +294,48 @@ impl WebEngine {
 enum Turn {
     Complete(String),
     Chat(Vec<ChatMessage>),
+    Step,
+}
+
+/// A `TokenEvent` with display text for the token and each row of the next-token table.
+#[derive(Serialize)]
+struct WebTokenEvent<'a> {
+    id: u32,
+    /// The text this token completes in the output (may be empty mid-character).
+    text: &'a str,
+    /// This token on its own, for tables.
+    token: String,
+    pos: usize,
+    ms: f64,
+    top: Vec<WebTop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attention: Option<&'a [f32]>,
+    /// Cache rows kept from before this turn; this turn's tokens start at this position.
+    turn_start: usize,
+    /// First event of a turn only: the tokens prefilled at positions turn_start.., as text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prefilled: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+struct WebTop {
+    id: u32,
+    p: f32,
+    text: String,
+}
+
+impl<'a> WebTokenEvent<'a> {
+    fn new(ev: &'a TokenEvent, tok: &Tokenizer) -> Self {
+        WebTokenEvent {
+            id: ev.id,
+            text: &ev.text,
+            token: tok.token_text(ev.id),
+            pos: ev.pos,
+            ms: ev.ms,
+            top: ev.top.iter().map(|t| WebTop { id: t.id, p: t.p, text: tok.token_text(t.id) }).collect(),
+            attention: ev.attention.as_deref(),
+            turn_start: 0,
+            prefilled: None,
+        }
+    }
 }

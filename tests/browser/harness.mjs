@@ -66,3 +66,17 @@ export async function screenshot(page, name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });
 }
+
+/** The model's geometry from the GGUF bytes, through the CLI. */
+export function modelConfig() {
+  const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), ['inspect', '--json'], { cwd: ROOT, encoding: 'utf8' });
+  return JSON.parse(out).config;
+}
+
+/** The CLI's greedy token ids for `prompt`. */
+export function cliIds(prompt, maxTokens) {
+  const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), ['generate', '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'],
+    { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+  return { ids: lines.filter((l) => 'id' in l).map((l) => l.id), summary: lines.at(-1).summary };
+}
