@@ -6,6 +6,9 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 const CONTEXT = 2048;
+// Published hashes of models the site ships, checked after every download.
+const KNOWN_SHA256 = { 'SmolLM2-135M-Instruct.Q4_1.gguf': 'b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53' };
+const store = window.KvStore;
 
 let wasm = null;
 let engine = null;
@@ -98,6 +101,41 @@ async function fetchBytes(src, signal) {
   return readStream(res.body, total, signal, progress(started));
 }
 
+/** The model's bytes: from browser storage when a verified copy is there, else downloaded (and
+ * then stored). A damaged stored copy is downloaded again when online, and reported offline. */
+async function modelBytes(src, name, signal) {
+  if (src.file) return { bytes: await fetchBytes(src, signal), from: 'disk' };
+  const key = new URL(src.url, location.href).href;
+  try {
+    status(`Loading ${name} from browser storage…`);
+    const hit = await store.get(key, progress(performance.now()));
+    if (hit) return { bytes: hit.bytes, from: 'storage' };
+  } catch (e) {
+    if (!(e instanceof store.CorruptModelError)) throw e;
+    if (!navigator.onLine) throw new Error(`${e.message}, and the browser is offline, so it cannot be downloaded again. Reconnect and reload.`);
+    status(`The stored copy of ${name} was damaged (${e.message}); downloading it again…`);
+  }
+  if (!navigator.onLine) status(`The browser reports no network; trying to download ${name} anyway…`);
+  else status(`Downloading ${name}…`);
+  let bytes;
+  try {
+    bytes = await fetchBytes(src, signal);
+  } catch (e) {
+    if (e && e.name === 'AbortError') throw e;
+    throw new Error(`${messageOf(e)}${navigator.onLine ? '' : ' (the browser is offline and this model is not stored)'}`);
+  }
+  const sha = await store.sha256Hex(bytes);
+  const want = KNOWN_SHA256[name.split('/').pop()];
+  if (want && sha !== want) throw new Error(`the download is damaged: sha256 ${sha.slice(0, 12)}… instead of ${want.slice(0, 12)}…`);
+  try {
+    await store.put(key, bytes, name.split('/').pop(), sha);
+    $('storage-info').textContent = `${name.split('/').pop()} is stored for offline use.`;
+  } catch (e) {
+    $('storage-info').textContent = `Not stored for offline use: ${messageOf(e)}`;
+  }
+  return { bytes, from: 'network' };
+}
+
 /** Loads a model; on failure the engine that was loaded before stays usable. */
 async function loadModel(src) {
   if (busy) return;
@@ -106,18 +144,21 @@ async function loadModel(src) {
   busy = true;
   loadAbort = new AbortController();
   $('loader').hidden = false;
+  $('keep').hidden = true;
   $('progress').value = 0;
   $('progress-text').textContent = '';
   updateButtons();
   status(`Loading ${name}…`);
+  const started = performance.now();
   try {
-    let bytes = await fetchBytes(src, loadAbort.signal);
+    let { bytes, from } = await modelBytes(src, name, loadAbort.signal);
     const info = wasm.inspectModel(bytes, CONTEXT);
     const need = info.weights_bytes + info.kv_cache_bytes;
     const infoEl = $('model-info');
-    infoEl.textContent = `${info.name} · file ${mb(info.file_bytes)} MB · needs ${mb(need)} MB of GPU memory ` +
+    infoEl.textContent = `${info.name} · file ${mb(info.file_bytes)} MB (from ${from}) · needs ${mb(need)} MB of GPU memory ` +
       `(weights ${mb(info.weights_bytes)} MB + KV cache ${mb(info.kv_cache_bytes)} MB for ${CONTEXT} tokens)`;
     infoEl.dataset.fileBytes = String(info.file_bytes);
+    infoEl.dataset.loadSource = from;
     status(`Uploading ${info.name} to the GPU…`);
     $('cancel').disabled = true;
     const next = await wasm.WebEngine.load(bytes, CONTEXT);
@@ -129,7 +170,9 @@ async function loadModel(src) {
     renderTranscript();
     const peak = wasm.wasmMemoryBytes();
     infoEl.dataset.wasmPeakBytes = String(peak);
-    infoEl.append(` · wasm memory ${mb(peak)} MB (the file stays outside it)`);
+    infoEl.dataset.loadMs = (performance.now() - started).toFixed(0);
+    infoEl.append(` · wasm memory ${mb(peak)} MB (the file stays outside it) · ready in ${(infoEl.dataset.loadMs / 1000).toFixed(1)} s`);
+    $('keep').hidden = !src.file;
     const st = engine.state();
     inside.setModel(st);
     status(`Ready: ${st.name} on ${st.backend}`);
@@ -146,6 +189,88 @@ async function loadModel(src) {
     loadAbort = null;
     busy = false;
     updateButtons();
+    refreshModels();
+  }
+}
+
+/** Stores the model opened from disk, so it can be loaded offline later. */
+async function keepLocal() {
+  if (!source || !source.file) return;
+  const f = source.file;
+  try {
+    const bytes = new Uint8Array(await f.arrayBuffer());
+    await store.put(store.localKey(f.name), bytes, f.name, await store.sha256Hex(bytes));
+    $('storage-info').textContent = `${f.name} is stored for offline use.`;
+    $('keep').hidden = true;
+  } catch (e) {
+    showError(messageOf(e));
+  }
+  refreshModels();
+}
+
+/** The Models panel: every stored model with its size and a Delete button. */
+async function refreshModels() {
+  const list = $('models-list');
+  let models = [];
+  try {
+    models = await store.list();
+  } catch (e) {
+    $('storage-info').textContent = `Browser storage is unavailable: ${messageOf(e)}`;
+    return;
+  }
+  list.replaceChildren();
+  for (const m of models) {
+    const tr = document.createElement('tr');
+    tr.dataset.key = m.key;
+    tr.dataset.bytes = String(m.bytes);
+    const name = document.createElement('td');
+    name.textContent = m.name;
+    const size = document.createElement('td');
+    size.textContent = `${mb(m.bytes)} MB`;
+    const when = document.createElement('td');
+    when.textContent = m.stored ? new Date(m.stored).toLocaleString() : '';
+    const td = document.createElement('td');
+    const local = m.key.includes('/local-models/');
+    if (local) {
+      const load = document.createElement('button');
+      load.type = 'button';
+      load.textContent = 'Load';
+      load.addEventListener('click', () => loadStored(m));
+      td.append(load);
+    }
+    const del = document.createElement('button');
+    del.type = 'button';
+    del.className = 'delete';
+    del.textContent = 'Delete';
+    del.addEventListener('click', async () => { await store.remove(m.key); refreshModels(); });
+    td.append(del);
+    tr.append(name, size, when, td);
+    list.append(tr);
+  }
+  if (models.length === 0) {
+    const tr = document.createElement('tr');
+    const td = document.createElement('td');
+    td.textContent = 'No models stored yet.';
+    tr.append(td);
+    list.append(tr);
+  }
+  if (navigator.storage && navigator.storage.estimate) {
+    const est = await navigator.storage.estimate();
+    const persisted = navigator.storage.persisted ? await navigator.storage.persisted() : false;
+    $('models-panel').dataset.count = String(models.length);
+    $('storage-info').textContent = `Browser storage: ${mb(est.usage || 0)} MB used of ${mb(est.quota || 0)} MB${persisted ? ' (persistent)' : ''}.`;
+  }
+}
+
+/** Loads a model that was opened from disk earlier and stored. */
+async function loadStored(m) {
+  try {
+    const hit = await store.get(m.key);
+    if (!hit) throw new Error('it is no longer stored');
+    await loadModel({ file: new File([hit.bytes], m.name) });
+  } catch (e) {
+    showError(`Could not load ${m.name} from storage: ${messageOf(e)}`);
+    refreshModels();
   }
 }
 
@@ -321,6 +446,7 @@ function wire() {
     loadModel(source);
   });
   $('greedy').addEventListener('change', () => { $('sampling').disabled = $('greedy').checked; });
+  $('keep').addEventListener('click', keepLocal);
   addEventListener('dragover', (e) => { e.preventDefault(); document.body.classList.add('dragging'); });
   addEventListener('dragleave', () => document.body.classList.remove('dragging'));
   addEventListener('drop', (e) => {
@@ -340,6 +466,12 @@ async function main() {
   $('sampling').disabled = $('greedy').checked;
   const url = params.get('model') || DEFAULT_MODEL;
   $('model-url').value = url;
+
+  if ('serviceWorker' in navigator) {
+    navigator.serviceWorker.register('./sw.js').catch((e) => console.warn('service worker not registered:', e));
+  }
+  store.persist().catch(() => {});
+  refreshModels();
 
   if (!navigator.gpu) {
     status('WebGPU is not available.');

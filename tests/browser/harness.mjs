@@ -12,10 +12,15 @@ export const ARTIFACTS = path.join(ROOT, 'artifacts');
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.gguf': 'application/octet-stream' };
 
-/** Serves `dir` on a free loopback port; resolves to { url, close }. */
-export function serve(dir = DIST) {
+/** Serves `dir` on a free loopback port under `prefix` (a sub-path such as '/some/path/'); every
+ * request is logged. Resolves to { url, requests, close }; close() also cuts open connections. */
+export function serve(dir = DIST, prefix = '/') {
+  const requests = [];
   const server = http.createServer((req, res) => {
-    const rel = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    requests.push(req.url);
+    const pathname = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    if (!pathname.startsWith(prefix)) { res.writeHead(404).end('outside the site'); return; }
+    const rel = pathname.slice(prefix.length);
     let file = path.join(dir, rel);
     if (!file.startsWith(dir)) { res.writeHead(403).end(); return; }
     if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
@@ -23,7 +28,8 @@ export function serve(dir = DIST) {
     res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'content-length': fs.statSync(file).size });
     fs.createReadStream(file).pipe(res);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}/`, close: () => server.close() })));
+  const close = () => { server.close(); server.closeAllConnections(); };
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}${prefix}`, requests, close })));
 }
 
 export async function launch({ webgpu = true } = {}) {
@@ -41,14 +47,19 @@ export function cliGreedy(prompt, maxTokens, { chat = false } = {}) {
 }
 
 /** Opens the site and (unless `wait` is false) waits until the default model is loaded or an
- * error shows. */
+ * error shows. `browser` may be a Browser or a BrowserContext. */
 export async function openSite(browser, url, query = '', { wait = true } = {}) {
   const page = await browser.newPage();
   page.errors = [];
   page.on('pageerror', (e) => page.errors.push(String(e)));
   await page.goto(url + query);
-  if (wait) await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent) || !document.getElementById('error').hidden, null, { timeout: 180_000 });
+  if (wait) await ready(page);
   return page;
+}
+
+/** Waits until a model is loaded or an error shows. */
+export async function ready(page) {
+  await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent) || !document.getElementById('error').hidden, null, { timeout: 180_000 });
 }
 
 /** Waits for the current generation to finish and returns the page's #output and #stats. */
