@@ -1,6 +1,9 @@
 //! The generation API, one async code path for native (pollster) and web (wasm-bindgen-futures):
 //! load, reset, feed tokens, step, generate with a per-token callback.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::clock::now_ms;
@@ -127,6 +130,9 @@ pub struct Engine {
     attention: Option<Vec<f32>>,
     /// Positions per GPU submit while prefilling.
     pub prefill_chunk: usize,
+    /// Set from outside (another thread, or the page's Stop button) to end generation after the
+    /// current step or prefill chunk.
+    stop: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -158,7 +164,17 @@ impl Engine {
             tokenizer,
             model,
             prefill_chunk: 16,
+            stop: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// A handle that stops a running `generate` when set (it is cleared when generation starts).
+    pub fn stop_handle(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     pub fn backend(&self) -> String {
@@ -245,23 +261,36 @@ impl Engine {
             return Ok(());
         }
         let start = self.cached.len();
-        match &mut self.model {
-            Model::Cpu(m) => {
-                for (i, &t) in ids.iter().enumerate() {
-                    m.forward(t, start + i, i + 1 == ids.len());
+        // Positions are processed in chunks; between chunks a stop request is honoured, leaving
+        // the chunks done so far in the cache (and no fresh logits: `Error::Stopped`).
+        let chunk = match self.model {
+            Model::Cpu(_) => 1,
+            Model::Gpu(_) => self.prefill_chunk,
+        };
+        let n_chunks = ids.len().div_ceil(chunk);
+        for (c, part) in ids.chunks(chunk).enumerate() {
+            let last = c + 1 == n_chunks;
+            let at = start + c * chunk;
+            match &mut self.model {
+                Model::Cpu(m) => {
+                    m.forward(part[0], at, last);
+                    if last {
+                        self.logits.copy_from_slice(&m.logits);
+                    }
                 }
-                self.logits.copy_from_slice(&m.logits);
+                Model::Gpu(m) => {
+                    let out = if last { Some(&mut self.logits[..]) } else { None };
+                    m.forward(part, at, out).await?;
+                    if !last {
+                        m.ctx.wait_idle().await?;
+                    }
+                }
             }
-            Model::Gpu(m) => {
-                let chunks = ids.len().div_ceil(self.prefill_chunk);
-                for (c, chunk) in ids.chunks(self.prefill_chunk).enumerate() {
-                    let at = start + c * self.prefill_chunk;
-                    let out = if c + 1 == chunks { Some(&mut self.logits[..]) } else { None };
-                    m.forward(chunk, at, out).await?;
-                }
+            self.cached.extend_from_slice(part);
+            if !last && self.stop_requested() {
+                return Err(Error::Stopped);
             }
         }
-        self.cached.extend_from_slice(ids);
         Ok(())
     }
 
@@ -310,8 +339,26 @@ impl Engine {
         if prompt.is_empty() && self.cached.is_empty() && self.pending.is_none() {
             return Err(Error::EmptyPrompt);
         }
+        self.stop.store(false, Ordering::Relaxed);
         let t0 = now_ms();
-        self.feed(prompt).await?;
+        match self.feed(prompt).await {
+            Err(Error::Stopped) => {
+                let prefill_ms = now_ms() - t0;
+                return Ok(Summary {
+                    prompt_tokens: prompt.len(),
+                    generated_tokens: 0,
+                    ttft_ms: 0.0,
+                    prefill_ms,
+                    prefill_tps: 0.0,
+                    decode_ms: 0.0,
+                    decode_tps: 0.0,
+                    stop: StopReason::Stopped,
+                    backend: self.backend(),
+                    text: String::new(),
+                });
+            }
+            r => r?,
+        }
         self.observe(opts).await?;
         let prefill_ms = now_ms() - t0;
         let mut sampler = Sampler::new(opts.sampler);
@@ -345,18 +392,22 @@ impl Engine {
                 break StopReason::ContextFull;
             }
             let t_step = now_ms();
-            if opts.no_cache {
+            let fed = if opts.no_cache {
                 // The naive way: forget the cache and run the whole sequence again.
                 let mut seq = std::mem::take(&mut self.cached);
                 seq.push(id);
                 self.rewind(0);
-                self.feed(&seq).await?;
+                self.feed(&seq).await
             } else {
-                self.feed(&[id]).await?;
+                self.feed(&[id]).await
+            };
+            match fed {
+                Err(Error::Stopped) => break StopReason::Stopped,
+                r => r?,
             }
             self.observe(opts).await?;
             last = t_step;
-            if !go_on {
+            if !go_on || self.stop_requested() {
                 break StopReason::Stopped;
             }
         };

@@ -35,6 +35,8 @@ pub enum Error {
     ContextFull { used: usize, capacity: usize },
     #[error("the prompt has {tokens} tokens but the context holds only {capacity}")]
     PromptTooLong { tokens: usize, capacity: usize },
+    #[error("stopped")]
+    Stopped,
     #[error("the prompt is empty: there is nothing to predict the next token from")]
     EmptyPrompt,
     #[error("token id {id} is outside the vocabulary (size {vocab})")]

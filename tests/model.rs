@@ -148,3 +148,24 @@ fn llama_cpp_continuation_is_argmax_within_its_rounding() {
     eprintln!("llama.cpp's continuation: {exact} of {n} tokens are our exact argmax");
     assert!(exact * 10 >= n * 9, "only {exact} of {n} tokens match exactly");
 }
+
+/// A context the device cannot hold is refused before anything is allocated, with the numbers.
+#[test]
+fn context_beyond_the_device_limits_is_refused_with_numbers() {
+    let Some(bytes) = default_model() else { return };
+    let Some(ctx) = gpu() else { return };
+    let g = kvscope::gguf::Gguf::parse(&bytes).unwrap();
+    let cfg = kvscope::config::Config::from_gguf(&g).unwrap();
+    // The per-layer attention-weights buffer, [L × h × T] f32, is the largest that grows with T.
+    let per_position = (cfg.n_layers * cfg.n_heads * 4) as u64;
+    let limit = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+    let context = (limit / per_position + 1000) as usize;
+    if context > 1 << 20 {
+        eprintln!("SKIPPED: this device's limits ({limit} bytes) allow more than the engine's 1M-position cap");
+        return;
+    }
+    let t0 = std::time::Instant::now();
+    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context })).err().expect("refused").to_string();
+    assert!(err.contains(&format!("at {context} positions")) && err.contains("needs") && err.contains(&limit.to_string()), "{err}");
+    assert!(t0.elapsed().as_secs() < 20, "refused without uploading the model");
+}

@@ -212,3 +212,28 @@ fn attention_weights_per_layer_match_cpu() {
         .unwrap_err();
     assert!(err.to_string().contains("layer 7 does not exist"), "{err}");
 }
+
+/// A stop request during the prefill takes effect after the current chunk; the positions done
+/// stay cached and the engine carries on correctly afterwards.
+#[test]
+fn stop_during_prefill_keeps_the_engine_usable() {
+    use std::sync::atomic::Ordering;
+    let backends = if gpu().is_some() { vec![Backend::Cpu, Backend::Gpu] } else { vec![Backend::Cpu] };
+    let prompt: Vec<u32> = (0..40).map(|i| 10 + i).collect();
+    for b in backends {
+        let mut e = tiny(b, 64);
+        e.stop_handle().store(true, Ordering::Relaxed);
+        let err = pollster::block_on(e.feed(&prompt)).unwrap_err();
+        assert!(matches!(err, kvscope::Error::Stopped), "{b:?}: {err}");
+        let done = e.position();
+        assert!(done > 0 && done < prompt.len(), "{b:?}: {done} positions after the stop");
+        assert_eq!(e.cached_tokens(), &prompt[..done]);
+
+        // Usable right after: finish the prompt and compare with an uninterrupted engine.
+        e.stop_handle().store(false, Ordering::Relaxed);
+        pollster::block_on(e.feed(&prompt[done..])).unwrap();
+        let mut f = tiny(b, 64);
+        pollster::block_on(f.feed(&prompt)).unwrap();
+        common::assert_close(&format!("{b:?} logits after a stopped prefill"), e.logits(), f.logits(), 1e-5);
+    }
+}

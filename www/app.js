@@ -136,8 +136,9 @@ async function modelBytes(src, name, signal) {
   return { bytes, from: 'network' };
 }
 
-/** Loads a model; on failure the engine that was loaded before stays usable. */
-async function loadModel(src) {
+/** Loads a model; on failure the engine that was loaded before stays usable. Reloading the same
+ * model (after a GPU failure) keeps the conversation on screen. */
+async function loadModel(src, { keepConversation = false } = {}) {
   if (busy) return;
   const name = src.file ? src.file.name : src.url;
   clearError();
@@ -166,8 +167,10 @@ async function loadModel(src) {
     if (engine) engine.free();
     engine = next;
     source = src;
-    messages = [];
-    renderTranscript();
+    if (!keepConversation) {
+      messages = [];
+      renderTranscript();
+    }
     const peak = wasm.wasmMemoryBytes();
     infoEl.dataset.wasmPeakBytes = String(peak);
     infoEl.dataset.loadMs = (performance.now() - started).toFixed(0);
@@ -327,7 +330,6 @@ async function generate() {
   stopRequested = false;
   updateButtons();
   const out = $('output');
-  out.textContent = '';
   delete out.dataset.done;
   const prompt = $('prompt').value;
   const chat = $('chat').checked;
@@ -338,6 +340,8 @@ async function generate() {
   const sampled = !$('greedy').checked;
   const noCache = $('no-cache').checked;
   const onToken = (ev) => {
+    // The previous output stays on screen until the first new token replaces it.
+    if (generated === 0) out.textContent = '';
     generated += 1;
     out.append(ev.text);
     inside.token(ev, sampled);
@@ -358,6 +362,7 @@ async function generate() {
     } else {
       summary = await engine.complete(prompt, options(), onToken);
     }
+    if (generated === 0) out.textContent = '';
     const cached = engine.state().cached_tokens;
     inside.finish(cached);
     updateStats({ summary, cached, context });
@@ -429,7 +434,11 @@ function wire() {
   $('generate').addEventListener('click', generate);
   $('step').addEventListener('click', stepOnce);
   $('attention-panel').addEventListener('toggle', () => inside.renderAttention());
-  $('stop').addEventListener('click', () => { stopRequested = true; status('Stopping…'); });
+  $('stop').addEventListener('click', () => {
+    stopRequested = true;
+    if (engine) engine.stop();
+    status('Stopping…');
+  });
   $('reset').addEventListener('click', reset);
   $('cancel').addEventListener('click', () => loadAbort && loadAbort.abort());
   $('load-url').addEventListener('click', () => {
@@ -443,7 +452,7 @@ function wire() {
   });
   $('reload').addEventListener('click', () => {
     if (engine) { engine.free(); engine = null; }
-    loadModel(source);
+    loadModel(source, { keepConversation: true });
   });
   $('greedy').addEventListener('change', () => { $('sampling').disabled = $('greedy').checked; });
   $('keep').addEventListener('click', keepLocal);
@@ -491,5 +500,8 @@ async function main() {
   await loadModel({ url });
   if (engine && params.get('autostart') === '1') await generate();
 }
+
+// For tests of GPU-failure recovery: destroys the device as a driver reset would.
+window.kvscopeDebug = { loseDevice: () => engine && engine.loseDevice() };
 
 main().catch((e) => showError(messageOf(e)));

@@ -163,6 +163,19 @@ impl GpuContext {
         self.check_errors()
     }
 
+    /// Waits until the GPU has finished everything submitted so far. On the web this yields to
+    /// the browser's event loop, so a click (Stop) can be handled meanwhile.
+    pub async fn wait_idle(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue.on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        rx.await.map_err(|_| Error::Gpu("the device was lost while waiting for it".into()))?;
+        self.check_errors()
+    }
+
     /// Copies a whole buffer back (allocates; for tests and one-off reads, not the decode loop).
     pub async fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
         let size = buffer.size();

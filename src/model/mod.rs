@@ -59,6 +59,7 @@ impl GpuModel {
     pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, src: &mut dyn ByteSource) -> Result<Self> {
         let (d, kv, f, h, v) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, cfg.n_heads as u64, cfg.vocab_size as u64);
         let t = context as u64;
+        check_limits(&ctx, g, cfg, context)?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
         let kv_cache = KvCache::new(&ctx, cfg, context)?;
         let act = Activations {
@@ -149,6 +150,27 @@ impl GpuModel {
     pub async fn read_cache(&self, l: usize, values: bool) -> Result<Vec<f32>> {
         self.ctx.read_f32(if values { &self.kv.v[l] } else { &self.kv.k[l] }).await
     }
+}
+
+/// Refuses a model or context that the device cannot hold, before anything is allocated: every
+/// buffer the model will create is checked against the device's limits, largest first.
+fn check_limits(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize) -> Result<()> {
+    let (h, t, l) = (cfg.n_heads as u64, context as u64, cfg.n_layers as u64);
+    let needed = cfg.expected_tensors();
+    let mut plan: Vec<(String, u64, bool)> = g
+        .tensors
+        .iter()
+        .filter(|i| needed.iter().any(|(n, _)| *n == i.name))
+        .map(|i| (format!("tensor `{}`", i.name), i.size, true))
+        .collect();
+    plan.push((format!("the KV cache of one layer (K or V) at {context} positions"), t * cfg.kv_dim() as u64 * 4, true));
+    plan.push((format!("attention weights at {context} positions"), l * h * t * 4, true));
+    plan.push((format!("position uniforms for {context} positions"), t * crate::gpu::program::SLOT, false));
+    plan.sort_by_key(|p| std::cmp::Reverse(p.1));
+    for (what, size, storage) in plan {
+        ctx.check_size(&what, size, storage)?;
+    }
+    Ok(())
 }
 
 fn matvec(

@@ -150,6 +150,8 @@ struct EngineState {
 #[wasm_bindgen]
 pub struct WebEngine {
     inner: Rc<RefCell<Option<Engine>>>,
+    /// The engine's stop flag, reachable while the engine itself is busy.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[wasm_bindgen]
@@ -158,7 +160,20 @@ impl WebEngine {
     pub async fn load(bytes: js_sys::Uint8Array, context: usize) -> Result<WebEngine, JsValue> {
         let mut src = JsBytes(bytes);
         let engine = Engine::load_from(&mut src, LoadOptions { context, ..Default::default() }).await.map_err(js_err)?;
-        Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))) })
+        let stop = engine.stop_handle();
+        Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
+    }
+
+    /// Ends the running generation after the current step or prefill chunk.
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Destroys the GPU device, as a driver reset would: for testing the page's recovery.
+    #[wasm_bindgen(js_name = loseDevice)]
+    pub fn lose_device(&self) -> Result<(), JsValue> {
+        self.with(|e| e.gpu().map(|g| g.ctx.device.destroy()))?;
+        Ok(())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> Result<T, JsValue> {
