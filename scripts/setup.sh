@@ -32,6 +32,11 @@ if [ "$(trunk --version 2>/dev/null | awk '{print $2}')" != "0.21.14" ]; then
   cargo install -q --locked trunk@0.21.14
 fi
 
+if [ "$(cargo fuzz --version 2>/dev/null | awk '{print $2}')" != "0.13.2" ]; then
+  echo "setup: cargo install cargo-fuzz@0.13.2"
+  cargo install -q --locked cargo-fuzz@0.13.2
+fi
+
 # playwright-core only (it never downloads a browser), pinned by package-lock.json.
 if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
