@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::gguf::{read_header, ByteSource, Gguf};
-use crate::model::GpuModel;
+use crate::model::{GpuModel, Readback};
 use crate::sampler::{top_k, Sampler, SamplerConfig, TokenProb};
 use crate::tokenizer::{Tokenizer, Utf8Stream};
 
@@ -57,11 +57,21 @@ pub struct GenerateOptions {
     pub attention_layer: Option<usize>,
     /// Decode without the cache: re-run the whole sequence at every step (for comparison).
     pub no_cache: bool,
+    /// Greedy only: pick the argmax on the GPU and read back 8 bytes instead of the logits row
+    /// (no next-token table then).
+    pub gpu_argmax: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 64, sampler: SamplerConfig::default(), top_k: 5, attention_layer: None, no_cache: false }
+        GenerateOptions {
+            max_tokens: 64,
+            sampler: SamplerConfig::default(),
+            top_k: 5,
+            attention_layer: None,
+            no_cache: false,
+            gpu_argmax: false,
+        }
     }
 }
 
@@ -124,6 +134,12 @@ pub struct Engine {
     cached: Vec<u32>,
     /// A token chosen but not yet run through the model; the next feed starts with it.
     pending: Option<u32>,
+    /// While set (by `generate` with `gpu_argmax`), feeds read back only the GPU's argmax, into
+    /// `gpu_pick`, and `logits` is not updated.
+    argmax_only: bool,
+    gpu_pick: Option<(u32, f32)>,
+    /// `logits` is older than the last fed position (that feed read back only the argmax).
+    logits_stale: bool,
     /// [V] logits after the last fed position.
     logits: Vec<f32>,
     /// Attention weights read back after the last step, when asked for.
@@ -158,6 +174,9 @@ impl Engine {
             logits: vec![0.0; cfg.vocab_size],
             cached: Vec::with_capacity(opts.context),
             pending: None,
+            argmax_only: false,
+            gpu_pick: None,
+            logits_stale: false,
             attention: None,
             context: opts.context,
             cfg,
@@ -205,6 +224,7 @@ impl Engine {
     pub fn rewind(&mut self, n: usize) {
         self.cached.truncate(n);
         self.pending = None;
+        self.logits_stale = false;
         if let Model::Gpu(m) = &mut self.model {
             m.kv.len = self.cached.len();
         }
@@ -279,8 +299,19 @@ impl Engine {
                     }
                 }
                 Model::Gpu(m) => {
-                    let out = if last { Some(&mut self.logits[..]) } else { None };
-                    m.forward(part, at, out).await?;
+                    let mut pick = (0, 0.0);
+                    let readback = match (last, self.argmax_only) {
+                        (false, _) => Readback::None,
+                        (true, false) => Readback::Logits(&mut self.logits[..]),
+                        (true, true) => Readback::Argmax(&mut pick),
+                    };
+                    m.forward(part, at, readback).await?;
+                    if last {
+                        self.logits_stale = self.argmax_only;
+                        if self.argmax_only {
+                            self.gpu_pick = Some(pick);
+                        }
+                    }
                     if !last {
                         m.ctx.wait_idle().await?;
                     }
@@ -340,6 +371,28 @@ impl Engine {
             return Err(Error::EmptyPrompt);
         }
         self.stop.store(false, Ordering::Relaxed);
+        if prompt.is_empty() && self.pending.is_none() && self.logits_stale {
+            // The last feed read back only an argmax: run the last position again for its logits.
+            let n = self.cached.len();
+            let last = self.cached[n - 1];
+            self.rewind(n - 1);
+            self.feed(&[last]).await?;
+        }
+        let on_gpu = opts.gpu_argmax && opts.sampler.is_greedy() && self.gpu().is_some();
+        self.argmax_only = on_gpu;
+        let r = self.generate_inner(prompt, opts, on_gpu, on_token).await;
+        self.argmax_only = false;
+        self.gpu_pick = None;
+        r
+    }
+
+    async fn generate_inner(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_gpu: bool,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<Summary> {
         let t0 = now_ms();
         match self.feed(prompt).await {
             Err(Error::Stopped) => {
@@ -372,8 +425,10 @@ impl Engine {
             if generated >= opts.max_tokens {
                 break StopReason::MaxTokens;
             }
-            let id = sampler.sample(&self.logits);
-            let top = if opts.top_k > 0 { top_k(&self.logits, opts.top_k, 1.0) } else { Vec::new() };
+            let (id, top) = match self.gpu_pick.take() {
+                Some((id, _)) if on_gpu => (id, Vec::new()),
+                _ => (sampler.sample(&self.logits), if opts.top_k > 0 { top_k(&self.logits, opts.top_k, 1.0) } else { Vec::new() }),
+            };
             let now = now_ms();
             if generated == 0 {
                 ttft_ms = now - t0;

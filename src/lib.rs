@@ -5,6 +5,7 @@
 //! logits come back once per token and the next token is picked on the CPU:
 //! ŷ = argmax_y Pr(y | cache). A plain-f32 CPU forward pass (`cpu`) is the reference for it all.
 
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod cpu;

@@ -84,6 +84,23 @@ mod cli {
             /// Decode the naive way, re-running the whole sequence at every step (for comparison).
             #[arg(long)]
             no_cache: bool,
+            /// Pick greedy tokens on the GPU and read back 8 bytes instead of the logits row.
+            #[arg(long)]
+            gpu_argmax: bool,
+        },
+        /// Prefill and decode speed on the GPU, per-token costs and memory.
+        Bench {
+            #[command(flatten)]
+            m: ModelArgs,
+            #[arg(long, default_value_t = 256)]
+            prompt_tokens: usize,
+            #[arg(long, default_value_t = 128)]
+            gen_tokens: usize,
+            /// Pick greedy tokens on the GPU (8 bytes read back per token).
+            #[arg(long)]
+            gpu_argmax: bool,
+            #[arg(long)]
+            json: bool,
         },
         /// Logits after every input position (teacher forcing), little-endian f32 [n × V].
         Logits {
@@ -130,7 +147,21 @@ mod cli {
                 println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
                 Ok(())
             }
-            Cmd::Generate { m, prompt, chat, max_tokens, temperature, top_k, top_p, seed, backend, context, json, no_cache } => {
+            Cmd::Generate {
+                m,
+                prompt,
+                chat,
+                max_tokens,
+                temperature,
+                top_k,
+                top_p,
+                seed,
+                backend,
+                context,
+                json,
+                no_cache,
+                gpu_argmax,
+            } => {
                 let bytes = read(&m.model)?;
                 let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context }))?;
                 let text = if chat {
@@ -143,6 +174,7 @@ mod cli {
                     max_tokens,
                     sampler: SamplerConfig { temperature, top_k, top_p, seed },
                     no_cache,
+                    gpu_argmax,
                     ..Default::default()
                 };
                 let mut out = std::io::stdout().lock();
@@ -175,6 +207,50 @@ mod cli {
                         summary.backend
                     );
                 }
+                Ok(())
+            }
+            Cmd::Bench { m, prompt_tokens, gen_tokens, gpu_argmax, json } => {
+                let bytes = read(&m.model)?;
+                let context = (prompt_tokens.max(1024) + gen_tokens + 2).next_multiple_of(256);
+                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context }))?;
+                let r = pollster::block_on(kvscope::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+                    return Ok(());
+                }
+                let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                println!("{} on {}", r.model, r.adapter);
+                println!("prefill ({} tokens, {} per submit)  {:>8.2} tok/s", r.prompt_tokens, r.prefill_chunk, r.prefill_tokens_per_s);
+                println!(
+                    "prefill token by token             {:>8.2} tok/s   (batched is {:.2}×)",
+                    r.prefill_token_by_token_per_s, r.batched_over_token_by_token
+                );
+                println!("time to first token                {:>8.1} ms", r.ttft_ms);
+                for d in &r.decode {
+                    println!(
+                        "decode at context {:>5}            {:>8.2} tok/s   ({:.1} ms/token, {} steps)",
+                        d.context, d.tokens_per_s, d.ms_per_token, d.steps
+                    );
+                }
+                if let Some(x) = r.decode_1024_over_0 {
+                    println!("decode 1024 / decode 0             {:>8.2}", x);
+                }
+                println!(
+                    "per token: {:.0} dispatches, {:.2} submits, {:.2} maps, {:.0} bytes read back, {:.3} ms CPU encode{}",
+                    r.dispatches_per_token,
+                    r.submits_per_token,
+                    r.maps_per_token,
+                    r.readback_bytes_per_token,
+                    r.encode_ms_per_token,
+                    if r.gpu_argmax { " (GPU argmax)" } else { "" }
+                );
+                println!(
+                    "GPU buffers {:.1} MiB = {:.3} × (weights {:.1} MiB + KV cache {:.1} MiB)",
+                    mib(r.gpu_buffer_bytes),
+                    r.gpu_bytes_over_weights_plus_kv,
+                    mib(r.weight_bytes),
+                    mib(r.kv_cache_bytes)
+                );
                 Ok(())
             }
             Cmd::Logits { m, prompt, ids, backend, out } => {

@@ -200,3 +200,24 @@ fn recorder_checks_buffer_count() {
     let err = rec.push("bad", Kernel::SwiGlu, &[&b], &params::SwiGlu { n: 4 }, 4, true).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("takes 2 buffers"), "{err}");
 }
+
+/// The GPU argmax: the index of the largest logit, ties to the lowest index, as `sampler::argmax`.
+#[test]
+fn argmax_matches_cpu_with_ties() {
+    let Some(ctx) = gpu() else { return };
+    for (seed, n) in [(1u64, 49152usize), (2, 1000), (3, 7)] {
+        let mut logits = random(n, seed, 10.0);
+        // A tie for the maximum at two places: the lower index must win.
+        let hi = logits.iter().copied().fold(f32::MIN, f32::max) + 1.0;
+        logits[n / 3] = hi;
+        logits[n - 1] = hi;
+        let out = ctx.storage("out", 8).unwrap();
+        let l = buf(&ctx, "logits", &logits);
+        let mut rec = Recorder::new(&ctx);
+        rec.push("argmax", Kernel::Argmax, &[&out, &l], &params::Argmax { n: n as u32 }, 1, false).unwrap();
+        rec.finish("argmax", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
+        let got = read(&ctx, &out);
+        assert_eq!(got[0].to_bits(), kvscope::sampler::argmax(&logits), "n = {n}");
+        assert_eq!(got[1], hi);
+    }
+}

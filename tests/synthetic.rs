@@ -237,3 +237,41 @@ fn stop_during_prefill_keeps_the_engine_usable() {
         common::assert_close(&format!("{b:?} logits after a stopped prefill"), e.logits(), f.logits(), 1e-5);
     }
 }
+
+/// Greedy decoding with the argmax picked on the GPU emits the same tokens, reads back 8 bytes
+/// per token, and a later step still finds fresh logits.
+#[test]
+fn gpu_argmax_emits_the_same_tokens() {
+    use kvscope::GenerateOptions;
+    if gpu().is_none() {
+        return;
+    }
+    let run = |gpu_argmax: bool| {
+        let mut e = tiny(Backend::Gpu, 64);
+        let mut ids = Vec::new();
+        let opts = GenerateOptions { max_tokens: 10, gpu_argmax, top_k: 0, ..Default::default() };
+        pollster::block_on(e.generate(&[10, 11, 12], &opts, &mut |ev| {
+            ids.push(ev.id);
+            true
+        }))
+        .unwrap();
+        let c = e.gpu().unwrap().counters;
+        // One more step after the argmax-only run needs real logits.
+        let mut next = 0;
+        pollster::block_on(e.generate(&[], &GenerateOptions { max_tokens: 1, ..Default::default() }, &mut |ev| {
+            next = ev.id;
+            true
+        }))
+        .unwrap();
+        (ids, c, next)
+    };
+    let (plain, c_plain, next_plain) = run(false);
+    let (fast, c_fast, next_fast) = run(true);
+    assert_eq!(fast, plain);
+    assert_eq!(next_fast, next_plain);
+    assert_eq!(c_fast.maps, c_plain.maps);
+    // The prompt and every token but an end-of-text one are fed, each reading back 8 bytes
+    // instead of 261 floats.
+    let feeds = 1 + plain.len() - (plain.last() == Some(&0)) as usize;
+    assert_eq!(c_plain.readback_bytes - c_fast.readback_bytes, (feeds * (261 * 4 - 8)) as u64);
+}

@@ -29,6 +29,8 @@ pub enum Kernel {
     KvWrite,
     Attention,
     SwiGlu,
+    /// (argmax, max) of the logits, ties to the lowest index.
+    Argmax,
 }
 
 const QUANT: &str = include_str!("../../shaders/quant.wgsl");
@@ -43,6 +45,7 @@ impl Kernel {
             Kernel::KvWrite => "kv_write".into(),
             Kernel::Attention => "attention".into(),
             Kernel::SwiGlu => "swiglu".into(),
+            Kernel::Argmax => "argmax".into(),
         }
     }
 
@@ -55,6 +58,7 @@ impl Kernel {
             Kernel::KvWrite => &[Out, Out, In, Params, Step],
             Kernel::Attention => &[Out, Out, In, In, In, Params, Step],
             Kernel::SwiGlu => &[Out, In, Params],
+            Kernel::Argmax => &[Out, In, Params],
         }
     }
 
@@ -72,6 +76,7 @@ impl Kernel {
             Kernel::KvWrite => include_str!("../../shaders/kv_write.wgsl").into(),
             Kernel::Attention => include_str!("../../shaders/attention.wgsl").into(),
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl").into(),
+            Kernel::Argmax => include_str!("../../shaders/argmax.wgsl").into(),
         }
     }
 

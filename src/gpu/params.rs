@@ -64,6 +64,13 @@ pub struct SwiGlu {
     pub n: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Argmax {
+    /// Logits to scan (V).
+    pub n: u32,
+}
+
 /// The per-position uniform, one 256-byte slot per cache row, bound with a dynamic offset.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]

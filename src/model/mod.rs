@@ -5,6 +5,7 @@
 pub mod kv_cache;
 pub mod weights;
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::cpu::rope_table;
 use crate::error::{Error, Result};
@@ -15,27 +16,40 @@ use weights::Weights;
 
 /// Activation buffers, each allocated once for the model's shapes.
 struct Activations {
-    x: wgpu::Buffer,           // [d] residual stream
-    xb: wgpu::Buffer,          // [d] normed sublayer input
-    qkv: wgpu::Buffer,         // [d + 2·kv] = [q | k | v] of the current token
-    att_out: wgpu::Buffer,     // [d] attention output, heads concatenated
-    att: wgpu::Buffer,         // [L × h × T] attention weights of the current token, per layer
-    gate_up: wgpu::Buffer,     // [2f] = [gate | up]
-    hb: wgpu::Buffer,          // [f] silu(gate) ⊙ up
-    logits: wgpu::Buffer,      // [V]
-    tokens: wgpu::Buffer,      // [T] u32, token id per position
-    rope: wgpu::Buffer,        // [T × d_h/2] (cos, sin)
-    staging: wgpu::Buffer,     // [V] f32, MAP_READ
-    att_staging: wgpu::Buffer, // [h × T] f32, MAP_READ: one layer's weights, for the view
+    x: wgpu::Buffer,              // [d] residual stream
+    xb: wgpu::Buffer,             // [d] normed sublayer input
+    qkv: wgpu::Buffer,            // [d + 2·kv] = [q | k | v] of the current token
+    att_out: wgpu::Buffer,        // [d] attention output, heads concatenated
+    att: wgpu::Buffer,            // [L × h × T] attention weights of the current token, per layer
+    gate_up: wgpu::Buffer,        // [2f] = [gate | up]
+    hb: wgpu::Buffer,             // [f] silu(gate) ⊙ up
+    logits: wgpu::Buffer,         // [V]
+    tokens: wgpu::Buffer,         // [T] u32, token id per position
+    rope: wgpu::Buffer,           // [T × d_h/2] (cos, sin)
+    staging: wgpu::Buffer,        // [V] f32, MAP_READ
+    att_staging: wgpu::Buffer,    // [h × T] f32, MAP_READ: one layer's weights, for the view
+    argmax: wgpu::Buffer,         // [2] u32: argmax id, f32 bits of its logit
+    argmax_staging: wgpu::Buffer, // [2] u32, MAP_READ
 }
 
-/// What one decode step costs, counted as it runs.
+/// What the forward passes cost, counted as they run.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct GpuCounters {
     pub submits: u64,
     pub dispatches: u64,
     pub readback_bytes: u64,
     pub maps: u64,
+    /// CPU milliseconds spent encoding and submitting command buffers.
+    pub encode_ms: f64,
+}
+
+/// What a forward pass reads back from its last position.
+pub enum Readback<'a> {
+    None,
+    /// The whole [V] logits row.
+    Logits(&'a mut [f32]),
+    /// (argmax id, its logit), picked on the GPU.
+    Argmax(&'a mut (u32, f32)),
 }
 
 pub struct GpuModel {
@@ -47,6 +61,8 @@ pub struct GpuModel {
     steps: StepTable,
     body: Program,
     head: Program,
+    /// The greedy pick on the GPU, after `head`.
+    argmax: Program,
     pub counters: GpuCounters,
 }
 
@@ -75,12 +91,17 @@ impl GpuModel {
             rope: ctx.storage_with("rope table", bytemuck::cast_slice(&rope_table(context, cfg.head_dim, cfg.rope_base)))?,
             staging: ctx.staging("logits staging", v * 4),
             att_staging: ctx.staging("attention staging", h * t * 4),
+            argmax: ctx.storage("argmax", 8)?,
+            argmax_staging: ctx.staging("argmax staging", 8),
         };
         let steps = StepTable::new(&ctx, context)?;
         let body = record_body(&ctx, cfg, &weights, &kv_cache, &act, context, &steps)?;
         let head = record_head(&ctx, cfg, &weights, &act)?;
+        let mut rec = Recorder::new(&ctx);
+        rec.push("argmax", Kernel::Argmax, &[&act.argmax, &act.logits], &params::Argmax { n: cfg.vocab_size as u32 }, 1, false)?;
+        let argmax = rec.finish("argmax", None)?;
         ctx.check_errors()?;
-        Ok(GpuModel { ctx, cfg: cfg.clone(), weights, kv: kv_cache, act, steps, body, head, counters: GpuCounters::default() })
+        Ok(GpuModel { ctx, cfg: cfg.clone(), weights, kv: kv_cache, act, steps, body, head, argmax, counters: GpuCounters::default() })
     }
 
     pub fn dispatches_per_token(&self) -> usize {
@@ -90,21 +111,38 @@ impl GpuModel {
     /// GPU buffer bytes: weights, KV cache and activations.
     pub fn buffer_bytes(&self) -> u64 {
         let a = &self.act;
-        let act: u64 =
-            [&a.x, &a.xb, &a.qkv, &a.att_out, &a.att, &a.gate_up, &a.hb, &a.logits, &a.tokens, &a.rope, &a.staging, &a.att_staging]
-                .iter()
-                .map(|b| b.size())
-                .sum();
+        let act: u64 = [
+            &a.x,
+            &a.xb,
+            &a.qkv,
+            &a.att_out,
+            &a.att,
+            &a.gate_up,
+            &a.hb,
+            &a.logits,
+            &a.tokens,
+            &a.rope,
+            &a.staging,
+            &a.att_staging,
+            &a.argmax,
+            &a.argmax_staging,
+        ]
+        .iter()
+        .map(|b| b.size())
+        .sum();
         self.weights.bytes + self.kv.bytes_allocated() + act + self.steps.buffer.size()
     }
 
-    /// Processes `tokens` at positions start.. in one command buffer and one submit. When
-    /// `logits` is given, the last position's logits are read back into it (one map).
-    pub async fn forward(&mut self, tokens: &[u32], start: usize, logits: Option<&mut [f32]>) -> Result<()> {
+    /// Processes `tokens` at positions start.. in one command buffer and one submit, then reads
+    /// back what `readback` asks for from the last position: the whole logits row, or only the
+    /// argmax (8 bytes, picked on the GPU), or nothing.
+    pub async fn forward(&mut self, tokens: &[u32], start: usize, readback: Readback<'_>) -> Result<()> {
+        let t_encode = now_ms();
         let n = tokens.len();
         if start + n > self.kv.capacity {
             return Err(Error::ContextFull { used: start, capacity: self.kv.capacity });
         }
+        let want = n > 0 && !matches!(readback, Readback::None);
         self.ctx.queue.write_buffer(&self.act.tokens, start as u64 * 4, bytemuck::cast_slice(tokens));
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
         {
@@ -112,23 +150,43 @@ impl GpuModel {
             for i in 0..n {
                 self.body.encode(&mut pass, &self.steps, start + i);
             }
-            if logits.is_some() && n > 0 {
+            if want {
                 self.head.encode(&mut pass, &self.steps, start + n - 1);
+                self.counters.dispatches += self.head.len() as u64;
+            }
+            if want && matches!(readback, Readback::Argmax(_)) {
+                self.argmax.encode(&mut pass, &self.steps, start + n - 1);
+                self.counters.dispatches += self.argmax.len() as u64;
             }
         }
-        let want = logits.is_some() && n > 0;
-        if want {
-            enc.copy_buffer_to_buffer(&self.act.logits, 0, &self.act.staging, 0, self.act.logits.size());
+        match readback {
+            Readback::Logits(_) if want => enc.copy_buffer_to_buffer(&self.act.logits, 0, &self.act.staging, 0, self.act.logits.size()),
+            Readback::Argmax(_) if want => enc.copy_buffer_to_buffer(&self.act.argmax, 0, &self.act.argmax_staging, 0, 8),
+            _ => {}
         }
         self.ctx.queue.submit([enc.finish()]);
+        self.counters.encode_ms += now_ms() - t_encode;
         self.counters.submits += 1;
-        self.counters.dispatches += (n * self.body.len() + if want { self.head.len() } else { 0 }) as u64;
+        self.counters.dispatches += (n * self.body.len()) as u64;
         self.kv.len = start + n;
-        if let (Some(out), true) = (logits, want) {
-            self.ctx.read_staging(&self.act.staging, bytemuck::cast_slice_mut(out)).await?;
-            self.counters.maps += 1;
-            self.counters.readback_bytes += (out.len() * 4) as u64;
+        if !want {
+            return Ok(());
         }
+        match readback {
+            Readback::Logits(out) => {
+                self.ctx.read_staging(&self.act.staging, bytemuck::cast_slice_mut(out)).await?;
+                self.counters.readback_bytes += (out.len() * 4) as u64;
+            }
+            Readback::Argmax(out) => {
+                let mut raw = [0u8; 8];
+                self.ctx.read_staging(&self.act.argmax_staging, &mut raw).await?;
+                let [a, b, c, d, e, f, g, h] = raw;
+                *out = (u32::from_le_bytes([a, b, c, d]), f32::from_le_bytes([e, f, g, h]));
+                self.counters.readback_bytes += 8;
+            }
+            Readback::None => {}
+        }
+        self.counters.maps += 1;
         Ok(())
     }
 

@@ -1,0 +1,149 @@
+//! `kvscope bench`: prefill and decode speed of the GPU engine, measured in one run, with the
+//! per-token costs (dispatches, submits, maps, bytes read back, CPU encode time) and memory.
+
+use serde::Serialize;
+
+use crate::clock::now_ms;
+use crate::engine::{Engine, GenerateOptions};
+use crate::error::{Error, Result};
+use crate::model::GpuCounters;
+use crate::sampler::argmax;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecodeRun {
+    /// Positions cached before the first measured step.
+    pub context: usize,
+    pub steps: usize,
+    pub tokens_per_s: f64,
+    pub ms_per_token: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub model: String,
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    /// The prompt in chunks (one submit per chunk).
+    pub prefill_tokens_per_s: f64,
+    pub prefill_chunk: usize,
+    /// The same prompt one token per submit, with a readback each.
+    pub prefill_token_by_token_per_s: f64,
+    pub batched_over_token_by_token: f64,
+    pub ttft_ms: f64,
+    pub decode: Vec<DecodeRun>,
+    pub decode_1024_over_0: Option<f64>,
+    /// Per decode token (averaged over the measured steps).
+    pub dispatches_per_token: f64,
+    pub submits_per_token: f64,
+    pub maps_per_token: f64,
+    pub readback_bytes_per_token: f64,
+    pub encode_ms_per_token: f64,
+    pub gpu_argmax: bool,
+    pub gpu_buffer_bytes: u64,
+    pub weight_bytes: u64,
+    pub kv_cache_bytes: u64,
+    pub gpu_bytes_over_weights_plus_kv: f64,
+}
+
+fn counters(e: &Engine) -> Result<GpuCounters> {
+    e.gpu().map(|g| g.counters).ok_or_else(|| Error::Config("bench needs the GPU backend".into()))
+}
+
+/// `steps` greedy decode steps after `context` cached positions; returns the run, the counters
+/// before and after, and the number of forward passes between them.
+async fn decode(
+    e: &mut Engine,
+    prompt: &[u32],
+    context: usize,
+    steps: usize,
+    gpu_argmax: bool,
+) -> Result<(DecodeRun, GpuCounters, GpuCounters, usize)> {
+    e.reset();
+    let fill: Vec<u32> = prompt.iter().cycle().take(context.max(1)).copied().collect();
+    e.feed(&fill).await?;
+    let opts = GenerateOptions { max_tokens: steps + 1, top_k: 0, gpu_argmax, ..Default::default() };
+    let before = counters(e)?;
+    let mut times = Vec::with_capacity(steps + 1);
+    let mut record = |ev: &crate::engine::TokenEvent| {
+        times.push(ev.ms);
+        true
+    };
+    e.generate(&[], &opts, &mut record).await?;
+    let after = counters(e)?;
+    // The first event's time covers no decode step; the others are one step each.
+    let measured: f64 = times.iter().skip(1).sum();
+    let n = times.len().saturating_sub(1).max(1);
+    // Every reported token is fed back: one forward pass each.
+    let passes = times.len();
+    Ok((
+        DecodeRun { context: fill.len(), steps: n, tokens_per_s: n as f64 / (measured / 1e3), ms_per_token: measured / n as f64 },
+        before,
+        after,
+        passes,
+    ))
+}
+
+pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool) -> Result<BenchReport> {
+    let text = "The KV cache stores the keys and values of every token seen so far, so that each new token \
+                attends over them without recomputing the prefix. ";
+    let base = e.tokenizer.encode(text)?;
+    let prompt: Vec<u32> = base.iter().cycle().take(prompt_tokens).copied().collect();
+    let need = prompt_tokens.max(1024) + gen_tokens + 2;
+    if need > e.context {
+        return Err(Error::Config(format!("bench needs a context of {need} positions; load with a larger one")));
+    }
+
+    e.reset();
+    let t0 = now_ms();
+    e.feed(&prompt).await?;
+    let prefill_ms = now_ms() - t0;
+    argmax(e.logits());
+    let ttft_ms = now_ms() - t0;
+
+    e.reset();
+    let t0 = now_ms();
+    for &t in &prompt {
+        e.feed(&[t]).await?;
+    }
+    let tbt_ms = now_ms() - t0;
+
+    let mut runs = Vec::new();
+    let mut per_token = None;
+    for ctx in [0usize, 256, 1024] {
+        let (r, before, after, passes) = decode(e, &prompt, ctx, gen_tokens, gpu_argmax).await?;
+        if per_token.is_none() {
+            per_token = Some((passes, before, after));
+        }
+        runs.push(r);
+    }
+    let (steps, b, a) = per_token.expect("one run");
+    let steps = steps.max(1);
+    let d = |x: u64, y: u64| (y - x) as f64 / steps as f64;
+    let g = e.gpu().expect("checked in counters");
+    let kv = g.kv.bytes_allocated();
+    let at = |c: usize| runs.iter().find(|r| r.context == c.max(1)).map(|r| r.tokens_per_s);
+    Ok(BenchReport {
+        adapter: g.ctx.adapter_name(),
+        model: e.cfg.name.clone(),
+        prompt_tokens,
+        gen_tokens,
+        prefill_tokens_per_s: prompt_tokens as f64 / (prefill_ms / 1e3),
+        prefill_chunk: e.prefill_chunk,
+        prefill_token_by_token_per_s: prompt_tokens as f64 / (tbt_ms / 1e3),
+        batched_over_token_by_token: tbt_ms / prefill_ms,
+        ttft_ms,
+        decode_1024_over_0: at(1024).zip(at(0)).map(|(x, y)| x / y),
+        decode: runs,
+        dispatches_per_token: d(b.dispatches, a.dispatches),
+        submits_per_token: d(b.submits, a.submits),
+        maps_per_token: d(b.maps, a.maps),
+        readback_bytes_per_token: d(b.readback_bytes, a.readback_bytes),
+        encode_ms_per_token: (a.encode_ms - b.encode_ms) / steps as f64,
+        gpu_argmax,
+        gpu_buffer_bytes: g.buffer_bytes(),
+        weight_bytes: g.weights.bytes,
+        kv_cache_bytes: kv,
+        gpu_bytes_over_weights_plus_kv: g.buffer_bytes() as f64 / (g.weights.bytes + kv) as f64,
+    })
+}
