@@ -1,20 +1,11 @@
 // The "Inside the model" views on the real default model: cache growth, the next-token table,
 // attention weights, Step, and decoding without the cache.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { serve, launch, openSite, finished, screenshot, modelConfig, cliIds, ARTIFACTS } from './harness.mjs';
+import { useSite, openSite, finished, screenshot, modelConfig, cliIds, ARTIFACTS } from './harness.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await serve();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const site = useSite();
 
 const PROMPT = 'The capital of France is';
 const kv = (page) => page.$eval('#kv-view', (e) => ({ ...e.dataset }));
@@ -28,7 +19,7 @@ test('cache growth, top-k, attention and Step follow the engine', { timeout: 900
   const cli = cliIds(PROMPT, steps + 1);
   const n = cli.summary.prompt_tokens;
 
-  const page = await openSite(browser, server.url);
+  const page = await openSite(site.browser, site.server.url);
   assert.deepEqual(await kv(page), { cachedTokens: '0', capacityTokens: '2048', bytesUsed: '0', bytesAllocated: String(2048 * bytesPerToken), layers: String(cfg.n_layers) });
   await page.evaluate(() => { document.getElementById('attention-panel').open = true; });
   await page.fill('#prompt', PROMPT);
@@ -75,7 +66,7 @@ test('cache growth, top-k, attention and Step follow the engine', { timeout: 900
 });
 
 test('decoding without the cache emits the same tokens and is timed per step', { timeout: 900_000 }, async () => {
-  const page = await openSite(browser, server.url);
+  const page = await openSite(site.browser, site.server.url);
   await page.fill('#prompt', PROMPT);
   await page.fill('#max-tokens', '8');
   await page.click('#generate');

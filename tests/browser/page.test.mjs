@@ -1,21 +1,12 @@
 // The built site in Debian's Chromium with WebGPU on SwiftShader: the real default model loads,
 // generates, and matches the native CLI token for token.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { serve, launch, cliGreedy, openSite, finished, screenshot, ROOT } from './harness.mjs';
+import { useSite, cliGreedy, openSite, finished, screenshot, ROOT } from './harness.mjs';
 
-let server;
-let browser;
-before(async () => {
-  server = await serve();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const site = useSite();
 
 const PROMPTS = ['The capital of France is', 'Once upon a time, in a small village by the sea,'];
 
@@ -23,7 +14,7 @@ test('greedy text equals the CLI for two prompts, from a link and from the form'
   const want = PROMPTS.map((p) => cliGreedy(p, 16));
   // First prompt: a link that reproduces a run.
   const q = `?prompt=${encodeURIComponent(PROMPTS[0])}&max_tokens=16&greedy=1&autostart=1`;
-  const page = await openSite(browser, server.url, q, { wait: false });
+  const page = await openSite(site.browser, site.server.url, q, { wait: false });
   let r = await finished(page);
   assert.equal(r.error, '');
   assert.equal(r.text, want[0].text);
@@ -52,7 +43,7 @@ test('greedy text equals the CLI for two prompts, from a link and from the form'
 });
 
 test('Stop ends generation within a step and the engine stays usable', { timeout: 600_000 }, async () => {
-  const page = await openSite(browser, server.url);
+  const page = await openSite(site.browser, site.server.url);
   await page.fill('#prompt', PROMPTS[1]);
   await page.fill('#max-tokens', '500');
   await page.click('#generate');
@@ -71,7 +62,7 @@ test('Stop ends generation within a step and the engine stays usable', { timeout
 });
 
 test('chat keeps the cache across turns: the second turn prefills only its own tokens', { timeout: 900_000 }, async () => {
-  const page = await openSite(browser, server.url);
+  const page = await openSite(site.browser, site.server.url);
   await page.check('#chat');
   await page.fill('#max-tokens', '4');
   await page.fill('#prompt', 'hi');
@@ -91,7 +82,7 @@ test('chat keeps the cache across turns: the second turn prefills only its own t
 });
 
 test('bad files show their errors, and a good model loads after them', { timeout: 600_000 }, async () => {
-  const page = await openSite(browser, server.url);
+  const page = await openSite(site.browser, site.server.url);
   const model = fs.readFileSync(path.join(ROOT, 'www/models/SmolLM2-135M-Instruct.Q4_1.gguf'));
   const bad = [
     { name: 'cat.png', buffer: Buffer.from('\x89PNG\r\n\x1a\n\0\0\0\rIHDR', 'binary'), want: /not a GGUF file/ },

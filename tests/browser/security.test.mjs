@@ -1,32 +1,23 @@
 // Hostile text never becomes markup, the Content-Security-Policy holds, a lost GPU device is
 // recovered without losing the conversation, and Stop works during a long prefill.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { serve, launch, openSite, ready, finished, screenshot, ROOT } from './harness.mjs';
+import { useSite, openSite, ready, finished, screenshot, ROOT } from './harness.mjs';
 
 const XSS = '<img src=x onerror=alert(1)>';
-let server;
-let browser;
-before(async () => {
-  server = await serve();
-  browser = await launch();
-});
-after(async () => {
-  await browser?.close();
-  server?.close();
-});
+const site = useSite();
 
 /** A page that records dialogs and CSP violations. */
 async function guarded(query = '') {
-  const context = await browser.newContext();
+  const context = await site.browser.newContext();
   await context.addInitScript(() => {
     window.__csp = [];
     document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
   });
-  const page = await openSite(context, server.url, query);
+  const page = await openSite(context, site.server.url, query);
   page.dialogs = [];
   page.on('dialog', (d) => { page.dialogs.push(d.message()); d.dismiss(); });
   return { context, page };
