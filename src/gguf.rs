@@ -44,8 +44,9 @@ pub enum Value {
 }
 
 impl Value {
-    pub fn type_name(&self) -> &'static str {
-        type_name(match self {
+    /// The GGUF value-type id.
+    pub fn type_id(&self) -> u32 {
+        match self {
             Value::U8(_) => 0,
             Value::I8(_) => 1,
             Value::U16(_) => 2,
@@ -59,7 +60,11 @@ impl Value {
             Value::U64(_) => 10,
             Value::I64(_) => 11,
             Value::F64(_) => 12,
-        })
+        }
+    }
+
+    pub fn type_name(&self) -> &'static str {
+        type_name(self.type_id())
     }
 
     /// Any integer type that fits in u64 without loss.
@@ -530,24 +535,6 @@ impl Writer {
         }
     }
 
-    fn type_id(v: &Value) -> u32 {
-        match v {
-            Value::U8(_) => 0,
-            Value::I8(_) => 1,
-            Value::U16(_) => 2,
-            Value::I16(_) => 3,
-            Value::U32(_) => 4,
-            Value::I32(_) => 5,
-            Value::F32(_) => 6,
-            Value::Bool(_) => 7,
-            Value::String(_) => 8,
-            Value::Array(..) => 9,
-            Value::U64(_) => 10,
-            Value::I64(_) => 11,
-            Value::F64(_) => 12,
-        }
-    }
-
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend(MAGIC);
@@ -556,7 +543,7 @@ impl Writer {
         out.extend((self.kv.len() as u64).to_le_bytes());
         for (k, v) in &self.kv {
             Self::put_str(&mut out, k);
-            out.extend(Self::type_id(v).to_le_bytes());
+            out.extend(v.type_id().to_le_bytes());
             Self::put_value(&mut out, v);
         }
         let a = self.alignment.max(1);
