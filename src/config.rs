@@ -80,7 +80,9 @@ impl Config {
             Some(_) => g.f64(&key("rope.freq_base"))? as f32,
             None => 10000.0,
         };
-        if !(rms_eps > 0.0 && rms_eps < 1.0) || !(rope_base > 1.0 && rope_base.is_finite()) {
+        // Written so that NaN fails too.
+        let within = |v: f32, lo: f32, hi: f32| v > lo && v < hi;
+        if !within(rms_eps, 0.0, 1.0) || !within(rope_base, 1.0, f32::INFINITY) {
             return Err(Error::Config(format!("rms epsilon {rms_eps} or rope base {rope_base} is out of range")));
         }
         let embd = g.tensor("token_embd.weight").ok_or_else(|| Error::MissingTensor("token_embd.weight".into()))?;

@@ -144,7 +144,7 @@ fn min_value_size(t: u32) -> u64 {
     match t {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
-        4 | 5 | 6 => 4,
+        4..=6 => 4,
         8 => 8,
         9 => 12,
         _ => 8,
@@ -574,6 +574,9 @@ impl Writer {
 /// wasm heap in the browser, read piecewise so that the heap never holds a second full copy.
 pub trait ByteSource {
     fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Replaces `out`'s contents with the bytes in `range` (within `len()`).
     fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> Result<()>;
 }

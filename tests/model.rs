@@ -158,7 +158,7 @@ fn context_beyond_the_device_limits_is_refused_with_numbers() {
     let cfg = kvscope::config::Config::from_gguf(&g).unwrap();
     // The per-layer attention-weights buffer, [L × h × T] f32, is the largest that grows with T.
     let per_position = (cfg.n_layers * cfg.n_heads * 4) as u64;
-    let limit = (ctx.limits.max_storage_buffer_binding_size as u64).min(ctx.limits.max_buffer_size);
+    let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
     let context = (limit / per_position + 1000) as usize;
     if context > 1 << 20 {
         eprintln!("SKIPPED: this device's limits ({limit} bytes) allow more than the engine's 1M-position cap");

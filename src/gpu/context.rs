@@ -99,7 +99,7 @@ impl GpuContext {
         if size > self.limits.max_buffer_size {
             return Err(Error::Limit { what: what.into(), need: size, limit: self.limits.max_buffer_size, limit_name: "maxBufferSize" });
         }
-        let bind = self.limits.max_storage_buffer_binding_size as u64;
+        let bind = self.limits.max_storage_buffer_binding_size;
         if storage && size > bind {
             return Err(Error::Limit { what: what.into(), need: size, limit: bind, limit_name: "maxStorageBufferBindingSize" });
         }

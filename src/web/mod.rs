@@ -107,6 +107,8 @@ struct JsOptions {
     attention_layer: Option<usize>,
     /// Re-run the whole sequence at every step instead of using the cache.
     no_cache: Option<bool>,
+    /// Greedy only: pick on the GPU and read back 8 bytes per token (no next-token table).
+    gpu_argmax: Option<bool>,
 }
 
 impl JsOptions {
@@ -125,6 +127,7 @@ impl JsOptions {
             top_k: o.report_top.unwrap_or(5),
             attention_layer: o.attention_layer,
             no_cache: o.no_cache.unwrap_or(false),
+            gpu_argmax: o.gpu_argmax.unwrap_or(false),
         })
     }
 }

@@ -28,7 +28,7 @@ pub fn max_err(got: &[f32], want: &[f32]) -> (f32, usize, f32) {
     let mut worst = (0.0f32, 0usize);
     for (i, (a, b)) in got.iter().zip(want).enumerate() {
         let e = (a - b).abs();
-        if !(e <= worst.0) {
+        if e.is_nan() || e > worst.0 {
             worst = (if e.is_nan() { f32::INFINITY } else { e }, i);
         }
     }
