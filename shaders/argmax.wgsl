@@ -20,7 +20,9 @@ fn better(v: f32, i: u32, w: f32, j: u32) -> bool {
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32) {
-    var v = bitcast<f32>(0xff800000u);  // -inf
+    // Start below every finite logit; -inf and NaN never win, and if nothing does, index 0 is
+    // reported (as the CPU argmax does).
+    var v = -0x1.fffffep+127f;  // the lowest finite f32
     var i = 0xffffffffu;
     for (var k = t; k < p.n; k += 256u) {
         let x = logits[k];
@@ -37,7 +39,8 @@ fn main(@builtin(local_invocation_index) t: u32) {
         workgroupBarrier();
     }
     if (t == 0u) {
-        out[0] = best_i[0];
-        out[1] = bitcast<u32>(best_v[0]);
+        let found = best_i[0] != 0xffffffffu;
+        out[0] = select(0u, best_i[0], found);
+        out[1] = bitcast<u32>(select(logits[0], best_v[0], found));
     }
 }

@@ -221,3 +221,16 @@ fn argmax_matches_cpu_with_ties() {
         assert_eq!(got[1], hi);
     }
 }
+
+/// Logits that are all -inf: the GPU reports index 0, as the CPU argmax does.
+#[test]
+fn argmax_of_all_negative_infinity_is_zero() {
+    let Some(ctx) = gpu() else { return };
+    let logits = vec![f32::NEG_INFINITY; 300];
+    let out = ctx.storage("out", 8).unwrap();
+    let l = buf(&ctx, "logits", &logits);
+    let mut rec = Recorder::new(&ctx);
+    rec.push("argmax", Kernel::Argmax, &[&out, &l], &params::Argmax { n: 300 }, 1, false).unwrap();
+    rec.finish("argmax", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
+    assert_eq!(read(&ctx, &out)[0].to_bits(), kvscope::sampler::argmax(&logits));
+}
