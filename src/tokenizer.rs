@@ -206,10 +206,6 @@ impl Tokenizer {
         out
     }
 
-    pub fn has_chat_template(&self) -> bool {
-        self.chat_template.is_some()
-    }
-
     /// Renders the model's Jinja chat template over `messages`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let src = self.chat_template.as_deref().ok_or_else(|| Error::Template("the model has no `tokenizer.chat_template`".into()))?;

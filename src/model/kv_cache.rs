@@ -33,9 +33,4 @@ impl KvCache {
     pub fn bytes_allocated(&self) -> u64 {
         self.k.iter().chain(&self.v).map(|b| b.size()).sum()
     }
-
-    /// Bytes holding cached rows.
-    pub fn bytes_used(&self) -> u64 {
-        self.bytes_allocated() / self.capacity as u64 * self.len as u64
-    }
 }

@@ -203,11 +203,6 @@ impl GpuModel {
         let all: Vec<f32> = bytemuck::pod_collect_to_vec(&raw);
         Ok(all.chunks(t).flat_map(|row| row[..n].iter().copied()).collect())
     }
-
-    /// Reads the whole K or V cache of layer `l` ([T × kv] f32). Allocates; for tests and views.
-    pub async fn read_cache(&self, l: usize, values: bool) -> Result<Vec<f32>> {
-        self.ctx.read_f32(if values { &self.kv.v[l] } else { &self.kv.k[l] }).await
-    }
 }
 
 /// Refuses a model or context that the device cannot hold, before anything is allocated: every

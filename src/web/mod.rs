@@ -277,9 +277,9 @@ impl WebEngine {
                     }
                 };
                 // The first event also carries the tokens this turn prefilled, from `turn_start`.
-                let mut prefilled = Some(ids[reused.min(ids.len())..].iter().map(|&i| tok.token_text(i)).collect::<Vec<_>>());
-                let mut cb_err = None;
                 let fresh = &ids[reused.min(ids.len())..];
+                let mut prefilled = Some(fresh.iter().map(|&i| tok.token_text(i)).collect::<Vec<_>>());
+                let mut cb_err = None;
                 let summary = engine
                     .generate(fresh, &opts, &mut |ev| {
                         let mut w = WebTokenEvent::new(ev, &tok);
