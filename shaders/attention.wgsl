@@ -1,39 +1,90 @@
-// Attention of the newest query over every cached position, causal by construction (the cache
-// holds positions 0..=pos only), grouped-query: query head h reads KV head h / (h / h_kv).
-//   s[t]   = q_h · k[t, kvh] / sqrt(d_h)        t = 0..=pos
-//   att[t] = softmax_t(s)                       (kept in `att`, one slice per layer, for the
-//                                               attention view)
-//   out_h  = Σ_t att[t] · v[t, kvh]
-// One workgroup of 64 per query head.
+// Causal grouped-query attention, split over the cache (pass 1 of 2; attention_merge.wgsl is
+// pass 2). Token t of the chunk (workgroup z) sits at position p = pos + t and attends over cache
+// rows 0..=p (its own K and V were written just before). Those rows are cut into splits of S
+// rows; workgroup x = split · n_groups + gx covers split sx and the G query heads
+// h0 = gx·G .. h0+G−1 that share KV head kvh = h0 / (h / h_kv), so each K and V row is loaded
+// once for the G of them. For its rows j ∈ [sx·S, min((sx+1)·S, p+1)) it computes
+//   s_g[j] = q_g · k[j, kvh] / sqrt(d_h)
+//   m_g    = max_j s_g[j]
+//   e_g[j] = exp(s_g[j] − m_g)            (stored in `att`, rescaled by pass 2)
+//   l_g    = Σ_j e_g[j]
+//   o_g    = Σ_j e_g[j] · v[j, kvh]
+// and stores (m_g, l_g, o_g) in `part`. Splits past p exit at once, so the cost follows p, and
+// long contexts spread over many workgroups.
+// `att` rows: the chunk's last token writes its layer's [h × T] slice (read by the attention
+// view); earlier tokens of a chunk use the scratch rows after the L layer slices.
+// One workgroup of 64: rows are spread over the invocations for the scores (kept in workgroup
+// memory as one vec4 of G heads per row); for the weighted
+// sum, 16 invocations each own 4 head dimensions (a vec4) and 4 such lanes split the rows.
+
+// Specialised per model: loops over the head dimension and the G heads have constant bounds.
+override HEAD_DIM: u32;  // d_h, a multiple of 4, at most 256
+override GROUP: u32;     // G ≤ 4 query heads per workgroup, dividing h / h_kv
 
 struct Params {
-    n_heads: u32,     // h
-    n_kv_heads: u32,  // h_kv
-    head_dim: u32,    // d_h
-    att_stride: u32,  // T: row length of `att`
-    att_offset: u32,  // elements: this layer's slice, l · h · T
-    scale: f32,       // 1 / sqrt(d_h)
+    n_heads: u32,         // h
+    n_kv_heads: u32,      // h_kv
+    att_stride: u32,      // T: row length of `att`
+    att_offset: u32,      // elements: this layer's slice, l · h · T
+    scratch_offset: u32,  // elements: L · h · T, where the scratch rows [B × h × T] start
+    scale: f32,           // 1 / sqrt(d_h)
+    split: u32,           // S: cache rows per split, at most 256
+    n_splits: u32,        // ⌈T / S⌉
 }
 
 struct Step {
-    pos: u32,
+    pos: u32,  // position of the chunk's first token
+    n: u32,    // tokens in the chunk
 }
 
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;  // [h · d_h]
-@group(0) @binding(1) var<storage, read_write> att: array<f32>;  // [L × h × T]
-@group(0) @binding(2) var<storage, read> qkv: array<f32>;        // q = qkv[0 .. h · d_h]
-@group(0) @binding(3) var<storage, read> k_cache: array<f32>;    // [T × h_kv · d_h]
-@group(0) @binding(4) var<storage, read> v_cache: array<f32>;    // [T × h_kv · d_h]
+@group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
+@group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × T] + [B × h × T]
+@group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;     // [T × h_kv · d_h / 4]
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;     // [T × h_kv · d_h / 4]
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(6) var<uniform> step: Step;
 
-var<workgroup> red: array<f32, 64>;
+var<workgroup> qs: array<vec4<f32>, 256>;    // [G × d_h / 4]
+var<workgroup> red: array<vec4<f32>, 64>;
+var<workgroup> acc: array<vec4<f32>, 256>;   // [4 row lanes × 4 heads × 16 vec4]
+var<workgroup> pr: array<vec4<f32>, 256>;    // [S ≤ 256 rows] scores, then e, of the G heads
 
-fn reduce_max(v: f32, t: u32) -> f32 {
-    red[t] = v;
+// Workgroup-wide max and sum of a vec4 (64 invocations). With subgroups: reduce within each
+// subgroup into one slot per invocation (for the sum only each subgroup's first invocation
+// writes its total), then each subgroup folds the 64 slots, lane k taking slots k, k + size, …,
+// and reduces once more: two barriers instead of seven, with no assumption about which
+// invocations share a subgroup.
+//#if subgroups
+var<private> sg_lane: u32;
+var<private> sg_size: u32;
+
+fn reduce_max(v: vec4<f32>, i: u32) -> vec4<f32> {
+    red[i] = subgroupMax(v);
+    workgroupBarrier();
+    var r = red[sg_lane];
+    for (var k = sg_lane + sg_size; k < 64u; k += sg_size) { r = max(r, red[k]); }
+    r = subgroupMax(r);
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(v: vec4<f32>, i: u32) -> vec4<f32> {
+    let s = subgroupAdd(v);
+    red[i] = select(vec4<f32>(0.0), s, sg_lane == 0u);
+    workgroupBarrier();
+    var r = red[sg_lane];
+    for (var k = sg_lane + sg_size; k < 64u; k += sg_size) { r += red[k]; }
+    r = subgroupAdd(r);
+    workgroupBarrier();
+    return r;
+}
+//#else
+fn reduce_max(v: vec4<f32>, i: u32) -> vec4<f32> {
+    red[i] = v;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
-        if (t < s) { red[t] = max(red[t], red[t + s]); }
+        if (i < s) { red[i] = max(red[i], red[i + s]); }
         workgroupBarrier();
     }
     let r = red[0];
@@ -41,51 +92,114 @@ fn reduce_max(v: f32, t: u32) -> f32 {
     return r;
 }
 
-fn reduce_sum(v: f32, t: u32) -> f32 {
-    red[t] = v;
+fn reduce_sum(v: vec4<f32>, i: u32) -> vec4<f32> {
+    red[i] = v;
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
-        if (t < s) { red[t] += red[t + s]; }
+        if (i < s) { red[i] += red[i + s]; }
         workgroupBarrier();
     }
     let r = red[0];
     workgroupBarrier();
     return r;
 }
+//#endif
 
 @compute @workgroup_size(64)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
-    let h = wg.x;
-    let hd = p.head_dim;
-    let kv_dim = p.n_kv_heads * hd;
-    let kvh = h / (p.n_heads / p.n_kv_heads);
-    let n = step.pos + 1u;
-    let a = p.att_offset + h * p.att_stride;
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) i: u32,
+//#if subgroups
+    @builtin(subgroup_invocation_id) sg_id: u32,
+    @builtin(subgroup_size) sg_n: u32,
+//#endif
+) {
+//#if subgroups
+    sg_lane = sg_id;
+    sg_size = sg_n;
+//#endif
+    let t = wg.z;
+    let n_groups = p.n_heads / GROUP;
+    let gx = wg.x % n_groups;
+    let sx = wg.x / n_groups;
+    let n = step.pos + t + 1u;
+    let j0 = sx * p.split;
+    if (t >= step.n || j0 >= n) { return; }
+    let j1 = min(j0 + p.split, n);
+    let hd4 = HEAD_DIM / 4u;
+    let g_n = GROUP;
+    let h0 = gx * g_n;
+    let kvh = h0 / (p.n_heads / p.n_kv_heads);
+    let kv4 = p.n_kv_heads * hd4;
+    let ts = p.att_stride;
+    // Row of `att` for head h0 + g is a0 + g · T.
+    let a0 = select(p.scratch_offset + (t * p.n_heads + h0) * ts, p.att_offset + h0 * ts, t + 1u == step.n);
 
-    var m = -3.4e38;
-    for (var j = t; j < n; j += 64u) {
-        let k = j * kv_dim + kvh * hd;
-        var s = 0.0;
-        for (var i = 0u; i < hd; i++) { s += qkv[h * hd + i] * k_cache[k + i]; }
+    let q0 = (t * (p.n_heads + 2u * p.n_kv_heads) + h0) * hd4;
+    for (var k = i; k < g_n * hd4; k += 64u) { qs[k] = qkv[q0 + k]; }
+    workgroupBarrier();
+
+    // Scores of the G heads for row j as one vec4 (lanes past G unused), kept in `pr`.
+    var m = vec4<f32>(-3.4e38);
+    for (var j = j0 + i; j < j1; j += 64u) {
+        let kb = j * kv4 + kvh * hd4;
+        var s = vec4<f32>(0.0);
+        for (var k = 0u; k < hd4; k++) {
+            let kk = k_cache[kb + k];
+            s.x += dot(qs[k], kk);
+            if (g_n > 1u) { s.y += dot(qs[hd4 + k], kk); }
+            if (g_n > 2u) { s.z += dot(qs[2u * hd4 + k], kk); }
+            if (g_n > 3u) { s.w += dot(qs[3u * hd4 + k], kk); }
+        }
         s *= p.scale;
-        att[a + j] = s;
+        pr[j - j0] = s;
         m = max(m, s);
     }
-    m = reduce_max(m, t);
+    m = reduce_max(m, i);
 
-    var sum = 0.0;
-    for (var j = t; j < n; j += 64u) {
-        let e = exp(att[a + j] - m);
-        att[a + j] = e;
-        sum += e;
+    var l = vec4<f32>(0.0);
+    for (var j = j0 + i; j < j1; j += 64u) {
+        let e = exp(pr[j - j0] - m);
+        pr[j - j0] = e;
+        l += e;
+        for (var g = 0u; g < g_n; g++) { att[a0 + g * ts + j] = e[g]; }
     }
-    sum = reduce_sum(sum, t);
-    for (var j = t; j < n; j += 64u) { att[a + j] /= sum; }
-    storageBarrier();
+    l = reduce_sum(l, i);
 
-    for (var i = t; i < hd; i += 64u) {
-        var o = 0.0;
-        for (var j = 0u; j < n; j++) { o += att[a + j] * v_cache[j * kv_dim + kvh * hd + i]; }
-        out[h * hd + i] = o;
+    let lane = i % 16u;
+    let phase = i / 16u;
+    let rec = 1u + hd4;  // vec4s per (token, head, split) record: (m, l, 0, 0), then o
+    for (var c = 0u; c < hd4; c += 16u) {
+        let d4 = c + lane;
+        var o0 = vec4<f32>(0.0);
+        var o1 = vec4<f32>(0.0);
+        var o2 = vec4<f32>(0.0);
+        var o3 = vec4<f32>(0.0);
+        if (d4 < hd4) {
+            for (var j = j0 + phase; j < j1; j += 4u) {
+                let v = v_cache[j * kv4 + kvh * hd4 + d4];
+                let e = pr[j - j0];
+                o0 += e.x * v;
+                if (g_n > 1u) { o1 += e.y * v; }
+                if (g_n > 2u) { o2 += e.z * v; }
+                if (g_n > 3u) { o3 += e.w * v; }
+            }
+        }
+        acc[(phase * 4u) * 16u + lane] = o0;
+        acc[(phase * 4u + 1u) * 16u + lane] = o1;
+        acc[(phase * 4u + 2u) * 16u + lane] = o2;
+        acc[(phase * 4u + 3u) * 16u + lane] = o3;
+        workgroupBarrier();
+        if (phase == 0u && d4 < hd4) {
+            for (var g = 0u; g < g_n; g++) {
+                let o = (acc[g * 16u + lane] + acc[(4u + g) * 16u + lane])
+                      + (acc[(8u + g) * 16u + lane] + acc[(12u + g) * 16u + lane]);
+                part[((t * p.n_heads + h0 + g) * p.n_splits + sx) * rec + 1u + d4] = o;
+            }
+        }
+        workgroupBarrier();
+    }
+    if (i < g_n) {
+        part[((t * p.n_heads + h0 + i) * p.n_splits + sx) * rec] = vec4<f32>(m[i], l[i], 0.0, 0.0);
     }
 }

@@ -1,5 +1,5 @@
-// Token embedding: x = E[token], E is [V × d] in ggml blocks of type WTYPE, token = tokens[pos].
-// One invocation decodes one 32-element block of the row.
+// Token embedding for the n tokens of a chunk: X[t] = E[tokens[pos + t]], E is [V × d] in ggml
+// blocks of type WTYPE. One invocation decodes one 32-element block; workgroup z is the token.
 
 override WTYPE: u32;
 
@@ -9,10 +9,11 @@ struct Params {
 }
 
 struct Step {
-    pos: u32,        // position of the token being processed
+    pos: u32,  // position of the chunk's first token
+    n: u32,    // tokens in the chunk
 }
 
-@group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;  // [d / 4]
+@group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;  // [B × d / 4]
 @group(0) @binding(1) var<storage, read> w: array<u32>;              // E, [V · row_bytes / 4]
 @group(0) @binding(2) var<storage, read> tokens: array<u32>;         // [T] token id per position
 @group(0) @binding(3) var<uniform> p: Params;
@@ -21,9 +22,11 @@ struct Step {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let blk = gid.x;
-    if (blk >= p.dim / 32u) { return; }
-    let v = dequant_block(tokens[step.pos] * p.row_bytes + blk * block_bytes());
+    let t = gid.z;
+    if (blk >= p.dim / 32u || t >= step.n) { return; }
+    let v = dequant_block(tokens[step.pos + t] * p.row_bytes + blk * block_bytes());
+    let o = t * p.dim / 4u + blk * 8u;
     for (var k = 0u; k < 8u; k++) {
-        x[blk * 8u + k] = v[k];
+        x[o + k] = v[k];
     }
 }

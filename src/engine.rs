@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::gguf::{read_header, ByteSource, Gguf};
+use crate::gpu::GpuOptions;
 use crate::model::{GpuModel, Readback};
 use crate::sampler::{top_k, Sampler, SamplerConfig, TokenProb};
 use crate::tokenizer::{Tokenizer, Utf8Stream};
@@ -38,11 +39,13 @@ pub struct LoadOptions {
     pub backend: Backend,
     /// KV-cache capacity in positions.
     pub context: usize,
+    /// Optional device features the GPU kernels may use.
+    pub gpu: GpuOptions,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { backend: Backend::Gpu, context: crate::DEFAULT_CONTEXT }
+        LoadOptions { backend: Backend::Gpu, context: crate::DEFAULT_CONTEXT, gpu: GpuOptions::default() }
     }
 }
 
@@ -168,7 +171,7 @@ impl Engine {
         }
         let model = match opts.backend {
             Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, src)?)),
-            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, src).await?)),
+            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, src).await?)),
         };
         Ok(Engine {
             logits: vec![0.0; cfg.vocab_size],
@@ -182,7 +185,7 @@ impl Engine {
             cfg,
             tokenizer,
             model,
-            prefill_chunk: 16,
+            prefill_chunk: crate::model::CHUNK,
             stop: Arc::new(AtomicBool::new(false)),
         })
     }

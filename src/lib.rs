@@ -22,6 +22,7 @@ pub mod web;
 
 pub use engine::{Backend, Engine, GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent};
 pub use error::{Error, Result};
+pub use gpu::GpuOptions;
 
 /// Where the default model lives, relative to the repository root (and to the site's root).
 pub const DEFAULT_MODEL: &str = "www/models/SmolLM2-135M-Instruct.Q4_1.gguf";

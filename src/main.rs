@@ -163,7 +163,7 @@ mod cli {
                 gpu_argmax,
             } => {
                 let bytes = read(&m.model)?;
-                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context }))?;
+                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, ..Default::default() }))?;
                 let text = if chat {
                     engine.tokenizer.apply_chat_template(&[ChatMessage { role: "user".into(), content: prompt }], true)?
                 } else {
@@ -212,7 +212,8 @@ mod cli {
             Cmd::Bench { m, prompt_tokens, gen_tokens, gpu_argmax, json } => {
                 let bytes = read(&m.model)?;
                 let context = (prompt_tokens.max(1024) + gen_tokens + 2).next_multiple_of(256);
-                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context }))?;
+                let mut engine =
+                    pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context, ..Default::default() }))?;
                 let r = pollster::block_on(kvscope::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax))?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).expect("json"));

@@ -269,8 +269,11 @@ fn loading_reads_tensor_by_tensor() {
     let b = small_model();
     let g = Gguf::parse(&b).unwrap();
     let mut src = Counting { bytes: &b, data_start: g.data_offset, largest: 0 };
-    let e = pollster::block_on(kvscope::Engine::load_from(&mut src, kvscope::LoadOptions { backend: kvscope::Backend::Cpu, context: 8 }))
-        .unwrap();
+    let e = pollster::block_on(kvscope::Engine::load_from(
+        &mut src,
+        kvscope::LoadOptions { backend: kvscope::Backend::Cpu, context: 8, ..Default::default() },
+    ))
+    .unwrap();
     let biggest = g.tensors.iter().map(|t| t.size).max().unwrap();
     assert_eq!(src.largest, biggest, "each tensor is read on its own");
     assert_eq!(e.cfg.n_layers, 1);

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, random};
+use common::{assert_close, gpu, gpus, random};
 use kvscope::cpu;
 use kvscope::gpu::{params, GpuContext, Kernel, Recorder, StepTable};
 use kvscope::quant::{dequantize_vec, quantize, GgmlType};
@@ -89,91 +89,224 @@ fn embed_matches_dequantised_row() {
 
 #[test]
 fn rmsnorm_matches_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let n = 100;
-    let (x, w) = (random(n, 3, 2.0), random(n, 4, 1.0));
-    let mut want = vec![0.0; n];
-    cpu::rmsnorm(&mut want, &x, &w, 1e-5);
-    let out = ctx.storage("out", n as u64 * 4).unwrap();
-    let (xb, wb) = (buf(&ctx, "x", &x), buf(&ctx, "w", &w));
-    let mut rec = Recorder::new(&ctx);
-    rec.push("rmsnorm", Kernel::RmsNorm, &[&out, &xb, &wb], &params::RmsNorm { n: n as u32, eps: 1e-5 }, 1, false).unwrap();
-    rec.finish("rmsnorm", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
-    assert_close("rmsnorm", &read(&ctx, &out), &want, 1e-5);
+    for ctx in gpus() {
+        eprintln!("subgroups: {}", ctx.subgroups);
+        let n = 100;
+        let (x, w) = (random(n, 3, 2.0), random(n, 4, 1.0));
+        let mut want = vec![0.0; n];
+        cpu::rmsnorm(&mut want, &x, &w, 1e-5);
+        let out = ctx.storage("out", n as u64 * 4).unwrap();
+        let (xb, wb) = (buf(&ctx, "x", &x), buf(&ctx, "w", &w));
+        let mut rec = Recorder::new(&ctx);
+        rec.push("rmsnorm", Kernel::RmsNorm, &[&out, &xb, &wb], &params::RmsNorm { n: n as u32, eps: 1e-5, last: 0 }, 1, false).unwrap();
+        let steps = StepTable::new(&ctx, 1).unwrap();
+        rec.finish("rmsnorm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+        assert_close("rmsnorm", &read(&ctx, &out), &want, 1e-5);
+    }
 }
 
-/// RoPE on the q and k heads of a qkv buffer; v must be left alone.
-#[test]
-fn rope_matches_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let (h, hkv, hd, base, ctx_len) = (4usize, 2usize, 16usize, 10000.0f32, 64usize);
-    let qkv = random((h + 2 * hkv) * hd, 5, 1.0);
-    let b = buf(&ctx, "qkv", &qkv);
-    let table = buf(&ctx, "table", &cpu::rope_table(ctx_len, hd, base));
-    let steps = StepTable::new(&ctx, ctx_len).unwrap();
-    let mut rec = Recorder::new(&ctx);
-    rec.push(
-        "rope",
-        Kernel::Rope,
-        &[&b, &table],
-        &params::Rope { n_rot_heads: (h + hkv) as u32, head_dim: hd as u32 },
-        ((h + hkv) * hd / 2) as u32,
-        true,
-    )
-    .unwrap();
-    let pos = 37;
-    rec.finish("rope", Some(&steps)).unwrap().run(&ctx, &steps, pos);
-    let mut want = qkv.clone();
-    cpu::rope(&mut want[..(h + hkv) * hd], hd, pos, base);
-    assert_close("rope", &read(&ctx, &b), &want, 1e-5);
-}
-
-/// K and V land in cache row pos and nowhere else; then attention over rows 0..=pos matches the
-/// CPU, weights included.
-#[test]
-fn kv_write_and_attention_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let (h, hkv, hd, t) = (4usize, 2usize, 16usize, 80usize);
-    let (d, kv) = (h * hd, hkv * hd);
-    let qkv = random(d + 2 * kv, 6, 1.0);
-    let mut k_cache = random(t * kv, 7, 1.0);
-    let mut v_cache = random(t * kv, 8, 1.0);
-    let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
-    let out = ctx.storage("out", d as u64 * 4).unwrap();
-    // Two layers' slices; this dispatch writes the second.
-    let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
-    let steps = StepTable::new(&ctx, t).unwrap();
-    let mut rec = Recorder::new(&ctx);
-    rec.push("kv", Kernel::KvWrite, &[&kb, &vb, &qb], &params::KvWrite { q_dim: d as u32, kv_dim: kv as u32 }, kv as u32, true).unwrap();
-    let ap = params::Attention {
-        n_heads: h as u32,
-        n_kv_heads: hkv as u32,
-        head_dim: hd as u32,
-        att_stride: t as u32,
-        att_offset: (h * t) as u32,
-        scale: 1.0 / (hd as f32).sqrt(),
+/// Both attention passes: per-split statistics and outputs, then the merge.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    ctx: &GpuContext,
+    rec: &mut Recorder,
+    out: &wgpu::Buffer,
+    att: &wgpu::Buffer,
+    qkv: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    ap: &params::Attention,
+    (head_dim, group): (u32, u32),
+    b: u32,
+) {
+    let part = ctx.storage("part", (b * ap.n_heads * ap.n_splits * (4 + head_dim)) as u64 * 4).unwrap();
+    let groups = ap.n_heads / group * ap.n_splits;
+    rec.push_tokens("attn", Kernel::Attention { head_dim, group }, &[&part, att, qkv, k, v], ap, groups, false, b).unwrap();
+    let mp = params::AttentionMerge {
+        n_heads: ap.n_heads,
+        head_dim,
+        att_stride: ap.att_stride,
+        att_offset: ap.att_offset,
+        scratch_offset: ap.scratch_offset,
+        split: ap.split,
+        n_splits: ap.n_splits,
     };
-    rec.push("attn", Kernel::Attention, &[&out, &att, &qb, &kb, &vb], &ap, h as u32, false).unwrap();
-    // 70 positions: more than one pass of the 64-wide workgroup over the cache.
-    let pos = 69;
-    rec.finish("attn", Some(&steps)).unwrap().run(&ctx, &steps, pos);
+    rec.push_tokens("merge", Kernel::AttentionMerge, &[out, att, &part], &mp, ap.n_heads, false, b).unwrap();
+}
 
-    k_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&qkv[d..d + kv]);
-    v_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&qkv[d + kv..]);
-    assert_eq!(read(&ctx, &kb), k_cache, "k cache after kv_write");
-    assert_eq!(read(&ctx, &vb), v_cache, "v cache after kv_write");
+/// One decode position: RoPE turns q in place and k into cache row pos, v lands in row pos, and
+/// no other row changes; then attention over rows 0..=pos matches the CPU, weights included.
+#[test]
+fn rope_kv_and_attention_match_cpu() {
+    for ctx in gpus() {
+        eprintln!("subgroups: {}", ctx.subgroups);
+        let (h, hkv, hd, t, base) = (4usize, 2usize, 16usize, 80usize, 10000.0f32);
+        let (d, kv) = (h * hd, hkv * hd);
+        let mut qkv = random(d + 2 * kv, 6, 1.0);
+        let mut k_cache = random(t * kv, 7, 1.0);
+        let mut v_cache = random(t * kv, 8, 1.0);
+        let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
+        let table = buf(&ctx, "table", &cpu::rope_table(t, hd, base));
+        let out = ctx.storage("out", d as u64 * 4).unwrap();
+        // Two layers' slices; this dispatch writes the second.
+        let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
+        let steps = StepTable::new(&ctx, t).unwrap();
+        let mut rec = Recorder::new(&ctx);
+        let rp = params::RopeKv { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+        rec.push("rope_kv", Kernel::RopeKv, &[&qb, &kb, &vb, &table], &rp, ((h + 2 * hkv) * hd / 2) as u32, true).unwrap();
+        let ap = params::Attention {
+            n_heads: h as u32,
+            n_kv_heads: hkv as u32,
+            att_stride: t as u32,
+            att_offset: (h * t) as u32,
+            scratch_offset: (2 * h * t) as u32,
+            scale: 1.0 / (hd as f32).sqrt(),
+            split: 32,
+            n_splits: 3,
+        };
+        attention(&ctx, &mut rec, &out, &att, &qb, &kb, &vb, &ap, (hd as u32, 1), 1);
+        // 70 positions: three splits of 32 rows, the first two more than half a 64-wide pass.
+        let pos = 69;
+        rec.finish("attn", Some(&steps)).unwrap().run(&ctx, &steps, pos);
 
-    let n = pos + 1;
-    let mut want = vec![0.0; d];
-    let mut want_att = vec![0.0; h * n];
-    cpu::attention(&mut want, &mut want_att, &qkv[..d], &k_cache, &v_cache, n, hkv, hd);
-    assert_close("attention", &read(&ctx, &out), &want, 1e-5);
-    let all_att = read(&ctx, &att);
-    assert!(all_att[..h * t].iter().all(|&v| v == 0.0), "the first layer's slice is untouched");
-    let got_att: Vec<f32> = all_att[h * t..].chunks(t).flat_map(|r| r[..n].to_vec()).collect();
-    assert_close("attention weights", &got_att, &want_att, 1e-6);
-    for row in got_att.chunks(n) {
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        let mut rotated = qkv.clone();
+        cpu::rope(&mut rotated[..(h + hkv) * hd], hd, pos, base);
+        k_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&rotated[d..d + kv]);
+        v_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&qkv[d + kv..]);
+        qkv[..d].copy_from_slice(&rotated[..d]);
+        assert_close("q after rope (k and v left as they were)", &read(&ctx, &qb), &qkv, 1e-5);
+        assert_close("k cache after rope_kv", &read(&ctx, &kb), &k_cache, 1e-5);
+        assert_eq!(read(&ctx, &vb), v_cache, "v cache after rope_kv");
+        let k_cache = read(&ctx, &kb);
+
+        let n = pos + 1;
+        let mut want = vec![0.0; d];
+        let mut want_att = vec![0.0; h * n];
+        cpu::attention(&mut want, &mut want_att, &qkv[..d], &k_cache, &v_cache, n, hkv, hd);
+        assert_close("attention", &read(&ctx, &out), &want, 1e-5);
+        let all_att = read(&ctx, &att);
+        assert!(all_att[..h * t].iter().all(|&v| v == 0.0), "the first layer's slice is untouched");
+        let got_att: Vec<f32> = all_att[h * t..].chunks(t).flat_map(|r| r[..n].to_vec()).collect();
+        assert_close("attention weights", &got_att, &want_att, 1e-6);
+        for row in got_att.chunks(n) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+}
+
+/// Y = W·X over the rows of a chunk for every weight type: 11 tokens (not a multiple of the
+/// 8-token tile) into rows with a stride and offset, then the accumulate form; rows past the
+/// chunk are left alone.
+#[test]
+fn matmul_matches_cpu_for_every_type() {
+    let Some(ctx) = gpu() else { return };
+    let (rows, cols, n, b) = (70usize, 96usize, 11usize, 16usize);
+    let (y_stride, x_stride, off) = (rows + 5, cols + 4, 2usize);
+    let x = random(b * x_stride, 31, 1.0);
+    for (i, ty) in TYPES.into_iter().enumerate() {
+        let w_bytes = quantize(ty, &random(rows * cols, 40 + i as u64, 0.5));
+        let w_deq = dequantize_vec(ty, &w_bytes, rows * cols);
+        let mut want = vec![7.0; b * y_stride];
+        for t in 0..n {
+            let mut y = vec![0.0; rows];
+            cpu::matvec(&mut y, &w_deq, &x[t * x_stride..][..cols]);
+            want[t * y_stride + off..][..rows].copy_from_slice(&y);
+        }
+        let w = ctx.storage_with("w", &w_bytes).unwrap();
+        let (xb, y) = (buf(&ctx, "x", &x), buf(&ctx, "y", &vec![7.0; b * y_stride]));
+        let steps = StepTable::chunk(&ctx);
+        steps.set_chunk(&ctx.queue, 5, n);
+        let p = params::MatMul {
+            rows: rows as u32,
+            cols: cols as u32,
+            row_bytes: ty.bytes_for(cols) as u32,
+            out_offset: off as u32,
+            accumulate: 0,
+            y_stride: y_stride as u32,
+            x_stride: x_stride as u32,
+        };
+        let mut rec = Recorder::new(&ctx);
+        rec.push_tokens("mm", Kernel::MatMul(ty), &[&y, &w, &xb], &p, rows as u32, true, (b / 8) as u32).unwrap();
+        rec.finish("mm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+        assert_close(&format!("matmul {ty:?}"), &read(&ctx, &y), &want, 1e-4);
+
+        let mut rec = Recorder::new(&ctx);
+        rec.push_tokens("mm+", Kernel::MatMul(ty), &[&y, &w, &xb], &params::MatMul { accumulate: 1, ..p }, rows as u32, true, 2).unwrap();
+        rec.finish("mm+", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+        for t in 0..n {
+            for v in &mut want[t * y_stride + off..][..rows] {
+                *v *= 2.0;
+            }
+        }
+        assert_close(&format!("matmul+ {ty:?}"), &read(&ctx, &y), &want, 2e-4);
+    }
+    ctx.check_errors().unwrap();
+}
+
+/// A prefill chunk: RoPE at each token's own position, K and V of every token into its cache
+/// row (rows outside the chunk untouched), then causal grouped-query attention (3 query heads
+/// per KV head, one workgroup for the three) — each token against the CPU over rows 0..=its
+/// position, and the last token's weights in the layer's slice.
+#[test]
+fn chunk_rope_kv_and_attention_match_cpu() {
+    for ctx in gpus() {
+        eprintln!("subgroups: {}", ctx.subgroups);
+        let (h, hkv, hd, t, base) = (6usize, 2usize, 16usize, 96usize, 10000.0f32);
+        let (d, kv) = (h * hd, hkv * hd);
+        let row = d + 2 * kv;
+        let (start, n, b) = (60usize, 9usize, 16usize);
+        let mut qkv = random(b * row, 16, 1.0);
+        let mut k_cache = random(t * kv, 17, 1.0);
+        let mut v_cache = random(t * kv, 18, 1.0);
+        let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
+        let table = buf(&ctx, "table", &cpu::rope_table(t, hd, base));
+        let out = ctx.storage("out", (b * d) as u64 * 4).unwrap();
+        let att = ctx.storage("att", ((1 + b) * h * t) as u64 * 4).unwrap();
+        let steps = StepTable::chunk(&ctx);
+        steps.set_chunk(&ctx.queue, start, n);
+        let mut rec = Recorder::new(&ctx);
+        let rp = params::RopeKv { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+        rec.push_tokens("rope_kv", Kernel::RopeKv, &[&qb, &kb, &vb, &table], &rp, (row / 2) as u32, true, b as u32).unwrap();
+        let ap = params::Attention {
+            n_heads: h as u32,
+            n_kv_heads: hkv as u32,
+            att_stride: t as u32,
+            att_offset: 0,
+            scratch_offset: (h * t) as u32,
+            scale: 1.0 / (hd as f32).sqrt(),
+            split: 32,
+            n_splits: 3,
+        };
+        attention(&ctx, &mut rec, &out, &att, &qb, &kb, &vb, &ap, (hd as u32, 3), b as u32);
+        rec.finish("chunk", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+
+        for i in 0..n {
+            let r = &mut qkv[i * row..][..row];
+            let mut rotated = r.to_vec();
+            cpu::rope(&mut rotated[..(h + hkv) * hd], hd, start + i, base);
+            k_cache[(start + i) * kv..][..kv].copy_from_slice(&rotated[d..d + kv]);
+            v_cache[(start + i) * kv..][..kv].copy_from_slice(&r[d + kv..]);
+            r[..d].copy_from_slice(&rotated[..d]);
+        }
+        assert_close("rope on q", &read(&ctx, &qb), &qkv, 1e-5);
+        assert_close("k cache after rope_kv", &read(&ctx, &kb), &k_cache, 1e-5);
+        assert_eq!(read(&ctx, &vb), v_cache, "v cache after rope_kv");
+        let k_cache = read(&ctx, &kb);
+        let got = read(&ctx, &out);
+        let all_att = read(&ctx, &att);
+        for i in 0..n {
+            let len = start + i + 1;
+            let mut want = vec![0.0; d];
+            let mut want_att = vec![0.0; h * len];
+            cpu::attention(&mut want, &mut want_att, &qkv[i * row..][..d], &k_cache, &v_cache, len, hkv, hd);
+            assert_close(&format!("attention of token {i}"), &got[i * d..][..d], &want, 1e-5);
+            if i + 1 == n {
+                let got_att: Vec<f32> = all_att[..h * t].chunks(t).flat_map(|r| r[..len].to_vec()).collect();
+                assert_close("last token's attention weights", &got_att, &want_att, 1e-6);
+            }
+        }
+        assert!(got[n * d..].iter().all(|&v| v == 0.0), "rows past the chunk are untouched");
+        ctx.check_errors().unwrap();
     }
 }
 
@@ -188,7 +321,8 @@ fn swiglu_matches_cpu() {
     let b = buf(&ctx, "gate_up", &gu);
     let mut rec = Recorder::new(&ctx);
     rec.push("swiglu", Kernel::SwiGlu, &[&out, &b], &params::SwiGlu { n: f as u32 }, f as u32, true).unwrap();
-    rec.finish("swiglu", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
+    let steps = StepTable::new(&ctx, 1).unwrap();
+    rec.finish("swiglu", Some(&steps)).unwrap().run(&ctx, &steps, 0);
     assert_close("swiglu", &read(&ctx, &out), &want, 1e-5);
 }
 

@@ -10,7 +10,7 @@ use kvscope::tokenizer::{ChatMessage, Utf8Stream};
 use kvscope::{Backend, Engine, GenerateOptions, LoadOptions};
 
 fn engine(bytes: &[u8], backend: Backend) -> Engine {
-    pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 512 })).expect("load")
+    pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 512, ..Default::default() })).expect("load")
 }
 
 fn greedy(e: &mut Engine, prompt: &str, n: usize) -> (Vec<u32>, String) {
@@ -165,7 +165,18 @@ fn context_beyond_the_device_limits_is_refused_with_numbers() {
         return;
     }
     let t0 = std::time::Instant::now();
-    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context })).err().expect("refused").to_string();
+    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context, ..Default::default() }))
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(err.contains(&format!("at {context} positions")) && err.contains("needs") && err.contains(&limit.to_string()), "{err}");
     assert!(t0.elapsed().as_secs() < 20, "refused without uploading the model");
+
+    // Within the device's limits but past what the attention kernels take: named, before upload.
+    let context = kvscope::model::MAX_CONTEXT + 1;
+    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context, ..Default::default() }))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains(&format!("a context of {context} positions")) && err.contains("16384"), "{err}");
 }

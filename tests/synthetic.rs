@@ -8,8 +8,20 @@ use kvscope::quant::GgmlType::*;
 use kvscope::{Backend, Engine, LoadOptions};
 
 fn logits(bytes: &[u8], backend: Backend, ids: &[u32]) -> Vec<f32> {
-    let mut e = pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 64 })).expect("load");
+    logits_with(bytes, LoadOptions { backend, context: 128, ..Default::default() }, ids)
+}
+
+fn logits_with(bytes: &[u8], opts: LoadOptions, ids: &[u32]) -> Vec<f32> {
+    let mut e = pollster::block_on(Engine::load(bytes, opts)).expect("load");
     pollster::block_on(e.logits_for(ids)).expect("forward")
+}
+
+/// The logits after feeding `ids` in one call: batched prefill chunks on the GPU.
+fn prefill_logits(bytes: &[u8], ids: &[u32]) -> Vec<f32> {
+    let mut e =
+        pollster::block_on(Engine::load(bytes, LoadOptions { backend: Backend::Gpu, context: 128, ..Default::default() })).expect("load");
+    pollster::block_on(e.feed(ids)).expect("prefill");
+    e.logits().to_vec()
 }
 
 fn check(name: &str, types: SynTypes) {
@@ -17,13 +29,22 @@ fn check(name: &str, types: SynTypes) {
         return;
     }
     let bytes = synthetic_model(&types, 2, 100);
-    // 40 positions: attention spans more than one 64-wide pass only in the kernel test, but this
-    // exercises every layer's cache at growing lengths.
-    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 261).collect();
+    // 75 positions: more than one 64-wide pass of the attention workgroup over the cache, and
+    // two full prefill chunks of 32 plus a partial one.
+    let ids: Vec<u32> = (0..75).map(|i| (i * 37 + 5) % 261).collect();
     let cpu = logits(&bytes, Backend::Cpu, &ids);
     let gpu = logits(&bytes, Backend::Gpu, &ids);
     // f32 on both sides, same dequantised weights, same RoPE table: only summation order differs.
     assert_close(name, &gpu, &cpu, 1e-4);
+    // The plain kernels (no subgroup operations) as well.
+    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions { subgroups: false } };
+    assert_close(&format!("{name}, plain kernels"), &logits_with(&bytes, opts, &ids), &cpu, 1e-4);
+    // The batched prefill (tiled mat-mul, causal attention within each chunk) ends in the same
+    // logits as the CPU going token by token.
+    for n in [2, 31, 32, 33, 75] {
+        let last = &cpu[(n - 1) * 261..][..261];
+        assert_close(&format!("{name}: prefill of {n} tokens"), &prefill_logits(&bytes, &ids[..n]), last, 1e-4);
+    }
 }
 
 #[test]
@@ -50,7 +71,7 @@ fn tokenizer_of_synthetic_vocab() {
 fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
     let bytes =
         synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 1, 5);
-    pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context })).expect("load")
+    pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, ..Default::default() })).expect("load")
 }
 
 /// A context that fills during generation stops it with a reason; a prompt longer than the
@@ -187,7 +208,7 @@ fn attention_weights_per_layer_match_cpu() {
     let bytes =
         synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 5);
     let collect = |backend: Backend, layer: usize| {
-        let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context: 32 })).unwrap();
+        let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context: 32, ..Default::default() })).unwrap();
         let mut out = Vec::new();
         let opts = GenerateOptions { max_tokens: 5, attention_layer: Some(layer), ..Default::default() };
         pollster::block_on(e.generate(&[10, 11, 12], &opts, &mut |ev| {
@@ -207,7 +228,7 @@ fn attention_weights_per_layer_match_cpu() {
             }
         }
     }
-    let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Cpu, context: 32 })).unwrap();
+    let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Cpu, context: 32, ..Default::default() })).unwrap();
     let err = pollster::block_on(e.generate(&[1], &GenerateOptions { attention_layer: Some(7), ..Default::default() }, &mut |_| true))
         .unwrap_err();
     assert!(err.to_string().contains("layer 7 does not exist"), "{err}");

@@ -9,12 +9,32 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::gpu::kernels::{Kernel, Pipeline};
 
+/// Optional device features the kernels may use; each is taken only where the adapter has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuOptions {
+    /// Subgroup reductions (`subgroups`) in place of workgroup-memory trees.
+    pub subgroups: bool,
+}
+
+impl Default for GpuOptions {
+    /// Everything the adapter offers; natively `KVSCOPE_SUBGROUPS=0` turns subgroups off.
+    fn default() -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        let subgroups = std::env::var("KVSCOPE_SUBGROUPS").map_or(true, |v| v != "0");
+        #[cfg(target_arch = "wasm32")]
+        let subgroups = true;
+        GpuOptions { subgroups }
+    }
+}
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     pub features: wgpu::Features,
+    /// Whether the kernels are built with subgroup operations.
+    pub subgroups: bool,
     errors: Arc<Mutex<Vec<String>>>,
     pipelines: RefCell<HashMap<Kernel, Rc<Pipeline>>>,
 }
@@ -24,6 +44,11 @@ impl GpuContext {
     /// device with that adapter's own limits, so large weight buffers are allowed where the
     /// hardware allows them.
     pub async fn new() -> Result<Self> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    /// As `new`, with the optional features limited to `opts`.
+    pub async fn with_options(opts: GpuOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -40,7 +65,9 @@ impl GpuContext {
             })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let features = wgpu::Features::empty();
+        // wgpu 30 exposes `subgroups` natively only (its WebGPU backend does not map the feature).
+        let subgroups = opts.subgroups && adapter.features().contains(wgpu::Features::SUBGROUP);
+        let features = if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("kvscope"),
@@ -68,14 +95,14 @@ impl GpuContext {
                 );
             }
         });
-        Ok(GpuContext { device, queue, info, limits, features, errors, pipelines: RefCell::default() })
+        Ok(GpuContext { device, queue, info, limits, features, subgroups, errors, pipelines: RefCell::default() })
     }
 
     /// The adapter's name (browsers often withhold it, and SwiftShader reports none).
     pub fn adapter_name(&self) -> String {
         let i = &self.info;
         let name = [i.name.as_str(), i.driver.as_str()].into_iter().find(|s| !s.is_empty()).unwrap_or("unnamed adapter");
-        format!("{name} ({:?}, {:?})", i.backend, i.device_type)
+        format!("{name} ({:?}, {:?}{})", i.backend, i.device_type, if self.subgroups { ", subgroups" } else { "" })
     }
 
     /// The first device loss, validation or out-of-memory error reported since the last call.
@@ -91,7 +118,7 @@ impl GpuContext {
     }
 
     pub fn pipeline(&self, k: Kernel) -> Rc<Pipeline> {
-        self.pipelines.borrow_mut().entry(k).or_insert_with(|| Rc::new(Pipeline::new(&self.device, k))).clone()
+        self.pipelines.borrow_mut().entry(k).or_insert_with(|| Rc::new(Pipeline::new(&self.device, k, self.subgroups))).clone()
     }
 
     /// Refuses a buffer the device cannot hold, naming it and the limit.

@@ -12,7 +12,7 @@ pub enum Slot {
     In,
     /// `var<uniform> p: Params`, a 256-byte slot in the params arena.
     Params,
-    /// `var<uniform> step: Step`, bound with a dynamic offset of pos · 256.
+    /// `var<uniform> step: Step` (first position, token count), bound with a dynamic offset.
     Step,
 }
 
@@ -22,12 +22,21 @@ use Slot::*;
 pub enum Kernel {
     /// x = E[tokens[pos]] for an embedding table of the given type.
     Embed(GgmlType),
-    /// y (+)= W·x for weights of the given type.
+    /// y (+)= W·x for weights of the given type (decode: one token).
     MatVec(GgmlType),
+    /// Y (+)= W·X over the token rows of a prefill chunk.
+    MatMul(GgmlType),
     RmsNorm,
-    Rope,
-    KvWrite,
-    Attention,
+    /// RoPE on q and k; k and v appended to the cache.
+    RopeKv,
+    /// Attention pass 1: softmax statistics and partial outputs per split of the cache, for a
+    /// head dimension and a number of query heads per workgroup.
+    Attention {
+        head_dim: u32,
+        group: u32,
+    },
+    /// Attention pass 2: merges the splits into the output and normalised weights.
+    AttentionMerge,
     SwiGlu,
     /// (argmax, max) of the logits, ties to the lowest index.
     Argmax,
@@ -40,10 +49,11 @@ impl Kernel {
         match self {
             Kernel::Embed(t) => format!("embed_{}", t.name().to_lowercase()),
             Kernel::MatVec(t) => format!("matvec_{}", t.name().to_lowercase()),
+            Kernel::MatMul(t) => format!("matmul_{}", t.name().to_lowercase()),
             Kernel::RmsNorm => "rmsnorm".into(),
-            Kernel::Rope => "rope".into(),
-            Kernel::KvWrite => "kv_write".into(),
-            Kernel::Attention => "attention".into(),
+            Kernel::RopeKv => "rope_kv".into(),
+            Kernel::Attention { head_dim, group } => format!("attention_d{head_dim}_g{group}"),
+            Kernel::AttentionMerge => "attention_merge".into(),
             Kernel::SwiGlu => "swiglu".into(),
             Kernel::Argmax => "argmax".into(),
         }
@@ -53,11 +63,12 @@ impl Kernel {
         match self {
             Kernel::Embed(_) => &[Out, In, In, Params, Step],
             Kernel::MatVec(_) => &[Out, In, In, Params],
-            Kernel::RmsNorm => &[Out, In, In, Params],
-            Kernel::Rope => &[Out, In, Params, Step],
-            Kernel::KvWrite => &[Out, Out, In, Params, Step],
-            Kernel::Attention => &[Out, Out, In, In, In, Params, Step],
-            Kernel::SwiGlu => &[Out, In, Params],
+            Kernel::MatMul(_) => &[Out, In, In, Params, Step],
+            Kernel::RmsNorm => &[Out, In, In, Params, Step],
+            Kernel::RopeKv => &[Out, Out, Out, In, Params, Step],
+            Kernel::Attention { .. } => &[Out, Out, In, In, In, Params, Step],
+            Kernel::AttentionMerge => &[Out, Out, In, Params, Step],
+            Kernel::SwiGlu => &[Out, In, Params, Step],
             Kernel::Argmax => &[Out, In, Params],
         }
     }
@@ -66,27 +77,61 @@ impl Kernel {
         self.slots().contains(&Step)
     }
 
-    /// The WGSL module: the kernel's file, with the shared block decoder where it reads weights.
-    pub fn source(self) -> String {
+    /// The WGSL module: the kernel's file, with the shared block decoder where it reads weights,
+    /// specialised for subgroups or not (see `specialise`).
+    pub fn source(self, subgroups: bool) -> String {
+        let src = specialise(&self.file(), subgroups);
+        // Browsers want the extension enabled in the module; naga natively rejects the line.
+        if subgroups && cfg!(target_arch = "wasm32") {
+            format!("enable subgroups;\n{src}")
+        } else {
+            src
+        }
+    }
+
+    fn file(self) -> String {
         match self {
             Kernel::Embed(_) => format!("{QUANT}\n{}", include_str!("../../shaders/embed.wgsl")),
             Kernel::MatVec(_) => format!("{QUANT}\n{}", include_str!("../../shaders/matvec.wgsl")),
+            Kernel::MatMul(_) => format!("{QUANT}\n{}", include_str!("../../shaders/matmul.wgsl")),
             Kernel::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl").into(),
-            Kernel::Rope => include_str!("../../shaders/rope.wgsl").into(),
-            Kernel::KvWrite => include_str!("../../shaders/kv_write.wgsl").into(),
-            Kernel::Attention => include_str!("../../shaders/attention.wgsl").into(),
+            Kernel::RopeKv => include_str!("../../shaders/rope_kv.wgsl").into(),
+            Kernel::Attention { .. } => include_str!("../../shaders/attention.wgsl").into(),
+            Kernel::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl").into(),
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl").into(),
             Kernel::Argmax => include_str!("../../shaders/argmax.wgsl").into(),
         }
     }
 
-    /// Pipeline-overridable constants (the weight type of the quantised kernels).
+    /// Pipeline-overridable constants: the weight type of the quantised kernels, the attention shape.
     fn constants(self) -> Vec<(&'static str, f64)> {
         match self {
-            Kernel::Embed(t) | Kernel::MatVec(t) => vec![("WTYPE", t.id() as f64)],
+            Kernel::Embed(t) | Kernel::MatVec(t) | Kernel::MatMul(t) => vec![("WTYPE", t.id() as f64)],
+            Kernel::Attention { head_dim, group } => vec![("HEAD_DIM", head_dim as f64), ("GROUP", group as f64)],
             _ => vec![],
         }
     }
+}
+
+/// Keeps the lines of one variant of a shader: between `//#if subgroups` and `//#else` (or
+/// `//#endif`) when `subgroups`, between `//#else` and `//#endif` otherwise. One source serves
+/// both paths; the plain one never names a subgroup built-in, so it compiles everywhere.
+pub fn specialise(src: &str, subgroups: bool) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut keep = true;
+    for line in src.lines() {
+        match line.trim() {
+            "//#if subgroups" => keep = subgroups,
+            "//#else" => keep = !subgroups,
+            "//#endif" => keep = true,
+            _ if keep => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 pub struct Pipeline {
@@ -96,7 +141,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(device: &wgpu::Device, kernel: Kernel) -> Self {
+    pub fn new(device: &wgpu::Device, kernel: Kernel, subgroups: bool) -> Self {
         let label = kernel.label();
         let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
             .slots()
@@ -128,7 +173,7 @@ impl Pipeline {
         });
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+            source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups).into()),
         });
         let constants = kernel.constants();
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

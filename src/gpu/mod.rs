@@ -6,6 +6,6 @@ pub mod kernels;
 pub mod params;
 pub mod program;
 
-pub use context::GpuContext;
+pub use context::{GpuContext, GpuOptions};
 pub use kernels::Kernel;
 pub use program::{Program, Recorder, StepTable};

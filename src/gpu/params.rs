@@ -1,5 +1,5 @@
 //! `#[repr(C)]` mirrors of each kernel's WGSL `Params` struct (same field order and units),
-//! plus `Step`, the per-position uniform.
+//! plus `Step`, the per-pass uniform (first position and token count).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -15,6 +15,22 @@ pub struct MatVec {
     pub accumulate: u32,
 }
 
+/// The prefill form of `MatVec`: every token row of a chunk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct MatMul {
+    pub rows: u32,
+    pub cols: u32,
+    pub row_bytes: u32,
+    /// Elements, within a token's output row.
+    pub out_offset: u32,
+    /// 0: Y = W·X; 1: Y += W·X.
+    pub accumulate: u32,
+    /// Elements per token row of Y and of X.
+    pub y_stride: u32,
+    pub x_stride: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct Embed {
@@ -27,21 +43,16 @@ pub struct Embed {
 pub struct RmsNorm {
     pub n: u32,
     pub eps: f32,
+    /// 1: norm only the chunk's last row, into row 0 (the head).
+    pub last: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct Rope {
-    /// Query heads + key heads rotated in the qkv buffer.
-    pub n_rot_heads: u32,
+pub struct RopeKv {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
     pub head_dim: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct KvWrite {
-    pub q_dim: u32,
-    pub kv_dim: u32,
 }
 
 #[repr(C)]
@@ -49,13 +60,30 @@ pub struct KvWrite {
 pub struct Attention {
     pub n_heads: u32,
     pub n_kv_heads: u32,
-    pub head_dim: u32,
     /// Row length of the attention-weights buffer (the context length T).
     pub att_stride: u32,
     /// Elements: where this layer's [h × T] slice starts.
     pub att_offset: u32,
+    /// Elements: where the [B × h × T] scratch rows for a chunk's earlier tokens start (L · h · T).
+    pub scratch_offset: u32,
     /// 1 / sqrt(head_dim).
     pub scale: f32,
+    /// Cache rows per split, and the number of splits covering T.
+    pub split: u32,
+    pub n_splits: u32,
+}
+
+/// Pass 2 of attention: merges the splits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AttentionMerge {
+    pub n_heads: u32,
+    pub head_dim: u32,
+    pub att_stride: u32,
+    pub att_offset: u32,
+    pub scratch_offset: u32,
+    pub split: u32,
+    pub n_splits: u32,
 }
 
 #[repr(C)]
@@ -71,10 +99,12 @@ pub struct Argmax {
     pub n: u32,
 }
 
-/// The per-position uniform, one 256-byte slot per cache row, bound with a dynamic offset.
+/// Where a pass runs: `n` tokens at positions pos..pos + n. Decoding binds one 256-byte slot per
+/// cache row (n = 1) by dynamic offset; prefill writes one slot per chunk.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct Step {
     pub pos: u32,
-    pub _pad: [u32; 3],
+    pub n: u32,
+    pub _pad: [u32; 2],
 }

@@ -14,11 +14,15 @@ use crate::gpu::params;
 /// Uniform slots are 256 bytes apart: the largest `minUniformBufferOffsetAlignment` WebGPU allows.
 pub const SLOT: u64 = 256;
 
-/// One `Step { pos }` uniform per cache row, written once at load; the dispatches of position
-/// `pos` bind it at dynamic offset pos · 256, so a decode step writes no uniforms at all.
+/// `Step` uniforms bound by dynamic offset. The decode table holds one `Step { pos, n: 1 }` per
+/// cache row, written once at load: the dispatches of position `pos` bind slot pos, so a decode
+/// step writes no uniforms at all. The chunk table has one slot, written before each prefill
+/// chunk's submit (queue writes are ordered with submits).
 pub struct StepTable {
     pub buffer: wgpu::Buffer,
     pub positions: usize,
+    /// False for the one-slot chunk table: every pass binds slot 0.
+    per_position: bool,
 }
 
 impl StepTable {
@@ -27,7 +31,7 @@ impl StepTable {
         ctx.check_size("position uniforms", size, false)?;
         let mut bytes = vec![0u8; size as usize];
         for pos in 0..positions {
-            let s = params::Step { pos: pos as u32, _pad: [0; 3] };
+            let s = params::Step { pos: pos as u32, n: 1, _pad: [0; 2] };
             bytes[pos * SLOT as usize..][..16].copy_from_slice(bytemuck::bytes_of(&s));
         }
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -37,11 +41,32 @@ impl StepTable {
             mapped_at_creation: false,
         });
         ctx.queue.write_buffer(&buffer, 0, &bytes);
-        Ok(StepTable { buffer, positions })
+        Ok(StepTable { buffer, positions, per_position: true })
+    }
+
+    /// The one-slot table for prefill chunks.
+    pub fn chunk(ctx: &GpuContext) -> Self {
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("chunk step uniform"),
+            size: SLOT,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        StepTable { buffer, positions: 1, per_position: false }
+    }
+
+    /// Points the chunk table at `n` tokens from position `pos`, for the next submit.
+    pub fn set_chunk(&self, queue: &wgpu::Queue, pos: usize, n: usize) {
+        debug_assert!(!self.per_position);
+        queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params::Step { pos: pos as u32, n: n as u32, _pad: [0; 2] }));
     }
 
     pub fn offset(&self, pos: usize) -> u32 {
-        (pos as u64 * SLOT) as u32
+        if self.per_position {
+            (pos as u64 * SLOT) as u32
+        } else {
+            0
+        }
     }
 }
 
@@ -49,7 +74,7 @@ pub struct Dispatch {
     pub label: String,
     pipeline: Rc<Pipeline>,
     bind_group: wgpu::BindGroup,
-    workgroups: [u32; 2],
+    workgroups: [u32; 3],
 }
 
 /// A recorded list of dispatches.
@@ -66,7 +91,7 @@ impl Program {
             pass.set_pipeline(&d.pipeline.pipeline);
             let dynamic: &[u32] = if d.pipeline.kernel.uses_step() { &offset } else { &[] };
             pass.set_bind_group(0, &d.bind_group, dynamic);
-            pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], 1);
+            pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
         }
     }
 
@@ -94,7 +119,7 @@ struct Pending {
     kernel: Kernel,
     buffers: Vec<wgpu::Buffer>,
     params_offset: u64,
-    workgroups: [u32; 2],
+    workgroups: [u32; 3],
 }
 
 /// Collects dispatches and their params; `finish` uploads the params arena and builds every bind
@@ -122,6 +147,21 @@ impl<'a> Recorder<'a> {
         invocations: u32,
         per_workgroup: bool,
     ) -> Result<()> {
+        self.push_tokens(label, kernel, buffers, p, invocations, per_workgroup, 1)
+    }
+
+    /// As `push`, repeated over `z` workgroup layers (the token tiles of a prefill chunk).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_tokens<P: Pod>(
+        &mut self,
+        label: impl Into<String>,
+        kernel: Kernel,
+        buffers: &[&wgpu::Buffer],
+        p: &P,
+        invocations: u32,
+        per_workgroup: bool,
+        z: u32,
+    ) -> Result<()> {
         let label = label.into();
         let storage = kernel.slots().iter().filter(|s| matches!(s, Slot::Out | Slot::In)).count();
         if buffers.len() != storage {
@@ -129,8 +169,8 @@ impl<'a> Recorder<'a> {
         }
         let groups = if per_workgroup { invocations.div_ceil(64) } else { invocations };
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
-        let workgroups = if groups <= max { [groups.max(1), 1] } else { [max, groups.div_ceil(max)] };
-        if workgroups[1] > max {
+        let workgroups = if groups <= max { [groups.max(1), 1, z] } else { [max, groups.div_ceil(max), z] };
+        if workgroups[1] > max || z > max {
             return Err(Error::Limit {
                 what: format!("{label} workgroups"),
                 need: groups as u64,

@@ -1,6 +1,8 @@
-//! The GPU model: weights, activations and KV cache on the device, and the forward pass as two
-//! recorded programs — `body` (embedding + every layer, for one position) and `head` (final norm +
-//! logits) — replayed per token inside one compute pass, one submit and one readback.
+//! The GPU model: weights, activations and KV cache on the device, and the forward pass as
+//! recorded programs: `decode` (embedding + every layer for one position, with mat-vec kernels,
+//! bound to the per-position step table) and `prefill` (the same layers for a chunk of up to
+//! `CHUNK` tokens, with tiled mat-mul kernels and causal attention over the cache), each followed
+//! by `head` (final norm + logits of the last token). A decode step is one submit and one readback.
 
 pub mod kv_cache;
 pub mod weights;
@@ -10,19 +12,24 @@ use crate::config::Config;
 use crate::cpu::rope_table;
 use crate::error::{Error, Result};
 use crate::gguf::{ByteSource, Gguf};
-use crate::gpu::{params, GpuContext, Kernel, Program, Recorder, StepTable};
+use crate::gpu::{params, GpuContext, GpuOptions, Kernel, Program, Recorder, StepTable};
 use kv_cache::KvCache;
 use weights::Weights;
 
-/// Activation buffers, each allocated once for the model's shapes.
+/// Tokens per prefill chunk: the rows of every activation buffer.
+pub const CHUNK: usize = 32;
+
+/// Activation buffers, each allocated once for the model's shapes, one row per token of a chunk
+/// (B = `CHUNK`; decoding uses row 0).
 struct Activations {
-    x: wgpu::Buffer,              // [d] residual stream
-    xb: wgpu::Buffer,             // [d] normed sublayer input
-    qkv: wgpu::Buffer,            // [d + 2·kv] = [q | k | v] of the current token
-    att_out: wgpu::Buffer,        // [d] attention output, heads concatenated
-    att: wgpu::Buffer,            // [L × h × T] attention weights of the current token, per layer
-    gate_up: wgpu::Buffer,        // [2f] = [gate | up]
-    hb: wgpu::Buffer,             // [f] silu(gate) ⊙ up
+    x: wgpu::Buffer,              // [B × d] residual stream
+    xb: wgpu::Buffer,             // [B × d] normed sublayer input
+    qkv: wgpu::Buffer,            // [B × (d + 2·kv)], rows [q | k | v]
+    att_out: wgpu::Buffer,        // [B × d] attention output, heads concatenated
+    att: wgpu::Buffer,            // [L × h × T] the last token's attention weights per layer, then [B × h × T] scratch
+    att_part: wgpu::Buffer,       // [B × h × splits × (4 + d_h)] attention statistics and outputs per split
+    gate_up: wgpu::Buffer,        // [B × 2f], rows [gate | up]
+    hb: wgpu::Buffer,             // [B × f] silu(gate) ⊙ up
     logits: wgpu::Buffer,         // [V]
     tokens: wgpu::Buffer,         // [T] u32, token id per position
     rope: wgpu::Buffer,           // [T × d_h/2] (cos, sin)
@@ -59,33 +66,37 @@ pub struct GpuModel {
     pub kv: KvCache,
     act: Activations,
     steps: StepTable,
-    body: Program,
+    chunk_step: StepTable,
+    decode: Program,
+    prefill: Program,
     head: Program,
+    prefill_head: Program,
     /// The greedy pick on the GPU, after `head`.
     argmax: Program,
     pub counters: GpuCounters,
 }
 
 impl GpuModel {
-    pub async fn load(g: &Gguf<'_>, cfg: &Config, context: usize, src: &mut dyn ByteSource) -> Result<Self> {
-        let ctx = GpuContext::new().await?;
+    pub async fn load(g: &Gguf<'_>, cfg: &Config, context: usize, opts: GpuOptions, src: &mut dyn ByteSource) -> Result<Self> {
+        let ctx = GpuContext::with_options(opts).await?;
         Self::load_on(ctx, g, cfg, context, src)
     }
 
     pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, src: &mut dyn ByteSource) -> Result<Self> {
         let (d, kv, f, h, v) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, cfg.n_heads as u64, cfg.vocab_size as u64);
-        let t = context as u64;
+        let (t, b) = (context as u64, CHUNK as u64);
         check_limits(&ctx, g, cfg, context)?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
         let kv_cache = KvCache::new(&ctx, cfg, context)?;
         let act = Activations {
-            x: ctx.storage("x", d * 4)?,
-            xb: ctx.storage("xb", d * 4)?,
-            qkv: ctx.storage("qkv", (d + 2 * kv) * 4)?,
-            att_out: ctx.storage("att_out", d * 4)?,
-            att: ctx.storage("att", cfg.n_layers as u64 * h * t * 4)?,
-            gate_up: ctx.storage("gate_up", 2 * f * 4)?,
-            hb: ctx.storage("hb", f * 4)?,
+            x: ctx.storage("x", b * d * 4)?,
+            xb: ctx.storage("xb", b * d * 4)?,
+            qkv: ctx.storage("qkv", b * (d + 2 * kv) * 4)?,
+            att_out: ctx.storage("att_out", b * d * 4)?,
+            att: ctx.storage("att", (cfg.n_layers as u64 + b) * h * t * 4)?,
+            att_part: ctx.storage("attention splits", b * h * attention_splits(context).1 as u64 * (4 + cfg.head_dim as u64) * 4)?,
+            gate_up: ctx.storage("gate_up", b * 2 * f * 4)?,
+            hb: ctx.storage("hb", b * f * 4)?,
             logits: ctx.storage("logits", v * 4)?,
             tokens: ctx.storage("tokens", t * 4)?,
             rope: ctx.storage_with("rope table", bytemuck::cast_slice(&rope_table(context, cfg.head_dim, cfg.rope_base)))?,
@@ -95,17 +106,34 @@ impl GpuModel {
             argmax_staging: ctx.staging("argmax staging", 8),
         };
         let steps = StepTable::new(&ctx, context)?;
-        let body = record_body(&ctx, cfg, &weights, &kv_cache, &act, context, &steps)?;
-        let head = record_head(&ctx, cfg, &weights, &act)?;
+        let chunk_step = StepTable::chunk(&ctx);
+        let decode = record_body(&ctx, cfg, &weights, &kv_cache, &act, context, &steps, None)?;
+        let prefill = record_body(&ctx, cfg, &weights, &kv_cache, &act, context, &chunk_step, Some(CHUNK as u32))?;
+        let head = record_head(&ctx, cfg, &weights, &act, &steps)?;
+        let prefill_head = record_head(&ctx, cfg, &weights, &act, &chunk_step)?;
         let mut rec = Recorder::new(&ctx);
         rec.push("argmax", Kernel::Argmax, &[&act.argmax, &act.logits], &params::Argmax { n: cfg.vocab_size as u32 }, 1, false)?;
         let argmax = rec.finish("argmax", None)?;
         ctx.check_errors()?;
-        Ok(GpuModel { ctx, cfg: cfg.clone(), weights, kv: kv_cache, act, steps, body, head, argmax, counters: GpuCounters::default() })
+        Ok(GpuModel {
+            ctx,
+            cfg: cfg.clone(),
+            weights,
+            kv: kv_cache,
+            act,
+            steps,
+            chunk_step,
+            decode,
+            prefill,
+            head,
+            prefill_head,
+            argmax,
+            counters: GpuCounters::default(),
+        })
     }
 
     pub fn dispatches_per_token(&self) -> usize {
-        self.body.len() + self.head.len()
+        self.decode.len() + self.head.len()
     }
 
     /// GPU buffer bytes: weights, KV cache and activations.
@@ -117,6 +145,7 @@ impl GpuModel {
             &a.qkv,
             &a.att_out,
             &a.att,
+            &a.att_part,
             &a.gate_up,
             &a.hb,
             &a.logits,
@@ -130,45 +159,62 @@ impl GpuModel {
         .iter()
         .map(|b| b.size())
         .sum();
-        self.weights.bytes + self.kv.bytes_allocated() + act + self.steps.buffer.size()
+        self.weights.bytes + self.kv.bytes_allocated() + act + self.steps.buffer.size() + self.chunk_step.buffer.size()
     }
 
-    /// Processes `tokens` at positions start.. in one command buffer and one submit, then reads
-    /// back what `readback` asks for from the last position: the whole logits row, or only the
-    /// argmax (8 bytes, picked on the GPU), or nothing.
+    /// Processes `tokens` at positions start.., then reads back what `readback` asks for from the
+    /// last position: the whole logits row, or only the argmax (8 bytes, picked on the GPU), or
+    /// nothing. One token runs the decode program (one submit, no uniform writes); more run the
+    /// prefill program, one submit per chunk of up to `CHUNK` tokens.
     pub async fn forward(&mut self, tokens: &[u32], start: usize, readback: Readback<'_>) -> Result<()> {
-        let t_encode = now_ms();
         let n = tokens.len();
         if start + n > self.kv.capacity {
             return Err(Error::ContextFull { used: start, capacity: self.kv.capacity });
         }
         let want = n > 0 && !matches!(readback, Readback::None);
+        let t_encode = now_ms();
         self.ctx.queue.write_buffer(&self.act.tokens, start as u64 * 4, bytemuck::cast_slice(tokens));
-        let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-            for i in 0..n {
-                self.body.encode(&mut pass, &self.steps, start + i);
+        let chunks = if n == 1 { 1 } else { n.div_ceil(CHUNK) };
+        for c in 0..chunks {
+            let at = start + c * CHUNK;
+            let len = (n - c * CHUNK).min(CHUNK);
+            let last = c + 1 == chunks;
+            let (body, head, steps, slot) = if n == 1 {
+                (&self.decode, &self.head, &self.steps, at)
+            } else {
+                self.chunk_step.set_chunk(&self.ctx.queue, at, len);
+                (&self.prefill, &self.prefill_head, &self.chunk_step, 0)
+            };
+            let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
+                body.encode(&mut pass, steps, slot);
+                self.counters.dispatches += body.len() as u64;
+                if last && want {
+                    head.encode(&mut pass, steps, slot);
+                    self.counters.dispatches += head.len() as u64;
+                    if matches!(readback, Readback::Argmax(_)) {
+                        self.argmax.encode(&mut pass, steps, slot);
+                        self.counters.dispatches += self.argmax.len() as u64;
+                    }
+                }
             }
-            if want {
-                self.head.encode(&mut pass, &self.steps, start + n - 1);
-                self.counters.dispatches += self.head.len() as u64;
+            if last {
+                match readback {
+                    Readback::Logits(_) if want => {
+                        enc.copy_buffer_to_buffer(&self.act.logits, 0, &self.act.staging, 0, self.act.logits.size())
+                    }
+                    Readback::Argmax(_) if want => enc.copy_buffer_to_buffer(&self.act.argmax, 0, &self.act.argmax_staging, 0, 8),
+                    _ => {}
+                }
             }
-            if want && matches!(readback, Readback::Argmax(_)) {
-                self.argmax.encode(&mut pass, &self.steps, start + n - 1);
-                self.counters.dispatches += self.argmax.len() as u64;
-            }
+            self.ctx.queue.submit([enc.finish()]);
+            self.counters.submits += 1;
         }
-        match readback {
-            Readback::Logits(_) if want => enc.copy_buffer_to_buffer(&self.act.logits, 0, &self.act.staging, 0, self.act.logits.size()),
-            Readback::Argmax(_) if want => enc.copy_buffer_to_buffer(&self.act.argmax, 0, &self.act.argmax_staging, 0, 8),
-            _ => {}
-        }
-        self.ctx.queue.submit([enc.finish()]);
         self.counters.encode_ms += now_ms() - t_encode;
-        self.counters.submits += 1;
-        self.counters.dispatches += (n * self.body.len()) as u64;
-        self.kv.len = start + n;
+        if n > 0 {
+            self.kv.len = start + n;
+        }
         if !want {
             return Ok(());
         }
@@ -217,29 +263,71 @@ fn check_limits(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize) ->
         .map(|i| (format!("tensor `{}`", i.name), i.size, true))
         .collect();
     plan.push((format!("the KV cache of one layer (K or V) at {context} positions"), t * cfg.kv_dim() as u64 * 4, true));
-    plan.push((format!("attention weights at {context} positions"), l * h * t * 4, true));
+    plan.push((format!("attention weights at {context} positions"), (l + CHUNK as u64) * h * t * 4, true));
     plan.push((format!("position uniforms for {context} positions"), t * crate::gpu::program::SLOT, false));
     plan.sort_by_key(|p| std::cmp::Reverse(p.1));
     for (what, size, storage) in plan {
         ctx.check_size(&what, size, storage)?;
     }
+    if context > MAX_CONTEXT {
+        return Err(Error::Config(format!(
+            "a context of {context} positions is more than the {MAX_CONTEXT} the GPU attention kernels take"
+        )));
+    }
     Ok(())
 }
 
-fn matvec(
+/// y (+)= W·x at `out_offset` of each token row: the mat-vec kernel when decoding (`batch` is
+/// None), the tiled mat-mul over a chunk's rows otherwise.
+#[allow(clippy::too_many_arguments)]
+fn project(
     rec: &mut Recorder,
+    batch: Option<u32>,
     label: String,
     w: &weights::Tensor,
-    out: &wgpu::Buffer,
-    x: &wgpu::Buffer,
+    out: (&wgpu::Buffer, u32),
+    x: (&wgpu::Buffer, u32),
     out_offset: u32,
     accumulate: bool,
 ) -> Result<()> {
-    let p = params::MatVec { rows: w.rows(), cols: w.cols(), row_bytes: w.row_bytes(), out_offset, accumulate: accumulate as u32 };
-    rec.push(label, Kernel::MatVec(w.ty), &[out, &w.buffer, x], &p, w.rows(), true)
+    let (rows, cols, row_bytes, accumulate) = (w.rows(), w.cols(), w.row_bytes(), accumulate as u32);
+    match batch {
+        None => {
+            let p = params::MatVec { rows, cols, row_bytes, out_offset, accumulate };
+            rec.push(label, Kernel::MatVec(w.ty), &[out.0, &w.buffer, x.0], &p, rows, true)
+        }
+        Some(b) => {
+            let p = params::MatMul { rows, cols, row_bytes, out_offset, accumulate, y_stride: out.1, x_stride: x.1 };
+            rec.push_tokens(label, Kernel::MatMul(w.ty), &[out.0, &w.buffer, x.0], &p, rows, true, b.div_ceil(MATMUL_TOKENS))
+        }
+    }
 }
 
-/// Embedding + every layer for one position: 1 + 13 · n_layers dispatches.
+/// Tokens per invocation of the mat-mul kernel (`TB` in shaders/matmul.wgsl).
+const MATMUL_TOKENS: u32 = 8;
+
+/// Query heads per attention workgroup: the largest of 4, 3, 2, 1 dividing the group size h / h_kv.
+fn attention_group(cfg: &Config) -> u32 {
+    let g = (cfg.n_heads / cfg.n_kv_heads) as u32;
+    (1..=4).rev().find(|k| g.is_multiple_of(*k)).unwrap_or(1)
+}
+
+/// (S, ⌈T / S⌉): cache rows per attention split and the number of splits, at most 64.
+fn attention_splits(context: usize) -> (u32, u32) {
+    let s = ATTENTION_SPLIT.max(context.div_ceil(64)) as u32;
+    (s, (context as u32).div_ceil(s))
+}
+
+/// The least cache rows per attention split.
+const ATTENTION_SPLIT: usize = 128;
+
+/// The longest context the attention kernels take: 64 splits of at most 256 rows (the rows of
+/// one split are held in workgroup memory).
+pub const MAX_CONTEXT: usize = 64 * 256;
+
+/// Embedding + every layer: 1 + 10 · n_layers dispatches (14 where q/k/v or gate/up are not fused), for one position (`batch` None, bound
+/// to the per-position table) or for a chunk of up to `batch` tokens (bound to the chunk table).
+#[allow(clippy::too_many_arguments)]
 fn record_body(
     ctx: &GpuContext,
     cfg: &Config,
@@ -248,76 +336,106 @@ fn record_body(
     a: &Activations,
     context: usize,
     steps: &StepTable,
+    batch: Option<u32>,
 ) -> Result<Program> {
     let (d, kvd, f, h, hkv, hd) =
         (cfg.dim as u32, cfg.kv_dim() as u32, cfg.ffn_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
+    if hd % 4 != 0 || hd > 256 {
+        return Err(Error::Config(format!("head dimension {hd} is not supported (a multiple of 4, at most 256)")));
+    }
+    let z = batch.unwrap_or(1);
+    let qkv_row = d + 2 * kvd;
     let mut rec = Recorder::new(ctx);
     let embd = w.get("token_embd.weight");
-    rec.push(
+    rec.push_tokens(
         "embed",
         Kernel::Embed(embd.ty),
         &[&a.x, &embd.buffer, &a.tokens],
         &params::Embed { dim: d, row_bytes: embd.row_bytes() },
         d / 32,
         true,
+        z,
     )?;
-    let norm = params::RmsNorm { n: d, eps: cfg.rms_eps };
+    let norm = params::RmsNorm { n: d, eps: cfg.rms_eps, last: 0 };
+    let group = attention_group(cfg);
+    let (split, n_splits) = attention_splits(context);
     for l in 0..cfg.n_layers {
         let t = |n: &str| w.layer(l, n);
-        // x → xb = rmsnorm(x) → q, k, v (into qkv) → RoPE on q and k → k, v into cache row pos.
-        rec.push(format!("L{l}.attn_norm"), Kernel::RmsNorm, &[&a.xb, &a.x, &t("attn_norm").buffer], &norm, 1, false)?;
-        matvec(&mut rec, format!("L{l}.attn_q"), t("attn_q"), &a.qkv, &a.xb, 0, false)?;
-        matvec(&mut rec, format!("L{l}.attn_k"), t("attn_k"), &a.qkv, &a.xb, d, false)?;
-        matvec(&mut rec, format!("L{l}.attn_v"), t("attn_v"), &a.qkv, &a.xb, d + kvd, false)?;
-        rec.push(
-            format!("L{l}.rope"),
-            Kernel::Rope,
-            &[&a.qkv, &a.rope],
-            &params::Rope { n_rot_heads: h + hkv, head_dim: hd },
-            (h + hkv) * hd / 2,
+        // x → xb = rmsnorm(x) → q, k, v (into qkv) → RoPE on q and k, k and v into cache rows.
+        rec.push_tokens(format!("L{l}.attn_norm"), Kernel::RmsNorm, &[&a.xb, &a.x, &t("attn_norm").buffer], &norm, 1, false, z)?;
+        if let Some(wqkv) = w.fused(l, "attn_qkv") {
+            project(&mut rec, batch, format!("L{l}.attn_qkv"), wqkv, (&a.qkv, qkv_row), (&a.xb, d), 0, false)?;
+        } else {
+            project(&mut rec, batch, format!("L{l}.attn_q"), t("attn_q"), (&a.qkv, qkv_row), (&a.xb, d), 0, false)?;
+            project(&mut rec, batch, format!("L{l}.attn_k"), t("attn_k"), (&a.qkv, qkv_row), (&a.xb, d), d, false)?;
+            project(&mut rec, batch, format!("L{l}.attn_v"), t("attn_v"), (&a.qkv, qkv_row), (&a.xb, d), d + kvd, false)?;
+        }
+        rec.push_tokens(
+            format!("L{l}.rope_kv"),
+            Kernel::RopeKv,
+            &[&a.qkv, &kv.k[l], &kv.v[l], &a.rope],
+            &params::RopeKv { n_heads: h, n_kv_heads: hkv, head_dim: hd },
+            (h + 2 * hkv) * hd / 2,
             true,
+            z,
         )?;
-        rec.push(
-            format!("L{l}.kv_write"),
-            Kernel::KvWrite,
-            &[&kv.k[l], &kv.v[l], &a.qkv],
-            &params::KvWrite { q_dim: d, kv_dim: kvd },
-            kvd,
-            true,
-        )?;
-        // q attends over cache rows 0..=pos; x += W_o · att_out.
+        // Each query attends over cache rows 0..=its position; x += W_o · att_out.
         let ap = params::Attention {
             n_heads: h,
             n_kv_heads: hkv,
-            head_dim: hd,
             att_stride: context as u32,
             att_offset: (l * cfg.n_heads * context) as u32,
+            scratch_offset: (cfg.n_layers * cfg.n_heads * context) as u32,
             scale: 1.0 / (hd as f32).sqrt(),
+            split,
+            n_splits,
         };
-        rec.push(format!("L{l}.attention"), Kernel::Attention, &[&a.att_out, &a.att, &a.qkv, &kv.k[l], &kv.v[l]], &ap, h, false)?;
-        matvec(&mut rec, format!("L{l}.attn_output"), t("attn_output"), &a.x, &a.att_out, 0, true)?;
+        rec.push_tokens(
+            format!("L{l}.attention"),
+            Kernel::Attention { head_dim: hd, group },
+            &[&a.att_part, &a.att, &a.qkv, &kv.k[l], &kv.v[l]],
+            &ap,
+            h / group * n_splits,
+            false,
+            z,
+        )?;
+        let mp = params::AttentionMerge {
+            n_heads: h,
+            head_dim: hd,
+            att_stride: ap.att_stride,
+            att_offset: ap.att_offset,
+            scratch_offset: ap.scratch_offset,
+            split,
+            n_splits,
+        };
+        rec.push_tokens(format!("L{l}.attention_merge"), Kernel::AttentionMerge, &[&a.att_out, &a.att, &a.att_part], &mp, h, false, z)?;
+        project(&mut rec, batch, format!("L{l}.attn_output"), t("attn_output"), (&a.x, d), (&a.att_out, d), 0, true)?;
         // x += W_down · (silu(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).
-        rec.push(format!("L{l}.ffn_norm"), Kernel::RmsNorm, &[&a.xb, &a.x, &t("ffn_norm").buffer], &norm, 1, false)?;
-        matvec(&mut rec, format!("L{l}.ffn_gate"), t("ffn_gate"), &a.gate_up, &a.xb, 0, false)?;
-        matvec(&mut rec, format!("L{l}.ffn_up"), t("ffn_up"), &a.gate_up, &a.xb, f, false)?;
-        rec.push(format!("L{l}.swiglu"), Kernel::SwiGlu, &[&a.hb, &a.gate_up], &params::SwiGlu { n: f }, f, true)?;
-        matvec(&mut rec, format!("L{l}.ffn_down"), t("ffn_down"), &a.x, &a.hb, 0, true)?;
+        rec.push_tokens(format!("L{l}.ffn_norm"), Kernel::RmsNorm, &[&a.xb, &a.x, &t("ffn_norm").buffer], &norm, 1, false, z)?;
+        if let Some(wgu) = w.fused(l, "ffn_gate_up") {
+            project(&mut rec, batch, format!("L{l}.ffn_gate_up"), wgu, (&a.gate_up, 2 * f), (&a.xb, d), 0, false)?;
+        } else {
+            project(&mut rec, batch, format!("L{l}.ffn_gate"), t("ffn_gate"), (&a.gate_up, 2 * f), (&a.xb, d), 0, false)?;
+            project(&mut rec, batch, format!("L{l}.ffn_up"), t("ffn_up"), (&a.gate_up, 2 * f), (&a.xb, d), f, false)?;
+        }
+        rec.push_tokens(format!("L{l}.swiglu"), Kernel::SwiGlu, &[&a.hb, &a.gate_up], &params::SwiGlu { n: f }, f, true, z)?;
+        project(&mut rec, batch, format!("L{l}.ffn_down"), t("ffn_down"), (&a.x, d), (&a.hb, f), 0, true)?;
     }
-    rec.finish("body", Some(steps))
+    rec.finish(if batch.is_some() { "prefill" } else { "decode" }, Some(steps))
 }
 
-/// logits = W_out · rmsnorm(x), W_out = token_embd when the output is tied.
-fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations) -> Result<Program> {
+/// logits = W_out · rmsnorm(x of the last token), W_out = token_embd when the output is tied.
+fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations, steps: &StepTable) -> Result<Program> {
     let mut rec = Recorder::new(ctx);
     rec.push(
         "output_norm",
         Kernel::RmsNorm,
         &[&a.xb, &a.x, &w.get("output_norm.weight").buffer],
-        &params::RmsNorm { n: cfg.dim as u32, eps: cfg.rms_eps },
+        &params::RmsNorm { n: cfg.dim as u32, eps: cfg.rms_eps, last: 1 },
         1,
         false,
     )?;
     let out = if cfg.tied_output { w.get("token_embd.weight") } else { w.get("output.weight") };
-    matvec(&mut rec, "output".into(), out, &a.logits, &a.xb, 0, false)?;
-    rec.finish("head", None)
+    project(&mut rec, None, "output".into(), out, (&a.logits, 0), (&a.xb, 0), 0, false)?;
+    rec.finish("head", Some(steps))
 }

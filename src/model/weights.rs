@@ -1,4 +1,6 @@
-//! Weights uploaded once, one GPU buffer per tensor holding its raw ggml bytes.
+//! Weights uploaded once, one GPU buffer per tensor holding its raw ggml bytes. Projections that
+//! read the same input — q, k and v; gate and up — are stored back to back in one buffer when
+//! they share a type and a row length, so one mat-vec dispatch computes all of them.
 
 use std::collections::HashMap;
 
@@ -34,12 +36,33 @@ pub struct Weights {
     pub bytes: u64,
 }
 
+/// Per-layer groups stored as one tensor (rows of the members in order), named by the first
+/// element: `blk.L.attn_qkv.weight` = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up].
+pub const FUSED: [(&str, &[&str]); 2] = [("attn_qkv", &["attn_q", "attn_k", "attn_v"]), ("ffn_gate_up", &["ffn_gate", "ffn_up"])];
+
 impl Weights {
-    /// Copies each tensor from `src` through one reused scratch buffer into its GPU buffer.
+    /// Copies each tensor (or fused group) from `src` through one reused scratch buffer into its
+    /// GPU buffer.
     pub fn upload(ctx: &GpuContext, g: &Gguf, cfg: &Config, src: &mut dyn ByteSource) -> Result<Self> {
         let mut tensors = HashMap::new();
         let mut bytes = 0;
         let mut scratch = Vec::new();
+        let mut part = Vec::new();
+        // Member name → fused name, for the groups whose members match in type and row length.
+        let mut fused_as: HashMap<String, (String, Vec<String>)> = HashMap::new();
+        for l in 0..cfg.n_layers {
+            for (fused, members) in FUSED {
+                let names: Vec<String> = members.iter().map(|m| format!("blk.{l}.{m}.weight")).collect();
+                let infos: Vec<_> = names.iter().filter_map(|n| g.tensor(n)).collect();
+                let same = infos.len() == names.len()
+                    && infos.iter().all(|i| i.dims.len() == 2 && i.ty == infos[0].ty && i.dims[0] == infos[0].dims[0]);
+                if same {
+                    for n in &names {
+                        fused_as.insert(n.clone(), (format!("blk.{l}.{fused}.weight"), names.clone()));
+                    }
+                }
+            }
+        }
         for (name, _) in cfg.expected_tensors() {
             let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
             if info.dims.len() == 2 && info.dims[0] % 32 != 0 {
@@ -48,12 +71,35 @@ impl Weights {
                     info.dims[0]
                 )));
             }
-            src.read(g.tensor_range(info), &mut scratch)?;
-            let buffer = ctx.storage_with(&name, &scratch)?;
+            let (label, dims) = match fused_as.get(&name) {
+                // Uploaded with the group's first member.
+                Some((_, members)) if members[0] != name => continue,
+                Some((fused, members)) => {
+                    scratch.clear();
+                    let mut rows = 0;
+                    for m in members {
+                        let i = g.tensor(m).ok_or_else(|| Error::MissingTensor(m.clone()))?;
+                        src.read(g.tensor_range(i), &mut part)?;
+                        scratch.extend_from_slice(&part);
+                        rows += i.dims[1];
+                    }
+                    (fused.clone(), vec![info.dims[0], rows])
+                }
+                None => {
+                    src.read(g.tensor_range(info), &mut scratch)?;
+                    (name.clone(), info.dims.clone())
+                }
+            };
+            let buffer = ctx.storage_with(&label, &scratch)?;
             bytes += buffer.size();
-            tensors.insert(name, Tensor { buffer, ty: info.ty, dims: info.dims.clone() });
+            tensors.insert(label, Tensor { buffer, ty: info.ty, dims });
         }
         Ok(Weights { tensors, bytes })
+    }
+
+    /// Layer `l`'s fused group `name` (see `FUSED`), when its members were stored together.
+    pub fn fused(&self, l: usize, name: &str) -> Option<&Tensor> {
+        self.tensors.get(&format!("blk.{l}.{name}.weight"))
     }
 
     pub fn get(&self, name: &str) -> &Tensor {

@@ -6,6 +6,17 @@ use kvscope::gpu::GpuContext;
 
 /// The GPU, or None with a printed reason on a developer machine without one. Under CI (`CI` set)
 /// a missing adapter is a failure: lavapipe is installed there.
+/// The GPU context with every optional feature the adapter has, then, when it has subgroups,
+/// one without them: the plain kernels are tested as well as the specialised ones.
+pub fn gpus() -> Vec<GpuContext> {
+    let Some(full) = gpu() else { return Vec::new() };
+    if !full.subgroups {
+        return vec![full];
+    }
+    let plain = pollster::block_on(GpuContext::with_options(kvscope::GpuOptions { subgroups: false })).expect("plain context");
+    vec![full, plain]
+}
+
 pub fn gpu() -> Option<GpuContext> {
     match pollster::block_on(GpuContext::new()) {
         Ok(ctx) => Some(ctx),

@@ -1,0 +1,57 @@
+// Quantised matrix × a chunk of token vectors, for prefill: for every token t < n of the chunk,
+//   Y[t, out_offset + r] = Σ_c W[r, c] · X[t, c]   (+ Y[t, out_offset + r] when accumulate = 1)
+// W is [rows × cols] in ggml blocks of type WTYPE; X is [B × x_stride], Y is [B × y_stride].
+// One invocation owns one row r and TB consecutive tokens (workgroup z picks the token tile), so
+// each weight block is decoded once per TB tokens instead of once per token, and the TB
+// accumulators stay in registers. Tokens past n in the last tile are computed and not stored.
+
+override WTYPE: u32;
+const TB: u32 = 8u;
+
+struct Params {
+    rows: u32,        // output elements per token
+    cols: u32,        // input elements per token, a multiple of 32
+    row_bytes: u32,   // encoded bytes per row of W
+    out_offset: u32,  // elements, within a token's row of Y
+    accumulate: u32,  // 0: Y = W·X; 1: Y += W·X
+    y_stride: u32,    // elements per token row of Y
+    x_stride: u32,    // elements per token row of X, a multiple of 4
+}
+
+struct Step {
+    pos: u32,  // first position of the chunk
+    n: u32,    // tokens in the chunk
+}
+
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;    // [B × y_stride]
+@group(0) @binding(1) var<storage, read> w: array<u32>;          // [rows · row_bytes / 4]
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;    // [B × x_stride / 4]
+@group(0) @binding(3) var<uniform> p: Params;
+@group(0) @binding(4) var<uniform> step: Step;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = gid.x + gid.y * nwg.x * 64u;
+    let t0 = gid.z * TB;
+    if (r >= p.rows || t0 >= step.n) { return; }
+    let bb = block_bytes();
+    let xs = p.x_stride / 4u;
+    var acc: array<vec4<f32>, TB>;
+    for (var blk = 0u; blk < p.cols / 32u; blk++) {
+        let v = dequant_block(r * p.row_bytes + blk * bb);
+        for (var t = 0u; t < TB; t++) {
+            let xb = (t0 + t) * xs + blk * 8u;
+            var a = acc[t];
+            for (var k = 0u; k < 8u; k++) {
+                a += v[k] * x[xb + k];
+            }
+            acc[t] = a;
+        }
+    }
+    for (var t = 0u; t < min(TB, step.n - t0); t++) {
+        let i = (t0 + t) * p.y_stride + p.out_offset + r;
+        var sum = (acc[t].x + acc[t].y) + (acc[t].z + acc[t].w);
+        if (p.accumulate != 0u) { sum += y[i]; }
+        y[i] = sum;
+    }
+}
