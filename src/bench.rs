@@ -33,6 +33,8 @@ pub struct BenchReport {
     pub ttft_ms: f64,
     pub decode: Vec<DecodeRun>,
     pub decode_1024_over_0: Option<f64>,
+    /// Decode speed at the last context over that at the first.
+    pub decode_longest_over_shortest: Option<f64>,
     /// Per decode token (averaged over the measured steps).
     pub dispatches_per_token: f64,
     pub submits_per_token: f64,
@@ -84,12 +86,20 @@ async fn decode(
     ))
 }
 
-pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool) -> Result<BenchReport> {
+/// The contexts decode speed is measured at unless asked otherwise.
+pub const CONTEXTS: [usize; 3] = [0, 256, 1024];
+
+/// Runs the benchmark on `e`: a `prompt_tokens` prompt batched and token by token, then
+/// `gen_tokens` greedy decode steps after each of `contexts` cached positions.
+pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool, contexts: &[usize]) -> Result<BenchReport> {
+    if prompt_tokens == 0 || gen_tokens == 0 || contexts.is_empty() {
+        return Err(Error::Config("bench needs at least one prompt token, one decode step and one context".into()));
+    }
     let text = "The KV cache stores the keys and values of every token seen so far, so that each new token \
                 attends over them without recomputing the prefix. ";
     let base = e.tokenizer.encode(text)?;
     let prompt: Vec<u32> = base.iter().cycle().take(prompt_tokens).copied().collect();
-    let need = prompt_tokens.max(1024) + gen_tokens + 2;
+    let need = prompt_tokens.max(contexts.iter().copied().max().unwrap_or(0)) + gen_tokens + 2;
     if need > e.context {
         return Err(Error::Config(format!("bench needs a context of {need} positions; load with a larger one")));
     }
@@ -110,7 +120,7 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
 
     let mut runs = Vec::new();
     let mut per_token = None;
-    for ctx in [0usize, 256, 1024] {
+    for &ctx in contexts {
         let (r, before, after, passes) = decode(e, &prompt, ctx, gen_tokens, gpu_argmax).await?;
         if per_token.is_none() {
             per_token = Some((passes, before, after));
@@ -134,6 +144,7 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
         batched_over_token_by_token: tbt_ms / prefill_ms,
         ttft_ms,
         decode_1024_over_0: at(1024).zip(at(0)).map(|(x, y)| x / y),
+        decode_longest_over_shortest: runs.last().zip(runs.first()).map(|(x, y)| x.tokens_per_s / y.tokens_per_s),
         decode: runs,
         dispatches_per_token: d(b.dispatches, a.dispatches),
         submits_per_token: d(b.submits, a.submits),

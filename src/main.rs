@@ -99,6 +99,9 @@ mod cli {
             /// Pick greedy tokens on the GPU (8 bytes read back per token).
             #[arg(long)]
             gpu_argmax: bool,
+            /// Cached positions before each measured decode run, comma-separated.
+            #[arg(long, value_delimiter = ',', default_values_t = kvscope::bench::CONTEXTS)]
+            contexts: Vec<usize>,
             #[arg(long)]
             json: bool,
         },
@@ -209,12 +212,13 @@ mod cli {
                 }
                 Ok(())
             }
-            Cmd::Bench { m, prompt_tokens, gen_tokens, gpu_argmax, json } => {
+            Cmd::Bench { m, prompt_tokens, gen_tokens, gpu_argmax, contexts, json } => {
                 let bytes = read(&m.model)?;
-                let context = (prompt_tokens.max(1024) + gen_tokens + 2).next_multiple_of(256);
+                let longest = contexts.iter().copied().max().unwrap_or(0);
+                let context = (prompt_tokens.max(longest) + gen_tokens + 2).next_multiple_of(256);
                 let mut engine =
                     pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context, ..Default::default() }))?;
-                let r = pollster::block_on(kvscope::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax))?;
+                let r = pollster::block_on(kvscope::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax, &contexts))?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).expect("json"));
                     return Ok(());

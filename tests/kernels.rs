@@ -18,41 +18,52 @@ fn buf(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
 }
 
 /// y = W·x (and y += W·x at an offset) for every weight type, against CPU dequantise-then-multiply
-/// of the same blocks. 100 rows: not a multiple of the 64-row workgroup.
+/// of the same blocks, with the adapter's rows per invocation and with one.
 #[test]
 fn matvec_matches_cpu_for_every_type() {
-    let Some(ctx) = gpu() else { return };
-    let (rows, cols) = (100usize, 96usize);
-    let x = random(cols, 1, 1.0);
-    for (i, ty) in TYPES.into_iter().enumerate() {
-        let w_f32 = random(rows * cols, 10 + i as u64, 0.5);
-        let w_bytes = quantize(ty, &w_f32);
-        let w_deq = dequantize_vec(ty, &w_bytes, rows * cols);
-        let mut want = vec![0.0; rows];
-        cpu::matvec(&mut want, &w_deq, &x);
+    for ctx in gpus() {
+        eprintln!("rows per invocation: {} / {}", ctx.matvec_rows, ctx.matmul_rows);
+        // 101 rows: not a multiple of the 64-invocation workgroup nor of the rows per invocation.
+        let (rows, cols) = (101usize, 96usize);
+        let x = random(cols, 1, 1.0);
+        for (i, ty) in TYPES.into_iter().enumerate() {
+            let w_f32 = random(rows * cols, 10 + i as u64, 0.5);
+            let w_bytes = quantize(ty, &w_f32);
+            let w_deq = dequantize_vec(ty, &w_bytes, rows * cols);
+            let mut want = vec![0.0; rows];
+            cpu::matvec(&mut want, &w_deq, &x);
 
-        let w = ctx.storage_with("w", &w_bytes).unwrap();
-        let xb = buf(&ctx, "x", &x);
-        // y = [3 old values | W·x written at offset 3]; then the accumulate form adds W·x again.
-        let y = buf(&ctx, "y", &vec![7.0; rows + 3]);
-        let row_bytes = ty.bytes_for(cols) as u32;
-        let mut rec = Recorder::new(&ctx);
-        let p = params::MatVec { rows: rows as u32, cols: cols as u32, row_bytes, out_offset: 3, accumulate: 0 };
-        rec.push("mv", Kernel::MatVec(ty), &[&y, &w, &xb], &p, rows as u32, true).unwrap();
-        let prog = rec.finish("mv", None).unwrap();
-        let steps = StepTable::new(&ctx, 1).unwrap();
-        prog.run(&ctx, &steps, 0);
-        let got = read(&ctx, &y);
-        assert_eq!(&got[..3], &[7.0, 7.0, 7.0], "{ty:?}: wrote before out_offset");
-        assert_close(&format!("matvec {ty:?}"), &got[3..], &want, 1e-4);
+            let w = ctx.storage_with("w", &w_bytes).unwrap();
+            let xb = buf(&ctx, "x", &x);
+            // y = [3 old values | W·x written at offset 3]; then the accumulate form adds W·x again.
+            let y = buf(&ctx, "y", &vec![7.0; rows + 3]);
+            let row_bytes = ty.bytes_for(cols) as u32;
+            let mut rec = Recorder::new(&ctx);
+            let p = params::MatVec { rows: rows as u32, cols: cols as u32, row_bytes, out_offset: 3, accumulate: 0 };
+            rec.push("mv", Kernel::MatVec(ty), &[&y, &w, &xb], &p, rows.div_ceil(ctx.matvec_rows as usize) as u32, true).unwrap();
+            let prog = rec.finish("mv", None).unwrap();
+            let steps = StepTable::new(&ctx, 1).unwrap();
+            prog.run(&ctx, &steps, 0);
+            let got = read(&ctx, &y);
+            assert_eq!(&got[..3], &[7.0, 7.0, 7.0], "{ty:?}: wrote before out_offset");
+            assert_close(&format!("matvec {ty:?}"), &got[3..], &want, 1e-4);
 
-        let mut rec = Recorder::new(&ctx);
-        rec.push("mv+", Kernel::MatVec(ty), &[&y, &w, &xb], &params::MatVec { accumulate: 1, ..p }, rows as u32, true).unwrap();
-        rec.finish("mv+", None).unwrap().run(&ctx, &steps, 0);
-        let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
-        assert_close(&format!("matvec+ {ty:?}"), &read(&ctx, &y)[3..], &twice, 2e-4);
+            let mut rec = Recorder::new(&ctx);
+            rec.push(
+                "mv+",
+                Kernel::MatVec(ty),
+                &[&y, &w, &xb],
+                &params::MatVec { accumulate: 1, ..p },
+                rows.div_ceil(ctx.matvec_rows as usize) as u32,
+                true,
+            )
+            .unwrap();
+            rec.finish("mv+", None).unwrap().run(&ctx, &steps, 0);
+            let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
+            assert_close(&format!("matvec+ {ty:?}"), &read(&ctx, &y)[3..], &twice, 2e-4);
+        }
+        ctx.check_errors().unwrap();
     }
-    ctx.check_errors().unwrap();
 }
 
 /// x = E[tokens[pos]] for every type: decoding is exact, so the rows must be bit-identical.
@@ -195,52 +206,73 @@ fn rope_kv_and_attention_match_cpu() {
 }
 
 /// Y = W·X over the rows of a chunk for every weight type: 11 tokens (not a multiple of the
-/// 8-token tile) into rows with a stride and offset, then the accumulate form; rows past the
-/// chunk are left alone.
+/// 8-token tile) into rows with a stride and offset, an odd number of weight rows, then the
+/// accumulate form; rows past the chunk are left alone.
 #[test]
 fn matmul_matches_cpu_for_every_type() {
-    let Some(ctx) = gpu() else { return };
-    let (rows, cols, n, b) = (70usize, 96usize, 11usize, 16usize);
-    let (y_stride, x_stride, off) = (rows + 5, cols + 4, 2usize);
-    let x = random(b * x_stride, 31, 1.0);
-    for (i, ty) in TYPES.into_iter().enumerate() {
-        let w_bytes = quantize(ty, &random(rows * cols, 40 + i as u64, 0.5));
-        let w_deq = dequantize_vec(ty, &w_bytes, rows * cols);
-        let mut want = vec![7.0; b * y_stride];
-        for t in 0..n {
-            let mut y = vec![0.0; rows];
-            cpu::matvec(&mut y, &w_deq, &x[t * x_stride..][..cols]);
-            want[t * y_stride + off..][..rows].copy_from_slice(&y);
-        }
-        let w = ctx.storage_with("w", &w_bytes).unwrap();
-        let (xb, y) = (buf(&ctx, "x", &x), buf(&ctx, "y", &vec![7.0; b * y_stride]));
-        let steps = StepTable::chunk(&ctx);
-        steps.set_chunk(&ctx.queue, 5, n);
-        let p = params::MatMul {
-            rows: rows as u32,
-            cols: cols as u32,
-            row_bytes: ty.bytes_for(cols) as u32,
-            out_offset: off as u32,
-            accumulate: 0,
-            y_stride: y_stride as u32,
-            x_stride: x_stride as u32,
-        };
-        let mut rec = Recorder::new(&ctx);
-        rec.push_tokens("mm", Kernel::MatMul(ty), &[&y, &w, &xb], &p, rows as u32, true, (b / 8) as u32).unwrap();
-        rec.finish("mm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
-        assert_close(&format!("matmul {ty:?}"), &read(&ctx, &y), &want, 1e-4);
-
-        let mut rec = Recorder::new(&ctx);
-        rec.push_tokens("mm+", Kernel::MatMul(ty), &[&y, &w, &xb], &params::MatMul { accumulate: 1, ..p }, rows as u32, true, 2).unwrap();
-        rec.finish("mm+", Some(&steps)).unwrap().run(&ctx, &steps, 0);
-        for t in 0..n {
-            for v in &mut want[t * y_stride + off..][..rows] {
-                *v *= 2.0;
+    for ctx in gpus() {
+        eprintln!("rows per invocation: {} / {}", ctx.matvec_rows, ctx.matmul_rows);
+        // 71 rows: the last invocation's second row lies past the end.
+        let (rows, cols, n, b) = (71usize, 96usize, 11usize, 16usize);
+        let (y_stride, x_stride, off) = (rows + 5, cols + 4, 2usize);
+        let x = random(b * x_stride, 31, 1.0);
+        for (i, ty) in TYPES.into_iter().enumerate() {
+            let w_bytes = quantize(ty, &random(rows * cols, 40 + i as u64, 0.5));
+            let w_deq = dequantize_vec(ty, &w_bytes, rows * cols);
+            let mut want = vec![7.0; b * y_stride];
+            for t in 0..n {
+                let mut y = vec![0.0; rows];
+                cpu::matvec(&mut y, &w_deq, &x[t * x_stride..][..cols]);
+                want[t * y_stride + off..][..rows].copy_from_slice(&y);
             }
+            let w = ctx.storage_with("w", &w_bytes).unwrap();
+            let (xb, y) = (buf(&ctx, "x", &x), buf(&ctx, "y", &vec![7.0; b * y_stride]));
+            let steps = StepTable::chunk(&ctx);
+            steps.set_chunk(&ctx.queue, 5, n);
+            let p = params::MatMul {
+                rows: rows as u32,
+                cols: cols as u32,
+                row_bytes: ty.bytes_for(cols) as u32,
+                out_offset: off as u32,
+                accumulate: 0,
+                y_stride: y_stride as u32,
+                x_stride: x_stride as u32,
+            };
+            let mut rec = Recorder::new(&ctx);
+            rec.push_tokens(
+                "mm",
+                Kernel::MatMul(ty),
+                &[&y, &w, &xb],
+                &p,
+                rows.div_ceil(ctx.matmul_rows as usize) as u32,
+                true,
+                (b / 8) as u32,
+            )
+            .unwrap();
+            rec.finish("mm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+            assert_close(&format!("matmul {ty:?}"), &read(&ctx, &y), &want, 1e-4);
+
+            let mut rec = Recorder::new(&ctx);
+            rec.push_tokens(
+                "mm+",
+                Kernel::MatMul(ty),
+                &[&y, &w, &xb],
+                &params::MatMul { accumulate: 1, ..p },
+                rows.div_ceil(ctx.matmul_rows as usize) as u32,
+                true,
+                2,
+            )
+            .unwrap();
+            rec.finish("mm+", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+            for t in 0..n {
+                for v in &mut want[t * y_stride + off..][..rows] {
+                    *v *= 2.0;
+                }
+            }
+            assert_close(&format!("matmul+ {ty:?}"), &read(&ctx, &y), &want, 2e-4);
         }
-        assert_close(&format!("matmul+ {ty:?}"), &read(&ctx, &y), &want, 2e-4);
+        ctx.check_errors().unwrap();
     }
-    ctx.check_errors().unwrap();
 }
 
 /// A prefill chunk: RoPE at each token's own position, K and V of every token into its cache

@@ -36,8 +36,8 @@ fn check(name: &str, types: SynTypes) {
     let gpu = logits(&bytes, Backend::Gpu, &ids);
     // f32 on both sides, same dequantised weights, same RoPE table: only summation order differs.
     assert_close(name, &gpu, &cpu, 1e-4);
-    // The plain kernels (no subgroup operations) as well.
-    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions { subgroups: false } };
+    // The plain kernels (no subgroup operations, one row per invocation) as well.
+    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions::plain() };
     assert_close(&format!("{name}, plain kernels"), &logits_with(&bytes, opts, &ids), &cpu, 1e-4);
     // The batched prefill (tiled mat-mul, causal attention within each chunk) ends in the same
     // logits as the CPU going token by token.

@@ -466,6 +466,61 @@ function wire() {
   });
 }
 
+// ?bench=1: after the model loads, runs the engine's benchmark (the same as `kvscope bench`) and
+// shows it; #bench[data-state] goes idle → running → done | error, and the report is in
+// #bench-json and window.kvscopeBench.
+async function runBench() {
+  const num = (name, dflt) => (params.has(name) ? Number(params.get(name)) : dflt);
+  const promptTokens = num('prompt_tokens', 256);
+  const genTokens = num('gen_tokens', 128);
+  const gpuArgmax = params.get('gpu_argmax') !== '0';
+  const contexts = (params.get('contexts') || '0,256,1024').split(',').map(Number);
+  const section = $('bench');
+  section.hidden = false;
+  section.dataset.state = 'running';
+  $('bench-status').textContent = `Running: ${promptTokens}-token prompt, ${genTokens} decode steps at each of contexts ${contexts.join(', ')}…`;
+  busy = true;
+  updateButtons();
+  try {
+    const r = await engine.bench(promptTokens, genTokens, gpuArgmax, new Uint32Array(contexts));
+    window.kvscopeBench = r;
+    const rows = [
+      ['adapter', r.adapter],
+      ['model', r.model],
+      [`prefill (${r.prompt_tokens} tokens, ${r.prefill_chunk} per chunk)`, `${r.prefill_tokens_per_s.toFixed(2)} tok/s`],
+      ['prefill token by token', `${r.prefill_token_by_token_per_s.toFixed(2)} tok/s (batched is ${r.batched_over_token_by_token.toFixed(2)}×)`],
+      ['time to first token', `${r.ttft_ms.toFixed(0)} ms`],
+      ...r.decode.map((d) => [`decode at context ${d.context}`, `${d.tokens_per_s.toFixed(2)} tok/s`]),
+      [`decode at context ${r.decode.at(-1).context} / at ${r.decode[0].context}`, r.decode_longest_over_shortest.toFixed(2)],
+      ['per decode token', `${r.dispatches_per_token} dispatches, ${r.submits_per_token} submits, ${r.maps_per_token} maps, ` +
+        `${r.readback_bytes_per_token} bytes read back, ${r.encode_ms_per_token.toFixed(3)} ms CPU encode`],
+      ['GPU buffers / (weights + KV cache)', `${mb(r.gpu_buffer_bytes)} MiB / (${mb(r.weight_bytes)} + ${mb(r.kv_cache_bytes)} MiB) = ` +
+        r.gpu_bytes_over_weights_plus_kv.toFixed(3)],
+    ];
+    const body = $('bench-table');
+    body.replaceChildren(...rows.map(([k, v]) => {
+      const tr = document.createElement('tr');
+      const th = document.createElement('th');
+      th.textContent = k;
+      const td = document.createElement('td');
+      td.textContent = v;
+      tr.append(th, td);
+      return tr;
+    }));
+    $('bench-json').textContent = JSON.stringify(r, null, 2);
+    $('bench-status').textContent = 'Done.';
+    section.dataset.state = 'done';
+  } catch (e) {
+    section.dataset.state = 'error';
+    $('bench-status').textContent = 'Failed.';
+    showError(`Benchmark: ${messageOf(e)}`);
+  } finally {
+    busy = false;
+    updateButtons();
+    inside.reset();
+  }
+}
+
 async function main() {
   wire();
   updateButtons();
@@ -498,7 +553,8 @@ async function main() {
     return;
   }
   await loadModel({ url });
-  if (engine && params.get('autostart') === '1') await generate();
+  if (engine && params.get('bench') === '1') await runBench();
+  else if (engine && params.get('autostart') === '1') await generate();
 }
 
 // For tests of GPU-failure recovery: destroys the device as a driver reset would.

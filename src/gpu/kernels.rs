@@ -1,6 +1,7 @@
 //! The kernels: one WGSL file each under `shaders/`, the bindings each declares (outputs first,
 //! then inputs, then `params`, then the per-position `step` uniform), and their pipelines.
 
+use crate::gpu::GpuContext;
 use crate::quant::GgmlType;
 
 /// What a binding is, in WGSL declaration order.
@@ -103,10 +104,13 @@ impl Kernel {
         }
     }
 
-    /// Pipeline-overridable constants: the weight type of the quantised kernels, the attention shape.
-    fn constants(self) -> Vec<(&'static str, f64)> {
+    /// Pipeline-overridable constants: the weight type and rows per invocation of the quantised
+    /// kernels, the attention shape.
+    fn constants(self, ctx: &GpuContext) -> Vec<(&'static str, f64)> {
         match self {
-            Kernel::Embed(t) | Kernel::MatVec(t) | Kernel::MatMul(t) => vec![("WTYPE", t.id() as f64)],
+            Kernel::Embed(t) => vec![("WTYPE", t.id() as f64)],
+            Kernel::MatVec(t) => vec![("WTYPE", t.id() as f64), ("ROWS", ctx.matvec_rows as f64)],
+            Kernel::MatMul(t) => vec![("WTYPE", t.id() as f64), ("ROWS", ctx.matmul_rows as f64)],
             Kernel::Attention { head_dim, group } => vec![("HEAD_DIM", head_dim as f64), ("GROUP", group as f64)],
             _ => vec![],
         }
@@ -141,7 +145,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(device: &wgpu::Device, kernel: Kernel, subgroups: bool) -> Self {
+    pub fn new(ctx: &GpuContext, kernel: Kernel) -> Self {
+        let (device, subgroups) = (&ctx.device, ctx.subgroups);
         let label = kernel.label();
         let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
             .slots()
@@ -175,7 +180,7 @@ impl Pipeline {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups).into()),
         });
-        let constants = kernel.constants();
+        let constants = kernel.constants(ctx);
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: Some(&pipeline_layout),

@@ -87,7 +87,11 @@ impl Program {
     /// Encodes every dispatch for position `pos` into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, steps: &StepTable, pos: usize) {
         let offset = [steps.offset(pos)];
+        let skip = std::env::var("KVSCOPE_SKIP").unwrap_or_else(|_| "@@".into());
         for d in &self.dispatches {
+            if skip.split(',').any(|k| d.label.contains(k)) {
+                continue;
+            }
             pass.set_pipeline(&d.pipeline.pipeline);
             let dynamic: &[u32] = if d.pipeline.kernel.uses_step() { &offset } else { &[] };
             pass.set_bind_group(0, &d.bind_group, dynamic);
@@ -133,6 +137,10 @@ pub struct Recorder<'a> {
 impl<'a> Recorder<'a> {
     pub fn new(ctx: &'a GpuContext) -> Self {
         Recorder { ctx, arena: Vec::new(), pending: Vec::new() }
+    }
+
+    pub fn ctx(&self) -> &'a GpuContext {
+        self.ctx
     }
 
     /// Records `kernel` over `buffers` (the storage bindings, in slot order) with `params`, on

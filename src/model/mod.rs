@@ -294,11 +294,19 @@ fn project(
     match batch {
         None => {
             let p = params::MatVec { rows, cols, row_bytes, out_offset, accumulate };
-            rec.push(label, Kernel::MatVec(w.ty), &[out.0, &w.buffer, x.0], &p, rows, true)
+            rec.push(label, Kernel::MatVec(w.ty), &[out.0, &w.buffer, x.0], &p, rows.div_ceil(rec.ctx().matvec_rows), true)
         }
         Some(b) => {
             let p = params::MatMul { rows, cols, row_bytes, out_offset, accumulate, y_stride: out.1, x_stride: x.1 };
-            rec.push_tokens(label, Kernel::MatMul(w.ty), &[out.0, &w.buffer, x.0], &p, rows, true, b.div_ceil(MATMUL_TOKENS))
+            rec.push_tokens(
+                label,
+                Kernel::MatMul(w.ty),
+                &[out.0, &w.buffer, x.0],
+                &p,
+                rows.div_ceil(rec.ctx().matmul_rows),
+                true,
+                b.div_ceil(MATMUL_TOKENS),
+            )
         }
     }
 }

@@ -6,14 +6,12 @@ use kvscope::gpu::GpuContext;
 
 /// The GPU, or None with a printed reason on a developer machine without one. Under CI (`CI` set)
 /// a missing adapter is a failure: lavapipe is installed there.
-/// The GPU context with every optional feature the adapter has, then, when it has subgroups,
-/// one without them: the plain kernels are tested as well as the specialised ones.
+/// The GPU context as the adapter suggests (subgroups where it has them, rows per invocation by
+/// adapter type), then the plain one (no subgroups, one row per invocation): both paths of every
+/// specialised kernel are tested.
 pub fn gpus() -> Vec<GpuContext> {
     let Some(full) = gpu() else { return Vec::new() };
-    if !full.subgroups {
-        return vec![full];
-    }
-    let plain = pollster::block_on(GpuContext::with_options(kvscope::GpuOptions { subgroups: false })).expect("plain context");
+    let plain = pollster::block_on(GpuContext::with_options(kvscope::GpuOptions::plain())).expect("plain context");
     vec![full, plain]
 }
 
