@@ -14,6 +14,7 @@ const { values } = parseArgs({
     'gen-tokens': { type: 'string', default: '8' },
     'gpu-argmax': { type: 'string', default: '1' },
     contexts: { type: 'string', default: '0,256,1024' },
+    rows: { type: 'string' },
     out: { type: 'string', default: path.join('bench', 'out', 'browser.json') },
   },
 });
@@ -28,7 +29,8 @@ try {
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  const query = `?bench=1&prompt_tokens=${values['prompt-tokens']}&gen_tokens=${values['gen-tokens']}&gpu_argmax=${values['gpu-argmax']}&contexts=${values.contexts}`;
+  const query = `?bench=1&prompt_tokens=${values['prompt-tokens']}&gen_tokens=${values['gen-tokens']}&gpu_argmax=${values['gpu-argmax']}&contexts=${values.contexts}` +
+    (values.rows ? `&rows=${values.rows}` : '');
   await page.goto(site.url + query);
   await page.waitForFunction(() => {
     const s = document.getElementById('bench').dataset.state;

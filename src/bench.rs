@@ -41,6 +41,8 @@ pub struct BenchReport {
     pub maps_per_token: f64,
     pub readback_bytes_per_token: f64,
     pub encode_ms_per_token: f64,
+    /// Buffers, bind groups, layouts, modules and pipelines created per decode token.
+    pub gpu_objects_created_per_token: f64,
     pub gpu_argmax: bool,
     pub gpu_buffer_bytes: u64,
     pub weight_bytes: u64,
@@ -60,12 +62,13 @@ async fn decode(
     context: usize,
     steps: usize,
     gpu_argmax: bool,
-) -> Result<(DecodeRun, GpuCounters, GpuCounters, usize)> {
+) -> Result<(DecodeRun, GpuCounters, GpuCounters, usize, u64)> {
     e.reset();
     let fill: Vec<u32> = prompt.iter().cycle().take(context.max(1)).copied().collect();
     e.feed(&fill).await?;
     let opts = GenerateOptions { max_tokens: steps + 1, top_k: 0, gpu_argmax, ..Default::default() };
     let before = counters(e)?;
+    let objects = e.gpu().map_or(0, |g| g.ctx.objects_created());
     let mut times = Vec::with_capacity(steps + 1);
     let mut record = |ev: &crate::engine::TokenEvent| {
         times.push(ev.ms);
@@ -73,6 +76,7 @@ async fn decode(
     };
     e.generate(&[], &opts, &mut record).await?;
     let after = counters(e)?;
+    let created = e.gpu().map_or(0, |g| g.ctx.objects_created()) - objects;
     // The first event's time covers no decode step; the others are one step each.
     let measured: f64 = times.iter().skip(1).sum();
     let n = times.len().saturating_sub(1).max(1);
@@ -83,6 +87,7 @@ async fn decode(
         before,
         after,
         passes,
+        created,
     ))
 }
 
@@ -121,13 +126,13 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
     let mut runs = Vec::new();
     let mut per_token = None;
     for &ctx in contexts {
-        let (r, before, after, passes) = decode(e, &prompt, ctx, gen_tokens, gpu_argmax).await?;
+        let (r, before, after, passes, created) = decode(e, &prompt, ctx, gen_tokens, gpu_argmax).await?;
         if per_token.is_none() {
-            per_token = Some((passes, before, after));
+            per_token = Some((passes, before, after, created));
         }
         runs.push(r);
     }
-    let (steps, b, a) = per_token.expect("one run");
+    let (steps, b, a, created) = per_token.expect("one run");
     let steps = steps.max(1);
     let d = |x: u64, y: u64| (y - x) as f64 / steps as f64;
     let g = e.gpu().expect("checked in counters");
@@ -151,6 +156,7 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
         maps_per_token: d(b.maps, a.maps),
         readback_bytes_per_token: d(b.readback_bytes, a.readback_bytes),
         encode_ms_per_token: (a.encode_ms - b.encode_ms) / steps as f64,
+        gpu_objects_created_per_token: created as f64 / steps as f64,
         gpu_argmax,
         gpu_buffer_bytes: g.buffer_bytes(),
         weight_bytes: g.weights.bytes,

@@ -239,13 +239,16 @@ mod cli {
                 }
                 if let Some(x) = r.decode_1024_over_0 {
                     println!("decode 1024 / decode 0             {:>8.2}", x);
+                } else if let (Some(x), [first, .., last]) = (r.decode_longest_over_shortest, r.decode.as_slice()) {
+                    println!("decode {} / decode {}{:>width$.2}", last.context, first.context, x, width = 25);
                 }
                 println!(
-                    "per token: {:.0} dispatches, {:.2} submits, {:.2} maps, {:.0} bytes read back, {:.3} ms CPU encode{}",
+                    "per token: {:.0} dispatches, {:.2} submits, {:.2} maps, {:.0} bytes read back, {:.0} GPU objects created, {:.3} ms CPU encode{}",
                     r.dispatches_per_token,
                     r.submits_per_token,
                     r.maps_per_token,
                     r.readback_bytes_per_token,
+                    r.gpu_objects_created_per_token,
                     r.encode_ms_per_token,
                     if r.gpu_argmax { " (GPU argmax)" } else { "" }
                 );

@@ -261,6 +261,32 @@ fn stop_during_prefill_keeps_the_engine_usable() {
 
 /// Greedy decoding with the argmax picked on the GPU emits the same tokens, reads back 8 bytes
 /// per token, and a later step still finds fresh logits.
+/// Everything GPU-side is created at load: generating (prefill chunks, decode steps, both argmax
+/// modes, the attention view) creates no buffer, bind group, layout, module or pipeline.
+#[test]
+fn generating_creates_no_gpu_objects() {
+    use kvscope::GenerateOptions;
+    if gpu().is_none() {
+        return;
+    }
+    let bytes =
+        synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 5);
+    let mut e =
+        pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context: 128, ..Default::default() })).unwrap();
+    let created = e.gpu().unwrap().ctx.objects_created();
+    assert!(created > 0);
+    let prompt: Vec<u32> = (0..40).map(|i| 10 + i).collect();
+    for opts in [
+        GenerateOptions { max_tokens: 6, ..Default::default() },
+        GenerateOptions { max_tokens: 6, gpu_argmax: true, top_k: 0, ..Default::default() },
+        GenerateOptions { max_tokens: 3, attention_layer: Some(1), ..Default::default() },
+    ] {
+        e.reset();
+        pollster::block_on(e.generate(&prompt, &opts, &mut |_| true)).unwrap();
+    }
+    assert_eq!(e.gpu().unwrap().ctx.objects_created(), created);
+}
+
 #[test]
 fn gpu_argmax_emits_the_same_tokens() {
     use kvscope::GenerateOptions;

@@ -162,7 +162,7 @@ async function loadModel(src, { keepConversation = false } = {}) {
     infoEl.dataset.loadSource = from;
     status(`Uploading ${info.name} to the GPU…`);
     $('cancel').disabled = true;
-    const next = await wasm.WebEngine.load(bytes, CONTEXT);
+    const next = await wasm.WebEngine.load(bytes, CONTEXT, loadOptions());
     bytes = null;
     if (engine) engine.free();
     engine = next;
@@ -519,6 +519,12 @@ async function runBench() {
     updateButtons();
     inside.reset();
   }
+}
+
+// ?rows=M,N: weight rows per invocation of the mat-vec and mat-mul kernels (default: by adapter).
+function loadOptions() {
+  if (!params.has('rows')) return undefined;
+  return { rows: params.get('rows').split(',').map(Number) };
 }
 
 async function main() {

@@ -1,7 +1,7 @@
 //! The device context: adapter, device and queue with the adapter's real limits, the
 //! uncaptured-error sink, pipeline cache, and readback.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -62,6 +62,8 @@ pub struct GpuContext {
     pub matmul_rows: u32,
     errors: Arc<Mutex<Vec<String>>>,
     pipelines: RefCell<HashMap<Kernel, Rc<Pipeline>>>,
+    /// Buffers, bind groups, layouts, shader modules and pipelines created so far.
+    created: Cell<u64>,
 }
 
 impl GpuContext {
@@ -124,7 +126,19 @@ impl GpuContext {
         if !(1..=4).contains(&matvec_rows) || !(1..=2).contains(&matmul_rows) {
             return Err(Error::Config(format!("rows per invocation ({matvec_rows}, {matmul_rows}) must be (1..=4, 1..=2)")));
         }
-        Ok(GpuContext { device, queue, info, limits, features, subgroups, matvec_rows, matmul_rows, errors, pipelines: RefCell::default() })
+        Ok(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            subgroups,
+            matvec_rows,
+            matmul_rows,
+            errors,
+            pipelines: RefCell::default(),
+            created: Cell::new(0),
+        })
     }
 
     /// The adapter's name (browsers often withhold it, and SwiftShader reports none).
@@ -162,10 +176,21 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Counts `n` GPU objects (buffers, bind groups, layouts, modules, pipelines) just created.
+    pub fn note_created(&self, n: u64) {
+        self.created.set(self.created.get() + n);
+    }
+
+    /// GPU objects created through this context so far: constant once a model is loaded.
+    pub fn objects_created(&self) -> u64 {
+        self.created.get()
+    }
+
     /// A storage buffer of `size` bytes (rounded up to 4), zeroed.
     pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
         let size = size.max(4).next_multiple_of(4);
         self.check_size(label, size, true)?;
+        self.note_created(1);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -188,6 +213,7 @@ impl GpuContext {
     }
 
     pub fn staging(&self, label: &str, size: u64) -> wgpu::Buffer {
+        self.note_created(1);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: size.next_multiple_of(4),

@@ -170,6 +170,7 @@ impl Pipeline {
                 count: None,
             })
             .collect();
+        ctx.note_created(4);
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some(&label),

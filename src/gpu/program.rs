@@ -34,6 +34,7 @@ impl StepTable {
             let s = params::Step { pos: pos as u32, n: 1, _pad: [0; 2] };
             bytes[pos * SLOT as usize..][..16].copy_from_slice(bytemuck::bytes_of(&s));
         }
+        ctx.note_created(1);
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("step uniforms"),
             size,
@@ -46,6 +47,7 @@ impl StepTable {
 
     /// The one-slot table for prefill chunks.
     pub fn chunk(ctx: &GpuContext) -> Self {
+        ctx.note_created(1);
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("chunk step uniform"),
             size: SLOT,
@@ -196,6 +198,7 @@ impl<'a> Recorder<'a> {
     /// Builds the program; `params_buffer` receives the arena (kept alive by the bind groups).
     pub fn finish(self, label: &str, steps: Option<&StepTable>) -> Result<Program> {
         let ctx = self.ctx;
+        ctx.note_created(1 + self.pending.len() as u64);
         let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(&format!("{label} params")),
             size: (self.arena.len() as u64).max(SLOT),

@@ -92,6 +92,13 @@ pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize) -> Result<JsValu
     })
 }
 
+/// Load settings from JavaScript (every field optional).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JsLoadOptions {
+    rows: Option<(u32, u32)>,
+}
+
 /// Generation settings from JavaScript (every field optional).
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -159,10 +166,19 @@ pub struct WebEngine {
 
 #[wasm_bindgen]
 impl WebEngine {
-    /// Parses the model and uploads it to the GPU, `context` positions of KV cache.
-    pub async fn load(bytes: js_sys::Uint8Array, context: usize) -> Result<WebEngine, JsValue> {
+    /// Parses the model and uploads it to the GPU, `context` positions of KV cache. `options`
+    /// (optional): `{rows: [matvec, matmul]}` weight rows per kernel invocation (default: by
+    /// adapter type).
+    pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
+        let o: JsLoadOptions = if options.is_undefined() || options.is_null() {
+            JsLoadOptions::default()
+        } else {
+            serde_wasm_bindgen::from_value(options).map_err(js_err)?
+        };
+        let mut gpu = crate::GpuOptions::default();
+        gpu.rows = o.rows;
         let mut src = JsBytes(bytes);
-        let engine = Engine::load_from(&mut src, LoadOptions { context, ..Default::default() }).await.map_err(js_err)?;
+        let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, ..Default::default() }).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
