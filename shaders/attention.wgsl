@@ -40,8 +40,18 @@ struct Step {
 @group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
 @group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × T] + [B × h × T]
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
+// Cache rows as vec4s of f32, or (kv_f16) as 4 f16 packed in two u32.
+//#if kv_f16
+@group(0) @binding(3) var<storage, read> k_cache: array<vec2<u32>>;     // [T × h_kv · d_h / 4]
+@group(0) @binding(4) var<storage, read> v_cache: array<vec2<u32>>;     // [T × h_kv · d_h / 4]
+fn load_k(i: u32) -> vec4<f32> { let w = k_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+fn load_v(i: u32) -> vec4<f32> { let w = v_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
+//#else
 @group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;     // [T × h_kv · d_h / 4]
 @group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;     // [T × h_kv · d_h / 4]
+fn load_k(i: u32) -> vec4<f32> { return k_cache[i]; }
+fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
+//#endif
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(6) var<uniform> step: Step;
 
@@ -145,7 +155,7 @@ fn main(
         let kb = j * kv4 + kvh * hd4;
         var s = vec4<f32>(0.0);
         for (var k = 0u; k < hd4; k++) {
-            let kk = k_cache[kb + k];
+            let kk = load_k(kb + k);
             s.x += dot(qs[k], kk);
             if (g_n > 1u) { s.y += dot(qs[hd4 + k], kk); }
             if (g_n > 2u) { s.z += dot(qs[2u * hd4 + k], kk); }
@@ -177,7 +187,7 @@ fn main(
         var o3 = vec4<f32>(0.0);
         if (d4 < hd4) {
             for (var j = j0 + phase; j < j1; j += 4u) {
-                let v = v_cache[j * kv4 + kvh * hd4 + d4];
+                let v = load_v(j * kv4 + kvh * hd4 + d4);
                 let e = pr[j - j0];
                 o0 += e.x * v;
                 if (g_n > 1u) { o1 += e.y * v; }

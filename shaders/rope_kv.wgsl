@@ -20,8 +20,17 @@ struct Step {
 }
 
 @group(0) @binding(0) var<storage, read_write> qkv: array<vec2<f32>>;      // [B × (h + 2·h_kv) · d_h / 2]
+// The cache holds each pair as two f32, or (kv_f16) as two f16 packed in a u32, rounded to
+// nearest even.
+//#if kv_f16
+@group(0) @binding(1) var<storage, read_write> k_cache: array<u32>;  // [T × h_kv · d_h / 2]
+@group(0) @binding(2) var<storage, read_write> v_cache: array<u32>;  // [T × h_kv · d_h / 2]
+fn cache_pair(v: vec2<f32>) -> u32 { return pack2x16float(v); }
+//#else
 @group(0) @binding(1) var<storage, read_write> k_cache: array<vec2<f32>>;  // [T × h_kv · d_h / 2]
 @group(0) @binding(2) var<storage, read_write> v_cache: array<vec2<f32>>;  // [T × h_kv · d_h / 2]
+fn cache_pair(v: vec2<f32>) -> vec2<f32> { return v; }
+//#endif
 @group(0) @binding(3) var<storage, read> table: array<vec2<f32>>;          // [T × d_h/2] (cos, sin)
 @group(0) @binding(4) var<uniform> p: Params;
 @group(0) @binding(5) var<uniform> step: Step;
@@ -37,7 +46,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let at = step.pos + t;
     let x = qkv[t * (q_pairs + 2u * kv_pairs) + i];
     if (i >= q_pairs + kv_pairs) {
-        v_cache[at * kv_pairs + i - q_pairs - kv_pairs] = x;
+        v_cache[at * kv_pairs + i - q_pairs - kv_pairs] = cache_pair(x);
         return;
     }
     let cs = table[at * half + i % half];
@@ -45,6 +54,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i < q_pairs) {
         qkv[t * (q_pairs + 2u * kv_pairs) + i] = r;
     } else {
-        k_cache[at * kv_pairs + i - q_pairs] = r;
+        k_cache[at * kv_pairs + i - q_pairs] = cache_pair(r);
     }
 }

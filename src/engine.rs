@@ -41,11 +41,14 @@ pub struct LoadOptions {
     pub context: usize,
     /// Optional device features the GPU kernels may use.
     pub gpu: GpuOptions,
+    /// Keep K and V in the cache as f16 (half the memory and bandwidth; values rounded to
+    /// nearest-even f16 on both backends). Off: f32.
+    pub kv_f16: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { backend: Backend::Gpu, context: crate::DEFAULT_CONTEXT, gpu: GpuOptions::default() }
+        LoadOptions { backend: Backend::Gpu, context: crate::DEFAULT_CONTEXT, gpu: GpuOptions::default(), kv_f16: false }
     }
 }
 
@@ -149,6 +152,8 @@ pub struct Engine {
     attention: Option<Vec<f32>>,
     /// Positions per GPU submit while prefilling.
     pub prefill_chunk: usize,
+    /// Bytes per cached K or V value: 4 (f32) or 2 (f16).
+    pub kv_elem_bytes: usize,
     /// Set from outside (another thread, or the page's Stop button) to end generation after the
     /// current step or prefill chunk.
     stop: Arc<AtomicBool>,
@@ -170,8 +175,8 @@ impl Engine {
             return Err(Error::Config(format!("context length {} is outside 1..=1048576", opts.context)));
         }
         let model = match opts.backend {
-            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, src)?)),
-            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, src).await?)),
+            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv_f16, src)?)),
+            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, opts.kv_f16, src).await?)),
         };
         Ok(Engine {
             logits: vec![0.0; cfg.vocab_size],
@@ -182,6 +187,7 @@ impl Engine {
             logits_stale: false,
             attention: None,
             context: opts.context,
+            kv_elem_bytes: if opts.kv_f16 { 2 } else { 4 },
             cfg,
             tokenizer,
             model,

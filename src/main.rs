@@ -33,6 +33,9 @@ mod cli {
         /// GGUF model file.
         #[arg(long, default_value = kvscope::DEFAULT_MODEL)]
         model: PathBuf,
+        /// Keep the KV cache in f16 (half the memory; values rounded on both backends).
+        #[arg(long)]
+        kv_f16: bool,
     }
 
     #[derive(Subcommand)]
@@ -166,7 +169,8 @@ mod cli {
                 gpu_argmax,
             } => {
                 let bytes = read(&m.model)?;
-                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, ..Default::default() }))?;
+                let mut engine =
+                    pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, kv_f16: m.kv_f16, ..Default::default() }))?;
                 let text = if chat {
                     engine.tokenizer.apply_chat_template(&[ChatMessage { role: "user".into(), content: prompt }], true)?
                 } else {
@@ -216,8 +220,10 @@ mod cli {
                 let bytes = read(&m.model)?;
                 let longest = contexts.iter().copied().max().unwrap_or(0);
                 let context = (prompt_tokens.max(longest) + gen_tokens + 2).next_multiple_of(256);
-                let mut engine =
-                    pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context, ..Default::default() }))?;
+                let mut engine = pollster::block_on(Engine::load(
+                    &bytes,
+                    LoadOptions { backend: Backend::Gpu, context, kv_f16: m.kv_f16, ..Default::default() },
+                ))?;
                 let r = pollster::block_on(kvscope::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax, &contexts))?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&r).expect("json"));
@@ -263,7 +269,7 @@ mod cli {
             }
             Cmd::Logits { m, prompt, ids, backend, out } => {
                 let bytes = read(&m.model)?;
-                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, ..Default::default() }))?;
+                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, kv_f16: m.kv_f16, ..Default::default() }))?;
                 let ids: Vec<u32> = match (prompt, ids) {
                     (Some(p), _) => engine.tokenizer.encode(&p)?,
                     (None, Some(s)) => s

@@ -132,7 +132,7 @@ fn attention(
 ) {
     let part = ctx.storage("part", (b * ap.n_heads * ap.n_splits * (4 + head_dim)) as u64 * 4).unwrap();
     let groups = ap.n_heads / group * ap.n_splits;
-    rec.push_tokens("attn", Kernel::Attention { head_dim, group }, &[&part, att, qkv, k, v], ap, groups, false, b).unwrap();
+    rec.push_tokens("attn", Kernel::Attention { head_dim, group, kv_f16: false }, &[&part, att, qkv, k, v], ap, groups, false, b).unwrap();
     let mp = params::AttentionMerge {
         n_heads: ap.n_heads,
         head_dim,
@@ -164,7 +164,8 @@ fn rope_kv_and_attention_match_cpu() {
         let steps = StepTable::new(&ctx, t).unwrap();
         let mut rec = Recorder::new(&ctx);
         let rp = params::RopeKv { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-        rec.push("rope_kv", Kernel::RopeKv, &[&qb, &kb, &vb, &table], &rp, ((h + 2 * hkv) * hd / 2) as u32, true).unwrap();
+        rec.push("rope_kv", Kernel::RopeKv { kv_f16: false }, &[&qb, &kb, &vb, &table], &rp, ((h + 2 * hkv) * hd / 2) as u32, true)
+            .unwrap();
         let ap = params::Attention {
             n_heads: h as u32,
             n_kv_heads: hkv as u32,
@@ -298,7 +299,8 @@ fn chunk_rope_kv_and_attention_match_cpu() {
         steps.set_chunk(&ctx.queue, start, n);
         let mut rec = Recorder::new(&ctx);
         let rp = params::RopeKv { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-        rec.push_tokens("rope_kv", Kernel::RopeKv, &[&qb, &kb, &vb, &table], &rp, (row / 2) as u32, true, b as u32).unwrap();
+        rec.push_tokens("rope_kv", Kernel::RopeKv { kv_f16: false }, &[&qb, &kb, &vb, &table], &rp, (row / 2) as u32, true, b as u32)
+            .unwrap();
         let ap = params::Attention {
             n_heads: h as u32,
             n_kv_heads: hkv as u32,
@@ -399,4 +401,22 @@ fn argmax_of_all_negative_infinity_is_zero() {
     rec.push("argmax", Kernel::Argmax, &[&out, &l], &params::Argmax { n: 300 }, 1, false).unwrap();
     rec.finish("argmax", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
     assert_eq!(read(&ctx, &out)[0].to_bits(), kvscope::sampler::argmax(&logits));
+}
+
+/// One shader source, several variants: `//#if FLAG … //#else … //#endif` blocks keep one side;
+/// the plain variant of every kernel names no subgroup built-in and no packed-f16 cache.
+#[test]
+fn specialisation_keeps_one_side() {
+    use kvscope::gpu::kernels::specialise;
+    let src = "a\n//#if subgroups\nb\n//#else\nc\n//#endif\n//#if kv_f16\nd\n//#endif\ne\n";
+    assert_eq!(specialise(src, &[]), "a\nc\ne\n");
+    assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
+    assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
+    for k in [Kernel::Attention { head_dim: 64, group: 3, kv_f16: false }, Kernel::RmsNorm, Kernel::RopeKv { kv_f16: false }] {
+        let plain = k.source(false);
+        let code: String = plain.lines().map(|l| l.split("//").next().unwrap_or("")).collect();
+        assert!(!code.contains("subgroup") && !code.contains("2x16float") && !plain.contains("//#"), "{}", k.label());
+    }
+    let f16 = Kernel::Attention { head_dim: 64, group: 3, kv_f16: true }.source(true);
+    assert!(f16.contains("unpack2x16float") && f16.contains("subgroupAdd"));
 }

@@ -37,7 +37,7 @@ fn check(name: &str, types: SynTypes) {
     // f32 on both sides, same dequantised weights, same RoPE table: only summation order differs.
     assert_close(name, &gpu, &cpu, 1e-4);
     // The plain kernels (no subgroup operations, one row per invocation) as well.
-    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions::plain() };
+    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions::plain(), kv_f16: false };
     assert_close(&format!("{name}, plain kernels"), &logits_with(&bytes, opts, &ids), &cpu, 1e-4);
     // The batched prefill (tiled mat-mul, causal attention within each chunk) ends in the same
     // logits as the CPU going token by token.
@@ -45,6 +45,16 @@ fn check(name: &str, types: SynTypes) {
         let last = &cpu[(n - 1) * 261..][..261];
         assert_close(&format!("{name}: prefill of {n} tokens"), &prefill_logits(&bytes, &ids[..n]), last, 1e-4);
     }
+    // An f16 cache: the GPU against the CPU rounding its cache the same way, token by token and
+    // batched; and the rounding is really there (the f32 logits differ). Looser than f32: a value
+    // whose two f32 computations straddle an f16 rounding boundary lands one f16 step apart.
+    let f16 = |backend| LoadOptions { backend, context: 128, kv_f16: true, ..Default::default() };
+    let cpu16 = logits_with(&bytes, f16(Backend::Cpu), &ids);
+    assert_close(&format!("{name}, f16 cache"), &logits_with(&bytes, f16(Backend::Gpu), &ids), &cpu16, 2e-3);
+    let mut e = pollster::block_on(Engine::load(&bytes, f16(Backend::Gpu))).unwrap();
+    pollster::block_on(e.feed(&ids)).unwrap();
+    assert_close(&format!("{name}, f16 cache, prefill"), e.logits(), &cpu16[74 * 261..], 2e-3);
+    assert!(cpu16.iter().zip(&cpu).any(|(a, b)| a != b), "the f16 cache changed nothing");
 }
 
 #[test]

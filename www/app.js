@@ -522,9 +522,12 @@ async function runBench() {
 }
 
 // ?rows=M,N: weight rows per invocation of the mat-vec and mat-mul kernels (default: by adapter).
+// ?kv=f16: an f16 KV cache (half the memory).
 function loadOptions() {
-  if (!params.has('rows')) return undefined;
-  return { rows: params.get('rows').split(',').map(Number) };
+  const o = {};
+  if (params.has('rows')) o.rows = params.get('rows').split(',').map(Number);
+  if (params.get('kv') === 'f16') o.kv_f16 = true;
+  return o;
 }
 
 async function main() {

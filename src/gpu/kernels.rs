@@ -28,13 +28,16 @@ pub enum Kernel {
     /// Y (+)= W·X over the token rows of a prefill chunk.
     MatMul(GgmlType),
     RmsNorm,
-    /// RoPE on q and k; k and v appended to the cache.
-    RopeKv,
+    /// RoPE on q and k; k and v appended to the cache (stored as f32 or as f16).
+    RopeKv {
+        kv_f16: bool,
+    },
     /// Attention pass 1: softmax statistics and partial outputs per split of the cache, for a
     /// head dimension and a number of query heads per workgroup.
     Attention {
         head_dim: u32,
         group: u32,
+        kv_f16: bool,
     },
     /// Attention pass 2: merges the splits into the output and normalised weights.
     AttentionMerge,
@@ -52,8 +55,10 @@ impl Kernel {
             Kernel::MatVec(t) => format!("matvec_{}", t.name().to_lowercase()),
             Kernel::MatMul(t) => format!("matmul_{}", t.name().to_lowercase()),
             Kernel::RmsNorm => "rmsnorm".into(),
-            Kernel::RopeKv => "rope_kv".into(),
-            Kernel::Attention { head_dim, group } => format!("attention_d{head_dim}_g{group}"),
+            Kernel::RopeKv { kv_f16 } => format!("rope_kv{}", if kv_f16 { "_f16" } else { "" }),
+            Kernel::Attention { head_dim, group, kv_f16 } => {
+                format!("attention_d{head_dim}_g{group}{}", if kv_f16 { "_f16" } else { "" })
+            }
             Kernel::AttentionMerge => "attention_merge".into(),
             Kernel::SwiGlu => "swiglu".into(),
             Kernel::Argmax => "argmax".into(),
@@ -66,7 +71,7 @@ impl Kernel {
             Kernel::MatVec(_) => &[Out, In, In, Params],
             Kernel::MatMul(_) => &[Out, In, In, Params, Step],
             Kernel::RmsNorm => &[Out, In, In, Params, Step],
-            Kernel::RopeKv => &[Out, Out, Out, In, Params, Step],
+            Kernel::RopeKv { .. } => &[Out, Out, Out, In, Params, Step],
             Kernel::Attention { .. } => &[Out, Out, In, In, In, Params, Step],
             Kernel::AttentionMerge => &[Out, Out, In, Params, Step],
             Kernel::SwiGlu => &[Out, In, Params, Step],
@@ -81,7 +86,14 @@ impl Kernel {
     /// The WGSL module: the kernel's file, with the shared block decoder where it reads weights,
     /// specialised for subgroups or not (see `specialise`).
     pub fn source(self, subgroups: bool) -> String {
-        let src = specialise(&self.file(), subgroups);
+        let mut flags = Vec::new();
+        if subgroups {
+            flags.push("subgroups");
+        }
+        if let Kernel::RopeKv { kv_f16: true } | Kernel::Attention { kv_f16: true, .. } = self {
+            flags.push("kv_f16");
+        }
+        let src = specialise(&self.file(), &flags);
         // Browsers want the extension enabled in the module; naga natively rejects the line.
         if subgroups && cfg!(target_arch = "wasm32") {
             format!("enable subgroups;\n{src}")
@@ -96,7 +108,7 @@ impl Kernel {
             Kernel::MatVec(_) => format!("{QUANT}\n{}", include_str!("../../shaders/matvec.wgsl")),
             Kernel::MatMul(_) => format!("{QUANT}\n{}", include_str!("../../shaders/matmul.wgsl")),
             Kernel::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl").into(),
-            Kernel::RopeKv => include_str!("../../shaders/rope_kv.wgsl").into(),
+            Kernel::RopeKv { .. } => include_str!("../../shaders/rope_kv.wgsl").into(),
             Kernel::Attention { .. } => include_str!("../../shaders/attention.wgsl").into(),
             Kernel::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl").into(),
             Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl").into(),
@@ -111,22 +123,28 @@ impl Kernel {
             Kernel::Embed(t) => vec![("WTYPE", t.id() as f64)],
             Kernel::MatVec(t) => vec![("WTYPE", t.id() as f64), ("ROWS", ctx.matvec_rows as f64)],
             Kernel::MatMul(t) => vec![("WTYPE", t.id() as f64), ("ROWS", ctx.matmul_rows as f64)],
-            Kernel::Attention { head_dim, group } => vec![("HEAD_DIM", head_dim as f64), ("GROUP", group as f64)],
+            Kernel::Attention { head_dim, group, .. } => vec![("HEAD_DIM", head_dim as f64), ("GROUP", group as f64)],
             _ => vec![],
         }
     }
 }
 
-/// Keeps the lines of one variant of a shader: between `//#if subgroups` and `//#else` (or
-/// `//#endif`) when `subgroups`, between `//#else` and `//#endif` otherwise. One source serves
-/// both paths; the plain one never names a subgroup built-in, so it compiles everywhere.
-pub fn specialise(src: &str, subgroups: bool) -> String {
+/// Keeps the lines of one variant of a shader: between `//#if FLAG` and `//#else` (or
+/// `//#endif`) when FLAG is in `flags`, between `//#else` and `//#endif` otherwise (not nested).
+/// One source serves every variant; the plain one never names a subgroup built-in, so it
+/// compiles everywhere. Flags: `subgroups`, `kv_f16`.
+pub fn specialise(src: &str, flags: &[&str]) -> String {
     let mut out = String::with_capacity(src.len());
-    let mut keep = true;
+    let (mut keep, mut on) = (true, true);
     for line in src.lines() {
-        match line.trim() {
-            "//#if subgroups" => keep = subgroups,
-            "//#else" => keep = !subgroups,
+        let t = line.trim();
+        if let Some(flag) = t.strip_prefix("//#if ") {
+            on = flags.contains(&flag.trim());
+            keep = on;
+            continue;
+        }
+        match t {
+            "//#else" => keep = !on,
             "//#endif" => keep = true,
             _ if keep => {
                 out.push_str(line);

@@ -1,4 +1,5 @@
-//! The KV cache: per layer, one K and one V buffer of [T × h_kv · d_h] f32, allocated once for
+//! The KV cache: per layer, one K and one V buffer of [T × h_kv · d_h] f32 (or f16 pairs packed in
+//! u32 words), allocated once for
 //! the whole context. Row `pos` is written by the step that processes position `pos`; a step at
 //! position `pos` reads rows 0..=pos. `len` is the fill counter.
 
@@ -18,15 +19,16 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(ctx: &GpuContext, cfg: &Config, capacity: usize) -> Result<Self> {
-        let bytes = (capacity * cfg.kv_dim() * 4) as u64;
+    pub fn new(ctx: &GpuContext, cfg: &Config, capacity: usize, f16: bool) -> Result<Self> {
+        let elem_bytes = if f16 { 2 } else { 4 };
+        let bytes = (capacity * cfg.kv_dim() * elem_bytes) as u64;
         let mut k = Vec::with_capacity(cfg.n_layers);
         let mut v = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             k.push(ctx.storage(&format!("L{l}.k_cache"), bytes)?);
             v.push(ctx.storage(&format!("L{l}.v_cache"), bytes)?);
         }
-        Ok(KvCache { k, v, capacity, len: 0, elem_bytes: 4 })
+        Ok(KvCache { k, v, capacity, len: 0, elem_bytes })
     }
 
     /// Bytes allocated for K and V over all layers.

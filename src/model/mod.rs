@@ -77,24 +77,31 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    pub async fn load(g: &Gguf<'_>, cfg: &Config, context: usize, opts: GpuOptions, src: &mut dyn ByteSource) -> Result<Self> {
+    pub async fn load(
+        g: &Gguf<'_>,
+        cfg: &Config,
+        context: usize,
+        opts: GpuOptions,
+        kv_f16: bool,
+        src: &mut dyn ByteSource,
+    ) -> Result<Self> {
         let ctx = GpuContext::with_options(opts).await?;
-        Self::load_on(ctx, g, cfg, context, src)
+        Self::load_on(ctx, g, cfg, context, kv_f16, src)
     }
 
-    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, src: &mut dyn ByteSource) -> Result<Self> {
+    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv_f16: bool, src: &mut dyn ByteSource) -> Result<Self> {
         let (d, kv, f, h, v) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, cfg.n_heads as u64, cfg.vocab_size as u64);
         let (t, b) = (context as u64, CHUNK as u64);
         check_limits(&ctx, g, cfg, context)?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
-        let kv_cache = KvCache::new(&ctx, cfg, context)?;
+        let kv_cache = KvCache::new(&ctx, cfg, context, kv_f16)?;
         let act = Activations {
             x: ctx.storage("x", b * d * 4)?,
             xb: ctx.storage("xb", b * d * 4)?,
             qkv: ctx.storage("qkv", b * (d + 2 * kv) * 4)?,
             att_out: ctx.storage("att_out", b * d * 4)?,
             att: ctx.storage("att", (cfg.n_layers as u64 + b) * h * t * 4)?,
-            att_part: ctx.storage("attention splits", b * h * attention_splits(context).1 as u64 * (4 + cfg.head_dim as u64) * 4)?,
+            att_part: ctx.storage("attention splits", b * h * attention_splits(&ctx, context).1 as u64 * (4 + cfg.head_dim as u64) * 4)?,
             gate_up: ctx.storage("gate_up", b * 2 * f * 4)?,
             hb: ctx.storage("hb", b * f * 4)?,
             logits: ctx.storage("logits", v * 4)?,
@@ -320,14 +327,12 @@ fn attention_group(cfg: &Config) -> u32 {
     (1..=4).rev().find(|k| g.is_multiple_of(*k)).unwrap_or(1)
 }
 
-/// (S, ⌈T / S⌉): cache rows per attention split and the number of splits, at most 64.
-fn attention_splits(context: usize) -> (u32, u32) {
-    let s = ATTENTION_SPLIT.max(context.div_ceil(64)) as u32;
+/// (S, ⌈T / S⌉): cache rows per attention split (the device's least, more for long contexts)
+/// and the number of splits, at most 64.
+fn attention_splits(ctx: &GpuContext, context: usize) -> (u32, u32) {
+    let s = ctx.attention_split.max(context.div_ceil(64)) as u32;
     (s, (context as u32).div_ceil(s))
 }
-
-/// The least cache rows per attention split.
-const ATTENTION_SPLIT: usize = 128;
 
 /// The longest context the attention kernels take: 64 splits of at most 256 rows (the rows of
 /// one split are held in workgroup memory).
@@ -366,7 +371,7 @@ fn record_body(
     )?;
     let norm = params::RmsNorm { n: d, eps: cfg.rms_eps, last: 0 };
     let group = attention_group(cfg);
-    let (split, n_splits) = attention_splits(context);
+    let (split, n_splits) = attention_splits(ctx, context);
     for l in 0..cfg.n_layers {
         let t = |n: &str| w.layer(l, n);
         // x → xb = rmsnorm(x) → q, k, v (into qkv) → RoPE on q and k, k and v into cache rows.
@@ -380,7 +385,7 @@ fn record_body(
         }
         rec.push_tokens(
             format!("L{l}.rope_kv"),
-            Kernel::RopeKv,
+            Kernel::RopeKv { kv_f16: kv.elem_bytes == 2 },
             &[&a.qkv, &kv.k[l], &kv.v[l], &a.rope],
             &params::RopeKv { n_heads: h, n_kv_heads: hkv, head_dim: hd },
             (h + 2 * hkv) * hd / 2,
@@ -400,7 +405,7 @@ fn record_body(
         };
         rec.push_tokens(
             format!("L{l}.attention"),
-            Kernel::Attention { head_dim: hd, group },
+            Kernel::Attention { head_dim: hd, group, kv_f16: kv.elem_bytes == 2 },
             &[&a.att_part, &a.att, &a.qkv, &kv.k[l], &kv.v[l]],
             &ap,
             h / group * n_splits,

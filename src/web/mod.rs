@@ -97,6 +97,7 @@ pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize) -> Result<JsValu
 #[serde(default)]
 struct JsLoadOptions {
     rows: Option<(u32, u32)>,
+    kv_f16: bool,
 }
 
 /// Generation settings from JavaScript (every field optional).
@@ -168,7 +169,7 @@ pub struct WebEngine {
 impl WebEngine {
     /// Parses the model and uploads it to the GPU, `context` positions of KV cache. `options`
     /// (optional): `{rows: [matvec, matmul]}` weight rows per kernel invocation (default: by
-    /// adapter type).
+    /// adapter type), `kv_f16: true` for an f16 KV cache.
     pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
         let o: JsLoadOptions = if options.is_undefined() || options.is_null() {
             JsLoadOptions::default()
@@ -178,7 +179,8 @@ impl WebEngine {
         let mut gpu = crate::GpuOptions::default();
         gpu.rows = o.rows;
         let mut src = JsBytes(bytes);
-        let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, ..Default::default() }).await.map_err(js_err)?;
+        let engine =
+            Engine::load_from(&mut src, LoadOptions { context, gpu, kv_f16: o.kv_f16, ..Default::default() }).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
@@ -215,8 +217,8 @@ impl WebEngine {
                 n_kv_heads: c.n_kv_heads,
                 head_dim: c.head_dim,
                 vocab_size: c.vocab_size,
-                kv_bytes_per_token: c.kv_cache_bytes(1, 4),
-                kv_bytes_allocated: c.kv_cache_bytes(e.context, 4),
+                kv_bytes_per_token: c.kv_cache_bytes(1, e.kv_elem_bytes),
+                kv_bytes_allocated: c.kv_cache_bytes(e.context, e.kv_elem_bytes),
             }
         })?;
         to_js(&s)
