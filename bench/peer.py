@@ -29,7 +29,13 @@ def main() -> None:
     base = llm.tokenize(TEXT.encode(), add_bos=False, special=False)
     prompt = (base * (a.prompt_tokens // len(base) + 1))[: a.prompt_tokens]
 
+    # Warm-up: ggml's Vulkan backend compiles its pipelines on first use; kvscope builds its own at
+    # load, before its timings start. One short prefill and one decode step compile them here.
     llm.reset()
+    llm.eval(prompt[:64])
+    llm.eval(prompt[:1])
+    llm.reset()
+
     t0 = time.perf_counter()
     llm.eval(prompt)
     tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))

@@ -1,6 +1,6 @@
 // Runs the page's benchmark (?bench=1) in headless Chromium on WebGPU (SwiftShader here, the
 // GPU where Chromium has one) and writes the report as JSON.
-//   npm run bench:browser -- [--prompt-tokens 64] [--gen-tokens 8] [--contexts 0,256,1024]
+//   npm run bench:browser -- [--prompt-tokens 64] [--gen-tokens 8] [--contexts 0,256]
 //                            [--out bench/out/browser.json]
 // Needs the built site in dist/ (`trunk build --release`) and the model in dist/models/.
 import fs from 'node:fs';
@@ -13,7 +13,7 @@ const { values } = parseArgs({
     'prompt-tokens': { type: 'string', default: '64' },
     'gen-tokens': { type: 'string', default: '8' },
     'gpu-argmax': { type: 'string', default: '1' },
-    contexts: { type: 'string', default: '0,256,1024' },
+    contexts: { type: 'string', default: '0,256' },
     rows: { type: 'string' },
     out: { type: 'string', default: path.join('bench', 'out', 'browser.json') },
   },
