@@ -21,7 +21,7 @@ fn config_err(bytes: &[u8]) -> String {
 }
 
 fn small_model() -> Vec<u8> {
-    synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 1, 3)
+    synthetic_model(&SynTypes::q4_1(), 1, 3)
 }
 
 #[test]

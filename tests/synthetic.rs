@@ -64,7 +64,7 @@ fn mixed_types_untied_output() {
 
 #[test]
 fn default_layout_tied_output() {
-    check("synthetic q4_1", SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None });
+    check("synthetic q4_1", SynTypes::q4_1());
 }
 
 #[test]
@@ -79,8 +79,7 @@ fn tokenizer_of_synthetic_vocab() {
 }
 
 fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
-    let bytes =
-        synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 1, 5);
+    let bytes = synthetic_model(&SynTypes::q4_1(), 1, 5);
     pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, ..Default::default() })).expect("load")
 }
 
@@ -215,8 +214,7 @@ fn attention_weights_per_layer_match_cpu() {
     if gpu().is_none() {
         return;
     }
-    let bytes =
-        synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 5);
+    let bytes = synthetic_model(&SynTypes::q4_1(), 2, 5);
     let collect = |backend: Backend, layer: usize| {
         let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context: 32, ..Default::default() })).unwrap();
         let mut out = Vec::new();
@@ -269,8 +267,6 @@ fn stop_during_prefill_keeps_the_engine_usable() {
     }
 }
 
-/// Greedy decoding with the argmax picked on the GPU emits the same tokens, reads back 8 bytes
-/// per token, and a later step still finds fresh logits.
 /// Everything GPU-side is created at load: generating (prefill chunks, decode steps, both argmax
 /// modes, the attention view) creates no buffer, bind group, layout, module or pipeline.
 #[test]
@@ -279,8 +275,7 @@ fn generating_creates_no_gpu_objects() {
     if gpu().is_none() {
         return;
     }
-    let bytes =
-        synthetic_model(&SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }, 2, 5);
+    let bytes = synthetic_model(&SynTypes::q4_1(), 2, 5);
     let mut e =
         pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context: 128, ..Default::default() })).unwrap();
     let created = e.gpu().unwrap().ctx.objects_created();
@@ -297,6 +292,8 @@ fn generating_creates_no_gpu_objects() {
     assert_eq!(e.gpu().unwrap().ctx.objects_created(), created);
 }
 
+/// Greedy decoding with the argmax picked on the GPU emits the same tokens, reads back 8 bytes
+/// per token, and a later step still finds fresh logits.
 #[test]
 fn gpu_argmax_emits_the_same_tokens() {
     use kvscope::GenerateOptions;

@@ -72,6 +72,14 @@ pub struct SynTypes {
     pub output: Option<GgmlType>,
 }
 
+impl SynTypes {
+    /// The default model's layout: Q4_1 tensors, a Q8_0 embedding tied to the output.
+    pub fn q4_1() -> Self {
+        use GgmlType::*;
+        SynTypes { embd: Q8_0, q: Q4_1, k: Q4_1, v: Q4_1, o: Q4_1, gate: Q4_1, up: Q4_1, down: Q4_1, output: None }
+    }
+}
+
 pub fn strs(v: &[String]) -> Value {
     Value::Array(8, v.iter().map(|s| Value::String(s.clone())).collect())
 }
