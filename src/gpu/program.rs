@@ -89,11 +89,7 @@ impl Program {
     /// Encodes every dispatch for position `pos` into `pass`.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, steps: &StepTable, pos: usize) {
         let offset = [steps.offset(pos)];
-        let skip = std::env::var("KVSCOPE_SKIP").unwrap_or_else(|_| "@@".into());
         for d in &self.dispatches {
-            if skip.split(',').any(|k| d.label.contains(k)) {
-                continue;
-            }
             pass.set_pipeline(&d.pipeline.pipeline);
             let dynamic: &[u32] = if d.pipeline.kernel.uses_step() { &offset } else { &[] };
             pass.set_bind_group(0, &d.bind_group, dynamic);

@@ -31,6 +31,11 @@ impl KvCache {
         Ok(KvCache { k, v, capacity, len: 0, elem_bytes })
     }
 
+    /// Whether values are stored as f16 (else f32).
+    pub fn f16(&self) -> bool {
+        self.elem_bytes == 2
+    }
+
     /// Bytes allocated for K and V over all layers.
     pub fn bytes_allocated(&self) -> u64 {
         self.k.iter().chain(&self.v).map(|b| b.size()).sum()

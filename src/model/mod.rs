@@ -338,8 +338,9 @@ fn attention_splits(ctx: &GpuContext, context: usize) -> (u32, u32) {
 /// one split are held in workgroup memory).
 pub const MAX_CONTEXT: usize = 64 * 256;
 
-/// Embedding + every layer: 1 + 10 · n_layers dispatches (14 where q/k/v or gate/up are not fused), for one position (`batch` None, bound
-/// to the per-position table) or for a chunk of up to `batch` tokens (bound to the chunk table).
+/// Embedding + every layer: 1 + 10 · n_layers dispatches (13 per layer where q/k/v and gate/up
+/// are not fused), for one position (`batch` None, bound to the per-position table) or for a
+/// chunk of up to `batch` tokens (bound to the chunk table).
 #[allow(clippy::too_many_arguments)]
 fn record_body(
     ctx: &GpuContext,
@@ -385,7 +386,7 @@ fn record_body(
         }
         rec.push_tokens(
             format!("L{l}.rope_kv"),
-            Kernel::RopeKv { kv_f16: kv.elem_bytes == 2 },
+            Kernel::RopeKv { kv_f16: kv.f16() },
             &[&a.qkv, &kv.k[l], &kv.v[l], &a.rope],
             &params::RopeKv { n_heads: h, n_kv_heads: hkv, head_dim: hd },
             (h + 2 * hkv) * hd / 2,
@@ -405,7 +406,7 @@ fn record_body(
         };
         rec.push_tokens(
             format!("L{l}.attention"),
-            Kernel::Attention { head_dim: hd, group, kv_f16: kv.elem_bytes == 2 },
+            Kernel::Attention { head_dim: hd, group, kv_f16: kv.f16() },
             &[&a.att_part, &a.att, &a.qkv, &kv.k[l], &kv.v[l]],
             &ap,
             h / group * n_splits,
