@@ -51,7 +51,7 @@ pub struct BenchReport {
 }
 
 fn counters(e: &Engine) -> Result<GpuCounters> {
-    e.gpu().map(|g| g.counters).ok_or_else(|| Error::Config("bench needs the GPU backend".into()))
+    e.gpu().map(|g| g.counters).ok_or_else(|| Error::Option("bench needs the GPU backend".into()))
 }
 
 /// `steps` greedy decode steps after `context` cached positions; returns the run, the counters
@@ -66,7 +66,7 @@ async fn decode(
     e.reset();
     let fill: Vec<u32> = prompt.iter().cycle().take(context.max(1)).copied().collect();
     e.feed(&fill).await?;
-    let opts = GenerateOptions { max_tokens: steps + 1, top_k: 0, gpu_argmax, ..Default::default() };
+    let opts = GenerateOptions { max_tokens: steps + 1, report_top: 0, gpu_argmax, ..Default::default() };
     let before = counters(e)?;
     let objects = e.gpu().map_or(0, |g| g.ctx.objects_created());
     let mut times = Vec::with_capacity(steps + 1);
@@ -98,7 +98,7 @@ pub const CONTEXTS: [usize; 3] = [0, 256, 1024];
 /// `gen_tokens` greedy decode steps after each of `contexts` cached positions.
 pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool, contexts: &[usize]) -> Result<BenchReport> {
     if prompt_tokens == 0 || gen_tokens == 0 || contexts.is_empty() {
-        return Err(Error::Config("bench needs at least one prompt token, one decode step and one context".into()));
+        return Err(Error::Option("bench needs at least one prompt token, one decode step and one context".into()));
     }
     let text = "The KV cache stores the keys and values of every token seen so far, so that each new token \
                 attends over them without recomputing the prefix. ";
@@ -106,7 +106,7 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
     let prompt: Vec<u32> = base.iter().cycle().take(prompt_tokens).copied().collect();
     let need = prompt_tokens.max(contexts.iter().copied().max().unwrap_or(0)) + gen_tokens + 2;
     if need > e.context {
-        return Err(Error::Config(format!("bench needs a context of {need} positions; load with a larger one")));
+        return Err(Error::Option(format!("bench needs a context of {need} positions; load with a larger one")));
     }
 
     e.reset();

@@ -31,14 +31,46 @@ pub struct Config {
     pub tied_output: bool,
 }
 
+/// How the KV cache stores each value: f32, or f16 rounded to nearest even (half the memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvType {
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvType {
+    pub fn new(f16: bool) -> Self {
+        if f16 {
+            KvType::F16
+        } else {
+            KvType::F32
+        }
+    }
+
+    /// Bytes per cached value.
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F32 => 4,
+            KvType::F16 => 2,
+        }
+    }
+}
+
 impl Config {
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
     }
 
-    /// Bytes of K and V for every layer at `context` positions, with `elem` bytes per value.
-    pub fn kv_cache_bytes(&self, context: usize, elem: usize) -> u64 {
-        2 * self.n_layers as u64 * context as u64 * self.kv_dim() as u64 * elem as u64
+    /// Bytes of one layer's K (or V) cache at `context` positions: [T × h_kv · d_h] values.
+    pub fn kv_layer_bytes(&self, context: usize, kv: KvType) -> u64 {
+        context as u64 * self.kv_dim() as u64 * kv.bytes() as u64
+    }
+
+    /// Bytes of K and V for every layer at `context` positions.
+    pub fn kv_cache_bytes(&self, context: usize, kv: KvType) -> u64 {
+        2 * self.n_layers as u64 * self.kv_layer_bytes(context, kv)
     }
 
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
@@ -72,7 +104,7 @@ impl Config {
         }
         if let Some(v) = g.get(&key("rope.dimension_count")) {
             if v.as_u64() != Some(head_dim as u64) {
-                return Err(Error::Config(format!("partial RoPE (`rope.dimension_count` = {}) is not supported", v.summary())));
+                return Err(Error::NotSupported(format!("partial RoPE (`rope.dimension_count` = {})", v.summary())));
             }
         }
         let rms_eps = g.f64(&key("attention.layer_norm_rms_epsilon"))? as f32;

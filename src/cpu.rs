@@ -150,8 +150,8 @@ pub struct CpuModel {
     output: Option<Vec<f32>>, // [V × d]; None: tied to token_embd
     k_cache: Vec<Vec<f32>>,   // per layer [T × kv]
     v_cache: Vec<Vec<f32>>,   // per layer [T × kv]
-    /// Cache values rounded to f16 (nearest even) as they are written, as the GPU stores them.
-    kv_f16: bool,
+    /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores them.
+    pub kv: KvType,
     x: Vec<f32>,          // [d] residual stream
     xb: Vec<f32>,         // [d] normed input of a sublayer
     q: Vec<f32>,          // [d]
@@ -173,7 +173,7 @@ fn load_tensor(g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<Vec<f32
 }
 
 impl CpuModel {
-    pub fn load(g: &Gguf, cfg: &Config, context: usize, kv_f16: bool, src: &mut dyn ByteSource) -> Result<Self> {
+    pub fn load(g: &Gguf, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let layers = (0..cfg.n_layers)
             .map(|l| {
                 let mut t = |n: &str| load_tensor(g, src, &format!("blk.{l}.{n}.weight"));
@@ -211,7 +211,7 @@ impl CpuModel {
             logits: vec![0.0; cfg.vocab_size],
             cfg: cfg.clone(),
             context,
-            kv_f16,
+            kv,
         })
     }
 
@@ -233,7 +233,7 @@ impl CpuModel {
             rope(&mut self.k, hd, pos, c.rope_base);
             self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
             self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
-            if self.kv_f16 {
+            if self.kv == KvType::F16 {
                 for x in self.k_cache[l][pos * kv..(pos + 1) * kv].iter_mut().chain(&mut self.v_cache[l][pos * kv..(pos + 1) * kv]) {
                     *x = half::f16::from_f32(*x).to_f32();
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{Config, KvType};
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
 use crate::gguf::{read_header, ByteSource, Gguf};
@@ -29,7 +29,7 @@ impl std::str::FromStr for Backend {
         match s {
             "gpu" => Ok(Backend::Gpu),
             "cpu" => Ok(Backend::Cpu),
-            _ => Err(Error::Config(format!("unknown backend `{s}` (use gpu or cpu)"))),
+            _ => Err(Error::Option(format!("unknown backend `{s}` (use gpu or cpu)"))),
         }
     }
 }
@@ -41,14 +41,14 @@ pub struct LoadOptions {
     pub context: usize,
     /// Optional device features the GPU kernels may use.
     pub gpu: GpuOptions,
-    /// Keep K and V in the cache as f16 (half the memory and bandwidth; values rounded to
-    /// nearest-even f16 on both backends). Off: f32.
-    pub kv_f16: bool,
+    /// How K and V are kept in the cache: f32, or f16 (half the memory and bandwidth; values
+    /// rounded to nearest-even f16 on both backends).
+    pub kv: KvType,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { backend: Backend::Gpu, context: crate::DEFAULT_CONTEXT, gpu: GpuOptions::default(), kv_f16: false }
+        LoadOptions { backend: Backend::Gpu, context: crate::DEFAULT_CONTEXT, gpu: GpuOptions::default(), kv: KvType::F32 }
     }
 }
 
@@ -57,7 +57,7 @@ pub struct GenerateOptions {
     pub max_tokens: usize,
     pub sampler: SamplerConfig,
     /// Rows of the next-token table reported with each token.
-    pub top_k: usize,
+    pub report_top: usize,
     /// Read back this layer's attention weights after every step (for the attention view; off
     /// by default so that decoding does no extra readback).
     pub attention_layer: Option<usize>,
@@ -73,7 +73,7 @@ impl Default for GenerateOptions {
         GenerateOptions {
             max_tokens: 64,
             sampler: SamplerConfig::default(),
-            top_k: 5,
+            report_top: 5,
             attention_layer: None,
             no_cache: false,
             gpu_argmax: false,
@@ -152,8 +152,6 @@ pub struct Engine {
     attention: Option<Vec<f32>>,
     /// Positions per GPU submit while prefilling.
     pub prefill_chunk: usize,
-    /// Bytes per cached K or V value: 4 (f32) or 2 (f16).
-    pub kv_elem_bytes: usize,
     /// Set from outside (another thread, or the page's Stop button) to end generation after the
     /// current step or prefill chunk.
     stop: Arc<AtomicBool>,
@@ -172,11 +170,11 @@ impl Engine {
         let cfg = Config::from_gguf(&g)?;
         let tokenizer = std::sync::Arc::new(Tokenizer::from_gguf(&g)?);
         if opts.context == 0 || opts.context > 1 << 20 {
-            return Err(Error::Config(format!("context length {} is outside 1..=1048576", opts.context)));
+            return Err(Error::Option(format!("context length {} is outside 1..=1048576", opts.context)));
         }
         let model = match opts.backend {
-            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv_f16, src)?)),
-            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, opts.kv_f16, src).await?)),
+            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, src)?)),
+            Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, opts.kv, src).await?)),
         };
         Ok(Engine {
             logits: vec![0.0; cfg.vocab_size],
@@ -187,7 +185,6 @@ impl Engine {
             logits_stale: false,
             attention: None,
             context: opts.context,
-            kv_elem_bytes: if opts.kv_f16 { 2 } else { 4 },
             cfg,
             tokenizer,
             model,
@@ -212,6 +209,14 @@ impl Engine {
         }
     }
 
+    /// How the cache stores K and V.
+    pub fn kv_type(&self) -> KvType {
+        match &self.model {
+            Model::Cpu(m) => m.kv,
+            Model::Gpu(m) => m.kv.ty,
+        }
+    }
+
     pub fn gpu(&self) -> Option<&GpuModel> {
         match &self.model {
             Model::Gpu(m) => Some(m),
@@ -223,9 +228,6 @@ impl Engine {
     pub fn reset(&mut self) {
         self.cached.clear();
         self.pending = None;
-        if let Model::Gpu(m) = &mut self.model {
-            m.kv.len = 0;
-        }
     }
 
     /// Forgets every cached position from `n` on (and any pending token): the rows stay allocated
@@ -234,9 +236,6 @@ impl Engine {
         self.cached.truncate(n);
         self.pending = None;
         self.logits_stale = false;
-        if let Model::Gpu(m) = &mut self.model {
-            m.kv.len = self.cached.len();
-        }
     }
 
     /// Keeps the longest cached prefix of `ids` and forgets the rest, so that only `ids[n..]` has
@@ -338,7 +337,7 @@ impl Engine {
     async fn observe(&mut self, opts: &GenerateOptions) -> Result<()> {
         self.attention = match opts.attention_layer {
             Some(l) if l >= self.cfg.n_layers => {
-                return Err(Error::Config(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)))
+                return Err(Error::Option(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)))
             }
             Some(l) => Some(self.attention_weights(l).await?),
             None => None,
@@ -436,7 +435,7 @@ impl Engine {
             }
             let (id, top) = match self.gpu_pick.take() {
                 Some((id, _)) if on_gpu => (id, Vec::new()),
-                _ => (sampler.sample(&self.logits), if opts.top_k > 0 { top_k(&self.logits, opts.top_k, 1.0) } else { Vec::new() }),
+                _ => (sampler.sample(&self.logits), if opts.report_top > 0 { top_k(&self.logits, opts.report_top, 1.0) } else { Vec::new() }),
             };
             let now = now_ms();
             if generated == 0 {

@@ -27,6 +27,12 @@ pub enum Error {
     UnsupportedArchitecture(String),
     #[error("model config: {0}")]
     Config(String),
+    /// A well-formed model whose shape the kernels do not take.
+    #[error("model config: {0} is not supported")]
+    NotSupported(String),
+    /// An option or request the caller gave that cannot be honoured.
+    #[error("{0}")]
+    Option(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("chat template: {0}")]
@@ -45,15 +51,81 @@ pub enum Error {
     NoAdapter(String),
     #[error("GPU limit exceeded: {what} needs {need} bytes but the device allows {limit} ({limit_name})")]
     Limit { what: String, need: u64, limit: u64, limit_name: &'static str },
+    #[error("the GPU device was lost ({0}); reload the engine")]
+    DeviceLost(String),
     #[error("GPU: {0}")]
     Gpu(String),
+    #[error("the engine is busy generating")]
+    Busy,
     #[error("{0}")]
     Io(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What kind of failure an error is, for callers that act on it (the page offers "Reload engine"
+/// for `DeviceLost` and `Gpu`, and explains `NoAdapter`) rather than on the message's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ErrorKind {
+    /// The file is not a well-formed model: bad GGUF, missing or mis-shaped key or tensor,
+    /// vocabulary or chat template that cannot be built.
+    InvalidModel,
+    /// A well-formed file that kvscope cannot run: GGUF version, tensor type, architecture.
+    Unsupported,
+    /// A request the engine refuses: empty prompt, unknown token, bad option.
+    InvalidInput,
+    /// The prompt or the conversation does not fit in the context.
+    ContextFull,
+    Stopped,
+    Busy,
+    /// No GPU adapter (in a browser: no WebGPU).
+    NoAdapter,
+    /// A buffer larger than the device allows.
+    Limits,
+    DeviceLost,
+    /// Any other GPU failure: validation, out of memory, a failed readback.
+    Gpu,
+    Io,
+}
+
+impl ErrorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidModel => "InvalidModel",
+            ErrorKind::Unsupported => "Unsupported",
+            ErrorKind::InvalidInput => "InvalidInput",
+            ErrorKind::ContextFull => "ContextFull",
+            ErrorKind::Stopped => "Stopped",
+            ErrorKind::Busy => "Busy",
+            ErrorKind::NoAdapter => "NoAdapter",
+            ErrorKind::Limits => "Limits",
+            ErrorKind::DeviceLost => "DeviceLost",
+            ErrorKind::Gpu => "Gpu",
+            ErrorKind::Io => "Io",
+        }
+    }
+}
+
 impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        use Error::*;
+        match self {
+            BadMagic(_) | Truncated { .. } | Malformed { .. } | MissingKey(_) | WrongKeyType { .. } | MissingTensor(_) | BadShape { .. }
+            | Tokenizer(_) | Template(_) => ErrorKind::InvalidModel,
+            Config(_) => ErrorKind::InvalidModel,
+            UnsupportedVersion(_) | UnsupportedType { .. } | UnsupportedArchitecture(_) | NotSupported(_) => ErrorKind::Unsupported,
+            Option(_) | EmptyPrompt | BadToken { .. } => ErrorKind::InvalidInput,
+            ContextFull { .. } | PromptTooLong { .. } => ErrorKind::ContextFull,
+            Stopped => ErrorKind::Stopped,
+            Busy => ErrorKind::Busy,
+            NoAdapter(_) => ErrorKind::NoAdapter,
+            Limit { .. } => ErrorKind::Limits,
+            DeviceLost(_) => ErrorKind::DeviceLost,
+            Gpu(_) => ErrorKind::Gpu,
+            Io(_) => ErrorKind::Io,
+        }
+    }
+
     pub(crate) fn malformed(what: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Malformed { what: what.into(), msg: msg.into() }
     }

@@ -21,7 +21,8 @@ pub mod tokenizer;
 pub mod web;
 
 pub use engine::{Backend, Engine, GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent};
-pub use error::{Error, Result};
+pub use config::KvType;
+pub use error::{Error, ErrorKind, Result};
 pub use gpu::GpuOptions;
 
 /// Where the default model lives, relative to the repository root (and to the site's root).

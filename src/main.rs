@@ -14,7 +14,7 @@ mod cli {
     use std::path::PathBuf;
 
     use clap::{Parser, Subcommand};
-    use kvscope::config::Config;
+    use kvscope::config::{Config, KvType};
     use kvscope::gguf::Gguf;
     use kvscope::sampler::SamplerConfig;
     use kvscope::tokenizer::{ChatMessage, Tokenizer};
@@ -50,6 +50,9 @@ mod cli {
             /// Context length for the KV-cache estimate.
             #[arg(long, default_value_t = kvscope::DEFAULT_CONTEXT)]
             context: usize,
+            /// Size the KV cache as f16.
+            #[arg(long)]
+            kv_f16: bool,
         },
         /// Token ids of a text, comma-separated.
         Tokenize {
@@ -145,7 +148,7 @@ mod cli {
 
     fn run(cli: Cli) -> Result<()> {
         match cli.cmd {
-            Cmd::Inspect { model, json, context } => inspect(&read(&model)?, json, context),
+            Cmd::Inspect { model, json, context, kv_f16 } => inspect(&read(&model)?, json, context, KvType::new(kv_f16)),
             Cmd::Tokenize { m, prompt } => {
                 let bytes = read(&m.model)?;
                 let tok = Tokenizer::from_gguf(&Gguf::parse(&bytes)?)?;
@@ -170,7 +173,7 @@ mod cli {
             } => {
                 let bytes = read(&m.model)?;
                 let mut engine =
-                    pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, kv_f16: m.kv_f16, ..Default::default() }))?;
+                    pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, kv: KvType::new(m.kv_f16), ..Default::default() }))?;
                 let text = if chat {
                     engine.tokenizer.apply_chat_template(&[ChatMessage { role: "user".into(), content: prompt }], true)?
                 } else {
@@ -222,7 +225,7 @@ mod cli {
                 let context = (prompt_tokens.max(longest) + gen_tokens + 2).next_multiple_of(256);
                 let mut engine = pollster::block_on(Engine::load(
                     &bytes,
-                    LoadOptions { backend: Backend::Gpu, context, kv_f16: m.kv_f16, ..Default::default() },
+                    LoadOptions { backend: Backend::Gpu, context, kv: KvType::new(m.kv_f16), ..Default::default() },
                 ))?;
                 let r = pollster::block_on(kvscope::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax, &contexts))?;
                 if json {
@@ -269,12 +272,12 @@ mod cli {
             }
             Cmd::Logits { m, prompt, ids, backend, out } => {
                 let bytes = read(&m.model)?;
-                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, kv_f16: m.kv_f16, ..Default::default() }))?;
+                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, kv: KvType::new(m.kv_f16), ..Default::default() }))?;
                 let ids: Vec<u32> = match (prompt, ids) {
                     (Some(p), _) => engine.tokenizer.encode(&p)?,
                     (None, Some(s)) => s
                         .split(',')
-                        .map(|t| t.trim().parse::<u32>().map_err(|_| Error::Config(format!("`{t}` in --ids is not a token id"))))
+                        .map(|t| t.trim().parse::<u32>().map_err(|_| Error::Option(format!("`{t}` in --ids is not a token id"))))
                         .collect::<Result<_>>()?,
                     (None, None) => unreachable!("clap requires one of --prompt and --ids"),
                 };
@@ -288,13 +291,13 @@ mod cli {
     }
 
     #[allow(unused_must_use)] // writeln! into a String cannot fail
-    fn inspect(bytes: &[u8], json: bool, context: usize) -> Result<()> {
+    fn inspect(bytes: &[u8], json: bool, context: usize, kv: KvType) -> Result<()> {
         use std::fmt::Write as _;
         let mut o = String::new();
         let g = Gguf::parse(bytes)?;
         let cfg = Config::from_gguf(&g)?;
         let weight_bytes: u64 = g.tensors.iter().map(|t| t.size).sum();
-        let kv_bytes = cfg.kv_cache_bytes(context, 4);
+        let kv_bytes = cfg.kv_cache_bytes(context, kv);
         if json {
             let tensors: Vec<_> =
                 g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
@@ -309,7 +312,7 @@ mod cli {
                     "config": cfg,
                     "metadata": meta,
                     "tensors": tensors,
-                    "memory": {"context": context, "weights_bytes": weight_bytes, "kv_cache_bytes": kv_bytes, "total_bytes": weight_bytes + kv_bytes},
+                    "memory": {"context": context, "kv_type": kv, "weights_bytes": weight_bytes, "kv_cache_bytes": kv_bytes, "total_bytes": weight_bytes + kv_bytes},
                 }))
                 .expect("json")
             );
@@ -343,11 +346,12 @@ mod cli {
         writeln!(o, "  weights   {:>9.1} MiB", mib(weight_bytes));
         writeln!(
             o,
-            "  KV cache  {:>9.1} MiB  (f32: {context} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × 4 bytes)",
+            "  KV cache  {:>9.1} MiB  ({kv:?}: {context} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × {} bytes)",
             mib(kv_bytes),
             cfg.n_layers,
             cfg.n_kv_heads,
-            cfg.head_dim
+            cfg.head_dim,
+            kv.bytes()
         );
         writeln!(o, "  total     {:>9.1} MiB", mib(weight_bytes + kv_bytes));
         print_all(&o)

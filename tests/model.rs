@@ -7,7 +7,7 @@ mod common;
 use common::{default_model, gpu, max_err};
 use kvscope::sampler::argmax;
 use kvscope::tokenizer::{ChatMessage, Utf8Stream};
-use kvscope::{Backend, Engine, GenerateOptions, LoadOptions};
+use kvscope::{Backend, Engine, GenerateOptions, KvType, LoadOptions};
 
 fn engine(bytes: &[u8], backend: Backend) -> Engine {
     pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 512, ..Default::default() })).expect("load")
@@ -17,7 +17,7 @@ fn greedy(e: &mut Engine, prompt: &str, n: usize) -> (Vec<u32>, String) {
     e.reset();
     let ids = e.tokenizer.encode(prompt).unwrap();
     let mut out = Vec::new();
-    let s = pollster::block_on(e.generate(&ids, &GenerateOptions { max_tokens: n, top_k: 0, ..Default::default() }, &mut |ev| {
+    let s = pollster::block_on(e.generate(&ids, &GenerateOptions { max_tokens: n, report_top: 0, ..Default::default() }, &mut |ev| {
         out.push(ev.id);
         true
     }))
@@ -82,7 +82,7 @@ fn gpu_logits_match_cpu() {
     // with `half`). Looser than f32: a value whose two f32 computations straddle an f16 rounding
     // boundary is stored one f16 step (2^-11 relative) apart, and that grows through the layers
     // (measured 9.5e-3 here, against llama.cpp's ~1); the argmax must still agree everywhere.
-    let f16 = |backend| Engine::load(&bytes, LoadOptions { backend, context: 512, kv_f16: true, ..Default::default() });
+    let f16 = |backend| Engine::load(&bytes, LoadOptions { backend, context: 512, kv: KvType::F16, ..Default::default() });
     let (mut c16, mut g16) = (pollster::block_on(f16(Backend::Cpu)).unwrap(), pollster::block_on(f16(Backend::Gpu)).unwrap());
     let (lc16, lg16) = (pollster::block_on(c16.logits_for(&ids)).unwrap(), pollster::block_on(g16.logits_for(&ids)).unwrap());
     let (e16, _, _) = max_err(&lg16, &lc16);

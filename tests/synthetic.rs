@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_close, gpu, synthetic_model, SynTypes};
 use kvscope::quant::GgmlType::*;
-use kvscope::{Backend, Engine, LoadOptions};
+use kvscope::{Backend, Engine, KvType, LoadOptions};
 
 fn logits(bytes: &[u8], backend: Backend, ids: &[u32]) -> Vec<f32> {
     logits_with(bytes, LoadOptions { backend, context: 128, ..Default::default() }, ids)
@@ -37,7 +37,7 @@ fn check(name: &str, types: SynTypes) {
     // f32 on both sides, same dequantised weights, same RoPE table: only summation order differs.
     assert_close(name, &gpu, &cpu, 1e-4);
     // The plain kernels (no subgroup operations, one row per invocation) as well.
-    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions::plain(), kv_f16: false };
+    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions::plain(), kv: KvType::F32 };
     assert_close(&format!("{name}, plain kernels"), &logits_with(&bytes, opts, &ids), &cpu, 1e-4);
     // The batched prefill (tiled mat-mul, causal attention within each chunk) ends in the same
     // logits as the CPU going token by token.
@@ -48,7 +48,7 @@ fn check(name: &str, types: SynTypes) {
     // An f16 cache: the GPU against the CPU rounding its cache the same way, token by token and
     // batched; and the rounding is really there (the f32 logits differ). Looser than f32: a value
     // whose two f32 computations straddle an f16 rounding boundary lands one f16 step apart.
-    let f16 = |backend| LoadOptions { backend, context: 128, kv_f16: true, ..Default::default() };
+    let f16 = |backend| LoadOptions { backend, context: 128, kv: KvType::F16, ..Default::default() };
     let cpu16 = logits_with(&bytes, f16(Backend::Cpu), &ids);
     assert_close(&format!("{name}, f16 cache"), &logits_with(&bytes, f16(Backend::Gpu), &ids), &cpu16, 2e-3);
     let mut e = pollster::block_on(Engine::load(&bytes, f16(Backend::Gpu))).unwrap();
@@ -283,7 +283,7 @@ fn generating_creates_no_gpu_objects() {
     let prompt: Vec<u32> = (0..40).map(|i| 10 + i).collect();
     for opts in [
         GenerateOptions { max_tokens: 6, ..Default::default() },
-        GenerateOptions { max_tokens: 6, gpu_argmax: true, top_k: 0, ..Default::default() },
+        GenerateOptions { max_tokens: 6, gpu_argmax: true, report_top: 0, ..Default::default() },
         GenerateOptions { max_tokens: 3, attention_layer: Some(1), ..Default::default() },
     ] {
         e.reset();
@@ -303,7 +303,7 @@ fn gpu_argmax_emits_the_same_tokens() {
     let run = |gpu_argmax: bool| {
         let mut e = tiny(Backend::Gpu, 64);
         let mut ids = Vec::new();
-        let opts = GenerateOptions { max_tokens: 10, gpu_argmax, top_k: 0, ..Default::default() };
+        let opts = GenerateOptions { max_tokens: 10, gpu_argmax, report_top: 0, ..Default::default() };
         pollster::block_on(e.generate(&[10, 11, 12], &opts, &mut |ev| {
             ids.push(ev.id);
             true

@@ -73,7 +73,8 @@ pub struct GpuContext {
     pub matmul_rows: u32,
     /// The least cache rows per attention workgroup (see `attention_split`).
     pub attention_split: usize,
-    errors: Arc<Mutex<Vec<String>>>,
+    /// Validation, out-of-memory and device-loss errors reported by wgpu, the loss first.
+    errors: Arc<Mutex<Vec<Error>>>,
     pipelines: RefCell<HashMap<Kernel, Rc<Pipeline>>>,
     /// Buffers, bind groups, layouts, shader modules and pipelines created so far.
     created: Cell<u64>,
@@ -123,21 +124,18 @@ impl GpuContext {
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             if let Ok(mut v) = sink.lock() {
-                v.push(e.to_string());
+                v.push(Error::Gpu(e.to_string()));
             }
         }));
         let sink = errors.clone();
         device.set_device_lost_callback(move |reason, msg| {
             if let Ok(mut v) = sink.lock() {
-                v.insert(
-                    0,
-                    format!("the GPU device was lost ({reason:?}{}{msg}); reload the engine", if msg.is_empty() { "" } else { ": " }),
-                );
+                v.insert(0, Error::DeviceLost(format!("{reason:?}{}{msg}", if msg.is_empty() { "" } else { ": " })));
             }
         });
         let (matvec_rows, matmul_rows) = opts.rows.unwrap_or_else(|| rows_per_invocation(&info));
         if !(1..=4).contains(&matvec_rows) || !(1..=2).contains(&matmul_rows) {
-            return Err(Error::Config(format!("rows per invocation ({matvec_rows}, {matmul_rows}) must be (1..=4, 1..=2)")));
+            return Err(Error::Option(format!("rows per invocation ({matvec_rows}, {matmul_rows}) must be (1..=4, 1..=2)")));
         }
         let attention_split = attention_split(&info);
         Ok(GpuContext {
@@ -167,12 +165,9 @@ impl GpuContext {
     pub fn check_errors(&self) -> Result<()> {
         let first = match self.errors.lock() {
             Ok(mut v) => v.drain(..).next(),
-            Err(_) => Some("the error sink was poisoned".to_string()),
+            Err(_) => Some(Error::Gpu("the error sink was poisoned".into())),
         };
-        match first {
-            Some(e) => Err(Error::Gpu(e)),
-            None => Ok(()),
-        }
+        first.map_or(Ok(()), Err)
     }
 
     pub fn pipeline(&self, k: Kernel) -> Rc<Pipeline> {
@@ -247,11 +242,12 @@ impl GpuContext {
         });
         #[cfg(not(target_arch = "wasm32"))]
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        let mapped = rx.await.map_err(|_| Error::Gpu("the device was lost while reading back".into()))?;
-        mapped.map_err(|e| {
-            let detail = self.check_errors().err().map(|e| format!(" ({e})")).unwrap_or_default();
-            Error::Gpu(format!("mapping the readback buffer failed: {e}{detail}"))
-        })?;
+        let mapped = rx.await.map_err(|_| Error::DeviceLost("while reading back".into()))?;
+        if let Err(e) = mapped {
+            // A lost device fails the map: report the loss itself when wgpu has told us of it.
+            self.check_errors()?;
+            return Err(Error::Gpu(format!("mapping the readback buffer failed: {e}")));
+        }
         {
             let view = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading the readback buffer: {e}")))?;
             out.copy_from_slice(&view);
@@ -269,7 +265,7 @@ impl GpuContext {
         });
         #[cfg(not(target_arch = "wasm32"))]
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        rx.await.map_err(|_| Error::Gpu("the device was lost while waiting for it".into()))?;
+        rx.await.map_err(|_| Error::DeviceLost("while waiting for it".into()))?;
         self.check_errors()
     }
 

@@ -1,9 +1,9 @@
 //! The KV cache: per layer, one K and one V buffer of [T × h_kv · d_h] f32 (or f16 pairs packed in
-//! u32 words), allocated once for
-//! the whole context. Row `pos` is written by the step that processes position `pos`; a step at
-//! position `pos` reads rows 0..=pos. `len` is the fill counter.
+//! u32 words), allocated once for the whole context. Row `pos` is written by the step that
+//! processes position `pos`; a step at position `pos` reads rows 0..=pos. Which rows are filled
+//! is the engine's to know (`Engine::position`).
 
-use crate::config::Config;
+use crate::config::{Config, KvType};
 use crate::error::Result;
 use crate::gpu::GpuContext;
 
@@ -12,32 +12,23 @@ pub struct KvCache {
     pub v: Vec<wgpu::Buffer>,
     /// T: rows per layer.
     pub capacity: usize,
-    /// Rows in use (the same in every layer).
-    pub len: usize,
-    /// Bytes per cached value.
-    pub elem_bytes: usize,
+    pub ty: KvType,
 }
 
 impl KvCache {
-    pub fn new(ctx: &GpuContext, cfg: &Config, capacity: usize, f16: bool) -> Result<Self> {
-        let elem_bytes = if f16 { 2 } else { 4 };
-        let bytes = (capacity * cfg.kv_dim() * elem_bytes) as u64;
+    pub fn new(ctx: &GpuContext, cfg: &Config, capacity: usize, ty: KvType) -> Result<Self> {
+        let bytes = cfg.kv_layer_bytes(capacity, ty);
         let mut k = Vec::with_capacity(cfg.n_layers);
         let mut v = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             k.push(ctx.storage(&format!("L{l}.k_cache"), bytes)?);
             v.push(ctx.storage(&format!("L{l}.v_cache"), bytes)?);
         }
-        Ok(KvCache { k, v, capacity, len: 0, elem_bytes })
+        Ok(KvCache { k, v, capacity, ty })
     }
 
     /// Whether values are stored as f16 (else f32).
     pub fn f16(&self) -> bool {
-        self.elem_bytes == 2
-    }
-
-    /// Bytes allocated for K and V over all layers.
-    pub fn bytes_allocated(&self) -> u64 {
-        self.k.iter().chain(&self.v).map(|b| b.size()).sum()
+        self.ty == KvType::F16
     }
 }

@@ -8,7 +8,7 @@ pub mod kv_cache;
 pub mod weights;
 
 use crate::clock::now_ms;
-use crate::config::Config;
+use crate::config::{Config, KvType};
 use crate::cpu::rope_table;
 use crate::error::{Error, Result};
 use crate::gguf::{ByteSource, Gguf};
@@ -82,19 +82,19 @@ impl GpuModel {
         cfg: &Config,
         context: usize,
         opts: GpuOptions,
-        kv_f16: bool,
+        kv: KvType,
         src: &mut dyn ByteSource,
     ) -> Result<Self> {
         let ctx = GpuContext::with_options(opts).await?;
-        Self::load_on(ctx, g, cfg, context, kv_f16, src)
+        Self::load_on(ctx, g, cfg, context, kv, src)
     }
 
-    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv_f16: bool, src: &mut dyn ByteSource) -> Result<Self> {
+    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let (d, kv, f, h, v) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, cfg.n_heads as u64, cfg.vocab_size as u64);
         let (t, b) = (context as u64, CHUNK as u64);
         check_limits(&ctx, g, cfg, context)?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
-        let kv_cache = KvCache::new(&ctx, cfg, context, kv_f16)?;
+        let kv_cache = KvCache::new(&ctx, cfg, context, kv)?;
         let act = Activations {
             x: ctx.storage("x", b * d * 4)?,
             xb: ctx.storage("xb", b * d * 4)?,
@@ -219,9 +219,6 @@ impl GpuModel {
             self.counters.submits += 1;
         }
         self.counters.encode_ms += now_ms() - t_encode;
-        if n > 0 {
-            self.kv.len = start + n;
-        }
         if !want {
             return Ok(());
         }
@@ -277,7 +274,7 @@ fn check_limits(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize) ->
         ctx.check_size(&what, size, storage)?;
     }
     if context > MAX_CONTEXT {
-        return Err(Error::Config(format!(
+        return Err(Error::Option(format!(
             "a context of {context} positions is more than the {MAX_CONTEXT} the GPU attention kernels take"
         )));
     }
@@ -355,7 +352,7 @@ fn record_body(
     let (d, kvd, f, h, hkv, hd) =
         (cfg.dim as u32, cfg.kv_dim() as u32, cfg.ffn_dim as u32, cfg.n_heads as u32, cfg.n_kv_heads as u32, cfg.head_dim as u32);
     if hd % 4 != 0 || hd > 256 {
-        return Err(Error::Config(format!("head dimension {hd} is not supported (a multiple of 4, at most 256)")));
+        return Err(Error::NotSupported(format!("head dimension {hd} (the GPU kernels take a multiple of 4, at most 256)")));
     }
     let z = batch.unwrap_or(1);
     let qkv_row = d + 2 * kvd;

@@ -66,8 +66,8 @@ impl Weights {
         for (name, _) in cfg.expected_tensors() {
             let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
             if info.dims.len() == 2 && info.dims[0] % 32 != 0 {
-                return Err(Error::Config(format!(
-                    "tensor `{name}` has rows of {} elements; the GPU kernels need a multiple of 32",
+                return Err(Error::NotSupported(format!(
+                    "tensor `{name}` with rows of {} elements (the GPU kernels need a multiple of 32)",
                     info.dims[0]
                 )));
             }

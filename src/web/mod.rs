@@ -11,19 +11,37 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::config::Config;
+use crate::config::{Config, KvType};
 use crate::engine::{Engine, GenerateOptions, LoadOptions, TokenEvent};
 use crate::gguf::{read_header, ByteSource, Gguf};
 use crate::gpu::GpuContext;
 use crate::sampler::SamplerConfig;
 use crate::tokenizer::{ChatMessage, Tokenizer};
 
-fn js_err(e: impl std::fmt::Display) -> JsValue {
-    js_sys::Error::new(&e.to_string()).into()
+/// Every error reaches JavaScript as an `Error` whose `name` is its kind (`DeviceLost`,
+/// `NoAdapter`, `Unsupported`, … — `crate::ErrorKind`) and whose `message` names what is wrong;
+/// the page acts on the name, never on the message's words.
+fn js_err(e: crate::Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name(e.kind().name());
+    err.into()
+}
+
+/// A malformed argument from JavaScript (options, messages).
+fn bad_arg(what: &str, e: impl std::fmt::Display) -> JsValue {
+    js_err(crate::Error::Option(format!("{what}: {e}")))
 }
 
 fn to_js<T: Serialize>(v: &T) -> Result<JsValue, JsValue> {
-    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(js_err)
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible()).map_err(|e| bad_arg("result", e))
+}
+
+/// Options from JavaScript: `undefined` and `null` mean every default.
+fn from_js<T: serde::de::DeserializeOwned + Default>(what: &str, v: JsValue) -> Result<T, JsValue> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(T::default());
+    }
+    serde_wasm_bindgen::from_value(v).map_err(|e| bad_arg(what, e))
 }
 
 #[wasm_bindgen(start)]
@@ -70,26 +88,9 @@ struct ModelInfo {
     file_bytes: u64,
     weights_bytes: u64,
     kv_cache_bytes: u64,
+    kv_type: KvType,
     context: usize,
     config: Config,
-}
-
-/// Reads only the header: the model's name and shape, and the GPU memory it will need at
-/// `context` positions — shown before anything is allocated.
-#[wasm_bindgen(js_name = inspectModel)]
-pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize) -> Result<JsValue, JsValue> {
-    let mut src = JsBytes(bytes);
-    let header = read_header(&mut src).map_err(js_err)?;
-    let g = Gguf::parse_prefix(&header, src.len()).map_err(js_err)?;
-    let cfg = Config::from_gguf(&g).map_err(js_err)?;
-    to_js(&ModelInfo {
-        name: cfg.name.clone(),
-        file_bytes: src.len(),
-        weights_bytes: g.tensors.iter().map(|t| t.size).sum(),
-        kv_cache_bytes: cfg.kv_cache_bytes(context, 4),
-        context,
-        config: cfg,
-    })
 }
 
 /// Load settings from JavaScript (every field optional).
@@ -98,6 +99,27 @@ pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize) -> Result<JsValu
 struct JsLoadOptions {
     rows: Option<(u32, u32)>,
     kv_f16: bool,
+}
+
+/// Reads only the header: the model's name and shape, and the GPU memory it will need at
+/// `context` positions with the cache `options` ask for (`{kv_f16}`, as `WebEngine.load`) —
+/// shown before anything is allocated.
+#[wasm_bindgen(js_name = inspectModel)]
+pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<JsValue, JsValue> {
+    let kv = KvType::new(from_js::<JsLoadOptions>("load options", options)?.kv_f16);
+    let mut src = JsBytes(bytes);
+    let header = read_header(&mut src).map_err(js_err)?;
+    let g = Gguf::parse_prefix(&header, src.len()).map_err(js_err)?;
+    let cfg = Config::from_gguf(&g).map_err(js_err)?;
+    to_js(&ModelInfo {
+        name: cfg.name.clone(),
+        file_bytes: src.len(),
+        weights_bytes: g.tensors.iter().map(|t| t.size).sum(),
+        kv_cache_bytes: cfg.kv_cache_bytes(context, kv),
+        kv_type: kv,
+        context,
+        config: cfg,
+    })
 }
 
 /// Generation settings from JavaScript (every field optional).
@@ -121,8 +143,7 @@ struct JsOptions {
 
 impl JsOptions {
     fn parse(v: JsValue) -> Result<GenerateOptions, JsValue> {
-        let o: JsOptions =
-            if v.is_undefined() || v.is_null() { JsOptions::default() } else { serde_wasm_bindgen::from_value(v).map_err(js_err)? };
+        let o: JsOptions = from_js("generate options", v)?;
         let d = SamplerConfig::default();
         Ok(GenerateOptions {
             max_tokens: o.max_tokens.unwrap_or(64),
@@ -132,7 +153,7 @@ impl JsOptions {
                 top_p: o.top_p.unwrap_or(d.top_p),
                 seed: o.seed.unwrap_or(d.seed),
             },
-            top_k: o.report_top.unwrap_or(5),
+            report_top: o.report_top.unwrap_or(5),
             attention_layer: o.attention_layer,
             no_cache: o.no_cache.unwrap_or(false),
             gpu_argmax: o.gpu_argmax.unwrap_or(false),
@@ -151,6 +172,10 @@ struct EngineState {
     n_kv_heads: usize,
     head_dim: usize,
     vocab_size: usize,
+    /// How the cache stores each value ("f32" or "f16").
+    kv_type: KvType,
+    /// Bytes per cached value: 4 or 2.
+    kv_value_bytes: usize,
     /// Bytes of K and V per cached position over all layers.
     kv_bytes_per_token: u64,
     kv_bytes_allocated: u64,
@@ -171,16 +196,12 @@ impl WebEngine {
     /// (optional): `{rows: [matvec, matmul]}` weight rows per kernel invocation (default: by
     /// adapter type), `kv_f16: true` for an f16 KV cache.
     pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
-        let o: JsLoadOptions = if options.is_undefined() || options.is_null() {
-            JsLoadOptions::default()
-        } else {
-            serde_wasm_bindgen::from_value(options).map_err(js_err)?
-        };
+        let o: JsLoadOptions = from_js("load options", options)?;
         let mut gpu = crate::GpuOptions::default();
         gpu.rows = o.rows;
         let mut src = JsBytes(bytes);
         let engine =
-            Engine::load_from(&mut src, LoadOptions { context, gpu, kv_f16: o.kv_f16, ..Default::default() }).await.map_err(js_err)?;
+            Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() }).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
@@ -199,7 +220,7 @@ impl WebEngine {
 
     fn with<T>(&self, f: impl FnOnce(&mut Engine) -> T) -> Result<T, JsValue> {
         let mut cell = self.inner.borrow_mut();
-        let e = cell.as_mut().ok_or_else(|| js_err("the engine is busy generating"))?;
+        let e = cell.as_mut().ok_or_else(|| js_err(crate::Error::Busy))?;
         Ok(f(e))
     }
 
@@ -217,8 +238,10 @@ impl WebEngine {
                 n_kv_heads: c.n_kv_heads,
                 head_dim: c.head_dim,
                 vocab_size: c.vocab_size,
-                kv_bytes_per_token: c.kv_cache_bytes(1, e.kv_elem_bytes),
-                kv_bytes_allocated: c.kv_cache_bytes(e.context, e.kv_elem_bytes),
+                kv_type: e.kv_type(),
+                kv_value_bytes: e.kv_type().bytes(),
+                kv_bytes_per_token: c.kv_cache_bytes(1, e.kv_type()),
+                kv_bytes_allocated: c.kv_cache_bytes(e.context, e.kv_type()),
             }
         })?;
         to_js(&s)
@@ -268,7 +291,7 @@ impl WebEngine {
     pub fn chat(&self, messages: JsValue, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
         match serde_wasm_bindgen::from_value::<Vec<ChatMessage>>(messages) {
             Ok(m) => self.run(Turn::Chat(m), options, on_token),
-            Err(e) => js_sys::Promise::reject(&js_err(format!("messages: {e}"))),
+            Err(e) => js_sys::Promise::reject(&bad_arg("messages", e)),
         }
     }
 
@@ -278,7 +301,7 @@ impl WebEngine {
     pub fn bench(&self, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool, contexts: Vec<usize>) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err("the engine is busy generating"))?;
+            let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err(crate::Error::Busy))?;
             let result = crate::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax, &contexts).await;
             engine.reset();
             *inner.borrow_mut() = Some(engine);
@@ -290,7 +313,7 @@ impl WebEngine {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let mut opts = JsOptions::parse(options)?;
-            let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err("the engine is busy generating"))?;
+            let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err(crate::Error::Busy))?;
             let tok = engine.tokenizer.clone();
             let result = async {
                 let (ids, reused) = match &turn {
