@@ -1,7 +1,8 @@
 // Runs the page's benchmark (?bench=1) in headless Chromium on WebGPU (SwiftShader here, the
 // GPU where Chromium has one) and writes the report as JSON.
 //   npm run bench:browser -- [--prompt-tokens 64] [--gen-tokens 8] [--contexts 0,256]
-//                            [--out bench/out/browser.json]
+//                            [--gpu-argmax 0|1] [--rows M,N] [--out bench/out/browser.json]
+// As in `kvscope bench`, the GPU argmax is off unless --gpu-argmax 1.
 // Needs the built site in dist/ (`trunk build --release`) and the model in dist/models/.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,7 @@ const { values } = parseArgs({
   options: {
     'prompt-tokens': { type: 'string', default: '64' },
     'gen-tokens': { type: 'string', default: '8' },
-    'gpu-argmax': { type: 'string', default: '1' },
+    'gpu-argmax': { type: 'string', default: '0' },
     contexts: { type: 'string', default: '0,256' },
     rows: { type: 'string' },
     out: { type: 'string', default: path.join('bench', 'out', 'browser.json') },
@@ -56,7 +57,7 @@ try {
     console.log(`decode ${r.decode.map((d) => d.tokens_per_s.toFixed(2)).join(' / ')} tok/s at context ` +
       `${r.decode.map((d) => d.context).join(' / ')} (last / first ${r.decode_longest_over_shortest.toFixed(2)})`);
     console.log(`per token: ${r.dispatches_per_token} dispatches, ${r.submits_per_token} submits, ${r.maps_per_token} maps, ` +
-      `${r.readback_bytes_per_token} bytes read back, ${r.encode_ms_per_token.toFixed(3)} ms encode`);
+      `${r.readback_bytes_per_token} bytes read back, ${r.encode_ms_per_token.toFixed(3)} ms encode${r.gpu_argmax ? ' (GPU argmax)' : ''}`);
     console.log(`written: ${values.out}`);
   }
 } finally {

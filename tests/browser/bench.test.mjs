@@ -26,6 +26,7 @@ test('?bench=1 reports prefill, decode and per-token costs like the CLI', { time
   assert.deepEqual(JSON.parse(r.json), b);
   assert.ok(r.rows >= 9);
   assert.equal(b.prompt_tokens, args.prompt);
+  assert.equal(b.gpu_argmax, true, '&gpu_argmax=1 turns the GPU argmax on');
   assert.deepEqual(b.decode.map((d) => d.context), [1, 40]);
   for (const d of b.decode) assert.ok(d.tokens_per_s > 0 && d.steps === args.gen, JSON.stringify(d));
   assert.ok(b.prefill_tokens_per_s > 0 && b.prefill_token_by_token_per_s > 0 && b.ttft_ms > 0);

@@ -58,6 +58,20 @@ export async function openSite(browser, url, query = '', { wait = true } = {}) {
   return page;
 }
 
+/** Opens the site in a new browser context that records dialogs (`page.dialogs`) and
+ * Content-Security-Policy violations (`window.__csp` in the page). Close the context after. */
+export async function openGuarded(browser, url, query = '') {
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
+  const page = await openSite(context, url, query);
+  page.dialogs = [];
+  page.on('dialog', (d) => { page.dialogs.push(d.message()); d.dismiss(); });
+  return { context, page };
+}
+
 /** Waits until a model is loaded or an error shows. */
 export async function ready(page) {
   await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent) || !document.getElementById('error').hidden, null, { timeout: 180_000 });

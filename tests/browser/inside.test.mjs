@@ -1,5 +1,5 @@
 // The "Inside the model" views on the real default model: cache growth, the next-token table,
-// attention weights, Step, and decoding without the cache.
+// attention weights, Step, decoding without the cache, and the size of an f16 cache.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -21,6 +21,7 @@ test('cache growth, top-k, attention and Step follow the engine', { timeout: 900
 
   const page = await openSite(site.browser, site.server.url);
   assert.deepEqual(await kv(page), { cachedTokens: '0', capacityTokens: '2048', bytesUsed: '0', bytesAllocated: String(2048 * bytesPerToken), layers: String(cfg.n_layers) });
+  assert.match(await page.textContent('#gqa'), /× 4 bytes \(f32\)/);
   await page.evaluate(() => { document.getElementById('attention-panel').open = true; });
   await page.fill('#prompt', PROMPT);
 
@@ -81,5 +82,18 @@ test('decoding without the cache emits the same tokens and is timed per step', {
   assert.equal(t.wo.length, 7);
   assert.deepEqual(t.w.map(([p]) => p), t.wo.map(([p]) => p), 'the same positions were timed');
   await (await page.$('#timing')).screenshot({ path: path.join(ARTIFACTS, 'inside-timing.png') });
+  await page.close();
+});
+
+test('an f16 cache (?kv=f16) is sized and described at 2 bytes a value, before and after loading', { timeout: 600_000 }, async () => {
+  const cfg = modelConfig();
+  const bytesPerToken = cfg.n_layers * 2 * cfg.n_kv_heads * cfg.head_dim * 2;
+  const page = await openSite(site.browser, site.server.url, '?kv=f16');
+  assert.equal(await page.isHidden('#error'), true, await page.textContent('#error-text'));
+  assert.equal((await kv(page)).bytesAllocated, String(2048 * bytesPerToken));
+  assert.match(await page.textContent('#gqa'), /× 2 bytes \(f16\)/);
+  // The model info line is written from the header alone, before the upload.
+  assert.ok((await page.textContent('#model-info')).includes(`f16 KV cache ${(2048 * bytesPerToken / 1048576).toFixed(1)} MB`));
+  assert.deepEqual(page.errors, []);
   await page.close();
 });

@@ -1,19 +1,31 @@
 // Persistent model storage in Cache Storage ("kvscope-models"). Each entry keeps the model's
 // bytes with its sha256, size and name in headers; every read is verified against the hash
 // before the bytes are used, so a damaged copy is never loaded.
+import { mb } from './dom.js';
 
 const STORE = 'kvscope-models';
 
-class CorruptModelError extends Error {}
+export class CorruptModelError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'CorruptModel';
+  }
+}
 
-async function sha256Hex(bytes) {
+export async function sha256Hex(bytes) {
   const d = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
   return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-const KvStore = {
-  CorruptModelError,
-  sha256Hex,
+/** Fires 'change' whenever an entry is added or deleted, for the views that list the store. */
+const changes = new EventTarget();
+const changed = () => changes.dispatchEvent(new Event('change'));
+
+export const store = {
+  /** Calls `listener` after every change to the stored models. */
+  onChange(listener) {
+    changes.addEventListener('change', listener);
+  },
 
   /** The key for a model opened from disk: a URL under the site that is never fetched. */
   localKey(name) {
@@ -44,6 +56,7 @@ const KvStore = {
     const have = await sha256Hex(bytes);
     if (!want || have !== want || (total && got !== total)) {
       await cache.delete(key);
+      changed();
       throw new CorruptModelError(`the stored copy is damaged (sha256 ${have.slice(0, 12)}…, expected ${(want || 'none').slice(0, 12)}…)`);
     }
     return { bytes, sha256: have, name: res.headers.get('x-kvscope-name') };
@@ -61,10 +74,10 @@ const KvStore = {
     };
     try {
       await cache.put(key, new Response(bytes, { headers }));
+      changed();
     } catch (e) {
       if (e && e.name === 'QuotaExceededError') {
         const est = navigator.storage && navigator.storage.estimate ? await navigator.storage.estimate() : {};
-        const mb = (b) => (b / 1048576).toFixed(1);
         throw new Error(`not enough browser storage to keep ${name} offline: it needs ${mb(bytes.length)} MB; ` +
           `${mb((est.quota || 0) - (est.usage || 0))} MB of ${mb(est.quota || 0)} MB are free. Delete stored models or free disk space.`);
       }
@@ -89,7 +102,9 @@ const KvStore = {
   },
 
   async remove(key) {
-    return (await caches.open(STORE)).delete(key);
+    const removed = await (await caches.open(STORE)).delete(key);
+    changed();
+    return removed;
   },
 
   /** Asks the browser not to evict stored models under storage pressure. */
@@ -97,5 +112,3 @@ const KvStore = {
     return navigator.storage && navigator.storage.persist ? navigator.storage.persist() : false;
   },
 };
-
-window.KvStore = KvStore;

@@ -1,6 +1,7 @@
 // "Inside the model": the KV cache filling layer by layer, the next-token distribution the
 // argmax picks from, the attention of the newest query over the cache, the events of one decode
 // step, and per-token time with and without the cache. Text is always inserted as text.
+import { $, el } from './dom.js';
 
 const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
 const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', grid: '#8886', text: '#888' };
@@ -23,13 +24,12 @@ function visible(t) {
   return t.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥') || '∅';
 }
 
-class Inside {
+export class Inside {
   constructor() {
-    this.el = (id) => document.getElementById(id);
     this.model = null;
     this.reset();
-    this.el('attention-layer').addEventListener('change', () => this.renderAttention());
-    this.el('attention-head').addEventListener('change', () => this.renderAttention());
+    $('attention-layer').addEventListener('change', () => this.renderAttention());
+    $('attention-head').addEventListener('change', () => this.renderAttention());
     addEventListener('resize', () => this.renderAll());
   }
 
@@ -46,22 +46,22 @@ class Inside {
   /** Geometry from engine.state(). */
   setModel(st) {
     this.model = st;
-    const layerSel = this.el('attention-layer');
-    const headSel = this.el('attention-head');
+    const layerSel = $('attention-layer');
+    const headSel = $('attention-head');
     layerSel.replaceChildren(...Array.from({ length: st.n_layers }, (_, i) => new Option(`layer ${i}`, String(i))));
     headSel.replaceChildren(...Array.from({ length: st.n_heads }, (_, i) => new Option(`head ${i} (KV head ${Math.floor(i / (st.n_heads / st.n_kv_heads))})`, String(i))));
     const group = st.n_heads / st.n_kv_heads;
     const perTok = st.kv_bytes_per_token;
-    this.el('gqa').textContent =
+    $('gqa').textContent =
       `Each layer caches K and V for ${st.n_kv_heads} KV heads × ${st.head_dim} dims, and ${st.n_heads} query heads share them ` +
       `(${group} per KV head: grouped-query attention). So one token costs ${st.n_layers} layers × 2 (K, V) × ${st.n_kv_heads} × ` +
-      `${st.head_dim} × 4 bytes = ${fmtBytes(perTok)}, a ${group === 1 ? 'full' : `1/${group}`} of the ${fmtBytes(perTok * group)} that one KV head per query head would need.`;
+      `${st.head_dim} × ${st.kv_value_bytes} bytes (${st.kv_type}) = ${fmtBytes(perTok)}, a ${group === 1 ? 'full' : `1/${group}`} of the ${fmtBytes(perTok * group)} that one KV head per query head would need.`;
     this.reset();
   }
 
   /** The attention layer to read back, or null when the view is closed (no extra readback then). */
   attentionLayer() {
-    return this.el('attention-panel').open ? Number(this.el('attention-layer').value) || 0 : null;
+    return $('attention-panel').open ? Number($('attention-layer').value) || 0 : null;
   }
 
   /** A turn begins: rows before `start` are kept, the prefilled tokens follow. */
@@ -111,10 +111,10 @@ class Inside {
   }
 
   renderTiming() {
-    const box = this.el('timing');
+    const box = $('timing');
     box.dataset.withCache = JSON.stringify(this.times.cache.map(([p, ms]) => [p, +ms.toFixed(2)]));
     box.dataset.withoutCache = JSON.stringify(this.times.nocache.map(([p, ms]) => [p, +ms.toFixed(2)]));
-    const { g, w, h } = fit(this.el('timing-chart'), 160);
+    const { g, w, h } = fit($('timing-chart'), 160);
     const all = [...this.times.cache, ...this.times.nocache];
     if (all.length === 0) {
       g.fillStyle = COLORS.text;
@@ -141,7 +141,7 @@ class Inside {
   }
 
   renderKv() {
-    const view = this.el('kv-view');
+    const view = $('kv-view');
     const m = this.model;
     if (!m) return;
     const used = this.cached * m.kv_bytes_per_token;
@@ -151,7 +151,7 @@ class Inside {
     view.dataset.bytesAllocated = String(m.kv_bytes_allocated);
     view.dataset.layers = String(m.n_layers);
     const perLayerTok = m.kv_bytes_per_token / m.n_layers / 2;
-    this.el('kv-bytes').textContent =
+    $('kv-bytes').textContent =
       `${this.cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ` +
       `${fmtBytes(m.kv_bytes_allocated)} allocated · per layer: K ${fmtBytes(perLayerTok * this.cached)}, V ${fmtBytes(perLayerTok * this.cached)} ` +
       `of ${fmtBytes(perLayerTok * m.context)} each`;
@@ -159,7 +159,7 @@ class Inside {
     // Layers × positions: each layer's row has a K half and a V half; a column is one token.
     const window = Math.min(m.context, Math.max(64, 2 ** Math.ceil(Math.log2(this.cached + 1))));
     const rowH = 6;
-    const { g, w } = fit(this.el('kv-grid'), m.n_layers * rowH + 18);
+    const { g, w } = fit($('kv-grid'), m.n_layers * rowH + 18);
     const cw = w / window;
     for (let p = 0; p < window; p++) {
       const kind = this.kinds[p] || 'free';
@@ -181,7 +181,7 @@ class Inside {
 
   renderMemoryChart() {
     const m = this.model;
-    const { g, w, h } = fit(this.el('kv-chart'), 140);
+    const { g, w, h } = fit($('kv-chart'), 140);
     const maxT = Math.max(16, ...this.memory.map(([n]) => n)) * 1.1;
     const group = m.n_heads / m.n_kv_heads;
     const maxB = maxT * m.kv_bytes_per_token * group;
@@ -208,69 +208,50 @@ class Inside {
   }
 
   renderTopk(ev, sampled) {
-    const table = this.el('topk');
-    table.replaceChildren();
     const rows = [...ev.top];
     if (!rows.some((r) => r.id === ev.id)) rows.push({ id: ev.id, p: NaN, text: ev.token });
-    for (const r of rows) {
-      const tr = document.createElement('tr');
-      tr.dataset.tokenId = String(r.id);
-      tr.dataset.p = Number.isNaN(r.p) ? '' : String(r.p);
+    $('topk').replaceChildren(...rows.map((r) => {
       const chosen = r.id === ev.id;
-      if (chosen) { tr.className = 'chosen'; tr.dataset.chosen = 'true'; }
-      const tok = document.createElement('td');
-      tok.className = 'tok';
-      tok.textContent = visible(r.text);
-      const id = document.createElement('td');
-      id.textContent = String(r.id);
-      const bar = document.createElement('td');
-      const fill = document.createElement('span');
-      fill.className = 'bar';
-      fill.style.width = `${Number.isNaN(r.p) ? 0 : Math.max(1, r.p * 100)}%`;
-      bar.append(fill);
-      const p = document.createElement('td');
-      p.textContent = Number.isNaN(r.p) ? 'outside the top rows' : r.p.toFixed(4);
-      const mark = document.createElement('td');
-      mark.textContent = chosen ? (sampled ? '← sampled' : '← argmax') : '';
-      tr.append(tok, id, bar, p, mark);
-      table.append(tr);
-    }
-    this.el('topk-caption').textContent = `Pr(y | cache) for position ${ev.pos}: the ${ev.top.length} most probable of ${this.model.vocab_size} tokens (softmax of the logits read back)`;
+      const known = !Number.isNaN(r.p);
+      return el('tr', { class: chosen ? 'chosen' : null, data: { tokenId: String(r.id), p: known ? String(r.p) : '', chosen: chosen ? 'true' : undefined } },
+        el('td', { class: 'tok', text: visible(r.text) }),
+        el('td', { text: String(r.id) }),
+        el('td', {}, el('span', { class: 'bar', style: { width: `${known ? Math.max(1, r.p * 100) : 0}%` } })),
+        el('td', { text: known ? r.p.toFixed(4) : 'outside the top rows' }),
+        el('td', { text: chosen ? (sampled ? '← sampled' : '← argmax') : '' }));
+    }));
+    $('topk-caption').textContent = `Pr(y | cache) for position ${ev.pos}: the ${ev.top.length} most probable of ${this.model.vocab_size} tokens (softmax of the logits read back)`;
   }
 
   renderAttention() {
-    const box = this.el('attention');
-    const strip = this.el('attention-tokens');
+    const box = $('attention');
+    const strip = $('attention-tokens');
     strip.replaceChildren();
-    if (!this.model || !this.attention || !this.el('attention-panel').open) {
+    if (!this.model || !this.attention || !$('attention-panel').open) {
       box.dataset.weights = '';
       return;
     }
     const { weights, n } = this.attention;
-    const head = Number(this.el('attention-head').value) || 0;
+    const head = Number($('attention-head').value) || 0;
     const row = weights.slice(head * n, (head + 1) * n);
     box.dataset.weights = row.map((v) => v.toPrecision(6)).join(',');
     box.dataset.positions = String(n);
-    box.dataset.layer = this.el('attention-layer').value;
+    box.dataset.layer = $('attention-layer').value;
     box.dataset.head = String(head);
     const max = Math.max(...row, 1e-9);
-    row.forEach((wt, p) => {
-      const span = document.createElement('span');
-      span.className = `att-tok ${this.kinds[p] || 'prompt'}`;
-      span.textContent = visible(this.tokens[p] ?? '?');
-      span.style.setProperty('--w', String(wt / max));
-      span.title = `position ${p}: weight ${wt.toFixed(4)}`;
-      strip.append(span);
-    });
+    strip.append(...row.map((wt, p) => el('span', {
+      class: `att-tok ${this.kinds[p] || 'prompt'}`,
+      text: visible(this.tokens[p] ?? '?'),
+      style: { '--w': String(wt / max) },
+      title: `position ${p}: weight ${wt.toFixed(4)}`,
+    })));
     const sum = row.reduce((a, b) => a + b, 0);
-    this.el('attention-caption').textContent = `The query at position ${n - 1} over the ${n} cached keys (layer ${box.dataset.layer}, head ${head}); weights sum to ${sum.toFixed(4)}. Hover a token for its weight.`;
+    $('attention-caption').textContent = `The query at position ${n - 1} over the ${n} cached keys (layer ${box.dataset.layer}, head ${head}); weights sum to ${sum.toFixed(4)}. Hover a token for its weight.`;
   }
 
   /** The ordered events of one decode step, with the cache before and after. */
   renderStep(ev, before, after, next) {
     const m = this.model;
-    const list = this.el('step-log');
-    list.replaceChildren();
     const i = ev.pos;
     const rowBytes = m.kv_bytes_per_token;
     const items = [
@@ -282,13 +263,7 @@ class Inside {
       `MLP (SwiGLU) in each layer, residual adds, final norm.`,
       `Logits: one score per vocabulary token, read back once; the next Step's argmax picks from them${next ? ` — most probable now: ${JSON.stringify(next.text)} (p = ${next.p.toFixed(4)})` : ''}.`,
     ];
-    for (const t of items) {
-      const li = document.createElement('li');
-      li.textContent = t;
-      list.append(li);
-    }
-    this.el('step-cache').textContent = `Cache before: ${before} rows (positions 0–${before - 1}). After: ${after} rows — one more.`;
+    $('step-log').replaceChildren(...items.map((t) => el('li', { text: t })));
+    $('step-cache').textContent = `Cache before: ${before} rows (positions 0–${before - 1}). After: ${after} rows — one more.`;
   }
 }
-
-window.KvViz = { Inside, fmtBytes };

@@ -1,0 +1,28 @@
+// Small DOM helpers shared by the page's modules. Whatever the model or the user supplies goes in
+// as text, never as HTML.
+
+export const $ = (id) => document.getElementById(id);
+
+/** Bytes as MB with one decimal. */
+export const mb = (b) => (b / 1048576).toFixed(1);
+
+/**
+ * A new element: `el('td', { class: 'tok', text: '…', data: { id: '3' } }, ...children)`.
+ * Props: `text` (set as text), `class`, `data` (dataset entries; undefined ones are left out), `style` (properties, custom ones
+ * included, set through the CSSOM so that the Content-Security-Policy allows them), `on<event>`
+ * (a listener); any other prop is an attribute. Children are nodes or strings (added as text).
+ */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null) continue;
+    if (key === 'text') node.textContent = String(value);
+    else if (key === 'class') node.className = value;
+    else if (key === 'data') for (const [k, v] of Object.entries(value)) { if (v !== undefined) node.dataset[k] = v; }
+    else if (key === 'style') for (const [p, v] of Object.entries(value)) node.style.setProperty(p, v);
+    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, String(value));
+  }
+  node.append(...children);
+  return node;
+}

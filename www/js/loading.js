@@ -1,0 +1,192 @@
+// Loading a model: from browser storage, the network or a file, with progress and Cancel; the
+// model info line; keeping a file opened from disk for offline use.
+import { $, mb } from './dom.js';
+import { CONTEXT, KNOWN_SHA256, loadOptions } from './settings.js';
+import { session, inside, runExclusive } from './session.js';
+import { status, showFailure, clearError, messageOf } from './feedback.js';
+import { store, sha256Hex, CorruptModelError } from './store.js';
+import { updateStats, renderTranscript } from './stats.js';
+
+/** Reads a byte stream of `total` bytes (0 if unknown) into one Uint8Array, reporting progress. */
+async function readStream(stream, total, signal, onProgress) {
+  const reader = stream.getReader();
+  const buf = total ? new Uint8Array(total) : null;
+  const chunks = [];
+  let got = 0;
+  for (;;) {
+    if (signal.aborted) {
+      await reader.cancel();
+      throw new DOMException('cancelled', 'AbortError');
+    }
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (buf && got + value.length <= total) buf.set(value, got);
+    else chunks.push(value);
+    got += value.length;
+    onProgress(got, total);
+  }
+  if (buf && got === total && chunks.length === 0) return buf;
+  // Unknown or wrong length: gather what arrived.
+  const out = new Uint8Array(got);
+  let at = 0;
+  if (buf) { out.set(buf.subarray(0, Math.min(got, total)), 0); at = Math.min(got, total); }
+  for (const c of chunks) { out.set(c, at); at += c.length; }
+  return out;
+}
+
+/** A progress callback for #progress and #progress-text, with the rate since `started`. */
+function progress(started) {
+  return (got, total) => {
+    const secs = (performance.now() - started) / 1000;
+    const rate = secs > 0 ? got / 1048576 / secs : 0;
+    $('progress').value = total ? got / total : 0;
+    $('progress-text').textContent = total
+      ? `${mb(got)} / ${mb(total)} MB · ${Math.floor((100 * got) / total)}% · ${rate.toFixed(1)} MB/s`
+      : `${mb(got)} MB · ${rate.toFixed(1)} MB/s`;
+  };
+}
+
+async function fetchBytes(src, signal) {
+  const started = performance.now();
+  if (src.file) return readStream(src.file.stream(), src.file.size, signal, progress(started));
+  const res = await fetch(src.url, { signal });
+  if (!res.ok) throw new Error(`${src.url}: HTTP ${res.status} ${res.statusText}`);
+  const total = Number(res.headers.get('content-length')) || 0;
+  return readStream(res.body, total, signal, progress(started));
+}
+
+const baseName = (name) => name.split('/').pop();
+
+/** The model's bytes: from browser storage when a verified copy is there, else downloaded (and
+ * then stored). A damaged stored copy is downloaded again when online, and reported offline. */
+async function modelBytes(src, name, signal) {
+  if (src.file) return { bytes: await fetchBytes(src, signal), from: 'disk' };
+  const key = new URL(src.url, location.href).href;
+  try {
+    status(`Loading ${name} from browser storage…`);
+    const hit = await store.get(key, progress(performance.now()));
+    if (hit) return { bytes: hit.bytes, from: 'storage' };
+  } catch (e) {
+    if (!(e instanceof CorruptModelError)) throw e;
+    if (!navigator.onLine) throw new Error(`${e.message}, and the browser is offline, so it cannot be downloaded again. Reconnect and reload.`);
+    status(`The stored copy of ${name} was damaged (${e.message}); downloading it again…`);
+  }
+  if (!navigator.onLine) status(`The browser reports no network; trying to download ${name} anyway…`);
+  else status(`Downloading ${name}…`);
+  let bytes;
+  try {
+    bytes = await fetchBytes(src, signal);
+  } catch (e) {
+    if (e && e.name === 'AbortError') throw e;
+    throw new Error(`${messageOf(e)}${navigator.onLine ? '' : ' (the browser is offline and this model is not stored)'}`);
+  }
+  const sha = await sha256Hex(bytes);
+  const want = KNOWN_SHA256[baseName(name)];
+  if (want && sha !== want) throw new Error(`the download is damaged: sha256 ${sha.slice(0, 12)}… instead of ${want.slice(0, 12)}…`);
+  try {
+    await store.put(key, bytes, baseName(name), sha);
+    $('storage-info').textContent = `${baseName(name)} is stored for offline use.`;
+  } catch (e) {
+    $('storage-info').textContent = `Not stored for offline use: ${messageOf(e)}`;
+  }
+  return { bytes, from: 'network' };
+}
+
+/** Shows the model's name, size and the GPU memory it needs (for the cache type it will get)
+ * before anything is uploaded. */
+function showModelInfo(info, from) {
+  const infoEl = $('model-info');
+  const need = info.weights_bytes + info.kv_cache_bytes;
+  infoEl.textContent = `${info.name} · file ${mb(info.file_bytes)} MB (from ${from}) · needs ${mb(need)} MB of GPU memory ` +
+    `(weights ${mb(info.weights_bytes)} MB + ${info.kv_type} KV cache ${mb(info.kv_cache_bytes)} MB for ${info.context} tokens)`;
+  infoEl.dataset.fileBytes = String(info.file_bytes);
+  infoEl.dataset.loadSource = from;
+  return infoEl;
+}
+
+/** Loads a model; on failure the engine that was loaded before stays usable. Reloading the same
+ * model (after a GPU failure) keeps the conversation on screen. */
+export function loadModel(src, { keepConversation = false } = {}) {
+  const abort = new AbortController();
+  return runExclusive(async () => {
+    const name = src.file ? src.file.name : src.url;
+    clearError();
+    $('loader').hidden = false;
+    $('keep').hidden = true;
+    $('progress').value = 0;
+    $('progress-text').textContent = '';
+    status(`Loading ${name}…`);
+    const started = performance.now();
+    try {
+      let { bytes, from } = await modelBytes(src, name, abort.signal);
+      const options = loadOptions();
+      const info = session.wasm.inspectModel(bytes, CONTEXT, options);
+      const infoEl = showModelInfo(info, from);
+      status(`Uploading ${info.name} to the GPU…`);
+      $('cancel').disabled = true;
+      const next = await session.wasm.WebEngine.load(bytes, CONTEXT, options);
+      bytes = null;
+      if (session.engine) session.engine.free();
+      session.engine = next;
+      session.source = src;
+      if (!keepConversation) {
+        session.messages = [];
+        renderTranscript();
+      }
+      const peak = session.wasm.wasmMemoryBytes();
+      infoEl.dataset.wasmPeakBytes = String(peak);
+      infoEl.dataset.loadMs = (performance.now() - started).toFixed(0);
+      infoEl.append(` · wasm memory ${mb(peak)} MB (the file stays outside it) · ready in ${(infoEl.dataset.loadMs / 1000).toFixed(1)} s`);
+      $('keep').hidden = !src.file;
+      const st = next.state();
+      inside.setModel(st);
+      status(`Ready: ${st.name} on ${st.backend}`);
+      updateStats({ cached: 0, context: st.context });
+    } catch (e) {
+      if (e && e.name === 'AbortError') status(session.engine ? 'Loading cancelled; the previous model is still loaded.' : 'Loading cancelled.');
+      else {
+        showFailure(e, `Could not load ${name}: ${messageOf(e)}`);
+        status(session.engine ? 'The previous model is still loaded.' : 'No model loaded.');
+      }
+    } finally {
+      $('loader').hidden = true;
+      $('cancel').disabled = false;
+    }
+  }, abort);
+}
+
+/** Frees the engine (its GPU device is gone) and loads the same model again, keeping the
+ * conversation. */
+export async function reloadEngine() {
+  if (session.busy || !session.source) return;
+  if (session.engine) {
+    session.engine.free();
+    session.engine = null;
+  }
+  await loadModel(session.source, { keepConversation: true });
+}
+
+/** Stores the model opened from disk, so it can be loaded offline later. */
+export async function keepLocal() {
+  const f = session.source && session.source.file;
+  if (!f) return;
+  try {
+    const bytes = new Uint8Array(await f.arrayBuffer());
+    await store.put(store.localKey(f.name), bytes, f.name, await sha256Hex(bytes));
+    $('storage-info').textContent = `${f.name} is stored for offline use.`;
+    $('keep').hidden = true;
+  } catch (e) {
+    showFailure(e);
+  }
+}
+
+/** Loads a model that was opened from disk earlier and stored. */
+export async function loadStored(m) {
+  try {
+    const hit = await store.get(m.key);
+    if (!hit) throw new Error('it is no longer stored');
+    await loadModel({ file: new File([hit.bytes], m.name) });
+  } catch (e) {
+    showFailure(e, `Could not load ${m.name} from storage: ${messageOf(e)}`);
+  }
+}

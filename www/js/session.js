@@ -1,0 +1,51 @@
+// The page's state between events, in one object, and the rule that only one load, generation or
+// benchmark runs at a time.
+import { $ } from './dom.js';
+import { Inside } from './viz.js';
+
+export const session = {
+  /** The wasm module's exports, once Trunk's loader has started it. */
+  wasm: null,
+  /** The loaded WebEngine, or null. */
+  engine: null,
+  /** What the engine was loaded from, {url} or {file}, for "Reload engine". */
+  source: null,
+  /** Chat turns so far: [{role, content}]. */
+  messages: [],
+  /** A load, a generation or the benchmark is running. */
+  busy: false,
+  /** Stop was pressed during the running generation. */
+  stopRequested: false,
+  /** The running load's AbortController (Cancel), or null. */
+  loadAbort: null,
+};
+
+/** The "Inside the model" views. */
+export const inside = new Inside();
+
+export function updateButtons() {
+  const { busy, engine, loadAbort } = session;
+  $('generate').disabled = busy || !engine;
+  $('step').disabled = busy || !engine;
+  $('stop').disabled = !busy || !engine || !!loadAbort;
+  $('reset').disabled = busy || !engine;
+  $('load-url').disabled = busy;
+  $('model-file').disabled = busy;
+}
+
+/** Runs `task` as the one thing the page is doing, with the buttons to match; does nothing while
+ * something else runs. A load passes its AbortController, which makes Cancel (not Stop) the way
+ * out. Resolves to what `task` resolves to. */
+export async function runExclusive(task, loadAbort = null) {
+  if (session.busy) return undefined;
+  session.busy = true;
+  session.loadAbort = loadAbort;
+  updateButtons();
+  try {
+    return await task();
+  } finally {
+    session.busy = false;
+    session.loadAbort = null;
+    updateButtons();
+  }
+}
