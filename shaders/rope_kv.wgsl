@@ -14,11 +14,6 @@ struct Params {
     head_dim: u32,    // d_h
 }
 
-struct Step {
-    pos: u32,  // position of the chunk's first token
-    n: u32,    // tokens in the chunk
-}
-
 @group(0) @binding(0) var<storage, read_write> qkv: array<vec2<f32>>;      // [B × (h + 2·h_kv) · d_h / 2]
 // The cache holds each pair as two f32, or (kv_f16) as two f16 packed in a u32, rounded to
 // nearest even.

@@ -4,7 +4,7 @@
 //! Names: d = dim, f = ffn_dim, h = n_heads, h_kv = n_kv_heads, d_h = head_dim,
 //! kv = h_kv · d_h, V = vocab_size, T = context length.
 
-use crate::config::Config;
+use crate::config::{Config, KvType};
 use crate::error::{Error, Result};
 use crate::gguf::{ByteSource, Gguf};
 use crate::quant::dequantize_vec;
@@ -151,7 +151,7 @@ pub struct CpuModel {
     k_cache: Vec<Vec<f32>>,   // per layer [T × kv]
     v_cache: Vec<Vec<f32>>,   // per layer [T × kv]
     /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores them.
-    pub kv: KvType,
+    pub kv_type: KvType,
     x: Vec<f32>,          // [d] residual stream
     xb: Vec<f32>,         // [d] normed input of a sublayer
     q: Vec<f32>,          // [d]
@@ -173,7 +173,7 @@ fn load_tensor(g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<Vec<f32
 }
 
 impl CpuModel {
-    pub fn load(g: &Gguf, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
+    pub fn load(g: &Gguf, cfg: &Config, context: usize, kv_type: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let layers = (0..cfg.n_layers)
             .map(|l| {
                 let mut t = |n: &str| load_tensor(g, src, &format!("blk.{l}.{n}.weight"));
@@ -211,7 +211,7 @@ impl CpuModel {
             logits: vec![0.0; cfg.vocab_size],
             cfg: cfg.clone(),
             context,
-            kv,
+            kv_type,
         })
     }
 
@@ -233,7 +233,7 @@ impl CpuModel {
             rope(&mut self.k, hd, pos, c.rope_base);
             self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
             self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
-            if self.kv == KvType::F16 {
+            if self.kv_type == KvType::F16 {
                 for x in self.k_cache[l][pos * kv..(pos + 1) * kv].iter_mut().chain(&mut self.v_cache[l][pos * kv..(pos + 1) * kv]) {
                     *x = half::f16::from_f32(*x).to_f32();
                 }

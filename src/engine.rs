@@ -93,7 +93,7 @@ pub struct TokenEvent {
     /// and the token's K and V go into row pos when it is fed back.
     pub pos: usize,
     /// Milliseconds of the step that produced this token (forward pass + pick); for the first
-    /// token, the prefill and the pick.
+    /// token, the pick after the prefill (the prefill's time is the summary's `prefill_ms`).
     pub ms: f64,
     /// With `attention_layer`: that layer's attention weights for the query that produced this
     /// token, [h × pos] row-major (each row sums to 1).
@@ -212,7 +212,7 @@ impl Engine {
     /// How the cache stores K and V.
     pub fn kv_type(&self) -> KvType {
         match &self.model {
-            Model::Cpu(m) => m.kv,
+            Model::Cpu(m) => m.kv_type,
             Model::Gpu(m) => m.kv.ty,
         }
     }
@@ -401,94 +401,153 @@ impl Engine {
         on_gpu: bool,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
-        let t0 = now_ms();
-        match self.feed(prompt).await {
-            Err(Error::Stopped) => {
-                let prefill_ms = now_ms() - t0;
-                return Ok(Summary {
-                    prompt_tokens: prompt.len(),
-                    generated_tokens: 0,
-                    ttft_ms: 0.0,
-                    prefill_ms,
-                    prefill_tps: 0.0,
-                    decode_ms: 0.0,
-                    decode_tps: 0.0,
-                    stop: StopReason::Stopped,
-                    backend: self.backend(),
-                    text: String::new(),
-                });
+        let mut run = Progress::new(prompt.len());
+        let stop = match self.feed(prompt).await {
+            // Stopped during the prefill: the chunks done so far stay cached.
+            Err(Error::Stopped) => StopReason::Stopped,
+            r => {
+                r?;
+                self.observe(opts).await?;
+                run.prefilled();
+                self.decode(opts, on_gpu, &mut run, on_token).await?
             }
-            r => r?,
-        }
-        self.observe(opts).await?;
-        let prefill_ms = now_ms() - t0;
+        };
+        Ok(run.summary(stop, self.backend()))
+    }
+
+    /// Picks, reports and feeds back one token at a time, until a stop condition.
+    async fn decode(
+        &mut self,
+        opts: &GenerateOptions,
+        on_gpu: bool,
+        run: &mut Progress,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<StopReason> {
         let mut sampler = Sampler::new(opts.sampler);
-        let mut utf8 = Utf8Stream::default();
-        let mut text = String::new();
-        let mut generated = 0;
-        let mut ttft_ms = 0.0;
-        let mut last = now_ms();
-        let t_decode = last;
-        let stop = loop {
-            if generated >= opts.max_tokens {
-                break StopReason::MaxTokens;
+        loop {
+            if run.generated >= opts.max_tokens {
+                return Ok(StopReason::MaxTokens);
             }
-            let (id, top) = match self.gpu_pick.take() {
-                Some((id, _)) if on_gpu => (id, Vec::new()),
-                _ => (sampler.sample(&self.logits), if opts.report_top > 0 { top_k(&self.logits, opts.report_top, 1.0) } else { Vec::new() }),
-            };
-            let now = now_ms();
-            if generated == 0 {
-                ttft_ms = now - t0;
-            }
+            let (id, top) = self.pick(&mut sampler, opts, on_gpu);
             let stop_token = self.tokenizer.is_stop(id);
-            let piece = if stop_token { String::new() } else { utf8.push(self.tokenizer.token_bytes(id)) };
-            text.push_str(&piece);
-            let ev = TokenEvent { id, text: piece, top, pos: self.position(), ms: now - last, attention: self.attention.take() };
-            generated += 1;
-            let go_on = on_token(&ev);
+            let text = if stop_token { String::new() } else { run.utf8.push(self.tokenizer.token_bytes(id)) };
+            let ms = run.token(&text);
+            let go_on = on_token(&TokenEvent { id, text, top, pos: self.position(), ms, attention: self.attention.take() });
             if stop_token {
-                break StopReason::Eos;
+                return Ok(StopReason::Eos);
             }
             if self.position() >= self.context {
                 self.pending = Some(id);
-                break StopReason::ContextFull;
+                return Ok(StopReason::ContextFull);
             }
-            let t_step = now_ms();
-            let fed = if opts.no_cache {
-                // The naive way: forget the cache and run the whole sequence again.
-                let mut seq = std::mem::take(&mut self.cached);
-                seq.push(id);
-                self.rewind(0);
-                self.feed(&seq).await
-            } else {
-                self.feed(&[id]).await
-            };
-            match fed {
-                Err(Error::Stopped) => break StopReason::Stopped,
+            run.step_started();
+            match self.feed_back(id, opts.no_cache).await {
+                Err(Error::Stopped) => return Ok(StopReason::Stopped),
                 r => r?,
             }
             self.observe(opts).await?;
-            last = t_step;
             if !go_on || self.stop_requested() {
-                break StopReason::Stopped;
+                return Ok(StopReason::Stopped);
             }
-        };
-        let rest = utf8.finish();
-        text.push_str(&rest);
-        let decode_ms = now_ms() - t_decode;
-        let steps = generated as f64;
-        Ok(Summary {
-            prompt_tokens: prompt.len(),
-            generated_tokens: generated,
-            ttft_ms,
+        }
+    }
+
+    /// The next token and the next-token table: the GPU's argmax where it picked one, else the
+    /// sampler over the logits.
+    fn pick(&self, sampler: &mut Sampler, opts: &GenerateOptions, on_gpu: bool) -> (u32, Vec<TokenProb>) {
+        match self.gpu_pick {
+            Some((id, _)) if on_gpu => (id, Vec::new()),
+            _ => {
+                let top = if opts.report_top > 0 { top_k(&self.logits, opts.report_top, 1.0) } else { Vec::new() };
+                (sampler.sample(&self.logits), top)
+            }
+        }
+    }
+
+    /// Runs the chosen token through the model: its K and V go into the next cache row, or
+    /// (`no_cache`, the naive way) the cache is forgotten and the whole sequence runs again.
+    async fn feed_back(&mut self, id: u32, no_cache: bool) -> Result<()> {
+        if no_cache {
+            let mut seq = std::mem::take(&mut self.cached);
+            seq.push(id);
+            self.rewind(0);
+            self.feed(&seq).await
+        } else {
+            self.feed(&[id]).await
+        }
+    }
+}
+
+/// A generation's text and timings as it goes, for the per-token events and the summary.
+struct Progress {
+    prompt_tokens: usize,
+    t0: f64,
+    /// Set when the prompt has been fed.
+    prefill_ms: Option<f64>,
+    ttft_ms: f64,
+    t_decode: f64,
+    /// When the step producing the next token began.
+    t_step: f64,
+    generated: usize,
+    text: String,
+    utf8: Utf8Stream,
+}
+
+impl Progress {
+    fn new(prompt_tokens: usize) -> Self {
+        let t0 = now_ms();
+        Progress {
+            prompt_tokens,
+            t0,
+            prefill_ms: None,
+            ttft_ms: 0.0,
+            t_decode: t0,
+            t_step: t0,
+            generated: 0,
+            text: String::new(),
+            utf8: Utf8Stream::default(),
+        }
+    }
+
+    fn prefilled(&mut self) {
+        let now = now_ms();
+        self.prefill_ms = Some(now - self.t0);
+        self.t_decode = now;
+        self.t_step = now;
+    }
+
+    /// Counts a token whose text is `piece`; returns the milliseconds of the step that made it.
+    fn token(&mut self, piece: &str) -> f64 {
+        let now = now_ms();
+        if self.generated == 0 {
+            self.ttft_ms = now - self.t0;
+        }
+        self.generated += 1;
+        self.text.push_str(piece);
+        now - self.t_step
+    }
+
+    fn step_started(&mut self) {
+        self.t_step = now_ms();
+    }
+
+    fn summary(mut self, stop: StopReason, backend: String) -> Summary {
+        let rest = self.utf8.finish();
+        self.text.push_str(&rest);
+        let now = now_ms();
+        let prefill_ms = self.prefill_ms.unwrap_or(now - self.t0);
+        let decode_ms = if self.prefill_ms.is_some() { now - self.t_decode } else { 0.0 };
+        Summary {
+            prompt_tokens: self.prompt_tokens,
+            generated_tokens: self.generated,
+            ttft_ms: self.ttft_ms,
             prefill_ms,
-            prefill_tps: prompt.len() as f64 / (prefill_ms / 1e3).max(1e-9),
+            prefill_tps: if self.prefill_ms.is_some() { self.prompt_tokens as f64 / (prefill_ms / 1e3).max(1e-9) } else { 0.0 },
             decode_ms,
-            decode_tps: if steps > 0.0 { steps / (decode_ms / 1e3).max(1e-9) } else { 0.0 },
+            decode_tps: if self.generated > 0 { self.generated as f64 / (decode_ms / 1e3).max(1e-9) } else { 0.0 },
             stop,
-            backend: self.backend(),
-            text,
-        })
+            backend,
+            text: self.text,
+        }
     }
 }

@@ -20,8 +20,8 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use engine::{Backend, Engine, GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent};
 pub use config::KvType;
+pub use engine::{Backend, Engine, GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent};
 pub use error::{Error, ErrorKind, Result};
 pub use gpu::GpuOptions;
 

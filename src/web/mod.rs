@@ -200,8 +200,9 @@ impl WebEngine {
         let mut gpu = crate::GpuOptions::default();
         gpu.rows = o.rows;
         let mut src = JsBytes(bytes);
-        let engine =
-            Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() }).await.map_err(js_err)?;
+        let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() })
+            .await
+            .map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
