@@ -4,8 +4,9 @@
 // Where a pass runs: `n` tokens at positions pos..pos + n. Decoding binds one slot per cache row
 // (n = 1) by dynamic offset; prefill writes one slot per chunk. Mirrors `params::Step`.
 struct Step {
-    pos: u32,  // position of the chunk's first token
-    n: u32,    // tokens in the chunk
+    pos: u32,   // position of the chunk's first token
+    n: u32,     // tokens in the chunk
+    flaw: u32,  // 0, or a teaching flaw's code (`Flaw::kernel_code`), read by rope_kv
 }
 
 // Workgroup-wide max and sum of a vec4 over 64 invocations (i = local_invocation_index; every

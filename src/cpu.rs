@@ -6,6 +6,7 @@
 
 use crate::config::{Config, KvType};
 use crate::error::{Error, Result};
+use crate::flaw::Flaw;
 use crate::gguf::{ByteSource, Gguf};
 use crate::quant::dequantize_vec;
 
@@ -217,7 +218,10 @@ impl CpuModel {
 
     /// Runs token `token` at position `pos` (0-based): writes its K and V into cache row `pos`,
     /// attends over rows 0..=pos, and (when `want_logits`) leaves the next-token logits in `self.logits`.
-    pub fn forward(&mut self, token: u32, pos: usize, want_logits: bool) {
+    /// `flaw` (teaching only, `crate::flaw`): `NoAppend` skips the cache write, `RopePos0`
+    /// rotates q and k as position 0.
+    pub fn forward(&mut self, token: u32, pos: usize, want_logits: bool, flaw: Flaw) {
+        let rope_pos = if flaw == Flaw::RopePos0 { 0 } else { pos };
         let c = &self.cfg;
         let (d, kv, hd) = (c.dim, c.kv_dim(), c.head_dim);
         let row = token as usize * d;
@@ -229,13 +233,15 @@ impl CpuModel {
             matvec(&mut self.q, &w.wq, &self.xb);
             matvec(&mut self.k, &w.wk, &self.xb);
             matvec(&mut self.v, &w.wv, &self.xb);
-            rope(&mut self.q, hd, pos, c.rope_base);
-            rope(&mut self.k, hd, pos, c.rope_base);
-            self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
-            self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
-            if self.kv_type == KvType::F16 {
-                for x in self.k_cache[l][pos * kv..(pos + 1) * kv].iter_mut().chain(&mut self.v_cache[l][pos * kv..(pos + 1) * kv]) {
-                    *x = half::f16::from_f32(*x).to_f32();
+            rope(&mut self.q, hd, rope_pos, c.rope_base);
+            rope(&mut self.k, hd, rope_pos, c.rope_base);
+            if flaw != Flaw::NoAppend {
+                self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
+                self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
+                if self.kv_type == KvType::F16 {
+                    for x in self.k_cache[l][pos * kv..(pos + 1) * kv].iter_mut().chain(&mut self.v_cache[l][pos * kv..(pos + 1) * kv]) {
+                        *x = half::f16::from_f32(*x).to_f32();
+                    }
                 }
             }
             let n = pos + 1;
@@ -257,6 +263,14 @@ impl CpuModel {
             rmsnorm(&mut self.xb, &self.x, &self.output_norm, c.rms_eps);
             let out = self.output.as_ref().unwrap_or(&self.token_embd);
             matvec(&mut self.logits, out, &self.xb);
+        }
+    }
+
+    /// Zeroes K and V in every cache row from `from` on.
+    pub fn clear_rows(&mut self, from: usize) {
+        let kv = self.cfg.kv_dim();
+        for c in self.k_cache.iter_mut().chain(&mut self.v_cache) {
+            c[from * kv..].fill(0.0);
         }
     }
 

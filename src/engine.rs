@@ -10,6 +10,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, KvType};
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
+use crate::flaw::Flaw;
 use crate::gguf::{read_header, ByteSource, Gguf};
 use crate::gpu::GpuOptions;
 use crate::model::{GpuModel, Readback};
@@ -66,6 +67,9 @@ pub struct GenerateOptions {
     /// Greedy only: pick the argmax on the GPU and read back 8 bytes instead of the logits row
     /// (no next-token table then).
     pub gpu_argmax: bool,
+    /// Feed each generated token back through a deliberately broken cache (teaching; see
+    /// `crate::flaw`). The cache is then left inconsistent: the next chat turn starts afresh.
+    pub flaw: Flaw,
 }
 
 impl Default for GenerateOptions {
@@ -77,6 +81,7 @@ impl Default for GenerateOptions {
             attention_layer: None,
             no_cache: false,
             gpu_argmax: false,
+            flaw: Flaw::None,
         }
     }
 }
@@ -150,6 +155,11 @@ pub struct Engine {
     logits: Vec<f32>,
     /// Attention weights read back after the last step, when asked for.
     attention: Option<Vec<f32>>,
+    /// The first cache row a flawed generation has fed: from there on the rows no longer hold
+    /// the K and V of `cached` (the prompt's rows before it are still right).
+    tainted_from: Option<usize>,
+    /// With `Flaw::SameRow`: the one row every generated token is written to.
+    same_row: Option<usize>,
     /// Positions per GPU submit while prefilling.
     pub prefill_chunk: usize,
     /// Set from outside (another thread, or the page's Stop button) to end generation after the
@@ -181,6 +191,8 @@ impl Engine {
             cached: Vec::with_capacity(opts.context),
             pending: None,
             argmax_only: false,
+            tainted_from: None,
+            same_row: None,
             gpu_pick: None,
             logits_stale: false,
             attention: None,
@@ -226,8 +238,7 @@ impl Engine {
 
     /// Empties the cache (the buffers stay; rows are overwritten as positions are reused).
     pub fn reset(&mut self) {
-        self.cached.clear();
-        self.pending = None;
+        self.rewind(0);
     }
 
     /// Forgets every cached position from `n` on (and any pending token): the rows stay allocated
@@ -236,6 +247,10 @@ impl Engine {
         self.cached.truncate(n);
         self.pending = None;
         self.logits_stale = false;
+        if self.tainted_from.is_some_and(|t| n <= t) {
+            self.tainted_from = None;
+            self.same_row = None;
+        }
     }
 
     /// Keeps the longest cached prefix of `ids` and forgets the rest, so that only `ids[n..]` has
@@ -244,6 +259,8 @@ impl Engine {
     pub fn reuse_prefix(&mut self, ids: &[u32]) -> usize {
         let seq = self.cached.iter().chain(self.pending.iter());
         let common = seq.zip(ids).take_while(|(a, b)| a == b).count().min(ids.len().saturating_sub(1));
+        // Rows a flawed generation wrote are not reused.
+        let common = common.min(self.tainted_from.unwrap_or(usize::MAX));
         if common <= self.cached.len() {
             self.rewind(common);
         }
@@ -279,16 +296,21 @@ impl Engine {
             });
         }
         if let Some(p) = self.pending.take() {
-            self.run(&[p]).await?;
+            self.run(&[p], Flaw::None).await?;
         }
-        self.run(ids).await
+        self.run(ids, Flaw::None).await
     }
 
-    async fn run(&mut self, ids: &[u32]) -> Result<()> {
+    /// Runs `ids` at the next cache rows (with `Flaw::SameRow`, at its one row) and appends them
+    /// to `cached`.
+    async fn run(&mut self, ids: &[u32], flaw: Flaw) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let start = self.cached.len();
+        let start = match (flaw, self.same_row) {
+            (Flaw::SameRow, Some(row)) => row,
+            _ => self.cached.len(),
+        };
         // Positions are processed in chunks; between chunks a stop request is honoured, leaving
         // the chunks done so far in the cache (and no fresh logits: `Error::Stopped`).
         let chunk = match self.model {
@@ -301,7 +323,7 @@ impl Engine {
             let at = start + c * chunk;
             match &mut self.model {
                 Model::Cpu(m) => {
-                    m.forward(part[0], at, last);
+                    m.forward(part[0], at, last, flaw);
                     if last {
                         self.logits.copy_from_slice(&m.logits);
                     }
@@ -313,7 +335,7 @@ impl Engine {
                         (true, false) => Readback::Logits(&mut self.logits[..]),
                         (true, true) => Readback::Argmax(&mut pick),
                     };
-                    m.forward(part, at, readback).await?;
+                    m.forward(part, at, readback, flaw).await?;
                     if last {
                         self.logits_stale = self.argmax_only;
                         if self.argmax_only {
@@ -329,6 +351,15 @@ impl Engine {
             if !last && self.stop_requested() {
                 return Err(Error::Stopped);
             }
+        }
+        Ok(())
+    }
+
+    /// Zeroes K and V in every cache row from `from` on.
+    async fn clear_rows(&mut self, from: usize) -> Result<()> {
+        match &mut self.model {
+            Model::Cpu(m) => m.clear_rows(from),
+            Model::Gpu(m) => m.clear_rows(from).await?,
         }
         Ok(())
     }
@@ -377,6 +408,9 @@ impl Engine {
     ) -> Result<Summary> {
         if prompt.is_empty() && self.cached.is_empty() && self.pending.is_none() {
             return Err(Error::EmptyPrompt);
+        }
+        if opts.no_cache && opts.flaw != Flaw::None {
+            return Err(Error::Option("a flaw acts on the KV cache, so it cannot be combined with decoding without the cache".into()));
         }
         self.stop.store(false, Ordering::Relaxed);
         if prompt.is_empty() && self.pending.is_none() && self.logits_stale {
@@ -441,7 +475,7 @@ impl Engine {
                 return Ok(StopReason::ContextFull);
             }
             run.step_started();
-            match self.feed_back(id, opts.no_cache).await {
+            match self.feed_back(id, opts).await {
                 Err(Error::Stopped) => return Ok(StopReason::Stopped),
                 r => r?,
             }
@@ -465,16 +499,29 @@ impl Engine {
     }
 
     /// Runs the chosen token through the model: its K and V go into the next cache row, or
-    /// (`no_cache`, the naive way) the cache is forgotten and the whole sequence runs again.
-    async fn feed_back(&mut self, id: u32, no_cache: bool) -> Result<()> {
-        if no_cache {
+    /// (`no_cache`, the naive way) the cache is forgotten and the whole sequence runs again, or
+    /// (a flaw) they go wrong in the flaw's way.
+    async fn feed_back(&mut self, id: u32, opts: &GenerateOptions) -> Result<()> {
+        if opts.no_cache {
             let mut seq = std::mem::take(&mut self.cached);
             seq.push(id);
             self.rewind(0);
-            self.feed(&seq).await
-        } else {
-            self.feed(&[id]).await
+            return self.feed(&seq).await;
         }
+        if opts.flaw == Flaw::None {
+            return self.feed(&[id]).await;
+        }
+        let at = self.position();
+        if self.tainted_from.is_none() {
+            // The rows the flaw leaves unwritten read as zeros, not as whatever an earlier
+            // generation left there, so a flawed run does not depend on what ran before it.
+            self.clear_rows(at).await?;
+            self.tainted_from = Some(at);
+        }
+        if opts.flaw == Flaw::SameRow {
+            self.same_row.get_or_insert(at);
+        }
+        self.run(&[id], opts.flaw).await
     }
 }
 

@@ -18,7 +18,7 @@ mod cli {
     use kvscope::gguf::Gguf;
     use kvscope::sampler::SamplerConfig;
     use kvscope::tokenizer::{ChatMessage, Tokenizer};
-    use kvscope::{Backend, Engine, Error, GenerateOptions, LoadOptions, Result};
+    use kvscope::{Backend, Engine, Error, Flaw, GenerateOptions, LoadOptions, Result};
     use serde_json::json;
 
     #[derive(Parser)]
@@ -101,6 +101,10 @@ mod cli {
         /// Pick greedy tokens on the GPU and read back 8 bytes instead of the logits row.
         #[arg(long)]
         gpu_argmax: bool,
+        /// Feed generated tokens through a deliberately broken KV cache: no-append, rope-pos-0 or
+        /// same-row (the prompt is prefilled correctly).
+        #[arg(long, default_value = "none")]
+        flaw: Flaw,
     }
 
     #[derive(clap::Args)]
@@ -193,6 +197,7 @@ mod cli {
             sampler: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
             no_cache: a.no_cache,
             gpu_argmax: a.gpu_argmax,
+            flaw: a.flaw,
             ..Default::default()
         };
         let mut out = std::io::stdout().lock();

@@ -14,10 +14,15 @@ use crate::gpu::params;
 /// Uniform slots are 256 bytes apart: the largest `minUniformBufferOffsetAlignment` WebGPU allows.
 pub const SLOT: u64 = 256;
 
+/// Regions of the decode table: correct, then one per flaw the kernels carry out.
+const FLAW_CODES: usize = 3;
+
 /// `Step` uniforms bound by dynamic offset. The decode table holds one `Step { pos, n: 1 }` per
 /// cache row, written once at load: the dispatches of position `pos` bind slot pos, so a decode
-/// step writes no uniforms at all. The chunk table has one slot, written before each prefill
-/// chunk's submit (queue writes are ordered with submits).
+/// step writes no uniforms at all. After those T slots come T more for each teaching flaw that
+/// the kernels carry out (`Flaw::kernel_code` 1 and 2), so a flawed step differs from a correct
+/// one only in its offset. The chunk table has one slot, written before each prefill chunk's
+/// submit (queue writes are ordered with submits).
 pub struct StepTable {
     pub buffer: wgpu::Buffer,
     pub positions: usize,
@@ -28,16 +33,18 @@ pub struct StepTable {
 impl StepTable {
     /// Bytes of the decode table for `positions` cache rows.
     pub fn bytes(positions: usize) -> u64 {
-        positions as u64 * SLOT
+        FLAW_CODES as u64 * positions as u64 * SLOT
     }
 
     pub fn new(ctx: &GpuContext, positions: usize) -> Result<Self> {
         let size = Self::bytes(positions);
         let buffer = ctx.uniform("step uniforms", size)?;
         let mut bytes = vec![0u8; size as usize];
-        for pos in 0..positions {
-            let s = params::Step { pos: pos as u32, n: 1, _pad: [0; 2] };
-            bytes[pos * SLOT as usize..][..16].copy_from_slice(bytemuck::bytes_of(&s));
+        for flaw in 0..FLAW_CODES {
+            for pos in 0..positions {
+                let s = params::Step { pos: pos as u32, n: 1, flaw: flaw as u32, _pad: 0 };
+                bytes[(flaw * positions + pos) * SLOT as usize..][..16].copy_from_slice(bytemuck::bytes_of(&s));
+            }
         }
         ctx.queue.write_buffer(&buffer, 0, &bytes);
         Ok(StepTable { buffer, positions, per_position: true })
@@ -51,12 +58,13 @@ impl StepTable {
     /// Points the chunk table at `n` tokens from position `pos`, for the next submit.
     pub fn set_chunk(&self, queue: &wgpu::Queue, pos: usize, n: usize) {
         debug_assert!(!self.per_position);
-        queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params::Step { pos: pos as u32, n: n as u32, _pad: [0; 2] }));
+        queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params::Step { pos: pos as u32, n: n as u32, flaw: 0, _pad: 0 }));
     }
 
-    pub fn offset(&self, pos: usize) -> u32 {
+    /// The dynamic offset of position `pos` (with a teaching flaw's code, 0 for none).
+    pub fn offset(&self, pos: usize, flaw: u32) -> u32 {
         if self.per_position {
-            (pos as u64 * SLOT) as u32
+            ((flaw as u64 * self.positions as u64 + pos as u64) * SLOT) as u32
         } else {
             0
         }
@@ -79,9 +87,10 @@ pub struct Program {
 }
 
 impl Program {
-    /// Encodes every dispatch for position `pos` into `pass`.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, steps: &StepTable, pos: usize) {
-        let offset = [steps.offset(pos)];
+    /// Encodes every dispatch into `pass`, binding the step table at `step_offset`
+    /// (`StepTable::offset`).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        let offset = [step_offset];
         for d in &self.dispatches {
             pass.set_pipeline(&d.pipeline.pipeline);
             let dynamic: &[u32] = if d.uses_step { &offset } else { &[] };
@@ -95,7 +104,7 @@ impl Program {
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("program") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("program"), timestamp_writes: None });
-            self.encode(&mut pass, steps, pos);
+            self.encode(&mut pass, steps.offset(pos, 0));
         }
         ctx.queue.submit([enc.finish()]);
     }

@@ -11,6 +11,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, KvType};
 use crate::cpu::rope_table;
 use crate::error::{Error, Result};
+use crate::flaw::Flaw;
 use crate::gguf::{ByteSource, Gguf};
 use crate::gpu::ops::{self, AttentionBuffers, Heads, Rows, Tokens, Write};
 use crate::gpu::{GpuContext, GpuOptions, Program, Recorder, StepTable};
@@ -202,7 +203,10 @@ impl GpuModel {
     /// last position: the whole logits row, or only the argmax (8 bytes, picked on the GPU), or
     /// nothing. One token runs the decode program (one submit, no uniform writes); more run the
     /// prefill program, one submit per chunk of up to `CHUNK` tokens.
-    pub async fn forward(&mut self, tokens: &[u32], start: usize, readback: Readback<'_>) -> Result<()> {
+    ///
+    /// `flaw` (teaching only, see `crate::flaw`) selects a flawed cache append or RoPE for a
+    /// single decoded token; prefill is always correct.
+    pub async fn forward(&mut self, tokens: &[u32], start: usize, readback: Readback<'_>, flaw: Flaw) -> Result<()> {
         let n = tokens.len();
         if start + n > self.kv.capacity {
             return Err(Error::ContextFull { used: start, capacity: self.kv.capacity });
@@ -216,7 +220,8 @@ impl GpuModel {
         for c in 0..chunks {
             let last = c + 1 == chunks;
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
-            self.encode_chunk(&mut enc, n, start + c * CHUNK, (n - c * CHUNK).min(CHUNK), if last { Some(&readback) } else { None });
+            let readback = if last { Some(&readback) } else { None };
+            self.encode_chunk(&mut enc, n, start + c * CHUNK, (n - c * CHUNK).min(CHUNK), readback, flaw);
             self.ctx.queue.submit([enc.finish()]);
             self.counters.submits += 1;
         }
@@ -226,12 +231,12 @@ impl GpuModel {
 
     /// Encodes one submit's work: `len` tokens at `at` (the decode program when the whole
     /// forward is one token), then for the last chunk the head and what `readback` wants.
-    fn encode_chunk(&mut self, enc: &mut wgpu::CommandEncoder, n: usize, at: usize, len: usize, readback: Option<&Readback>) {
-        let (body, head, steps, slot) = if n == 1 {
-            (&self.decode, &self.head, &self.steps, at)
+    fn encode_chunk(&mut self, enc: &mut wgpu::CommandEncoder, n: usize, at: usize, len: usize, readback: Option<&Readback>, flaw: Flaw) {
+        let (body, head, offset) = if n == 1 {
+            (&self.decode, &self.head, self.steps.offset(at, flaw.kernel_code()))
         } else {
             self.chunk_step.set_chunk(&self.ctx.queue, at, len);
-            (&self.prefill, &self.prefill_head, &self.chunk_step, 0)
+            (&self.prefill, &self.prefill_head, self.chunk_step.offset(0, 0))
         };
         let readback = readback.filter(|r| r.wanted());
         {
@@ -239,7 +244,7 @@ impl GpuModel {
             let argmax = matches!(readback, Some(Readback::Argmax(_)));
             let programs = [Some(body), readback.map(|_| head), argmax.then_some(&self.argmax)];
             for p in programs.into_iter().flatten() {
-                p.encode(&mut pass, steps, slot);
+                p.encode(&mut pass, offset);
                 self.counters.dispatches += p.len() as u64;
             }
         }
@@ -275,6 +280,18 @@ impl GpuModel {
         self.counters.readback_bytes += bytes as u64;
         self.counters.maps += 1;
         Ok(())
+    }
+
+    /// Zeroes K and V in every cache row from `from` on (one submit; no allocation).
+    pub async fn clear_rows(&mut self, from: usize) -> Result<()> {
+        let row = self.cfg.kv_layer_bytes(1, self.kv.ty);
+        let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clear cache rows") });
+        for b in self.kv.k.iter().chain(&self.kv.v) {
+            enc.clear_buffer(b, from as u64 * row, None);
+        }
+        self.ctx.queue.submit([enc.finish()]);
+        self.counters.submits += 1;
+        self.ctx.wait_idle().await
     }
 
     /// Reads layer `l`'s attention weights for the last processed position: [h × n], n = positions

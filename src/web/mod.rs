@@ -73,6 +73,18 @@ pub async fn adapter_info() -> Result<String, JsValue> {
     GpuContext::new().await.map(|c| c.adapter_name()).map_err(js_err)
 }
 
+#[derive(Serialize)]
+struct FlawInfo {
+    name: &'static str,
+    why: &'static str,
+}
+
+/// The teaching flaws a generation can run with (`flaw` option): [{name, why}].
+#[wasm_bindgen]
+pub fn flaws() -> Result<JsValue, JsValue> {
+    to_js(&crate::Flaw::ALL.map(|f| FlawInfo { name: f.name(), why: f.why() }))
+}
+
 /// Bytes of wasm linear memory (it only grows: after a load this is the peak).
 #[wasm_bindgen(js_name = wasmMemoryBytes)]
 pub fn wasm_memory_bytes() -> f64 {
@@ -139,6 +151,8 @@ struct JsOptions {
     no_cache: Option<bool>,
     /// Greedy only: pick on the GPU and read back 8 bytes per token (no next-token table).
     gpu_argmax: Option<bool>,
+    /// A teaching flaw by name (`flaws()`), or "none".
+    flaw: Option<String>,
 }
 
 impl JsOptions {
@@ -157,6 +171,7 @@ impl JsOptions {
             attention_layer: o.attention_layer,
             no_cache: o.no_cache.unwrap_or(false),
             gpu_argmax: o.gpu_argmax.unwrap_or(false),
+            flaw: o.flaw.as_deref().unwrap_or("none").parse().map_err(js_err)?,
         })
     }
 }
