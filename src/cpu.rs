@@ -274,9 +274,11 @@ impl CpuModel {
         }
     }
 
-    /// Layer l's attention weights of the last step: [h × n] for n = pos + 1.
-    pub fn attention_weights(&self, l: usize, n: usize) -> Vec<f32> {
-        self.att[l * self.cfg.n_heads * self.context..][..self.cfg.n_heads * n].to_vec()
+    /// The attention weights of the last step in `layers`: [layers × h × n] for n = pos + 1.
+    pub fn attention_weights(&self, layers: std::ops::Range<usize>, n: usize) -> Vec<f32> {
+        // Layer l's weights are [h × n] from l · h · T (see `forward`).
+        let h = self.cfg.n_heads;
+        layers.flat_map(|l| self.att[l * h * self.context..][..h * n].iter().copied()).collect()
     }
 }
 

@@ -62,6 +62,13 @@ pub struct GenerateOptions {
     /// Read back this layer's attention weights after every step (for the attention view; off
     /// by default so that decoding does no extra readback).
     pub attention_layer: Option<usize>,
+    /// Read back every layer's attention weights for the newest query after every step (the
+    /// overview of layers × heads).
+    pub attention_all_layers: bool,
+    /// With `attention_layer`: prefill the prompt one token at a time and report that layer's
+    /// weights for each prompt position's query too (the rows of the attention matrix that a
+    /// batched prefill does not keep).
+    pub attention_prompt: bool,
     /// Decode without the cache: re-run the whole sequence at every step (for comparison).
     pub no_cache: bool,
     /// Greedy only: pick the argmax on the GPU and read back 8 bytes instead of the logits row
@@ -79,6 +86,8 @@ impl Default for GenerateOptions {
             sampler: SamplerConfig::default(),
             report_top: 5,
             attention_layer: None,
+            attention_all_layers: false,
+            attention_prompt: false,
             no_cache: false,
             gpu_argmax: false,
             flaw: Flaw::None,
@@ -104,6 +113,13 @@ pub struct TokenEvent {
     /// token, [h × pos] row-major (each row sums to 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention: Option<Vec<f32>>,
+    /// With `attention_all_layers`: every layer's weights for that query, [L × h × pos].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_layers: Option<Vec<f32>>,
+    /// First token of a generation with `attention_prompt`: for each prompt position i fed in
+    /// this call, `attention_layer`'s weights of its query, [h × (start + i + 1)].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_attention: Option<Vec<Vec<f32>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -153,8 +169,14 @@ pub struct Engine {
     logits_stale: bool,
     /// [V] logits after the last fed position.
     logits: Vec<f32>,
-    /// Attention weights read back after the last step, when asked for.
+    /// Attention weights read back after the last step, when asked for: one layer's, all layers',
+    /// and the prompt positions'.
     attention: Option<Vec<f32>>,
+    attention_layers: Option<Vec<f32>>,
+    prompt_attention: Option<Vec<Vec<f32>>>,
+    /// Cache rows the last fed query attended over (the cached positions, except under
+    /// `Flaw::SameRow`).
+    attended: usize,
     /// The first cache row a flawed generation has fed: from there on the rows no longer hold
     /// the K and V of `cached` (the prompt's rows before it are still right).
     tainted_from: Option<usize>,
@@ -196,6 +218,9 @@ impl Engine {
             gpu_pick: None,
             logits_stale: false,
             attention: None,
+            attention_layers: None,
+            prompt_attention: None,
+            attended: 0,
             context: opts.context,
             cfg,
             tokenizer,
@@ -348,6 +373,7 @@ impl Engine {
                 }
             }
             self.cached.extend_from_slice(part);
+            self.attended = at + part.len();
             if !last && self.stop_requested() {
                 return Err(Error::Stopped);
             }
@@ -364,25 +390,48 @@ impl Engine {
         Ok(())
     }
 
-    /// Reads the attention weights of the last step for `opts.attention_layer`, if set.
+    /// Reads the attention weights of the last step that `opts` asks for.
     async fn observe(&mut self, opts: &GenerateOptions) -> Result<()> {
         self.attention = match opts.attention_layer {
-            Some(l) if l >= self.cfg.n_layers => {
-                return Err(Error::Option(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)))
-            }
             Some(l) => Some(self.attention_weights(l).await?),
             None => None,
+        };
+        self.attention_layers = match opts.attention_all_layers {
+            true => Some(self.attention_in(0..self.cfg.n_layers).await?),
+            false => None,
         };
         Ok(())
     }
 
-    /// Layer `l`'s attention weights for the last fed position: [h × n], n = positions cached.
+    /// Layer `l`'s attention weights for the last fed position: [h × n], n = positions attended.
     pub async fn attention_weights(&self, l: usize) -> Result<Vec<f32>> {
-        let n = self.cached.len();
-        match &self.model {
-            Model::Cpu(m) => Ok(m.attention_weights(l, n)),
-            Model::Gpu(m) => m.attention_weights(l, n).await,
+        if l >= self.cfg.n_layers {
+            return Err(Error::Option(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)));
         }
+        self.attention_in(l..l + 1).await
+    }
+
+    /// The attention weights for the last fed position in `layers`: [layers × h × n].
+    async fn attention_in(&self, layers: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let n = self.attended;
+        match &self.model {
+            Model::Cpu(m) => Ok(m.attention_weights(layers, n)),
+            Model::Gpu(m) => m.attention_weights(layers, n).await,
+        }
+    }
+
+    /// Feeds `prompt` one token at a time, keeping layer `l`'s weights for each position's query.
+    async fn feed_observed(&mut self, prompt: &[u32], l: usize) -> Result<()> {
+        let mut rows = Vec::with_capacity(prompt.len());
+        for (i, &id) in prompt.iter().enumerate() {
+            if i > 0 && self.stop_requested() {
+                return Err(Error::Stopped);
+            }
+            self.feed(&[id]).await?;
+            rows.push(self.attention_weights(l).await?);
+        }
+        self.prompt_attention = Some(rows);
+        Ok(())
     }
 
     /// Teacher forcing: the logits after every position of `ids`, [n × V] row-major.
@@ -436,7 +485,11 @@ impl Engine {
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
         let mut run = Progress::new(prompt.len());
-        let stop = match self.feed(prompt).await {
+        let fed = match opts.attention_layer {
+            Some(l) if opts.attention_prompt => self.feed_observed(prompt, l).await,
+            _ => self.feed(prompt).await,
+        };
+        let stop = match fed {
             // Stopped during the prefill: the chunks done so far stay cached.
             Err(Error::Stopped) => StopReason::Stopped,
             r => {
@@ -466,7 +519,16 @@ impl Engine {
             let stop_token = self.tokenizer.is_stop(id);
             let text = if stop_token { String::new() } else { run.utf8.push(self.tokenizer.token_bytes(id)) };
             let ms = run.token(&text);
-            let go_on = on_token(&TokenEvent { id, text, top, pos: self.position(), ms, attention: self.attention.take() });
+            let go_on = on_token(&TokenEvent {
+                id,
+                text,
+                top,
+                pos: self.position(),
+                ms,
+                attention: self.attention.take(),
+                attention_layers: self.attention_layers.take(),
+                prompt_attention: self.prompt_attention.take(),
+            });
             if stop_token {
                 return Ok(StopReason::Eos);
             }

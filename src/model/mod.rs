@@ -38,7 +38,7 @@ struct Activations {
     tokens: wgpu::Buffer,         // [T] u32, token id per position
     rope: wgpu::Buffer,           // [T × d_h/2] (cos, sin)
     staging: wgpu::Buffer,        // [V] f32, MAP_READ
-    att_staging: wgpu::Buffer,    // [h × T] f32, MAP_READ: one layer's weights, for the view
+    att_staging: wgpu::Buffer,    // [L × h × T] f32, MAP_READ: the layers' weights, for the views
     argmax: wgpu::Buffer,         // [2] u32: argmax id, f32 bits of its logit
     argmax_staging: wgpu::Buffer, // [2] u32, MAP_READ
 }
@@ -158,7 +158,7 @@ impl GpuModel {
             tokens: ctx.storage("tokens", sizes.tokens)?,
             rope: ctx.storage_with("rope table", bytemuck::cast_slice(&rope_table(context, cfg.head_dim, cfg.rope_base)))?,
             staging: ctx.staging("logits staging", sizes.logits)?,
-            att_staging: ctx.staging("attention staging", attn.att_bytes(1, 0))?,
+            att_staging: ctx.staging("attention staging", attn.att_bytes(cfg.n_layers, 0))?,
             argmax: ctx.storage("argmax", 8)?,
             argmax_staging: ctx.staging("argmax staging", 8)?,
         };
@@ -294,12 +294,14 @@ impl GpuModel {
         self.ctx.wait_idle().await
     }
 
-    /// Reads layer `l`'s attention weights for the last processed position: [h × n], n = positions
-    /// cached. One extra copy and map, made only when the attention view asks.
-    pub async fn attention_weights(&self, l: usize, n: usize) -> Result<Vec<f32>> {
-        let (t, bytes) = (self.kv.capacity, self.act.att_staging.size());
+    /// Reads the attention weights of the last processed position in `layers`: [layers × h × n],
+    /// n = positions attended. One extra copy and map, made only when a view asks.
+    pub async fn attention_weights(&self, layers: std::ops::Range<usize>, n: usize) -> Result<Vec<f32>> {
+        let t = self.kv.capacity;
+        let slice = (self.cfg.n_heads * t * 4) as u64;
+        let bytes = layers.len() as u64 * slice;
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("attention readback") });
-        enc.copy_buffer_to_buffer(&self.act.att, l as u64 * bytes, &self.act.att_staging, 0, bytes);
+        enc.copy_buffer_to_buffer(&self.act.att, layers.start as u64 * slice, &self.act.att_staging, 0, bytes);
         self.ctx.queue.submit([enc.finish()]);
         let mut raw = vec![0u8; bytes as usize];
         self.ctx.read_staging(&self.act.att_staging, &mut raw).await?;

@@ -147,6 +147,10 @@ struct JsOptions {
     report_top: Option<usize>,
     /// Read back this layer's attention weights every step (the attention view is open).
     attention_layer: Option<usize>,
+    /// Read back every layer's weights for the newest query every step (the overview is open).
+    attention_all_layers: Option<bool>,
+    /// With attention_layer: prefill one token at a time, reporting each prompt query's weights.
+    attention_prompt: Option<bool>,
     /// Re-run the whole sequence at every step instead of using the cache.
     no_cache: Option<bool>,
     /// Greedy only: pick on the GPU and read back 8 bytes per token (no next-token table).
@@ -169,6 +173,8 @@ impl JsOptions {
             },
             report_top: o.report_top.unwrap_or(5),
             attention_layer: o.attention_layer,
+            attention_all_layers: o.attention_all_layers.unwrap_or(false),
+            attention_prompt: o.attention_prompt.unwrap_or(false),
             no_cache: o.no_cache.unwrap_or(false),
             gpu_argmax: o.gpu_argmax.unwrap_or(false),
             flaw: o.flaw.as_deref().unwrap_or("none").parse().map_err(js_err)?,
@@ -399,6 +405,12 @@ struct WebTokenEvent<'a> {
     top: Vec<WebTop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attention: Option<&'a [f32]>,
+    /// [L × h × pos]: every layer's weights for this token's query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attention_layers: Option<&'a [f32]>,
+    /// First event only: attention_layer's weights of each prompt query, [h × (i + 1)] each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_attention: Option<&'a [Vec<f32>]>,
     /// Cache rows kept from before this turn; this turn's tokens start at this position.
     turn_start: usize,
     /// First event of a turn only: the tokens prefilled at positions turn_start.., as text.
@@ -423,6 +435,8 @@ impl<'a> WebTokenEvent<'a> {
             ms: ev.ms,
             top: ev.top.iter().map(|t| WebTop { id: t.id, p: t.p, text: tok.token_text(t.id) }).collect(),
             attention: ev.attention.as_deref(),
+            attention_layers: ev.attention_layers.as_deref(),
+            prompt_attention: ev.prompt_attention.as_deref(),
             turn_start: 0,
             prefilled: None,
         }
