@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything kvscope needs to build, run and test, and does nothing for what is already
-# there: Mesa's Vulkan drivers (lavapipe, a software GPU), the wasm32 target, trunk and
-# wasm-bindgen-cli (at the version in Cargo.lock), and the default model.
+# there: Mesa's Vulkan drivers (lavapipe, a software GPU) and Debian's Chromium (apt), the wasm32
+# target, wasm-bindgen-cli (at the version in Cargo.lock), trunk and cargo-fuzz (cargo), the npm
+# packages of package-lock.json (playwright-core, which never downloads a browser), and the
+# default model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -32,11 +32,6 @@ struct Params {
     n_splits: u32,        // ⌈T / S⌉
 }
 
-struct Step {
-    pos: u32,  // position of the chunk's first token
-    n: u32,    // tokens in the chunk
-}
-
 @group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
 @group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × T] + [B × h × T]
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
@@ -56,78 +51,13 @@ fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
 @group(0) @binding(6) var<uniform> step: Step;
 
 var<workgroup> qs: array<vec4<f32>, 256>;    // [G × d_h / 4]
-var<workgroup> red: array<vec4<f32>, 64>;
 var<workgroup> acc: array<vec4<f32>, 256>;   // [4 row lanes × 4 heads × 16 vec4]
 var<workgroup> pr: array<vec4<f32>, 256>;    // [S ≤ 256 rows] scores, then e, of the G heads
 
-// Workgroup-wide max and sum of a vec4 (64 invocations). With subgroups: reduce within each
-// subgroup into one slot per invocation (for the sum only each subgroup's first invocation
-// writes its total), then each subgroup folds the 64 slots, lane k taking slots k, k + size, …,
-// and reduces once more: two barriers instead of seven, with no assumption about which
-// invocations share a subgroup.
-//#if subgroups
-var<private> sg_lane: u32;
-var<private> sg_size: u32;
-
-fn reduce_max(v: vec4<f32>, i: u32) -> vec4<f32> {
-    red[i] = subgroupMax(v);
-    workgroupBarrier();
-    var r = red[sg_lane];
-    for (var k = sg_lane + sg_size; k < 64u; k += sg_size) { r = max(r, red[k]); }
-    r = subgroupMax(r);
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(v: vec4<f32>, i: u32) -> vec4<f32> {
-    let s = subgroupAdd(v);
-    red[i] = select(vec4<f32>(0.0), s, sg_lane == 0u);
-    workgroupBarrier();
-    var r = red[sg_lane];
-    for (var k = sg_lane + sg_size; k < 64u; k += sg_size) { r += red[k]; }
-    r = subgroupAdd(r);
-    workgroupBarrier();
-    return r;
-}
-//#else
-fn reduce_max(v: vec4<f32>, i: u32) -> vec4<f32> {
-    red[i] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (i < s) { red[i] = max(red[i], red[i + s]); }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(v: vec4<f32>, i: u32) -> vec4<f32> {
-    red[i] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (i < s) { red[i] += red[i + s]; }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-//#endif
-
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_index) i: u32,
-//#if subgroups
-    @builtin(subgroup_invocation_id) sg_id: u32,
-    @builtin(subgroup_size) sg_n: u32,
-//#endif
-) {
-//#if subgroups
-    sg_lane = sg_id;
-    sg_size = sg_n;
-//#endif
+fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
+    enter(lanes);
+    let i = lanes.i;
     let t = wg.z;
     let n_groups = p.n_heads / GROUP;
     let gx = wg.x % n_groups;

@@ -15,11 +15,6 @@ struct Params {
     n_splits: u32,        // ⌈T / S⌉, at most 64
 }
 
-struct Step {
-    pos: u32,
-    n: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;  // [B × h · d_h / 4]
 @group(0) @binding(1) var<storage, read_write> att: array<f32>;        // [L × h × T] + [B × h × T]
 @group(0) @binding(2) var<storage, read> part: array<vec4<f32>>;       // [B × h × n_splits × (1 + d_h/4)]

@@ -8,11 +8,6 @@ struct Params {
     row_bytes: u32,  // encoded bytes per row of E
 }
 
-struct Step {
-    pos: u32,  // position of the chunk's first token
-    n: u32,    // tokens in the chunk
-}
-
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;  // [B × d / 4]
 @group(0) @binding(1) var<storage, read> w: array<u32>;              // E, [V · row_bytes / 4]
 @group(0) @binding(2) var<storage, read> tokens: array<u32>;         // [T] token id per position

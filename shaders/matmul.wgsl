@@ -22,11 +22,6 @@ struct Params {
     x_stride: u32,    // elements per token row of X, a multiple of 4
 }
 
-struct Step {
-    pos: u32,  // first position of the chunk
-    n: u32,    // tokens in the chunk
-}
-
 @group(0) @binding(0) var<storage, read_write> y: array<f32>;    // [B × y_stride]
 @group(0) @binding(1) var<storage, read> w: array<u32>;          // [rows · row_bytes / 4]
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;    // [B × x_stride / 4]

@@ -14,11 +14,6 @@ struct Params {
     head_dim: u32,    // d_h
 }
 
-struct Step {
-    pos: u32,  // position of the chunk's first token
-    n: u32,    // tokens in the chunk
-}
-
 @group(0) @binding(0) var<storage, read_write> qkv: array<vec2<f32>>;      // [B × (h + 2·h_kv) · d_h / 2]
 // The cache holds each pair as two f32, or (kv_f16) as two f16 packed in a u32, rounded to
 // nearest even.
@@ -44,16 +39,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let t = gid.z;
     if (i >= q_pairs + 2u * kv_pairs || t >= step.n) { return; }
     let at = step.pos + t;
+    // The teaching flaws (src/flaw.rs; 0 in every correct pass): 1 leaves the cache unwritten,
+    // 2 rotates as position 0.
+    let append = step.flaw != 1u;
+    let angle_at = select(at, 0u, step.flaw == 2u);
     let x = qkv[t * (q_pairs + 2u * kv_pairs) + i];
     if (i >= q_pairs + kv_pairs) {
-        v_cache[at * kv_pairs + i - q_pairs - kv_pairs] = cache_pair(x);
+        if (append) { v_cache[at * kv_pairs + i - q_pairs - kv_pairs] = cache_pair(x); }
         return;
     }
-    let cs = table[at * half + i % half];
+    let cs = table[angle_at * half + i % half];
     let r = vec2<f32>(x.x * cs.x - x.y * cs.y, x.x * cs.y + x.y * cs.x);
     if (i < q_pairs) {
         qkv[t * (q_pairs + 2u * kv_pairs) + i] = r;
-    } else {
+    } else if (append) {
         k_cache[at * kv_pairs + i - q_pairs] = cache_pair(r);
     }
 }

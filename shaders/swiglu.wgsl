@@ -5,11 +5,6 @@ struct Params {
     n: u32,  // f
 }
 
-struct Step {
-    pos: u32,
-    n: u32,
-}
-
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // [B × f]
 @group(0) @binding(1) var<storage, read> gate_up: array<f32>;    // [B × 2f]
 @group(0) @binding(2) var<uniform> p: Params;

@@ -136,7 +136,7 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
     let steps = steps.max(1);
     let d = |x: u64, y: u64| (y - x) as f64 / steps as f64;
     let g = e.gpu().expect("checked in counters");
-    let kv = g.kv.bytes_allocated();
+    let kv = e.cfg.kv_cache_bytes(g.kv.capacity, g.kv.ty);
     let at = |c: usize| runs.iter().find(|r| r.context == c.max(1)).map(|r| r.tokens_per_s);
     Ok(BenchReport {
         adapter: g.ctx.adapter_name(),

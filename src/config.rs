@@ -32,7 +32,7 @@ pub struct Config {
 }
 
 /// How the KV cache stores each value: f32, or f16 rounded to nearest even (half the memory).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KvType {
     #[default]

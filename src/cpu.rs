@@ -4,8 +4,9 @@
 //! Names: d = dim, f = ffn_dim, h = n_heads, h_kv = n_kv_heads, d_h = head_dim,
 //! kv = h_kv · d_h, V = vocab_size, T = context length.
 
-use crate::config::Config;
+use crate::config::{Config, KvType};
 use crate::error::{Error, Result};
+use crate::flaw::Flaw;
 use crate::gguf::{ByteSource, Gguf};
 use crate::quant::dequantize_vec;
 
@@ -151,7 +152,7 @@ pub struct CpuModel {
     k_cache: Vec<Vec<f32>>,   // per layer [T × kv]
     v_cache: Vec<Vec<f32>>,   // per layer [T × kv]
     /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores them.
-    pub kv: KvType,
+    pub kv_type: KvType,
     x: Vec<f32>,          // [d] residual stream
     xb: Vec<f32>,         // [d] normed input of a sublayer
     q: Vec<f32>,          // [d]
@@ -173,7 +174,7 @@ fn load_tensor(g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<Vec<f32
 }
 
 impl CpuModel {
-    pub fn load(g: &Gguf, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
+    pub fn load(g: &Gguf, cfg: &Config, context: usize, kv_type: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let layers = (0..cfg.n_layers)
             .map(|l| {
                 let mut t = |n: &str| load_tensor(g, src, &format!("blk.{l}.{n}.weight"));
@@ -211,13 +212,16 @@ impl CpuModel {
             logits: vec![0.0; cfg.vocab_size],
             cfg: cfg.clone(),
             context,
-            kv,
+            kv_type,
         })
     }
 
     /// Runs token `token` at position `pos` (0-based): writes its K and V into cache row `pos`,
     /// attends over rows 0..=pos, and (when `want_logits`) leaves the next-token logits in `self.logits`.
-    pub fn forward(&mut self, token: u32, pos: usize, want_logits: bool) {
+    /// `flaw` (teaching only, `crate::flaw`): `NoAppend` skips the cache write, `RopePos0`
+    /// rotates q and k as position 0.
+    pub fn forward(&mut self, token: u32, pos: usize, want_logits: bool, flaw: Flaw) {
+        let rope_pos = if flaw == Flaw::RopePos0 { 0 } else { pos };
         let c = &self.cfg;
         let (d, kv, hd) = (c.dim, c.kv_dim(), c.head_dim);
         let row = token as usize * d;
@@ -229,13 +233,15 @@ impl CpuModel {
             matvec(&mut self.q, &w.wq, &self.xb);
             matvec(&mut self.k, &w.wk, &self.xb);
             matvec(&mut self.v, &w.wv, &self.xb);
-            rope(&mut self.q, hd, pos, c.rope_base);
-            rope(&mut self.k, hd, pos, c.rope_base);
-            self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
-            self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
-            if self.kv == KvType::F16 {
-                for x in self.k_cache[l][pos * kv..(pos + 1) * kv].iter_mut().chain(&mut self.v_cache[l][pos * kv..(pos + 1) * kv]) {
-                    *x = half::f16::from_f32(*x).to_f32();
+            rope(&mut self.q, hd, rope_pos, c.rope_base);
+            rope(&mut self.k, hd, rope_pos, c.rope_base);
+            if flaw != Flaw::NoAppend {
+                self.k_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.k);
+                self.v_cache[l][pos * kv..(pos + 1) * kv].copy_from_slice(&self.v);
+                if self.kv_type == KvType::F16 {
+                    for x in self.k_cache[l][pos * kv..(pos + 1) * kv].iter_mut().chain(&mut self.v_cache[l][pos * kv..(pos + 1) * kv]) {
+                        *x = half::f16::from_f32(*x).to_f32();
+                    }
                 }
             }
             let n = pos + 1;
@@ -260,9 +266,19 @@ impl CpuModel {
         }
     }
 
-    /// Layer l's attention weights of the last step: [h × n] for n = pos + 1.
-    pub fn attention_weights(&self, l: usize, n: usize) -> Vec<f32> {
-        self.att[l * self.cfg.n_heads * self.context..][..self.cfg.n_heads * n].to_vec()
+    /// Zeroes K and V in every cache row from `from` on.
+    pub fn clear_rows(&mut self, from: usize) {
+        let kv = self.cfg.kv_dim();
+        for c in self.k_cache.iter_mut().chain(&mut self.v_cache) {
+            c[from * kv..].fill(0.0);
+        }
+    }
+
+    /// The attention weights of the last step in `layers`: [layers × h × n] for n = pos + 1.
+    pub fn attention_weights(&self, layers: std::ops::Range<usize>, n: usize) -> Vec<f32> {
+        // Layer l's weights are [h × n] from l · h · T (see `forward`).
+        let h = self.cfg.n_heads;
+        layers.flat_map(|l| self.att[l * h * self.context..][..h * n].iter().copied()).collect()
     }
 }
 

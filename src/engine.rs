@@ -10,6 +10,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, KvType};
 use crate::cpu::CpuModel;
 use crate::error::{Error, Result};
+use crate::flaw::Flaw;
 use crate::gguf::{read_header, ByteSource, Gguf};
 use crate::gpu::GpuOptions;
 use crate::model::{GpuModel, Readback};
@@ -61,11 +62,21 @@ pub struct GenerateOptions {
     /// Read back this layer's attention weights after every step (for the attention view; off
     /// by default so that decoding does no extra readback).
     pub attention_layer: Option<usize>,
+    /// Read back every layer's attention weights for the newest query after every step (the
+    /// overview of layers × heads).
+    pub attention_all_layers: bool,
+    /// With `attention_layer`: prefill the prompt one token at a time and report that layer's
+    /// weights for each prompt position's query too (the rows of the attention matrix that a
+    /// batched prefill does not keep).
+    pub attention_prompt: bool,
     /// Decode without the cache: re-run the whole sequence at every step (for comparison).
     pub no_cache: bool,
     /// Greedy only: pick the argmax on the GPU and read back 8 bytes instead of the logits row
     /// (no next-token table then).
     pub gpu_argmax: bool,
+    /// Feed each generated token back through a deliberately broken cache (teaching; see
+    /// `crate::flaw`). The cache is then left inconsistent: the next chat turn starts afresh.
+    pub flaw: Flaw,
 }
 
 impl Default for GenerateOptions {
@@ -75,8 +86,11 @@ impl Default for GenerateOptions {
             sampler: SamplerConfig::default(),
             report_top: 5,
             attention_layer: None,
+            attention_all_layers: false,
+            attention_prompt: false,
             no_cache: false,
             gpu_argmax: false,
+            flaw: Flaw::None,
         }
     }
 }
@@ -93,12 +107,19 @@ pub struct TokenEvent {
     /// and the token's K and V go into row pos when it is fed back.
     pub pos: usize,
     /// Milliseconds of the step that produced this token (forward pass + pick); for the first
-    /// token, the prefill and the pick.
+    /// token, the pick after the prefill (the prefill's time is the summary's `prefill_ms`).
     pub ms: f64,
     /// With `attention_layer`: that layer's attention weights for the query that produced this
     /// token, [h × pos] row-major (each row sums to 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention: Option<Vec<f32>>,
+    /// With `attention_all_layers`: every layer's weights for that query, [L × h × pos].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_layers: Option<Vec<f32>>,
+    /// First token of a generation with `attention_prompt`: for each prompt position i fed in
+    /// this call, `attention_layer`'s weights of its query, [h × (start + i + 1)].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_attention: Option<Vec<Vec<f32>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -148,8 +169,19 @@ pub struct Engine {
     logits_stale: bool,
     /// [V] logits after the last fed position.
     logits: Vec<f32>,
-    /// Attention weights read back after the last step, when asked for.
+    /// Attention weights read back after the last step, when asked for: one layer's, all layers',
+    /// and the prompt positions'.
     attention: Option<Vec<f32>>,
+    attention_layers: Option<Vec<f32>>,
+    prompt_attention: Option<Vec<Vec<f32>>>,
+    /// Cache rows the last fed query attended over (the cached positions, except under
+    /// `Flaw::SameRow`).
+    attended: usize,
+    /// The first cache row a flawed generation has fed: from there on the rows no longer hold
+    /// the K and V of `cached` (the prompt's rows before it are still right).
+    tainted_from: Option<usize>,
+    /// With `Flaw::SameRow`: the one row every generated token is written to.
+    same_row: Option<usize>,
     /// Positions per GPU submit while prefilling.
     pub prefill_chunk: usize,
     /// Set from outside (another thread, or the page's Stop button) to end generation after the
@@ -181,9 +213,14 @@ impl Engine {
             cached: Vec::with_capacity(opts.context),
             pending: None,
             argmax_only: false,
+            tainted_from: None,
+            same_row: None,
             gpu_pick: None,
             logits_stale: false,
             attention: None,
+            attention_layers: None,
+            prompt_attention: None,
+            attended: 0,
             context: opts.context,
             cfg,
             tokenizer,
@@ -212,7 +249,7 @@ impl Engine {
     /// How the cache stores K and V.
     pub fn kv_type(&self) -> KvType {
         match &self.model {
-            Model::Cpu(m) => m.kv,
+            Model::Cpu(m) => m.kv_type,
             Model::Gpu(m) => m.kv.ty,
         }
     }
@@ -226,8 +263,7 @@ impl Engine {
 
     /// Empties the cache (the buffers stay; rows are overwritten as positions are reused).
     pub fn reset(&mut self) {
-        self.cached.clear();
-        self.pending = None;
+        self.rewind(0);
     }
 
     /// Forgets every cached position from `n` on (and any pending token): the rows stay allocated
@@ -236,6 +272,10 @@ impl Engine {
         self.cached.truncate(n);
         self.pending = None;
         self.logits_stale = false;
+        if self.tainted_from.is_some_and(|t| n <= t) {
+            self.tainted_from = None;
+            self.same_row = None;
+        }
     }
 
     /// Keeps the longest cached prefix of `ids` and forgets the rest, so that only `ids[n..]` has
@@ -244,6 +284,8 @@ impl Engine {
     pub fn reuse_prefix(&mut self, ids: &[u32]) -> usize {
         let seq = self.cached.iter().chain(self.pending.iter());
         let common = seq.zip(ids).take_while(|(a, b)| a == b).count().min(ids.len().saturating_sub(1));
+        // Rows a flawed generation wrote are not reused.
+        let common = common.min(self.tainted_from.unwrap_or(usize::MAX));
         if common <= self.cached.len() {
             self.rewind(common);
         }
@@ -279,16 +321,21 @@ impl Engine {
             });
         }
         if let Some(p) = self.pending.take() {
-            self.run(&[p]).await?;
+            self.run(&[p], Flaw::None).await?;
         }
-        self.run(ids).await
+        self.run(ids, Flaw::None).await
     }
 
-    async fn run(&mut self, ids: &[u32]) -> Result<()> {
+    /// Runs `ids` at the next cache rows (with `Flaw::SameRow`, at its one row) and appends them
+    /// to `cached`.
+    async fn run(&mut self, ids: &[u32], flaw: Flaw) -> Result<()> {
         if ids.is_empty() {
             return Ok(());
         }
-        let start = self.cached.len();
+        let start = match (flaw, self.same_row) {
+            (Flaw::SameRow, Some(row)) => row,
+            _ => self.cached.len(),
+        };
         // Positions are processed in chunks; between chunks a stop request is honoured, leaving
         // the chunks done so far in the cache (and no fresh logits: `Error::Stopped`).
         let chunk = match self.model {
@@ -301,7 +348,7 @@ impl Engine {
             let at = start + c * chunk;
             match &mut self.model {
                 Model::Cpu(m) => {
-                    m.forward(part[0], at, last);
+                    m.forward(part[0], at, last, flaw);
                     if last {
                         self.logits.copy_from_slice(&m.logits);
                     }
@@ -313,7 +360,7 @@ impl Engine {
                         (true, false) => Readback::Logits(&mut self.logits[..]),
                         (true, true) => Readback::Argmax(&mut pick),
                     };
-                    m.forward(part, at, readback).await?;
+                    m.forward(part, at, readback, flaw).await?;
                     if last {
                         self.logits_stale = self.argmax_only;
                         if self.argmax_only {
@@ -326,6 +373,7 @@ impl Engine {
                 }
             }
             self.cached.extend_from_slice(part);
+            self.attended = at + part.len();
             if !last && self.stop_requested() {
                 return Err(Error::Stopped);
             }
@@ -333,25 +381,57 @@ impl Engine {
         Ok(())
     }
 
-    /// Reads the attention weights of the last step for `opts.attention_layer`, if set.
+    /// Zeroes K and V in every cache row from `from` on.
+    async fn clear_rows(&mut self, from: usize) -> Result<()> {
+        match &mut self.model {
+            Model::Cpu(m) => m.clear_rows(from),
+            Model::Gpu(m) => m.clear_rows(from).await?,
+        }
+        Ok(())
+    }
+
+    /// Reads the attention weights of the last step that `opts` asks for.
     async fn observe(&mut self, opts: &GenerateOptions) -> Result<()> {
         self.attention = match opts.attention_layer {
-            Some(l) if l >= self.cfg.n_layers => {
-                return Err(Error::Option(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)))
-            }
             Some(l) => Some(self.attention_weights(l).await?),
             None => None,
+        };
+        self.attention_layers = match opts.attention_all_layers {
+            true => Some(self.attention_in(0..self.cfg.n_layers).await?),
+            false => None,
         };
         Ok(())
     }
 
-    /// Layer `l`'s attention weights for the last fed position: [h × n], n = positions cached.
+    /// Layer `l`'s attention weights for the last fed position: [h × n], n = positions attended.
     pub async fn attention_weights(&self, l: usize) -> Result<Vec<f32>> {
-        let n = self.cached.len();
-        match &self.model {
-            Model::Cpu(m) => Ok(m.attention_weights(l, n)),
-            Model::Gpu(m) => m.attention_weights(l, n).await,
+        if l >= self.cfg.n_layers {
+            return Err(Error::Option(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)));
         }
+        self.attention_in(l..l + 1).await
+    }
+
+    /// The attention weights for the last fed position in `layers`: [layers × h × n].
+    async fn attention_in(&self, layers: std::ops::Range<usize>) -> Result<Vec<f32>> {
+        let n = self.attended;
+        match &self.model {
+            Model::Cpu(m) => Ok(m.attention_weights(layers, n)),
+            Model::Gpu(m) => m.attention_weights(layers, n).await,
+        }
+    }
+
+    /// Feeds `prompt` one token at a time, keeping layer `l`'s weights for each position's query.
+    async fn feed_observed(&mut self, prompt: &[u32], l: usize) -> Result<()> {
+        let mut rows = Vec::with_capacity(prompt.len());
+        for (i, &id) in prompt.iter().enumerate() {
+            if i > 0 && self.stop_requested() {
+                return Err(Error::Stopped);
+            }
+            self.feed(&[id]).await?;
+            rows.push(self.attention_weights(l).await?);
+        }
+        self.prompt_attention = Some(rows);
+        Ok(())
     }
 
     /// Teacher forcing: the logits after every position of `ids`, [n × V] row-major.
@@ -378,6 +458,9 @@ impl Engine {
         if prompt.is_empty() && self.cached.is_empty() && self.pending.is_none() {
             return Err(Error::EmptyPrompt);
         }
+        if opts.no_cache && opts.flaw != Flaw::None {
+            return Err(Error::Option("a flaw acts on the KV cache, so it cannot be combined with decoding without the cache".into()));
+        }
         self.stop.store(false, Ordering::Relaxed);
         if prompt.is_empty() && self.pending.is_none() && self.logits_stale {
             // The last feed read back only an argmax: run the last position again for its logits.
@@ -401,94 +484,179 @@ impl Engine {
         on_gpu: bool,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
-        let t0 = now_ms();
-        match self.feed(prompt).await {
-            Err(Error::Stopped) => {
-                let prefill_ms = now_ms() - t0;
-                return Ok(Summary {
-                    prompt_tokens: prompt.len(),
-                    generated_tokens: 0,
-                    ttft_ms: 0.0,
-                    prefill_ms,
-                    prefill_tps: 0.0,
-                    decode_ms: 0.0,
-                    decode_tps: 0.0,
-                    stop: StopReason::Stopped,
-                    backend: self.backend(),
-                    text: String::new(),
-                });
+        let mut run = Progress::new(prompt.len());
+        let fed = match opts.attention_layer {
+            Some(l) if opts.attention_prompt => self.feed_observed(prompt, l).await,
+            _ => self.feed(prompt).await,
+        };
+        let stop = match fed {
+            // Stopped during the prefill: the chunks done so far stay cached.
+            Err(Error::Stopped) => StopReason::Stopped,
+            r => {
+                r?;
+                self.observe(opts).await?;
+                run.prefilled();
+                self.decode(opts, on_gpu, &mut run, on_token).await?
             }
-            r => r?,
-        }
-        self.observe(opts).await?;
-        let prefill_ms = now_ms() - t0;
+        };
+        Ok(run.summary(stop, self.backend()))
+    }
+
+    /// Picks, reports and feeds back one token at a time, until a stop condition.
+    async fn decode(
+        &mut self,
+        opts: &GenerateOptions,
+        on_gpu: bool,
+        run: &mut Progress,
+        on_token: &mut dyn FnMut(&TokenEvent) -> bool,
+    ) -> Result<StopReason> {
         let mut sampler = Sampler::new(opts.sampler);
-        let mut utf8 = Utf8Stream::default();
-        let mut text = String::new();
-        let mut generated = 0;
-        let mut ttft_ms = 0.0;
-        let mut last = now_ms();
-        let t_decode = last;
-        let stop = loop {
-            if generated >= opts.max_tokens {
-                break StopReason::MaxTokens;
+        loop {
+            if run.generated >= opts.max_tokens {
+                return Ok(StopReason::MaxTokens);
             }
-            let (id, top) = match self.gpu_pick.take() {
-                Some((id, _)) if on_gpu => (id, Vec::new()),
-                _ => (sampler.sample(&self.logits), if opts.report_top > 0 { top_k(&self.logits, opts.report_top, 1.0) } else { Vec::new() }),
-            };
-            let now = now_ms();
-            if generated == 0 {
-                ttft_ms = now - t0;
-            }
+            let (id, top) = self.pick(&mut sampler, opts, on_gpu);
             let stop_token = self.tokenizer.is_stop(id);
-            let piece = if stop_token { String::new() } else { utf8.push(self.tokenizer.token_bytes(id)) };
-            text.push_str(&piece);
-            let ev = TokenEvent { id, text: piece, top, pos: self.position(), ms: now - last, attention: self.attention.take() };
-            generated += 1;
-            let go_on = on_token(&ev);
+            let text = if stop_token { String::new() } else { run.utf8.push(self.tokenizer.token_bytes(id)) };
+            let ms = run.token(&text);
+            let go_on = on_token(&TokenEvent {
+                id,
+                text,
+                top,
+                pos: self.position(),
+                ms,
+                attention: self.attention.take(),
+                attention_layers: self.attention_layers.take(),
+                prompt_attention: self.prompt_attention.take(),
+            });
             if stop_token {
-                break StopReason::Eos;
+                return Ok(StopReason::Eos);
             }
             if self.position() >= self.context {
                 self.pending = Some(id);
-                break StopReason::ContextFull;
+                return Ok(StopReason::ContextFull);
             }
-            let t_step = now_ms();
-            let fed = if opts.no_cache {
-                // The naive way: forget the cache and run the whole sequence again.
-                let mut seq = std::mem::take(&mut self.cached);
-                seq.push(id);
-                self.rewind(0);
-                self.feed(&seq).await
-            } else {
-                self.feed(&[id]).await
-            };
-            match fed {
-                Err(Error::Stopped) => break StopReason::Stopped,
+            run.step_started();
+            match self.feed_back(id, opts).await {
+                Err(Error::Stopped) => return Ok(StopReason::Stopped),
                 r => r?,
             }
             self.observe(opts).await?;
-            last = t_step;
             if !go_on || self.stop_requested() {
-                break StopReason::Stopped;
+                return Ok(StopReason::Stopped);
             }
-        };
-        let rest = utf8.finish();
-        text.push_str(&rest);
-        let decode_ms = now_ms() - t_decode;
-        let steps = generated as f64;
-        Ok(Summary {
-            prompt_tokens: prompt.len(),
-            generated_tokens: generated,
-            ttft_ms,
+        }
+    }
+
+    /// The next token and the next-token table: the GPU's argmax where it picked one, else the
+    /// sampler over the logits.
+    fn pick(&self, sampler: &mut Sampler, opts: &GenerateOptions, on_gpu: bool) -> (u32, Vec<TokenProb>) {
+        match self.gpu_pick {
+            Some((id, _)) if on_gpu => (id, Vec::new()),
+            _ => {
+                let top = if opts.report_top > 0 { top_k(&self.logits, opts.report_top, 1.0) } else { Vec::new() };
+                (sampler.sample(&self.logits), top)
+            }
+        }
+    }
+
+    /// Runs the chosen token through the model: its K and V go into the next cache row, or
+    /// (`no_cache`, the naive way) the cache is forgotten and the whole sequence runs again, or
+    /// (a flaw) they go wrong in the flaw's way.
+    async fn feed_back(&mut self, id: u32, opts: &GenerateOptions) -> Result<()> {
+        if opts.no_cache {
+            let mut seq = std::mem::take(&mut self.cached);
+            seq.push(id);
+            self.rewind(0);
+            return self.feed(&seq).await;
+        }
+        if opts.flaw == Flaw::None {
+            return self.feed(&[id]).await;
+        }
+        let at = self.position();
+        if self.tainted_from.is_none() {
+            // The rows the flaw leaves unwritten read as zeros, not as whatever an earlier
+            // generation left there, so a flawed run does not depend on what ran before it.
+            self.clear_rows(at).await?;
+            self.tainted_from = Some(at);
+        }
+        if opts.flaw == Flaw::SameRow {
+            self.same_row.get_or_insert(at);
+        }
+        self.run(&[id], opts.flaw).await
+    }
+}
+
+/// A generation's text and timings as it goes, for the per-token events and the summary.
+struct Progress {
+    prompt_tokens: usize,
+    t0: f64,
+    /// Set when the prompt has been fed.
+    prefill_ms: Option<f64>,
+    ttft_ms: f64,
+    t_decode: f64,
+    /// When the step producing the next token began.
+    t_step: f64,
+    generated: usize,
+    text: String,
+    utf8: Utf8Stream,
+}
+
+impl Progress {
+    fn new(prompt_tokens: usize) -> Self {
+        let t0 = now_ms();
+        Progress {
+            prompt_tokens,
+            t0,
+            prefill_ms: None,
+            ttft_ms: 0.0,
+            t_decode: t0,
+            t_step: t0,
+            generated: 0,
+            text: String::new(),
+            utf8: Utf8Stream::default(),
+        }
+    }
+
+    fn prefilled(&mut self) {
+        let now = now_ms();
+        self.prefill_ms = Some(now - self.t0);
+        self.t_decode = now;
+        self.t_step = now;
+    }
+
+    /// Counts a token whose text is `piece`; returns the milliseconds of the step that made it.
+    fn token(&mut self, piece: &str) -> f64 {
+        let now = now_ms();
+        if self.generated == 0 {
+            self.ttft_ms = now - self.t0;
+        }
+        self.generated += 1;
+        self.text.push_str(piece);
+        now - self.t_step
+    }
+
+    fn step_started(&mut self) {
+        self.t_step = now_ms();
+    }
+
+    fn summary(mut self, stop: StopReason, backend: String) -> Summary {
+        let rest = self.utf8.finish();
+        self.text.push_str(&rest);
+        let now = now_ms();
+        let prefill_ms = self.prefill_ms.unwrap_or(now - self.t0);
+        let decode_ms = if self.prefill_ms.is_some() { now - self.t_decode } else { 0.0 };
+        Summary {
+            prompt_tokens: self.prompt_tokens,
+            generated_tokens: self.generated,
+            ttft_ms: self.ttft_ms,
             prefill_ms,
-            prefill_tps: prompt.len() as f64 / (prefill_ms / 1e3).max(1e-9),
+            prefill_tps: if self.prefill_ms.is_some() { self.prompt_tokens as f64 / (prefill_ms / 1e3).max(1e-9) } else { 0.0 },
             decode_ms,
-            decode_tps: if steps > 0.0 { steps / (decode_ms / 1e3).max(1e-9) } else { 0.0 },
+            decode_tps: if self.generated > 0 { self.generated as f64 / (decode_ms / 1e3).max(1e-9) } else { 0.0 },
             stop,
-            backend: self.backend(),
-            text,
-        })
+            backend,
+            text: self.text,
+        }
     }
 }

@@ -110,8 +110,15 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use Error::*;
         match self {
-            BadMagic(_) | Truncated { .. } | Malformed { .. } | MissingKey(_) | WrongKeyType { .. } | MissingTensor(_) | BadShape { .. }
-            | Tokenizer(_) | Template(_) => ErrorKind::InvalidModel,
+            BadMagic(_)
+            | Truncated { .. }
+            | Malformed { .. }
+            | MissingKey(_)
+            | WrongKeyType { .. }
+            | MissingTensor(_)
+            | BadShape { .. }
+            | Tokenizer(_)
+            | Template(_) => ErrorKind::InvalidModel,
             Config(_) => ErrorKind::InvalidModel,
             UnsupportedVersion(_) | UnsupportedType { .. } | UnsupportedArchitecture(_) | NotSupported(_) => ErrorKind::Unsupported,
             Option(_) | EmptyPrompt | BadToken { .. } => ErrorKind::InvalidInput,

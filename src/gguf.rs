@@ -184,6 +184,108 @@ pub struct Gguf<'a> {
     pub file_len: u64,
 }
 
+/// The `n_kv` metadata pairs that follow the header; a key given twice is refused.
+fn read_metadata(r: &mut Reader, n_kv: u64) -> Result<BTreeMap<String, Value>> {
+    let mut metadata = BTreeMap::new();
+    for i in 0..n_kv {
+        let key = r.string(&|| format!("metadata key #{i}"))?;
+        let t = r.u32(&|| format!("type of metadata key `{key}`"))?;
+        let v = r.value(t, 0, &|| format!("metadata key `{key}`"))?;
+        if metadata.insert(key.clone(), v).is_some() {
+            return Err(Error::malformed(format!("metadata key `{key}`"), "appears twice"));
+        }
+    }
+    Ok(metadata)
+}
+
+/// `general.alignment`, or the default: a power of two up to 1 MiB.
+fn alignment_of(metadata: &BTreeMap<String, Value>) -> Result<u64> {
+    Ok(match metadata.get("general.alignment") {
+        None => DEFAULT_ALIGNMENT,
+        Some(v) => match v.as_u64() {
+            Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
+            _ => {
+                return Err(Error::malformed(
+                    "metadata key `general.alignment`",
+                    format!("{} is not a power of two up to 1 MiB", v.summary()),
+                ))
+            }
+        },
+    })
+}
+
+/// Tensor info #`i`: name, shape, type and data offset, checked against the type's block size
+/// and the alignment.
+fn read_tensor_info(r: &mut Reader, i: u64, alignment: u64) -> Result<TensorInfo> {
+    let name_len_pos = r.pos;
+    let name = r.string(&|| format!("name of tensor #{i}"))?;
+    if name.len() as u64 > MAX_NAME_LEN {
+        return Err(Error::malformed(format!("tensor #{i} at offset {name_len_pos}"), "name longer than 64 KiB"));
+    }
+    let n_dims = r.u32(&|| format!("dimension count of tensor `{name}`"))?;
+    if n_dims == 0 || n_dims > MAX_DIMS {
+        return Err(Error::malformed(format!("tensor `{name}`"), format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
+    }
+    let mut dims = Vec::with_capacity(n_dims as usize);
+    for d in 0..n_dims {
+        dims.push(r.u64(&|| format!("dimension {d} of tensor `{name}`"))?);
+    }
+    let raw_ty = r.u32(&|| format!("type of tensor `{name}`"))?;
+    let offset = r.u64(&|| format!("offset of tensor `{name}`"))?;
+    let ty = GgmlType::from_u32(raw_ty)
+        .ok_or_else(|| Error::UnsupportedType { name: name.clone(), ty: crate::quant::ggml_type_name(raw_ty) })?;
+    let n: u64 = dims
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| Error::malformed(format!("tensor `{name}`"), format!("shape {dims:?} overflows")))?;
+    if n == 0 {
+        return Err(Error::malformed(format!("tensor `{name}`"), format!("shape {dims:?} has no elements")));
+    }
+    if dims[0] % ty.block_elems() as u64 != 0 {
+        return Err(Error::malformed(
+            format!("tensor `{name}`"),
+            format!("row length {} is not a multiple of the {:?} block of {}", dims[0], ty, ty.block_elems()),
+        ));
+    }
+    let size = (n / ty.block_elems() as u64)
+        .checked_mul(ty.block_bytes() as u64)
+        .ok_or_else(|| Error::malformed(format!("tensor `{name}`"), "byte size overflows"))?;
+    if offset % alignment != 0 {
+        return Err(Error::malformed(
+            format!("tensor `{name}`"),
+            format!("data offset {offset} is not a multiple of the alignment {alignment}"),
+        ));
+    }
+    Ok(TensorInfo { name, dims, ty, offset, size })
+}
+
+/// Every tensor's data lies inside the `data_len` bytes after the header, no two overlap, and
+/// no name repeats.
+fn check_layout(tensors: &[TensorInfo], data_len: u64) -> Result<()> {
+    for t in tensors {
+        let end = t.offset.checked_add(t.size);
+        if end.is_none_or(|e| e > data_len) {
+            return Err(Error::malformed(
+                format!("tensor `{}`", t.name),
+                format!("data [{}, {}) lies outside the {} bytes of tensor data", t.offset, t.offset as u128 + t.size as u128, data_len),
+            ));
+        }
+    }
+    let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+    by_offset.sort_by_key(|t| t.offset);
+    for w in by_offset.windows(2) {
+        if w[0].offset + w[0].size > w[1].offset {
+            return Err(Error::malformed(format!("tensor `{}`", w[1].name), format!("data overlaps tensor `{}`", w[0].name)));
+        }
+    }
+    let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::malformed(format!("tensor `{}`", w[0]), "appears twice"));
+    }
+    Ok(())
+}
+
 struct Reader<'a> {
     /// The file, or a prefix of it.
     bytes: &'a [u8],
@@ -311,102 +413,11 @@ impl<'a> Gguf<'a> {
             return Err(Error::malformed("header", format!("tensor count {n_tensors} cannot fit in a {file_len}-byte file")));
         }
 
-        let mut metadata = BTreeMap::new();
-        for i in 0..n_kv {
-            let key = r.string(&|| format!("metadata key #{i}"))?;
-            let t = r.u32(&|| format!("type of metadata key `{key}`"))?;
-            let v = r.value(t, 0, &|| format!("metadata key `{key}`"))?;
-            if metadata.insert(key.clone(), v).is_some() {
-                return Err(Error::malformed(format!("metadata key `{key}`"), "appears twice"));
-            }
-        }
-
-        let alignment = match metadata.get("general.alignment") {
-            None => DEFAULT_ALIGNMENT,
-            Some(v) => match v.as_u64() {
-                Some(a) if a > 0 && a.is_power_of_two() && a <= 1 << 20 => a,
-                _ => {
-                    return Err(Error::malformed(
-                        "metadata key `general.alignment`",
-                        format!("{} is not a power of two up to 1 MiB", v.summary()),
-                    ))
-                }
-            },
-        };
-
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
-        for i in 0..n_tensors {
-            let name_len_pos = r.pos;
-            let name = r.string(&|| format!("name of tensor #{i}"))?;
-            if name.len() as u64 > MAX_NAME_LEN {
-                return Err(Error::malformed(format!("tensor #{i} at offset {name_len_pos}"), "name longer than 64 KiB"));
-            }
-            let n_dims = r.u32(&|| format!("dimension count of tensor `{name}`"))?;
-            if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(Error::malformed(format!("tensor `{name}`"), format!("has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")));
-            }
-            let mut dims = Vec::with_capacity(n_dims as usize);
-            for d in 0..n_dims {
-                dims.push(r.u64(&|| format!("dimension {d} of tensor `{name}`"))?);
-            }
-            let raw_ty = r.u32(&|| format!("type of tensor `{name}`"))?;
-            let offset = r.u64(&|| format!("offset of tensor `{name}`"))?;
-            let ty = GgmlType::from_u32(raw_ty)
-                .ok_or_else(|| Error::UnsupportedType { name: name.clone(), ty: crate::quant::ggml_type_name(raw_ty) })?;
-            let n: u64 = dims
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(|| Error::malformed(format!("tensor `{name}`"), format!("shape {dims:?} overflows")))?;
-            if n == 0 {
-                return Err(Error::malformed(format!("tensor `{name}`"), format!("shape {dims:?} has no elements")));
-            }
-            if dims[0] % ty.block_elems() as u64 != 0 {
-                return Err(Error::malformed(
-                    format!("tensor `{name}`"),
-                    format!("row length {} is not a multiple of the {:?} block of {}", dims[0], ty, ty.block_elems()),
-                ));
-            }
-            let size = (n / ty.block_elems() as u64)
-                .checked_mul(ty.block_bytes() as u64)
-                .ok_or_else(|| Error::malformed(format!("tensor `{name}`"), "byte size overflows"))?;
-            if offset % alignment != 0 {
-                return Err(Error::malformed(
-                    format!("tensor `{name}`"),
-                    format!("data offset {offset} is not a multiple of the alignment {alignment}"),
-                ));
-            }
-            tensors.push(TensorInfo { name, dims, ty, offset, size });
-        }
-
+        let metadata = read_metadata(&mut r, n_kv)?;
+        let alignment = alignment_of(&metadata)?;
+        let tensors = (0..n_tensors).map(|i| read_tensor_info(&mut r, i, alignment)).collect::<Result<Vec<_>>>()?;
         let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
-        let data_len = file_len.saturating_sub(data_offset);
-        for t in &tensors {
-            let end = t.offset.checked_add(t.size);
-            if end.is_none_or(|e| e > data_len) {
-                return Err(Error::malformed(
-                    format!("tensor `{}`", t.name),
-                    format!(
-                        "data [{}, {}) lies outside the {} bytes of tensor data",
-                        t.offset,
-                        t.offset as u128 + t.size as u128,
-                        data_len
-                    ),
-                ));
-            }
-        }
-        let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
-        by_offset.sort_by_key(|t| t.offset);
-        for w in by_offset.windows(2) {
-            if w[0].offset + w[0].size > w[1].offset {
-                return Err(Error::malformed(format!("tensor `{}`", w[1].name), format!("data overlaps tensor `{}`", w[0].name)));
-            }
-        }
-        let mut names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(Error::malformed(format!("tensor `{}`", w[0]), "appears twice"));
-        }
-
+        check_layout(&tensors, file_len.saturating_sub(data_offset))?;
         Ok(Gguf { version, alignment, metadata, tensors, data_offset, bytes, file_len })
     }
 

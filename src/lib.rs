@@ -11,6 +11,7 @@ pub mod config;
 pub mod cpu;
 pub mod engine;
 pub mod error;
+pub mod flaw;
 pub mod gguf;
 pub mod gpu;
 pub mod model;
@@ -20,9 +21,10 @@ pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use engine::{Backend, Engine, GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent};
 pub use config::KvType;
+pub use engine::{Backend, Engine, GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent};
 pub use error::{Error, ErrorKind, Result};
+pub use flaw::Flaw;
 pub use gpu::GpuOptions;
 
 /// Where the default model lives, relative to the repository root (and to the site's root).

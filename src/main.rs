@@ -18,7 +18,7 @@ mod cli {
     use kvscope::gguf::Gguf;
     use kvscope::sampler::SamplerConfig;
     use kvscope::tokenizer::{ChatMessage, Tokenizer};
-    use kvscope::{Backend, Engine, Error, GenerateOptions, LoadOptions, Result};
+    use kvscope::{Backend, Engine, Error, Flaw, GenerateOptions, LoadOptions, Result};
     use serde_json::json;
 
     #[derive(Parser)]
@@ -62,69 +62,90 @@ mod cli {
             prompt: String,
         },
         /// Generate text (greedy argmax unless --temperature is above 0).
-        Generate {
-            #[command(flatten)]
-            m: ModelArgs,
-            #[arg(long)]
-            prompt: String,
-            /// Wrap the prompt as a user turn in the model's chat template.
-            #[arg(long)]
-            chat: bool,
-            #[arg(long, default_value_t = 64)]
-            max_tokens: usize,
-            #[arg(long, default_value_t = 0.0)]
-            temperature: f32,
-            #[arg(long, default_value_t = 0)]
-            top_k: usize,
-            #[arg(long, default_value_t = 1.0)]
-            top_p: f32,
-            #[arg(long, default_value_t = 0)]
-            seed: u64,
-            #[arg(long, default_value = "gpu")]
-            backend: Backend,
-            #[arg(long, default_value_t = kvscope::DEFAULT_CONTEXT)]
-            context: usize,
-            /// One JSON object per token, then a summary.
-            #[arg(long)]
-            json: bool,
-            /// Decode the naive way, re-running the whole sequence at every step (for comparison).
-            #[arg(long)]
-            no_cache: bool,
-            /// Pick greedy tokens on the GPU and read back 8 bytes instead of the logits row.
-            #[arg(long)]
-            gpu_argmax: bool,
-        },
+        Generate(GenerateArgs),
         /// Prefill and decode speed on the GPU, per-token costs and memory.
-        Bench {
-            #[command(flatten)]
-            m: ModelArgs,
-            #[arg(long, default_value_t = 256)]
-            prompt_tokens: usize,
-            #[arg(long, default_value_t = 128)]
-            gen_tokens: usize,
-            /// Pick greedy tokens on the GPU (8 bytes read back per token).
-            #[arg(long)]
-            gpu_argmax: bool,
-            /// Cached positions before each measured decode run, comma-separated.
-            #[arg(long, value_delimiter = ',', default_values_t = kvscope::bench::CONTEXTS)]
-            contexts: Vec<usize>,
-            #[arg(long)]
-            json: bool,
-        },
+        Bench(BenchArgs),
         /// Logits after every input position (teacher forcing), little-endian f32 [n × V].
-        Logits {
-            #[command(flatten)]
-            m: ModelArgs,
-            #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
-            prompt: Option<String>,
-            /// Comma-separated token ids.
-            #[arg(long)]
-            ids: Option<String>,
-            #[arg(long, default_value = "gpu")]
-            backend: Backend,
-            #[arg(long)]
-            out: PathBuf,
-        },
+        Logits(LogitsArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct GenerateArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[arg(long)]
+        prompt: String,
+        /// Wrap the prompt as a user turn in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "gpu")]
+        backend: Backend,
+        #[arg(long, default_value_t = kvscope::DEFAULT_CONTEXT)]
+        context: usize,
+        /// One JSON object per token, then a summary.
+        #[arg(long)]
+        json: bool,
+        /// Decode the naive way, re-running the whole sequence at every step (for comparison).
+        #[arg(long)]
+        no_cache: bool,
+        /// Pick greedy tokens on the GPU and read back 8 bytes instead of the logits row.
+        #[arg(long)]
+        gpu_argmax: bool,
+        /// Feed generated tokens through a deliberately broken KV cache: no-append, rope-pos-0 or
+        /// same-row (the prompt is prefilled correctly).
+        #[arg(long, default_value = "none")]
+        flaw: Flaw,
+    }
+
+    #[derive(clap::Args)]
+    struct BenchArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[arg(long, default_value_t = 256)]
+        prompt_tokens: usize,
+        #[arg(long, default_value_t = 128)]
+        gen_tokens: usize,
+        /// Pick greedy tokens on the GPU (8 bytes read back per token).
+        #[arg(long)]
+        gpu_argmax: bool,
+        /// Cached positions before each measured decode run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = kvscope::bench::CONTEXTS)]
+        contexts: Vec<usize>,
+        #[arg(long)]
+        json: bool,
+    }
+
+    #[derive(clap::Args)]
+    struct LogitsArgs {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+        prompt: Option<String>,
+        /// Comma-separated token ids.
+        #[arg(long)]
+        ids: Option<String>,
+        #[arg(long, default_value = "gpu")]
+        backend: Backend,
+        #[arg(long)]
+        out: PathBuf,
+    }
+
+    impl ModelArgs {
+        /// The model loaded with these settings.
+        fn load(&self, backend: Backend, context: usize) -> Result<Engine> {
+            let bytes = read(&self.model)?;
+            pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, kv: KvType::new(self.kv_f16), ..Default::default() }))
+        }
     }
 
     pub fn main() -> i32 {
@@ -156,138 +177,125 @@ mod cli {
                 println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
                 Ok(())
             }
-            Cmd::Generate {
-                m,
-                prompt,
-                chat,
-                max_tokens,
-                temperature,
-                top_k,
-                top_p,
-                seed,
-                backend,
-                context,
-                json,
-                no_cache,
-                gpu_argmax,
-            } => {
-                let bytes = read(&m.model)?;
-                let mut engine =
-                    pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, kv: KvType::new(m.kv_f16), ..Default::default() }))?;
-                let text = if chat {
-                    engine.tokenizer.apply_chat_template(&[ChatMessage { role: "user".into(), content: prompt }], true)?
-                } else {
-                    prompt
-                };
-                let ids = engine.tokenizer.encode(&text)?;
-                let opts = GenerateOptions {
-                    max_tokens,
-                    sampler: SamplerConfig { temperature, top_k, top_p, seed },
-                    no_cache,
-                    gpu_argmax,
-                    ..Default::default()
-                };
-                let mut out = std::io::stdout().lock();
-                let summary = pollster::block_on(engine.generate(&ids, &opts, &mut |ev| {
-                    if json {
-                        let _ = writeln!(out, "{}", json!({"id": ev.id, "text": ev.text, "top": ev.top, "pos": ev.pos, "ms": ev.ms}));
-                    } else {
-                        let _ = write!(out, "{}", ev.text);
-                    }
-                    let _ = out.flush();
-                    true
-                }))?;
-                if json {
-                    let mut s = serde_json::to_value(&summary).expect("summary serialises");
-                    if let Some(g) = engine.gpu() {
-                        s["adapter"] = json!(g.ctx.adapter_name());
-                        s["dispatches_per_token"] = json!(g.dispatches_per_token());
-                        s["counters"] = json!(g.counters);
-                    }
-                    println!("{}", json!({ "summary": s }));
-                } else {
-                    println!();
-                    eprintln!(
-                        "[{} prompt + {} generated tokens; prefill {:.1} tok/s, decode {:.2} tok/s; stop: {:?}; {}]",
-                        summary.prompt_tokens,
-                        summary.generated_tokens,
-                        summary.prefill_tps,
-                        summary.decode_tps,
-                        summary.stop,
-                        summary.backend
-                    );
-                }
-                Ok(())
-            }
-            Cmd::Bench { m, prompt_tokens, gen_tokens, gpu_argmax, contexts, json } => {
-                let bytes = read(&m.model)?;
-                let longest = contexts.iter().copied().max().unwrap_or(0);
-                let context = (prompt_tokens.max(longest) + gen_tokens + 2).next_multiple_of(256);
-                let mut engine = pollster::block_on(Engine::load(
-                    &bytes,
-                    LoadOptions { backend: Backend::Gpu, context, kv: KvType::new(m.kv_f16), ..Default::default() },
-                ))?;
-                let r = pollster::block_on(kvscope::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax, &contexts))?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&r).expect("json"));
-                    return Ok(());
-                }
-                let mib = |b: u64| b as f64 / (1 << 20) as f64;
-                println!("{} on {}", r.model, r.adapter);
-                println!("prefill ({} tokens, {} per submit)  {:>8.2} tok/s", r.prompt_tokens, r.prefill_chunk, r.prefill_tokens_per_s);
-                println!(
-                    "prefill token by token             {:>8.2} tok/s   (batched is {:.2}×)",
-                    r.prefill_token_by_token_per_s, r.batched_over_token_by_token
-                );
-                println!("time to first token                {:>8.1} ms", r.ttft_ms);
-                for d in &r.decode {
-                    println!(
-                        "decode at context {:>5}            {:>8.2} tok/s   ({:.1} ms/token, {} steps)",
-                        d.context, d.tokens_per_s, d.ms_per_token, d.steps
-                    );
-                }
-                if let Some(x) = r.decode_1024_over_0 {
-                    println!("decode 1024 / decode 0             {:>8.2}", x);
-                } else if let (Some(x), [first, .., last]) = (r.decode_longest_over_shortest, r.decode.as_slice()) {
-                    println!("decode {} / decode {}{:>width$.2}", last.context, first.context, x, width = 25);
-                }
-                println!(
-                    "per token: {:.0} dispatches, {:.2} submits, {:.2} maps, {:.0} bytes read back, {:.0} GPU objects created, {:.3} ms CPU encode{}",
-                    r.dispatches_per_token,
-                    r.submits_per_token,
-                    r.maps_per_token,
-                    r.readback_bytes_per_token,
-                    r.gpu_objects_created_per_token,
-                    r.encode_ms_per_token,
-                    if r.gpu_argmax { " (GPU argmax)" } else { "" }
-                );
-                println!(
-                    "GPU buffers {:.1} MiB = {:.3} × (weights {:.1} MiB + KV cache {:.1} MiB)",
-                    mib(r.gpu_buffer_bytes),
-                    r.gpu_bytes_over_weights_plus_kv,
-                    mib(r.weight_bytes),
-                    mib(r.kv_cache_bytes)
-                );
-                Ok(())
-            }
-            Cmd::Logits { m, prompt, ids, backend, out } => {
-                let bytes = read(&m.model)?;
-                let mut engine = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, kv: KvType::new(m.kv_f16), ..Default::default() }))?;
-                let ids: Vec<u32> = match (prompt, ids) {
-                    (Some(p), _) => engine.tokenizer.encode(&p)?,
-                    (None, Some(s)) => s
-                        .split(',')
-                        .map(|t| t.trim().parse::<u32>().map_err(|_| Error::Option(format!("`{t}` in --ids is not a token id"))))
-                        .collect::<Result<_>>()?,
-                    (None, None) => unreachable!("clap requires one of --prompt and --ids"),
-                };
-                let logits = pollster::block_on(engine.logits_for(&ids))?;
-                let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
-                std::fs::write(&out, bytes).map_err(|e| Error::Io(format!("cannot write `{}`: {e}", out.display())))?;
-                eprintln!("wrote {} × {} logits to {}", ids.len(), engine.cfg.vocab_size, out.display());
-                Ok(())
-            }
+            Cmd::Generate(a) => generate(a),
+            Cmd::Bench(a) => bench(a),
+            Cmd::Logits(a) => logits(a),
         }
+    }
+
+    /// Streams the continuation to stdout (or one JSON object per token, then the summary).
+    fn generate(a: GenerateArgs) -> Result<()> {
+        let mut engine = a.m.load(a.backend, a.context)?;
+        let text = if a.chat {
+            engine.tokenizer.apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt }], true)?
+        } else {
+            a.prompt
+        };
+        let ids = engine.tokenizer.encode(&text)?;
+        let opts = GenerateOptions {
+            max_tokens: a.max_tokens,
+            sampler: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
+            no_cache: a.no_cache,
+            gpu_argmax: a.gpu_argmax,
+            flaw: a.flaw,
+            ..Default::default()
+        };
+        let mut out = std::io::stdout().lock();
+        let summary = pollster::block_on(engine.generate(&ids, &opts, &mut |ev| {
+            if a.json {
+                let _ = writeln!(out, "{}", json!({"id": ev.id, "text": ev.text, "top": ev.top, "pos": ev.pos, "ms": ev.ms}));
+            } else {
+                let _ = write!(out, "{}", ev.text);
+            }
+            let _ = out.flush();
+            true
+        }))?;
+        if a.json {
+            let mut s = serde_json::to_value(&summary).expect("summary serialises");
+            if let Some(g) = engine.gpu() {
+                s["adapter"] = json!(g.ctx.adapter_name());
+                s["dispatches_per_token"] = json!(g.dispatches_per_token());
+                s["counters"] = json!(g.counters);
+            }
+            println!("{}", json!({ "summary": s }));
+        } else {
+            println!();
+            eprintln!(
+                "[{} prompt + {} generated tokens; prefill {:.1} tok/s, decode {:.2} tok/s; stop: {:?}; {}]",
+                summary.prompt_tokens, summary.generated_tokens, summary.prefill_tps, summary.decode_tps, summary.stop, summary.backend
+            );
+        }
+        Ok(())
+    }
+
+    fn bench(a: BenchArgs) -> Result<()> {
+        let longest = a.contexts.iter().copied().max().unwrap_or(0);
+        let context = (a.prompt_tokens.max(longest) + a.gen_tokens + 2).next_multiple_of(256);
+        let mut engine = a.m.load(Backend::Gpu, context)?;
+        let r = pollster::block_on(kvscope::bench::run(&mut engine, a.prompt_tokens, a.gen_tokens, a.gpu_argmax, &a.contexts))?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+        } else {
+            print_bench(&r);
+        }
+        Ok(())
+    }
+
+    fn print_bench(r: &kvscope::bench::BenchReport) {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!("{} on {}", r.model, r.adapter);
+        println!("prefill ({} tokens, {} per submit)  {:>8.2} tok/s", r.prompt_tokens, r.prefill_chunk, r.prefill_tokens_per_s);
+        println!(
+            "prefill token by token             {:>8.2} tok/s   (batched is {:.2}×)",
+            r.prefill_token_by_token_per_s, r.batched_over_token_by_token
+        );
+        println!("time to first token                {:>8.1} ms", r.ttft_ms);
+        for d in &r.decode {
+            println!(
+                "decode at context {:>5}            {:>8.2} tok/s   ({:.1} ms/token, {} steps)",
+                d.context, d.tokens_per_s, d.ms_per_token, d.steps
+            );
+        }
+        if let Some(x) = r.decode_1024_over_0 {
+            println!("decode 1024 / decode 0             {:>8.2}", x);
+        } else if let (Some(x), [first, .., last]) = (r.decode_longest_over_shortest, r.decode.as_slice()) {
+            println!("decode {} / decode {}{:>width$.2}", last.context, first.context, x, width = 25);
+        }
+        println!(
+            "per token: {:.0} dispatches, {:.2} submits, {:.2} maps, {:.0} bytes read back, {:.0} GPU objects created, {:.3} ms CPU encode{}",
+            r.dispatches_per_token,
+            r.submits_per_token,
+            r.maps_per_token,
+            r.readback_bytes_per_token,
+            r.gpu_objects_created_per_token,
+            r.encode_ms_per_token,
+            if r.gpu_argmax { " (GPU argmax)" } else { "" }
+        );
+        println!(
+            "GPU buffers {:.1} MiB = {:.3} × (weights {:.1} MiB + KV cache {:.1} MiB)",
+            mib(r.gpu_buffer_bytes),
+            r.gpu_bytes_over_weights_plus_kv,
+            mib(r.weight_bytes),
+            mib(r.kv_cache_bytes)
+        );
+    }
+
+    fn logits(a: LogitsArgs) -> Result<()> {
+        let mut engine = a.m.load(a.backend, kvscope::DEFAULT_CONTEXT)?;
+        let ids: Vec<u32> = match (a.prompt, a.ids) {
+            (Some(p), _) => engine.tokenizer.encode(&p)?,
+            (None, Some(s)) => s
+                .split(',')
+                .map(|t| t.trim().parse::<u32>().map_err(|_| Error::Option(format!("`{t}` in --ids is not a token id"))))
+                .collect::<Result<_>>()?,
+            (None, None) => unreachable!("clap requires one of --prompt and --ids"),
+        };
+        let logits = pollster::block_on(engine.logits_for(&ids))?;
+        let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let out = &a.out;
+        std::fs::write(out, bytes).map_err(|e| Error::Io(format!("cannot write `{}`: {e}", out.display())))?;
+        eprintln!("wrote {} × {} logits to {}", ids.len(), engine.cfg.vocab_size, out.display());
+        Ok(())
     }
 
     #[allow(unused_must_use)] // writeln! into a String cannot fail

@@ -111,6 +111,14 @@ fn logits_file_is_n_by_vocab_and_backends_agree() {
     assert_eq!(c.len(), 5 * 261);
     common::assert_close("cli logits", &g, &c, 1e-4);
     assert_clean_error(&["logits", "--model", &model, "--ids", "1,x", "--out", "/tmp/never"], "`x` in --ids is not a token id");
+    // Refused by the argument parser, as an unknown backend is.
+    let (code, _, err) = kvscope(&["generate", "--model", &model, "--prompt", "hi", "--flaw", "leaky"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown flaw `leaky` (use none, no-append, rope-pos-0, same-row)"), "{err}");
+    assert_clean_error(
+        &["generate", "--model", &model, "--prompt", "hi", "--flaw", "same-row", "--no-cache", "--backend", "cpu"],
+        "cannot be combined with decoding without the cache",
+    );
     assert_clean_error(
         &["logits", "--model", &model, "--ids", "1,999999", "--backend", "cpu", "--out", "/tmp/never"],
         "token id 999999 is outside the vocabulary",

@@ -4,8 +4,11 @@ mod common;
 
 use common::{assert_close, gpu, gpus, random};
 use kvscope::cpu;
-use kvscope::gpu::{params, GpuContext, Kernel, Recorder, StepTable};
+use kvscope::gpu::ops::{self, AttentionBuffers, Heads, Rows, Tokens, Write};
+use kvscope::gpu::{params, GpuContext, Grid, Kernel, Recorder, StepTable};
+use kvscope::model::weights::Tensor;
 use kvscope::quant::{dequantize_vec, quantize, GgmlType};
+use kvscope::KvType;
 
 const TYPES: [GgmlType; 5] = [GgmlType::F32, GgmlType::F16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
 
@@ -17,12 +20,17 @@ fn buf(ctx: &GpuContext, label: &str, data: &[f32]) -> wgpu::Buffer {
     ctx.storage_with(label, bytemuck::cast_slice(data)).expect("buffer")
 }
 
+/// A [rows × cols] weight tensor of type `ty` holding `bytes`.
+fn tensor(ctx: &GpuContext, ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Tensor {
+    Tensor { buffer: ctx.storage_with("w", bytes).expect("buffer"), ty, dims: vec![cols as u64, rows as u64] }
+}
+
 /// y = W·x (and y += W·x at an offset) for every weight type, against CPU dequantise-then-multiply
 /// of the same blocks, with the adapter's rows per invocation and with one.
 #[test]
 fn matvec_matches_cpu_for_every_type() {
     for ctx in gpus() {
-        eprintln!("rows per invocation: {} / {}", ctx.matvec_rows, ctx.matmul_rows);
+        eprintln!("rows per invocation: {:?}", ctx.tuning);
         // 101 rows: not a multiple of the 64-invocation workgroup nor of the rows per invocation.
         let (rows, cols) = (101usize, 96usize);
         let x = random(cols, 1, 1.0);
@@ -33,14 +41,13 @@ fn matvec_matches_cpu_for_every_type() {
             let mut want = vec![0.0; rows];
             cpu::matvec(&mut want, &w_deq, &x);
 
-            let w = ctx.storage_with("w", &w_bytes).unwrap();
+            let w = tensor(&ctx, ty, &w_bytes, rows, cols);
             let xb = buf(&ctx, "x", &x);
             // y = [3 old values | W·x written at offset 3]; then the accumulate form adds W·x again.
             let y = buf(&ctx, "y", &vec![7.0; rows + 3]);
-            let row_bytes = ty.bytes_for(cols) as u32;
+            let (out, x_rows) = (Rows::new(&y, 0).at(3), Rows::new(&xb, 0));
             let mut rec = Recorder::new(&ctx);
-            let p = params::MatVec { rows: rows as u32, cols: cols as u32, row_bytes, out_offset: 3, accumulate: 0 };
-            rec.push("mv", Kernel::MatVec(ty), &[&y, &w, &xb], &p, rows.div_ceil(ctx.matvec_rows as usize) as u32, true).unwrap();
+            ops::project(&mut rec, Tokens::One, "mv".into(), &w, out, x_rows, Write::Set).unwrap();
             let prog = rec.finish("mv", None).unwrap();
             let steps = StepTable::new(&ctx, 1).unwrap();
             prog.run(&ctx, &steps, 0);
@@ -49,15 +56,7 @@ fn matvec_matches_cpu_for_every_type() {
             assert_close(&format!("matvec {ty:?}"), &got[3..], &want, 1e-4);
 
             let mut rec = Recorder::new(&ctx);
-            rec.push(
-                "mv+",
-                Kernel::MatVec(ty),
-                &[&y, &w, &xb],
-                &params::MatVec { accumulate: 1, ..p },
-                rows.div_ceil(ctx.matvec_rows as usize) as u32,
-                true,
-            )
-            .unwrap();
+            ops::project(&mut rec, Tokens::One, "mv+".into(), &w, out, x_rows, Write::Add).unwrap();
             rec.finish("mv+", None).unwrap().run(&ctx, &steps, 0);
             let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
             assert_close(&format!("matvec+ {ty:?}"), &read(&ctx, &y)[3..], &twice, 2e-4);
@@ -75,20 +74,12 @@ fn embed_matches_dequantised_row() {
     for (i, ty) in TYPES.into_iter().enumerate() {
         let e_bytes = quantize(ty, &random(vocab * dim, 20 + i as u64, 1.0));
         let e = dequantize_vec(ty, &e_bytes, vocab * dim);
-        let w = ctx.storage_with("E", &e_bytes).unwrap();
+        let table = tensor(&ctx, ty, &e_bytes, vocab, dim);
         let tok = ctx.storage_with("tokens", bytemuck::cast_slice(&tokens)).unwrap();
         let x = ctx.storage("x", dim as u64 * 4).unwrap();
         let steps = StepTable::new(&ctx, tokens.len()).unwrap();
         let mut rec = Recorder::new(&ctx);
-        rec.push(
-            "embed",
-            Kernel::Embed(ty),
-            &[&x, &w, &tok],
-            &params::Embed { dim: dim as u32, row_bytes: ty.bytes_for(dim) as u32 },
-            dim as u32 / 32,
-            true,
-        )
-        .unwrap();
+        ops::embed(&mut rec, Tokens::One, &x, &table, &tok).unwrap();
         let prog = rec.finish("embed", Some(&steps)).unwrap();
         for (pos, &t) in tokens.iter().enumerate() {
             prog.run(&ctx, &steps, pos);
@@ -107,42 +98,44 @@ fn rmsnorm_matches_cpu() {
         let mut want = vec![0.0; n];
         cpu::rmsnorm(&mut want, &x, &w, 1e-5);
         let out = ctx.storage("out", n as u64 * 4).unwrap();
-        let (xb, wb) = (buf(&ctx, "x", &x), buf(&ctx, "w", &w));
+        let xb = buf(&ctx, "x", &x);
+        let wt = Tensor { buffer: buf(&ctx, "w", &w), ty: GgmlType::F32, dims: vec![n as u64] };
         let mut rec = Recorder::new(&ctx);
-        rec.push("rmsnorm", Kernel::RmsNorm, &[&out, &xb, &wb], &params::RmsNorm { n: n as u32, eps: 1e-5, last: 0 }, 1, false).unwrap();
+        ops::rms_norm(&mut rec, Tokens::One, "rmsnorm".into(), (&out, &xb, &wt), 1e-5, false).unwrap();
         let steps = StepTable::new(&ctx, 1).unwrap();
         rec.finish("rmsnorm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
         assert_close("rmsnorm", &read(&ctx, &out), &want, 1e-5);
     }
 }
 
-/// Both attention passes: per-split statistics and outputs, then the merge.
+/// Both attention passes, recorded as the model records them, with a per-split buffer sized for
+/// `tokens`.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     ctx: &GpuContext,
     rec: &mut Recorder,
-    out: &wgpu::Buffer,
-    att: &wgpu::Buffer,
-    qkv: &wgpu::Buffer,
-    k: &wgpu::Buffer,
-    v: &wgpu::Buffer,
-    ap: &params::Attention,
-    (head_dim, group): (u32, u32),
-    b: u32,
+    tokens: Tokens,
+    (out, att, qkv, k, v): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    shape: &ops::Attention,
 ) {
-    let part = ctx.storage("part", (b * ap.n_heads * ap.n_splits * (4 + head_dim)) as u64 * 4).unwrap();
-    let groups = ap.n_heads / group * ap.n_splits;
-    rec.push_tokens("attn", Kernel::Attention { head_dim, group, kv_f16: false }, &[&part, att, qkv, k, v], ap, groups, false, b).unwrap();
-    let mp = params::AttentionMerge {
-        n_heads: ap.n_heads,
-        head_dim,
-        att_stride: ap.att_stride,
-        att_offset: ap.att_offset,
-        scratch_offset: ap.scratch_offset,
-        split: ap.split,
-        n_splits: ap.n_splits,
-    };
-    rec.push_tokens("merge", Kernel::AttentionMerge, &[out, att, &part], &mp, ap.n_heads, false, b).unwrap();
+    let part = ctx.storage("part", shape.part_bytes(tokens.rows())).unwrap();
+    let bufs = AttentionBuffers { out, att, part: &part, qkv, k_cache: k, v_cache: v };
+    ops::attention(rec, tokens, "attn", &bufs, shape).unwrap();
+}
+
+/// A test's attention shape: T = `t`, splits of 32 rows, writing the weights slice at
+/// `att_offset` with scratch rows at `scratch_offset`.
+fn shape(heads: Heads, group: u32, t: usize, att_offset: usize, scratch_offset: usize) -> ops::Attention {
+    ops::Attention {
+        heads,
+        group,
+        kv: KvType::F32,
+        context: t as u32,
+        split: 32,
+        n_splits: t.div_ceil(32) as u32,
+        att_offset: att_offset as u32,
+        scratch_offset: scratch_offset as u32,
+    }
 }
 
 /// One decode position: RoPE turns q in place and k into cache row pos, v lands in row pos, and
@@ -163,20 +156,10 @@ fn rope_kv_and_attention_match_cpu() {
         let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
         let steps = StepTable::new(&ctx, t).unwrap();
         let mut rec = Recorder::new(&ctx);
-        let rp = params::RopeKv { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-        rec.push("rope_kv", Kernel::RopeKv { kv_f16: false }, &[&qb, &kb, &vb, &table], &rp, ((h + 2 * hkv) * hd / 2) as u32, true)
-            .unwrap();
-        let ap = params::Attention {
-            n_heads: h as u32,
-            n_kv_heads: hkv as u32,
-            att_stride: t as u32,
-            att_offset: (h * t) as u32,
-            scratch_offset: (2 * h * t) as u32,
-            scale: 1.0 / (hd as f32).sqrt(),
-            split: 32,
-            n_splits: 3,
-        };
-        attention(&ctx, &mut rec, &out, &att, &qb, &kb, &vb, &ap, (hd as u32, 1), 1);
+        let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+        ops::rope_kv(&mut rec, Tokens::One, "rope_kv".into(), (&qb, &kb, &vb, &table), heads, KvType::F32).unwrap();
+        let ap = shape(heads, 1, t, h * t, 2 * h * t);
+        attention(&ctx, &mut rec, Tokens::One, (&out, &att, &qb, &kb, &vb), &ap);
         // 70 positions: three splits of 32 rows, the first two more than half a 64-wide pass.
         let pos = 69;
         rec.finish("attn", Some(&steps)).unwrap().run(&ctx, &steps, pos);
@@ -212,7 +195,7 @@ fn rope_kv_and_attention_match_cpu() {
 #[test]
 fn matmul_matches_cpu_for_every_type() {
     for ctx in gpus() {
-        eprintln!("rows per invocation: {} / {}", ctx.matvec_rows, ctx.matmul_rows);
+        eprintln!("rows per invocation: {:?}", ctx.tuning);
         // 71 rows: the last invocation's second row lies past the end.
         let (rows, cols, n, b) = (71usize, 96usize, 11usize, 16usize);
         let (y_stride, x_stride, off) = (rows + 5, cols + 4, 2usize);
@@ -226,44 +209,19 @@ fn matmul_matches_cpu_for_every_type() {
                 cpu::matvec(&mut y, &w_deq, &x[t * x_stride..][..cols]);
                 want[t * y_stride + off..][..rows].copy_from_slice(&y);
             }
-            let w = ctx.storage_with("w", &w_bytes).unwrap();
+            let w = tensor(&ctx, ty, &w_bytes, rows, cols);
             let (xb, y) = (buf(&ctx, "x", &x), buf(&ctx, "y", &vec![7.0; b * y_stride]));
-            let steps = StepTable::chunk(&ctx);
+            let steps = StepTable::chunk(&ctx).unwrap();
             steps.set_chunk(&ctx.queue, 5, n);
-            let p = params::MatMul {
-                rows: rows as u32,
-                cols: cols as u32,
-                row_bytes: ty.bytes_for(cols) as u32,
-                out_offset: off as u32,
-                accumulate: 0,
-                y_stride: y_stride as u32,
-                x_stride: x_stride as u32,
-            };
+            let (out, x_rows) = (Rows::new(&y, y_stride as u32).at(off as u32), Rows::new(&xb, x_stride as u32));
             let mut rec = Recorder::new(&ctx);
-            rec.push_tokens(
-                "mm",
-                Kernel::MatMul(ty),
-                &[&y, &w, &xb],
-                &p,
-                rows.div_ceil(ctx.matmul_rows as usize) as u32,
-                true,
-                (b / 8) as u32,
-            )
-            .unwrap();
+            ops::project(&mut rec, Tokens::Chunk(b as u32), "mm".into(), &w, out, x_rows, Write::Set).unwrap();
             rec.finish("mm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
             assert_close(&format!("matmul {ty:?}"), &read(&ctx, &y), &want, 1e-4);
 
+            // Two token tiles cover the 11 live tokens.
             let mut rec = Recorder::new(&ctx);
-            rec.push_tokens(
-                "mm+",
-                Kernel::MatMul(ty),
-                &[&y, &w, &xb],
-                &params::MatMul { accumulate: 1, ..p },
-                rows.div_ceil(ctx.matmul_rows as usize) as u32,
-                true,
-                2,
-            )
-            .unwrap();
+            ops::project(&mut rec, Tokens::Chunk(2 * ops::MATMUL_TOKENS), "mm+".into(), &w, out, x_rows, Write::Add).unwrap();
             rec.finish("mm+", Some(&steps)).unwrap().run(&ctx, &steps, 0);
             for t in 0..n {
                 for v in &mut want[t * y_stride + off..][..rows] {
@@ -295,23 +253,14 @@ fn chunk_rope_kv_and_attention_match_cpu() {
         let table = buf(&ctx, "table", &cpu::rope_table(t, hd, base));
         let out = ctx.storage("out", (b * d) as u64 * 4).unwrap();
         let att = ctx.storage("att", ((1 + b) * h * t) as u64 * 4).unwrap();
-        let steps = StepTable::chunk(&ctx);
+        let steps = StepTable::chunk(&ctx).unwrap();
         steps.set_chunk(&ctx.queue, start, n);
         let mut rec = Recorder::new(&ctx);
-        let rp = params::RopeKv { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-        rec.push_tokens("rope_kv", Kernel::RopeKv { kv_f16: false }, &[&qb, &kb, &vb, &table], &rp, (row / 2) as u32, true, b as u32)
-            .unwrap();
-        let ap = params::Attention {
-            n_heads: h as u32,
-            n_kv_heads: hkv as u32,
-            att_stride: t as u32,
-            att_offset: 0,
-            scratch_offset: (h * t) as u32,
-            scale: 1.0 / (hd as f32).sqrt(),
-            split: 32,
-            n_splits: 3,
-        };
-        attention(&ctx, &mut rec, &out, &att, &qb, &kb, &vb, &ap, (hd as u32, 3), b as u32);
+        let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+        let tokens = Tokens::Chunk(b as u32);
+        ops::rope_kv(&mut rec, tokens, "rope_kv".into(), (&qb, &kb, &vb, &table), heads, KvType::F32).unwrap();
+        let ap = shape(heads, 3, t, 0, h * t);
+        attention(&ctx, &mut rec, tokens, (&out, &att, &qb, &kb, &vb), &ap);
         rec.finish("chunk", Some(&steps)).unwrap().run(&ctx, &steps, 0);
 
         for i in 0..n {
@@ -354,7 +303,7 @@ fn swiglu_matches_cpu() {
     let out = ctx.storage("out", f as u64 * 4).unwrap();
     let b = buf(&ctx, "gate_up", &gu);
     let mut rec = Recorder::new(&ctx);
-    rec.push("swiglu", Kernel::SwiGlu, &[&out, &b], &params::SwiGlu { n: f as u32 }, f as u32, true).unwrap();
+    ops::swiglu(&mut rec, Tokens::One, "swiglu".into(), &out, &b, f as u32).unwrap();
     let steps = StepTable::new(&ctx, 1).unwrap();
     rec.finish("swiglu", Some(&steps)).unwrap().run(&ctx, &steps, 0);
     assert_close("swiglu", &read(&ctx, &out), &want, 1e-5);
@@ -365,7 +314,7 @@ fn recorder_checks_buffer_count() {
     let Some(ctx) = gpu() else { return };
     let b = ctx.storage("b", 16).unwrap();
     let mut rec = Recorder::new(&ctx);
-    let err = rec.push("bad", Kernel::SwiGlu, &[&b], &params::SwiGlu { n: 4 }, 4, true).map(|_| ()).unwrap_err().to_string();
+    let err = rec.push("bad", Kernel::SwiGlu, &[&b], &params::SwiGlu { n: 4 }, Grid::invocations(4)).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("takes 2 buffers"), "{err}");
 }
 
@@ -382,7 +331,7 @@ fn argmax_matches_cpu_with_ties() {
         let out = ctx.storage("out", 8).unwrap();
         let l = buf(&ctx, "logits", &logits);
         let mut rec = Recorder::new(&ctx);
-        rec.push("argmax", Kernel::Argmax, &[&out, &l], &params::Argmax { n: n as u32 }, 1, false).unwrap();
+        ops::argmax(&mut rec, &out, &l, n as u32).unwrap();
         rec.finish("argmax", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
         let got = read(&ctx, &out);
         assert_eq!(got[0].to_bits(), kvscope::sampler::argmax(&logits), "n = {n}");
@@ -398,7 +347,7 @@ fn argmax_of_all_negative_infinity_is_zero() {
     let out = ctx.storage("out", 8).unwrap();
     let l = buf(&ctx, "logits", &logits);
     let mut rec = Recorder::new(&ctx);
-    rec.push("argmax", Kernel::Argmax, &[&out, &l], &params::Argmax { n: 300 }, 1, false).unwrap();
+    ops::argmax(&mut rec, &out, &l, 300).unwrap();
     rec.finish("argmax", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
     assert_eq!(read(&ctx, &out)[0].to_bits(), kvscope::sampler::argmax(&logits));
 }
@@ -412,11 +361,27 @@ fn specialisation_keeps_one_side() {
     assert_eq!(specialise(src, &[]), "a\nc\ne\n");
     assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
     assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
-    for k in [Kernel::Attention { head_dim: 64, group: 3, kv_f16: false }, Kernel::RmsNorm, Kernel::RopeKv { kv_f16: false }] {
-        let plain = k.source(false);
+    let tuning = kvscope::gpu::kernels::Tuning { matvec_rows: 1, matmul_rows: 1 };
+    for k in [Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32 }, Kernel::RmsNorm, Kernel::RopeKv { kv: KvType::F32 }] {
+        let spec = k.spec(tuning);
+        let plain = spec.source(false);
         let code: String = plain.lines().map(|l| l.split("//").next().unwrap_or("")).collect();
-        assert!(!code.contains("subgroup") && !code.contains("2x16float") && !plain.contains("//#"), "{}", k.label());
+        assert!(!code.contains("subgroup") && !code.contains("2x16float") && !plain.contains("//#"), "{}", spec.label);
     }
-    let f16 = Kernel::Attention { head_dim: 64, group: 3, kv_f16: true }.source(true);
+    let f16 = Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16 }.spec(tuning).source(true);
     assert!(f16.contains("unpack2x16float") && f16.contains("subgroupAdd"));
+}
+
+/// The bindings each pipeline is built with are the ones its WGSL declares, in order: outputs
+/// (read_write), inputs (read), params, step.
+#[test]
+fn bindings_are_read_from_the_shader() {
+    use kvscope::gpu::kernels::{bindings, Slot::*, Tuning};
+    let tuning = Tuning { matvec_rows: 1, matmul_rows: 1 };
+    let src = |k: Kernel| k.spec(tuning).source(false);
+    assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params]);
+    assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);
+    assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16 })), [Out, Out, Out, In, Params, Step]);
+    assert_eq!(bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16 })), [Out, Out, In, In, In, Params, Step]);
+    assert_eq!(bindings(&src(Kernel::Argmax)), [Out, In, Params]);
 }

@@ -7,17 +7,22 @@ mod common;
 use common::{default_model, gpu, max_err};
 use kvscope::sampler::argmax;
 use kvscope::tokenizer::{ChatMessage, Utf8Stream};
-use kvscope::{Backend, Engine, GenerateOptions, KvType, LoadOptions};
+use kvscope::{Backend, Engine, Flaw, GenerateOptions, KvType, LoadOptions};
 
 fn engine(bytes: &[u8], backend: Backend) -> Engine {
     pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 512, ..Default::default() })).expect("load")
 }
 
 fn greedy(e: &mut Engine, prompt: &str, n: usize) -> (Vec<u32>, String) {
+    greedy_with(e, prompt, n, Flaw::None)
+}
+
+fn greedy_with(e: &mut Engine, prompt: &str, n: usize, flaw: Flaw) -> (Vec<u32>, String) {
     e.reset();
     let ids = e.tokenizer.encode(prompt).unwrap();
     let mut out = Vec::new();
-    let s = pollster::block_on(e.generate(&ids, &GenerateOptions { max_tokens: n, report_top: 0, ..Default::default() }, &mut |ev| {
+    let opts = GenerateOptions { max_tokens: n, report_top: 0, flaw, ..Default::default() };
+    let s = pollster::block_on(e.generate(&ids, &opts, &mut |ev| {
         out.push(ev.id);
         true
     }))
@@ -193,4 +198,34 @@ fn context_beyond_the_device_limits_is_refused_with_numbers() {
         .expect("refused")
         .to_string();
     assert!(err.contains(&format!("a context of {context} positions")) && err.contains("16384"), "{err}");
+}
+
+/// The teaching flaws, run by the engine itself: under each, the GPU's greedy tokens equal the
+/// CPU reference's under the same flaw; the first token (from the correct prefill) is the correct
+/// run's and the text then parts from it; a chat turn after a flawed run does not reuse the rows
+/// the flaw wrote; and a correct run afterwards is untouched.
+#[test]
+fn flawed_caches_agree_between_backends_and_part_from_the_correct_run() {
+    let Some(bytes) = default_model() else { return };
+    if gpu().is_none() {
+        return;
+    }
+    let (prompt, n) = ("The capital of France is", 10);
+    let mut c = engine(&bytes, Backend::Cpu);
+    let mut g = engine(&bytes, Backend::Gpu);
+    let (correct, correct_text) = greedy(&mut g, prompt, n);
+    let prompt_len = g.tokenizer.encode(prompt).unwrap().len();
+    for flaw in Flaw::ALL {
+        let (on_gpu, text) = greedy_with(&mut g, prompt, n, flaw);
+        let (on_cpu, _) = greedy_with(&mut c, prompt, n, flaw);
+        assert_eq!(on_gpu, on_cpu, "{flaw:?}: GPU and CPU differ");
+        assert_eq!(on_gpu[0], correct[0], "{flaw:?}: the first token comes from the correct prefill");
+        let parts = on_gpu.iter().zip(&correct).position(|(a, b)| a != b);
+        eprintln!("{flaw:?}: parts at step {parts:?}: {text:?} vs {correct_text:?}");
+        assert!(parts.is_some(), "{flaw:?} gave the correct text");
+
+        let seq: Vec<u32> = g.tokenizer.encode(prompt).unwrap().into_iter().chain(on_gpu.iter().copied()).collect();
+        assert!(g.reuse_prefix(&seq) <= prompt_len, "{flaw:?}: rows written by the flaw were reused");
+        assert_eq!(greedy(&mut g, prompt, n).0, correct, "{flaw:?}: the correct run afterwards changed");
+    }
 }

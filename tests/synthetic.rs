@@ -236,6 +236,41 @@ fn attention_weights_per_layer_match_cpu() {
             }
         }
     }
+    // Every layer at once (the overview), and each prompt query's weights (the matrix's first
+    // rows): GPU equal to CPU, rows summing to 1, a matrix row longer by one per position.
+    let all = |backend: Backend| {
+        let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context: 32, ..Default::default() })).unwrap();
+        let mut out = Vec::new();
+        let opts = GenerateOptions {
+            max_tokens: 3,
+            attention_layer: Some(1),
+            attention_all_layers: true,
+            attention_prompt: true,
+            ..Default::default()
+        };
+        pollster::block_on(e.generate(&[10, 11, 12, 13], &opts, &mut |ev| {
+            out.push((ev.pos, ev.attention_layers.clone().expect("all layers"), ev.prompt_attention.clone()));
+            true
+        }))
+        .unwrap();
+        out
+    };
+    let (c, g) = (all(Backend::Cpu), all(Backend::Gpu));
+    let prompt_rows = g[0].2.as_ref().expect("prompt rows with the first token");
+    assert_eq!(prompt_rows.len(), 4);
+    for (i, (wg, wc)) in prompt_rows.iter().zip(c[0].2.as_ref().unwrap()).enumerate() {
+        assert_eq!(wg.len(), 4 * (i + 1), "prompt query {i}: [h × {}]", i + 1);
+        common::assert_close(&format!("prompt query {i}"), wg, wc, 1e-5);
+    }
+    assert!(g[1].2.is_none(), "prompt rows come once");
+    for ((pos, wg, _), (_, wc, _)) in g.iter().zip(&c) {
+        assert_eq!(wg.len(), 2 * 4 * pos, "[L × h × pos] at pos {pos}");
+        common::assert_close(&format!("all layers at pos {pos}"), wg, wc, 1e-5);
+        for row in wg.chunks(*pos) {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        }
+    }
+
     let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Cpu, context: 32, ..Default::default() })).unwrap();
     let err = pollster::block_on(e.generate(&[1], &GenerateOptions { attention_layer: Some(7), ..Default::default() }, &mut |_| true))
         .unwrap_err();

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::gpu::kernels::{Kernel, Pipeline};
+use crate::gpu::kernels::{Kernel, Pipeline, Tuning};
 
 /// Optional device features the kernels may use; each is taken only where the adapter has it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +69,7 @@ pub struct GpuContext {
     /// Whether the kernels are built with subgroup operations.
     pub subgroups: bool,
     /// Weight rows per invocation of the mat-vec and mat-mul kernels (see `rows_per_invocation`).
-    pub matvec_rows: u32,
-    pub matmul_rows: u32,
+    pub tuning: Tuning,
     /// The least cache rows per attention workgroup (see `attention_split`).
     pub attention_split: usize,
     /// Validation, out-of-memory and device-loss errors reported by wgpu, the loss first.
@@ -78,6 +77,8 @@ pub struct GpuContext {
     pipelines: RefCell<HashMap<Kernel, Rc<Pipeline>>>,
     /// Buffers, bind groups, layouts, shader modules and pipelines created so far.
     created: Cell<u64>,
+    /// Bytes of every buffer created so far.
+    buffer_bytes: Cell<u64>,
 }
 
 impl GpuContext {
@@ -146,11 +147,11 @@ impl GpuContext {
             limits,
             features,
             subgroups,
-            matvec_rows,
-            matmul_rows,
+            tuning: Tuning { matvec_rows, matmul_rows },
             errors,
             pipelines: RefCell::default(),
             created: Cell::new(0),
+            buffer_bytes: Cell::new(0),
         })
     }
 
@@ -196,17 +197,29 @@ impl GpuContext {
         self.created.get()
     }
 
+    /// Bytes of all the buffers created through this context so far.
+    pub fn buffer_bytes(&self) -> u64 {
+        self.buffer_bytes.get()
+    }
+
+    /// Every buffer is made here: checked against the device's limits (storage buffers also
+    /// against the binding limit), counted, labelled.
+    pub fn buffer(&self, label: &str, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        self.check_size(label, size, usage.contains(wgpu::BufferUsages::STORAGE))?;
+        self.note_created(1);
+        self.buffer_bytes.set(self.buffer_bytes.get() + size);
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage, mapped_at_creation: false }))
+    }
+
     /// A storage buffer of `size` bytes (rounded up to 4), zeroed.
     pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
-        let size = size.max(4).next_multiple_of(4);
-        self.check_size(label, size, true)?;
-        self.note_created(1);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        self.buffer(label, size.max(4).next_multiple_of(4), usage)
+    }
+
+    /// A uniform buffer of `size` bytes, written with `queue.write_buffer`.
+    pub fn uniform(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        self.buffer(label, size, wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST)
     }
 
     /// A storage buffer holding `bytes` (zero-padded to a multiple of 4).
@@ -222,14 +235,9 @@ impl GpuContext {
         Ok(b)
     }
 
-    pub fn staging(&self, label: &str, size: u64) -> wgpu::Buffer {
-        self.note_created(1);
-        self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: size.next_multiple_of(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
+    /// A buffer the CPU maps to read results back.
+    pub fn staging(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        self.buffer(label, size.next_multiple_of(4), wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)
     }
 
     /// Waits for the GPU, maps `staging` and copies its first `out.len()` bytes out. The same
@@ -272,7 +280,7 @@ impl GpuContext {
     /// Copies a whole buffer back (allocates; for tests and one-off reads, not the decode loop).
     pub async fn read_f32(&self, buffer: &wgpu::Buffer) -> Result<Vec<f32>> {
         let size = buffer.size();
-        let staging = self.staging("readback", size);
+        let staging = self.staging("readback", size)?;
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);

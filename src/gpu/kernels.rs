@@ -1,10 +1,17 @@
-//! The kernels: one WGSL file each under `shaders/`, the bindings each declares (outputs first,
-//! then inputs, then `params`, then the per-position `step` uniform), and their pipelines.
+//! The kernels: one WGSL file each under `shaders/`, and for each `Kernel` one `spec` that says
+//! everything about it — label, source (with the shared prelude and, where it reads weights, the
+//! block decoder), specialisation flags and pipeline constants. The bindings are read from the
+//! shader itself, so they are written once, in WGSL.
 
+use crate::config::KvType;
 use crate::gpu::GpuContext;
 use crate::quant::GgmlType;
 
-/// What a binding is, in WGSL declaration order.
+/// Invocations per workgroup of every kernel (`@workgroup_size(64)`), except `argmax` (256, one
+/// workgroup).
+pub const WORKGROUP: u32 = 64;
+
+/// What a binding is, read from its WGSL declaration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
     /// `var<storage, read_write>`
@@ -17,8 +24,6 @@ pub enum Slot {
     Step,
 }
 
-use Slot::*;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// x = E[tokens[pos]] for an embedding table of the given type.
@@ -28,16 +33,16 @@ pub enum Kernel {
     /// Y (+)= W·X over the token rows of a prefill chunk.
     MatMul(GgmlType),
     RmsNorm,
-    /// RoPE on q and k; k and v appended to the cache (stored as f32 or as f16).
+    /// RoPE on q and k; k and v appended to the cache.
     RopeKv {
-        kv_f16: bool,
+        kv: KvType,
     },
     /// Attention pass 1: softmax statistics and partial outputs per split of the cache, for a
     /// head dimension and a number of query heads per workgroup.
     Attention {
         head_dim: u32,
         group: u32,
-        kv_f16: bool,
+        kv: KvType,
     },
     /// Attention pass 2: merges the splits into the output and normalised weights.
     AttentionMerge,
@@ -46,54 +51,63 @@ pub enum Kernel {
     Argmax,
 }
 
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../shaders/quant.wgsl");
 
-impl Kernel {
-    pub fn label(self) -> String {
-        match self {
-            Kernel::Embed(t) => format!("embed_{}", t.name().to_lowercase()),
-            Kernel::MatVec(t) => format!("matvec_{}", t.name().to_lowercase()),
-            Kernel::MatMul(t) => format!("matmul_{}", t.name().to_lowercase()),
-            Kernel::RmsNorm => "rmsnorm".into(),
-            Kernel::RopeKv { kv_f16 } => format!("rope_kv{}", if kv_f16 { "_f16" } else { "" }),
-            Kernel::Attention { head_dim, group, kv_f16 } => {
-                format!("attention_d{head_dim}_g{group}{}", if kv_f16 { "_f16" } else { "" })
-            }
-            Kernel::AttentionMerge => "attention_merge".into(),
-            Kernel::SwiGlu => "swiglu".into(),
-            Kernel::Argmax => "argmax".into(),
+/// Rows per invocation of the quantised kernels, chosen per adapter (see `GpuContext`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    pub matvec_rows: u32,
+    pub matmul_rows: u32,
+}
+
+/// One kernel's facts.
+pub struct Spec {
+    pub label: String,
+    /// The kernel's own WGSL file.
+    file: &'static str,
+    /// Whether it reads ggml blocks (`quant.wgsl` is included).
+    weights: bool,
+    /// `//#if` flags switched on besides `subgroups`.
+    flags: Vec<&'static str>,
+    /// Pipeline-overridable constants.
+    pub constants: Vec<(&'static str, f64)>,
+}
+
+impl Spec {
+    fn new(label: impl Into<String>, file: &'static str) -> Self {
+        Spec { label: label.into(), file, weights: false, flags: Vec::new(), constants: Vec::new() }
+    }
+
+    /// Reads weights of type `t` through the shared block decoder (`WTYPE` fixed per pipeline).
+    fn weights(mut self, t: GgmlType) -> Self {
+        self.weights = true;
+        self.constant("WTYPE", t.id())
+    }
+
+    fn constant(mut self, name: &'static str, v: u32) -> Self {
+        self.constants.push((name, v as f64));
+        self
+    }
+
+    /// The f16 cache layout where the cache is f16.
+    fn kv(mut self, kv: KvType) -> Self {
+        if kv == KvType::F16 {
+            self.flags.push("kv_f16");
+            self.label.push_str("_f16");
         }
+        self
     }
 
-    pub fn slots(self) -> &'static [Slot] {
-        match self {
-            Kernel::Embed(_) => &[Out, In, In, Params, Step],
-            Kernel::MatVec(_) => &[Out, In, In, Params],
-            Kernel::MatMul(_) => &[Out, In, In, Params, Step],
-            Kernel::RmsNorm => &[Out, In, In, Params, Step],
-            Kernel::RopeKv { .. } => &[Out, Out, Out, In, Params, Step],
-            Kernel::Attention { .. } => &[Out, Out, In, In, In, Params, Step],
-            Kernel::AttentionMerge => &[Out, Out, In, Params, Step],
-            Kernel::SwiGlu => &[Out, In, Params, Step],
-            Kernel::Argmax => &[Out, In, Params],
-        }
-    }
-
-    pub fn uses_step(self) -> bool {
-        self.slots().contains(&Step)
-    }
-
-    /// The WGSL module: the kernel's file, with the shared block decoder where it reads weights,
+    /// The WGSL module: prelude, block decoder where weights are read, the kernel's file,
     /// specialised for subgroups or not (see `specialise`).
-    pub fn source(self, subgroups: bool) -> String {
-        let mut flags = Vec::new();
+    pub fn source(&self, subgroups: bool) -> String {
+        let mut flags = self.flags.clone();
         if subgroups {
             flags.push("subgroups");
         }
-        if let Kernel::RopeKv { kv_f16: true } | Kernel::Attention { kv_f16: true, .. } = self {
-            flags.push("kv_f16");
-        }
-        let src = specialise(&self.file(), &flags);
+        let quant = if self.weights { QUANT } else { "" };
+        let src = specialise(&format!("{COMMON}\n{quant}\n{}", self.file), &flags);
         // Browsers want the extension enabled in the module; naga natively rejects the line.
         if subgroups && cfg!(target_arch = "wasm32") {
             format!("enable subgroups;\n{src}")
@@ -101,30 +115,30 @@ impl Kernel {
             src
         }
     }
+}
 
-    fn file(self) -> String {
+impl Kernel {
+    pub fn spec(self, tuning: Tuning) -> Spec {
+        let ty = |t: GgmlType| t.name().to_lowercase();
         match self {
-            Kernel::Embed(_) => format!("{QUANT}\n{}", include_str!("../../shaders/embed.wgsl")),
-            Kernel::MatVec(_) => format!("{QUANT}\n{}", include_str!("../../shaders/matvec.wgsl")),
-            Kernel::MatMul(_) => format!("{QUANT}\n{}", include_str!("../../shaders/matmul.wgsl")),
-            Kernel::RmsNorm => include_str!("../../shaders/rmsnorm.wgsl").into(),
-            Kernel::RopeKv { .. } => include_str!("../../shaders/rope_kv.wgsl").into(),
-            Kernel::Attention { .. } => include_str!("../../shaders/attention.wgsl").into(),
-            Kernel::AttentionMerge => include_str!("../../shaders/attention_merge.wgsl").into(),
-            Kernel::SwiGlu => include_str!("../../shaders/swiglu.wgsl").into(),
-            Kernel::Argmax => include_str!("../../shaders/argmax.wgsl").into(),
-        }
-    }
-
-    /// Pipeline-overridable constants: the weight type and rows per invocation of the quantised
-    /// kernels, the attention shape.
-    fn constants(self, ctx: &GpuContext) -> Vec<(&'static str, f64)> {
-        match self {
-            Kernel::Embed(t) => vec![("WTYPE", t.id() as f64)],
-            Kernel::MatVec(t) => vec![("WTYPE", t.id() as f64), ("ROWS", ctx.matvec_rows as f64)],
-            Kernel::MatMul(t) => vec![("WTYPE", t.id() as f64), ("ROWS", ctx.matmul_rows as f64)],
-            Kernel::Attention { head_dim, group, .. } => vec![("HEAD_DIM", head_dim as f64), ("GROUP", group as f64)],
-            _ => vec![],
+            Kernel::Embed(t) => Spec::new(format!("embed_{}", ty(t)), include_str!("../../shaders/embed.wgsl")).weights(t),
+            Kernel::MatVec(t) => Spec::new(format!("matvec_{}", ty(t)), include_str!("../../shaders/matvec.wgsl"))
+                .weights(t)
+                .constant("ROWS", tuning.matvec_rows),
+            Kernel::MatMul(t) => Spec::new(format!("matmul_{}", ty(t)), include_str!("../../shaders/matmul.wgsl"))
+                .weights(t)
+                .constant("ROWS", tuning.matmul_rows),
+            Kernel::RmsNorm => Spec::new("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
+            Kernel::RopeKv { kv } => Spec::new("rope_kv", include_str!("../../shaders/rope_kv.wgsl")).kv(kv),
+            Kernel::Attention { head_dim, group, kv } => {
+                Spec::new(format!("attention_d{head_dim}_g{group}"), include_str!("../../shaders/attention.wgsl"))
+                    .kv(kv)
+                    .constant("HEAD_DIM", head_dim)
+                    .constant("GROUP", group)
+            }
+            Kernel::AttentionMerge => Spec::new("attention_merge", include_str!("../../shaders/attention_merge.wgsl")),
+            Kernel::SwiGlu => Spec::new("swiglu", include_str!("../../shaders/swiglu.wgsl")),
+            Kernel::Argmax => Spec::new("argmax", include_str!("../../shaders/argmax.wgsl")),
         }
     }
 }
@@ -156,38 +170,63 @@ pub fn specialise(src: &str, flags: &[&str]) -> String {
     out
 }
 
+/// The bindings a module declares, in binding order: `@group(0) @binding(i) var<…> name`.
+/// Storage buffers are outputs (read_write) or inputs (read); uniforms are the params slot, or
+/// the step table when named `step`.
+pub fn bindings(src: &str) -> Vec<Slot> {
+    let mut slots: Vec<(u32, Slot)> = src
+        .lines()
+        .filter_map(|line| {
+            let rest = line.trim().strip_prefix("@group(0) @binding(")?;
+            let (i, decl) = rest.split_once(')')?;
+            let slot = if decl.contains("var<storage, read_write>") {
+                Slot::Out
+            } else if decl.contains("var<storage, read>") {
+                Slot::In
+            } else if decl.contains("var<uniform> step") {
+                Slot::Step
+            } else {
+                Slot::Params
+            };
+            Some((i.parse().ok()?, slot))
+        })
+        .collect();
+    slots.sort_by_key(|s| s.0);
+    slots.into_iter().map(|s| s.1).collect()
+}
+
 pub struct Pipeline {
-    pub kernel: Kernel,
+    pub label: String,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
+    /// The bindings, in order (from the shader).
+    pub slots: Vec<Slot>,
 }
 
 impl Pipeline {
     pub fn new(ctx: &GpuContext, kernel: Kernel) -> Self {
-        let (device, subgroups) = (&ctx.device, ctx.subgroups);
-        let label = kernel.label();
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = kernel
-            .slots()
+        let spec = kernel.spec(ctx.tuning);
+        let source = spec.source(ctx.subgroups);
+        let slots = bindings(&source);
+        let label = spec.label;
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
             .enumerate()
             .map(|(i, s)| wgpu::BindGroupLayoutEntry {
                 binding: i as u32,
                 visibility: wgpu::ShaderStages::COMPUTE,
-                ty: match s {
-                    Out | In => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only: *s == In },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match s {
+                        Slot::Out | Slot::In => wgpu::BufferBindingType::Storage { read_only: *s == Slot::In },
+                        Slot::Params | Slot::Step => wgpu::BufferBindingType::Uniform,
                     },
-                    Params | Step => wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: *s == Step,
-                        min_binding_size: None,
-                    },
+                    has_dynamic_offset: *s == Slot::Step,
+                    min_binding_size: None,
                 },
                 count: None,
             })
             .collect();
+        let device = &ctx.device;
         ctx.note_created(4);
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
@@ -195,19 +234,26 @@ impl Pipeline {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(kernel.source(subgroups).into()),
-        });
-        let constants = kernel.constants(ctx);
+        let module = device
+            .create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&label), source: wgpu::ShaderSource::Wgsl(source.into()) });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
-            compilation_options: wgpu::PipelineCompilationOptions { constants: &constants, zero_initialize_workgroup_memory: false },
+            compilation_options: wgpu::PipelineCompilationOptions { constants: &spec.constants, zero_initialize_workgroup_memory: false },
             cache: None,
         });
-        Pipeline { kernel, pipeline, layout }
+        Pipeline { label, pipeline, layout, slots }
+    }
+
+    /// Whether it binds the step table (by dynamic offset).
+    pub fn uses_step(&self) -> bool {
+        self.slots.contains(&Slot::Step)
+    }
+
+    /// Storage buffers it takes, outputs first.
+    pub fn storage_slots(&self) -> usize {
+        self.slots.iter().filter(|s| matches!(s, Slot::Out | Slot::In)).count()
     }
 }

@@ -3,9 +3,10 @@
 
 pub mod context;
 pub mod kernels;
+pub mod ops;
 pub mod params;
 pub mod program;
 
 pub use context::{GpuContext, GpuOptions};
 pub use kernels::Kernel;
-pub use program::{Program, Recorder, StepTable};
+pub use program::{Grid, Program, Recorder, StepTable};

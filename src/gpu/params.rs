@@ -106,5 +106,7 @@ pub struct Argmax {
 pub struct Step {
     pub pos: u32,
     pub n: u32,
-    pub _pad: [u32; 2],
+    /// 0, or a teaching flaw's code (`Flaw::kernel_code`).
+    pub flaw: u32,
+    pub _pad: u32,
 }

@@ -8,16 +8,21 @@ use bytemuck::Pod;
 
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{Kernel, Pipeline, Slot};
+use crate::gpu::kernels::{Kernel, Pipeline, Slot, WORKGROUP};
 use crate::gpu::params;
 
 /// Uniform slots are 256 bytes apart: the largest `minUniformBufferOffsetAlignment` WebGPU allows.
 pub const SLOT: u64 = 256;
 
+/// Regions of the decode table: correct, then one per flaw the kernels carry out.
+const FLAW_CODES: usize = 3;
+
 /// `Step` uniforms bound by dynamic offset. The decode table holds one `Step { pos, n: 1 }` per
 /// cache row, written once at load: the dispatches of position `pos` bind slot pos, so a decode
-/// step writes no uniforms at all. The chunk table has one slot, written before each prefill
-/// chunk's submit (queue writes are ordered with submits).
+/// step writes no uniforms at all. After those T slots come T more for each teaching flaw that
+/// the kernels carry out (`Flaw::kernel_code` 1 and 2), so a flawed step differs from a correct
+/// one only in its offset. The chunk table has one slot, written before each prefill chunk's
+/// submit (queue writes are ordered with submits).
 pub struct StepTable {
     pub buffer: wgpu::Buffer,
     pub positions: usize,
@@ -26,46 +31,40 @@ pub struct StepTable {
 }
 
 impl StepTable {
+    /// Bytes of the decode table for `positions` cache rows.
+    pub fn bytes(positions: usize) -> u64 {
+        FLAW_CODES as u64 * positions as u64 * SLOT
+    }
+
     pub fn new(ctx: &GpuContext, positions: usize) -> Result<Self> {
-        let size = positions as u64 * SLOT;
-        ctx.check_size("position uniforms", size, false)?;
+        let size = Self::bytes(positions);
+        let buffer = ctx.uniform("step uniforms", size)?;
         let mut bytes = vec![0u8; size as usize];
-        for pos in 0..positions {
-            let s = params::Step { pos: pos as u32, n: 1, _pad: [0; 2] };
-            bytes[pos * SLOT as usize..][..16].copy_from_slice(bytemuck::bytes_of(&s));
+        for flaw in 0..FLAW_CODES {
+            for pos in 0..positions {
+                let s = params::Step { pos: pos as u32, n: 1, flaw: flaw as u32, _pad: 0 };
+                bytes[(flaw * positions + pos) * SLOT as usize..][..16].copy_from_slice(bytemuck::bytes_of(&s));
+            }
         }
-        ctx.note_created(1);
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("step uniforms"),
-            size,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         ctx.queue.write_buffer(&buffer, 0, &bytes);
         Ok(StepTable { buffer, positions, per_position: true })
     }
 
     /// The one-slot table for prefill chunks.
-    pub fn chunk(ctx: &GpuContext) -> Self {
-        ctx.note_created(1);
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("chunk step uniform"),
-            size: SLOT,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        StepTable { buffer, positions: 1, per_position: false }
+    pub fn chunk(ctx: &GpuContext) -> Result<Self> {
+        Ok(StepTable { buffer: ctx.uniform("chunk step uniform", SLOT)?, positions: 1, per_position: false })
     }
 
     /// Points the chunk table at `n` tokens from position `pos`, for the next submit.
     pub fn set_chunk(&self, queue: &wgpu::Queue, pos: usize, n: usize) {
         debug_assert!(!self.per_position);
-        queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params::Step { pos: pos as u32, n: n as u32, _pad: [0; 2] }));
+        queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params::Step { pos: pos as u32, n: n as u32, flaw: 0, _pad: 0 }));
     }
 
-    pub fn offset(&self, pos: usize) -> u32 {
+    /// The dynamic offset of position `pos` (with a teaching flaw's code, 0 for none).
+    pub fn offset(&self, pos: usize, flaw: u32) -> u32 {
         if self.per_position {
-            (pos as u64 * SLOT) as u32
+            ((flaw as u64 * self.positions as u64 + pos as u64) * SLOT) as u32
         } else {
             0
         }
@@ -77,6 +76,8 @@ pub struct Dispatch {
     pipeline: Rc<Pipeline>,
     bind_group: wgpu::BindGroup,
     workgroups: [u32; 3],
+    /// Binds the step table's slot for the position (a dynamic offset).
+    uses_step: bool,
 }
 
 /// A recorded list of dispatches.
@@ -86,12 +87,13 @@ pub struct Program {
 }
 
 impl Program {
-    /// Encodes every dispatch for position `pos` into `pass`.
-    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, steps: &StepTable, pos: usize) {
-        let offset = [steps.offset(pos)];
+    /// Encodes every dispatch into `pass`, binding the step table at `step_offset`
+    /// (`StepTable::offset`).
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
+        let offset = [step_offset];
         for d in &self.dispatches {
             pass.set_pipeline(&d.pipeline.pipeline);
-            let dynamic: &[u32] = if d.pipeline.kernel.uses_step() { &offset } else { &[] };
+            let dynamic: &[u32] = if d.uses_step { &offset } else { &[] };
             pass.set_bind_group(0, &d.bind_group, dynamic);
             pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
         }
@@ -102,7 +104,7 @@ impl Program {
         let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("program") });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("program"), timestamp_writes: None });
-            self.encode(&mut pass, steps, pos);
+            self.encode(&mut pass, steps.offset(pos, 0));
         }
         ctx.queue.submit([enc.finish()]);
     }
@@ -116,9 +118,36 @@ impl Program {
     }
 }
 
+/// The workgroups of a dispatch: along x, enough `WORKGROUP`-invocation workgroups for a number
+/// of invocations, or a number of workgroups itself; along z, `layers` (the tokens, or token
+/// tiles, of a prefill chunk; 1 when decoding). An x count above the device's per-dimension
+/// limit wraps into y (kernels index i = gid.x + gid.y · 64 · num_workgroups.x).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Grid {
+    workgroups: u32,
+    layers: u32,
+}
+
+impl Grid {
+    /// One invocation per unit of work, `n` of them.
+    pub fn invocations(n: u32) -> Self {
+        Grid { workgroups: n.div_ceil(WORKGROUP), layers: 1 }
+    }
+
+    /// One workgroup per unit of work (a row, a head, a split), `n` of them.
+    pub fn workgroups(n: u32) -> Self {
+        Grid { workgroups: n, layers: 1 }
+    }
+
+    /// The same over `z` layers of workgroups.
+    pub fn layers(self, z: u32) -> Self {
+        Grid { layers: z, ..self }
+    }
+}
+
 struct Pending {
     label: String,
-    kernel: Kernel,
+    pipeline: Rc<Pipeline>,
     buffers: Vec<wgpu::Buffer>,
     params_offset: u64,
     workgroups: [u32; 3],
@@ -141,39 +170,16 @@ impl<'a> Recorder<'a> {
         self.ctx
     }
 
-    /// Records `kernel` over `buffers` (the storage bindings, in slot order) with `params`, on
-    /// enough 64-invocation workgroups to cover `invocations` (or exactly `invocations`
-    /// workgroups when `per_workgroup` is false).
-    pub fn push<P: Pod>(
-        &mut self,
-        label: impl Into<String>,
-        kernel: Kernel,
-        buffers: &[&wgpu::Buffer],
-        p: &P,
-        invocations: u32,
-        per_workgroup: bool,
-    ) -> Result<()> {
-        self.push_tokens(label, kernel, buffers, p, invocations, per_workgroup, 1)
-    }
-
-    /// As `push`, repeated over `z` workgroup layers (the token tiles of a prefill chunk).
-    #[allow(clippy::too_many_arguments)]
-    pub fn push_tokens<P: Pod>(
-        &mut self,
-        label: impl Into<String>,
-        kernel: Kernel,
-        buffers: &[&wgpu::Buffer],
-        p: &P,
-        invocations: u32,
-        per_workgroup: bool,
-        z: u32,
-    ) -> Result<()> {
+    /// Records `kernel` over `buffers` (its storage bindings in order: outputs, then inputs) with
+    /// `params`, on `grid`.
+    pub fn push<P: Pod>(&mut self, label: impl Into<String>, kernel: Kernel, buffers: &[&wgpu::Buffer], p: &P, grid: Grid) -> Result<()> {
         let label = label.into();
-        let storage = kernel.slots().iter().filter(|s| matches!(s, Slot::Out | Slot::In)).count();
+        let pipeline = self.ctx.pipeline(kernel);
+        let storage = pipeline.storage_slots();
         if buffers.len() != storage {
-            return Err(Error::Gpu(format!("{label}: {} takes {storage} buffers, got {}", kernel.label(), buffers.len())));
+            return Err(Error::Gpu(format!("{label}: {} takes {storage} buffers, got {}", pipeline.label, buffers.len())));
         }
-        let groups = if per_workgroup { invocations.div_ceil(64) } else { invocations };
+        let (groups, z) = (grid.workgroups, grid.layers);
         let max = self.ctx.limits.max_compute_workgroups_per_dimension;
         let workgroups = if groups <= max { [groups.max(1), 1, z] } else { [max, groups.div_ceil(max), z] };
         if workgroups[1] > max || z > max {
@@ -187,27 +193,22 @@ impl<'a> Recorder<'a> {
         let params_offset = self.arena.len() as u64;
         self.arena.extend_from_slice(bytemuck::bytes_of(p));
         self.arena.resize((params_offset + SLOT) as usize, 0);
-        self.pending.push(Pending { label, kernel, buffers: buffers.iter().map(|b| (*b).clone()).collect(), params_offset, workgroups });
+        self.pending.push(Pending { label, pipeline, buffers: buffers.iter().map(|b| (*b).clone()).collect(), params_offset, workgroups });
         Ok(())
     }
 
-    /// Builds the program; `params_buffer` receives the arena (kept alive by the bind groups).
+    /// Builds the program: one params buffer receives the arena (kept alive by the bind groups),
+    /// and every dispatch gets its bind group.
     pub fn finish(self, label: &str, steps: Option<&StepTable>) -> Result<Program> {
         let ctx = self.ctx;
-        ctx.note_created(1 + self.pending.len() as u64);
-        let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(&format!("{label} params")),
-            size: (self.arena.len() as u64).max(SLOT),
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let params = ctx.uniform(&format!("{label} params"), (self.arena.len() as u64).max(SLOT))?;
         ctx.queue.write_buffer(&params, 0, &self.arena);
+        ctx.note_created(self.pending.len() as u64);
         let mut dispatches = Vec::with_capacity(self.pending.len());
         for p in self.pending {
-            let pipeline = ctx.pipeline(p.kernel);
             let mut storage = p.buffers.iter();
             let mut entries = Vec::new();
-            for (i, slot) in p.kernel.slots().iter().enumerate() {
+            for (i, slot) in p.pipeline.slots.iter().enumerate() {
                 let resource = match slot {
                     Slot::Out | Slot::In => storage.next().expect("checked in push").as_entire_binding(),
                     Slot::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -224,10 +225,11 @@ impl<'a> Recorder<'a> {
             }
             let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&p.label),
-                layout: &pipeline.layout,
+                layout: &p.pipeline.layout,
                 entries: &entries,
             });
-            dispatches.push(Dispatch { label: p.label, pipeline, bind_group, workgroups: p.workgroups });
+            let uses_step = p.pipeline.uses_step();
+            dispatches.push(Dispatch { label: p.label, pipeline: p.pipeline, bind_group, workgroups: p.workgroups, uses_step });
         }
         Ok(Program { dispatches })
     }

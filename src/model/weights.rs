@@ -40,6 +40,11 @@ pub struct Weights {
 /// element: `blk.L.attn_qkv.weight` = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up].
 pub const FUSED: [(&str, &[&str]); 2] = [("attn_qkv", &["attn_q", "attn_k", "attn_v"]), ("ffn_gate_up", &["ffn_gate", "ffn_up"])];
 
+/// The members of fused group `name` (see `FUSED`).
+pub fn members(name: &str) -> &'static [&'static str] {
+    FUSED.iter().find(|(f, _)| *f == name).map_or(&[], |(_, m)| *m)
+}
+
 impl Weights {
     /// Copies each tensor (or fused group) from `src` through one reused scratch buffer into its
     /// GPU buffer.

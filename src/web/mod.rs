@@ -73,6 +73,18 @@ pub async fn adapter_info() -> Result<String, JsValue> {
     GpuContext::new().await.map(|c| c.adapter_name()).map_err(js_err)
 }
 
+#[derive(Serialize)]
+struct FlawInfo {
+    name: &'static str,
+    why: &'static str,
+}
+
+/// The teaching flaws a generation can run with (`flaw` option): [{name, why}].
+#[wasm_bindgen]
+pub fn flaws() -> Result<JsValue, JsValue> {
+    to_js(&crate::Flaw::ALL.map(|f| FlawInfo { name: f.name(), why: f.why() }))
+}
+
 /// Bytes of wasm linear memory (it only grows: after a load this is the peak).
 #[wasm_bindgen(js_name = wasmMemoryBytes)]
 pub fn wasm_memory_bytes() -> f64 {
@@ -135,10 +147,16 @@ struct JsOptions {
     report_top: Option<usize>,
     /// Read back this layer's attention weights every step (the attention view is open).
     attention_layer: Option<usize>,
+    /// Read back every layer's weights for the newest query every step (the overview is open).
+    attention_all_layers: Option<bool>,
+    /// With attention_layer: prefill one token at a time, reporting each prompt query's weights.
+    attention_prompt: Option<bool>,
     /// Re-run the whole sequence at every step instead of using the cache.
     no_cache: Option<bool>,
     /// Greedy only: pick on the GPU and read back 8 bytes per token (no next-token table).
     gpu_argmax: Option<bool>,
+    /// A teaching flaw by name (`flaws()`), or "none".
+    flaw: Option<String>,
 }
 
 impl JsOptions {
@@ -155,8 +173,11 @@ impl JsOptions {
             },
             report_top: o.report_top.unwrap_or(5),
             attention_layer: o.attention_layer,
+            attention_all_layers: o.attention_all_layers.unwrap_or(false),
+            attention_prompt: o.attention_prompt.unwrap_or(false),
             no_cache: o.no_cache.unwrap_or(false),
             gpu_argmax: o.gpu_argmax.unwrap_or(false),
+            flaw: o.flaw.as_deref().unwrap_or("none").parse().map_err(js_err)?,
         })
     }
 }
@@ -200,8 +221,9 @@ impl WebEngine {
         let mut gpu = crate::GpuOptions::default();
         gpu.rows = o.rows;
         let mut src = JsBytes(bytes);
-        let engine =
-            Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() }).await.map_err(js_err)?;
+        let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() })
+            .await
+            .map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
@@ -383,6 +405,12 @@ struct WebTokenEvent<'a> {
     top: Vec<WebTop>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attention: Option<&'a [f32]>,
+    /// [L × h × pos]: every layer's weights for this token's query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attention_layers: Option<&'a [f32]>,
+    /// First event only: attention_layer's weights of each prompt query, [h × (i + 1)] each.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_attention: Option<&'a [Vec<f32>]>,
     /// Cache rows kept from before this turn; this turn's tokens start at this position.
     turn_start: usize,
     /// First event of a turn only: the tokens prefilled at positions turn_start.., as text.
@@ -407,6 +435,8 @@ impl<'a> WebTokenEvent<'a> {
             ms: ev.ms,
             top: ev.top.iter().map(|t| WebTop { id: t.id, p: t.p, text: tok.token_text(t.id) }).collect(),
             attention: ev.attention.as_deref(),
+            attention_layers: ev.attention_layers.as_deref(),
+            prompt_attention: ev.prompt_attention.as_deref(),
             turn_start: 0,
             prefilled: None,
         }

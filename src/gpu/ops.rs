@@ -1,0 +1,258 @@
+//! One function per op: its params, bindings and grid together, so the model's forward pass and
+//! the kernel tests record an op the same way. Bindings are passed outputs first, then inputs, as
+//! each shader declares them.
+
+use crate::config::KvType;
+use crate::error::{Error, Result};
+use crate::gpu::{params, Grid, Kernel, Recorder};
+use crate::model::weights::Tensor;
+
+/// Which tokens an op covers: one (decoding: mat-vec kernels, bound to the per-position step
+/// table) or the rows of a prefill chunk of up to B tokens (mat-mul kernels; the chunk's step
+/// uniform says how many are live).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tokens {
+    One,
+    Chunk(u32),
+}
+
+impl Tokens {
+    /// Token rows a kernel spreads over workgroup z.
+    pub fn rows(self) -> u32 {
+        match self {
+            Tokens::One => 1,
+            Tokens::Chunk(b) => b,
+        }
+    }
+}
+
+/// Token rows in a buffer: row t of the chunk starts at element t · stride; an op reads or
+/// writes `offset` elements into each row.
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    pub buf: &'a wgpu::Buffer,
+    pub stride: u32,
+    pub offset: u32,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(buf: &'a wgpu::Buffer, stride: u32) -> Self {
+        Rows { buf, stride, offset: 0 }
+    }
+
+    pub fn at(self, offset: u32) -> Self {
+        Rows { offset, ..self }
+    }
+}
+
+/// Whether a projection replaces its output or adds to it (the residual add x ← x + W·h fused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    Set,
+    Add,
+}
+
+/// Tokens per invocation of the mat-mul kernel (`TB` in shaders/matmul.wgsl).
+pub const MATMUL_TOKENS: u32 = 8;
+
+/// X[t] = E[tokens[pos + t]], one invocation per 32-element block of a row.
+pub fn embed(rec: &mut Recorder, tokens: Tokens, out: &wgpu::Buffer, table: &Tensor, ids: &wgpu::Buffer) -> Result<()> {
+    let (dim, row_bytes) = (table.cols(), table.row_bytes());
+    let grid = Grid::invocations(dim / 32).layers(tokens.rows());
+    rec.push("embed", Kernel::Embed(table.ty), &[out, &table.buffer, ids], &params::Embed { dim, row_bytes }, grid)
+}
+
+/// out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight for each token row, or (`last_only`) only
+/// the chunk's last row, into row 0.
+pub fn rms_norm(
+    rec: &mut Recorder,
+    tokens: Tokens,
+    label: String,
+    (out, x, weight): (&wgpu::Buffer, &wgpu::Buffer, &Tensor),
+    eps: f32,
+    last_only: bool,
+) -> Result<()> {
+    let p = params::RmsNorm { n: weight.cols(), eps, last: last_only as u32 };
+    rec.push(label, Kernel::RmsNorm, &[out, x, &weight.buffer], &p, Grid::workgroups(1).layers(tokens.rows()))
+}
+
+/// out[t, offset + r] (+)= Σ_c W[r, c] · x[t, offset + c]: the mat-vec kernel for one token,
+/// the tiled mat-mul over a chunk's rows.
+pub fn project(rec: &mut Recorder, tokens: Tokens, label: String, w: &Tensor, out: Rows, x: Rows, write: Write) -> Result<()> {
+    if x.offset != 0 {
+        return Err(Error::Gpu(format!("{label}: the projection kernels read x from the start of its row")));
+    }
+    let (rows, cols, row_bytes, accumulate) = (w.rows(), w.cols(), w.row_bytes(), (write == Write::Add) as u32);
+    let tuning = rec.ctx().tuning;
+    let buffers = [out.buf, &w.buffer, x.buf];
+    match tokens {
+        Tokens::One => {
+            let p = params::MatVec { rows, cols, row_bytes, out_offset: out.offset, accumulate };
+            rec.push(label, Kernel::MatVec(w.ty), &buffers, &p, Grid::invocations(rows.div_ceil(tuning.matvec_rows)))
+        }
+        Tokens::Chunk(b) => {
+            let p = params::MatMul { rows, cols, row_bytes, out_offset: out.offset, accumulate, y_stride: out.stride, x_stride: x.stride };
+            let grid = Grid::invocations(rows.div_ceil(tuning.matmul_rows)).layers(b.div_ceil(MATMUL_TOKENS));
+            rec.push(label, Kernel::MatMul(w.ty), &buffers, &p, grid)
+        }
+    }
+}
+
+/// The heads of the model's attention, for `rope_kv` and `attention`.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    /// h
+    pub n_heads: u32,
+    /// h_kv
+    pub n_kv_heads: u32,
+    /// d_h
+    pub head_dim: u32,
+}
+
+impl Heads {
+    /// Elements of one token's qkv row: [q (h heads) | k (h_kv) | v (h_kv)].
+    pub fn qkv_row(&self) -> u32 {
+        (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+    }
+}
+
+/// RoPE on each token's q (in place) and k (into cache row pos + t), v copied to its cache row.
+pub fn rope_kv(
+    rec: &mut Recorder,
+    tokens: Tokens,
+    label: String,
+    (qkv, k_cache, v_cache, table): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+    heads: Heads,
+    kv: KvType,
+) -> Result<()> {
+    let p = params::RopeKv { n_heads: heads.n_heads, n_kv_heads: heads.n_kv_heads, head_dim: heads.head_dim };
+    let grid = Grid::invocations(heads.qkv_row() / 2).layers(tokens.rows());
+    rec.push(label, Kernel::RopeKv { kv }, &[qkv, k_cache, v_cache, table], &p, grid)
+}
+
+/// Where one layer's attention reads and writes.
+pub struct AttentionBuffers<'a> {
+    /// [B × h · d_h] the heads' outputs, concatenated.
+    pub out: &'a wgpu::Buffer,
+    /// [L × h × T] + [B × h × T] softmax weights: each layer's slice, then scratch rows.
+    pub att: &'a wgpu::Buffer,
+    /// [B × h × n_splits × (4 + d_h)] statistics and partial outputs per split (`part_bytes`).
+    pub part: &'a wgpu::Buffer,
+    /// [B × qkv_row] q read from each token's row.
+    pub qkv: &'a wgpu::Buffer,
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+}
+
+/// The shape of the attention passes for a model and context.
+#[derive(Clone, Copy, Debug)]
+pub struct Attention {
+    pub heads: Heads,
+    /// G: query heads per workgroup of pass 1 (dividing h / h_kv, at most 4).
+    pub group: u32,
+    pub kv: KvType,
+    /// T: cache rows, the row length of `att`.
+    pub context: u32,
+    /// S: cache rows per split (at most 256), and ⌈T / S⌉ ≤ 64 splits.
+    pub split: u32,
+    pub n_splits: u32,
+    /// Elements: where this layer's [h × T] slice of `att` starts, and the scratch rows.
+    pub att_offset: u32,
+    pub scratch_offset: u32,
+}
+
+/// The longest context the attention kernels take: 64 splits of at most 256 rows (the rows of
+/// one split are held in workgroup memory).
+pub const MAX_CONTEXT: usize = 64 * 256;
+
+impl Attention {
+    /// The shape for `context` positions and `layers` layer slices, for layer 0: G the largest of
+    /// 4, 3, 2, 1 dividing h / h_kv; S the device's least rows per split (`least_split`), more
+    /// when the context needs more than 64 splits.
+    pub fn new(heads: Heads, kv: KvType, context: usize, layers: usize, least_split: usize) -> Self {
+        let g = heads.n_heads / heads.n_kv_heads;
+        let group = (1..=4).rev().find(|k| g.is_multiple_of(*k)).unwrap_or(1);
+        let split = least_split.max(context.div_ceil(64)) as u32;
+        Attention {
+            heads,
+            group,
+            kv,
+            context: context as u32,
+            split,
+            n_splits: (context as u32).div_ceil(split),
+            att_offset: 0,
+            scratch_offset: (layers as u32) * heads.n_heads * context as u32,
+        }
+    }
+
+    /// Refuses a head dimension or context the kernels do not take.
+    pub fn check(&self) -> Result<()> {
+        let hd = self.heads.head_dim;
+        if !hd.is_multiple_of(4) || hd > 256 {
+            return Err(Error::NotSupported(format!("head dimension {hd} (the GPU kernels take a multiple of 4, at most 256)")));
+        }
+        let context = self.context as usize;
+        if context > MAX_CONTEXT {
+            return Err(Error::Option(format!(
+                "a context of {context} positions is more than the {MAX_CONTEXT} the GPU attention kernels take"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The same shape writing layer `l`'s slice of the weights.
+    pub fn layer(self, l: usize) -> Self {
+        Attention { att_offset: l as u32 * self.heads.n_heads * self.context, ..self }
+    }
+
+    /// Bytes of the weights buffer `att` for `layers` slices and `tokens` scratch rows.
+    pub fn att_bytes(&self, layers: usize, tokens: u32) -> u64 {
+        (layers as u64 + tokens as u64) * self.heads.n_heads as u64 * self.context as u64 * 4
+    }
+
+    /// Bytes of the per-split buffer `part` for `tokens` rows.
+    pub fn part_bytes(&self, tokens: u32) -> u64 {
+        tokens as u64 * self.heads.n_heads as u64 * self.n_splits as u64 * (4 + self.heads.head_dim as u64) * 4
+    }
+}
+
+/// Causal attention of each token over cache rows 0..=its position, in two passes: per split of
+/// the cache, softmax statistics and partial outputs (one workgroup per split and group of G
+/// query heads); then the merge into outputs and normalised weights (one workgroup per head).
+pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionBuffers, a: &Attention) -> Result<()> {
+    let Heads { n_heads, n_kv_heads, head_dim } = a.heads;
+    let p = params::Attention {
+        n_heads,
+        n_kv_heads,
+        att_stride: a.context,
+        att_offset: a.att_offset,
+        scratch_offset: a.scratch_offset,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        split: a.split,
+        n_splits: a.n_splits,
+    };
+    let z = tokens.rows();
+    let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv };
+    let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z);
+    rec.push(format!("{label}.attention"), kernel, &[b.part, b.att, b.qkv, b.k_cache, b.v_cache], &p, grid)?;
+    let m = params::AttentionMerge {
+        n_heads,
+        head_dim,
+        att_stride: a.context,
+        att_offset: a.att_offset,
+        scratch_offset: a.scratch_offset,
+        split: a.split,
+        n_splits: a.n_splits,
+    };
+    rec.push(format!("{label}.attention_merge"), Kernel::AttentionMerge, &[b.out, b.att, b.part], &m, Grid::workgroups(n_heads).layers(z))
+}
+
+/// out[t] = silu(gate[t]) ⊙ up[t] over rows gate_up[t] = [gate (f) | up (f)].
+pub fn swiglu(rec: &mut Recorder, tokens: Tokens, label: String, out: &wgpu::Buffer, gate_up: &wgpu::Buffer, f: u32) -> Result<()> {
+    rec.push(label, Kernel::SwiGlu, &[out, gate_up], &params::SwiGlu { n: f }, Grid::invocations(f).layers(tokens.rows()))
+}
+
+/// (argmax, its logit) of `n` logits into `out` ([2] u32), one workgroup.
+pub fn argmax(rec: &mut Recorder, out: &wgpu::Buffer, logits: &wgpu::Buffer, n: u32) -> Result<()> {
+    rec.push("argmax", Kernel::Argmax, &[out, logits], &params::Argmax { n }, Grid::workgroups(1))
+}
