@@ -88,6 +88,14 @@ export async function finished(page) {
   }));
 }
 
+/** Fills in the prompt and max tokens, presses Generate and waits as `finished` does. */
+export async function generate(page, prompt, maxTokens) {
+  await page.fill('#prompt', prompt);
+  await page.fill('#max-tokens', String(maxTokens));
+  await page.click('#generate');
+  return finished(page);
+}
+
 export async function screenshot(page, name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });

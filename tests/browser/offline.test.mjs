@@ -2,7 +2,7 @@
 // from browser storage (verified), and a damaged stored model is caught.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve, launch, openSite, ready, finished, screenshot } from './harness.mjs';
+import { serve, launch, openSite, ready, generate, screenshot } from './harness.mjs';
 
 let browser;
 before(async () => { browser = await launch(); });
@@ -10,13 +10,6 @@ after(async () => { await browser?.close(); });
 
 const SUBPATH = '/some/path/';
 const info = (page) => page.$eval('#model-info', (e) => ({ ...e.dataset }));
-
-async function generate(page, prompt, n) {
-  await page.fill('#prompt', prompt);
-  await page.fill('#max-tokens', String(n));
-  await page.click('#generate');
-  return finished(page);
-}
 
 test('online first, then offline from a sub-path: same page, same model, same text', { timeout: 900_000 }, async () => {
   const server = await serve(undefined, SUBPATH);

@@ -2,7 +2,7 @@
 // prefill; neither breaks the Content-Security-Policy.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { useSite, openGuarded, ready, finished, screenshot } from './harness.mjs';
+import { useSite, openGuarded, ready, finished, generate, screenshot } from './harness.mjs';
 
 const site = useSite();
 
@@ -10,10 +10,7 @@ test('a lost GPU device shows a message and a reload button; the conversation is
   const { context, page } = await openGuarded(site.browser, site.server.url);
   try {
     await page.check('#chat');
-    await page.fill('#max-tokens', '2');
-    await page.fill('#prompt', 'hi');
-    await page.click('#generate');
-    assert.equal((await finished(page)).error, '');
+    assert.equal((await generate(page, 'hi', 2)).error, '');
     await page.evaluate(() => window.kvscopeDebug.loseDevice());
     await page.fill('#prompt', 'Tell me more.');
     await page.click('#generate');
@@ -56,10 +53,7 @@ test('Stop during a long prefill takes effect within a chunk', { timeout: 600_00
     assert.equal(r.error, '');
     assert.ok(ms < 60_000, `stopped after ${ms} ms`);
     await page.uncheck('#chat');
-    await page.fill('#prompt', 'The capital of France is');
-    await page.fill('#max-tokens', '2');
-    await page.click('#generate');
-    const again = await finished(page);
+    const again = await generate(page, 'The capital of France is', 2);
     assert.equal(again.error, '');
     assert.equal(again.stats.generatedTokens, '2');
   } finally {

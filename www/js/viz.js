@@ -19,6 +19,16 @@ function fit(canvas, cssHeight) {
   return { g, w, h: cssHeight };
 }
 
+/** Draws a chart's axes, the y axis at `left`, and returns its scales from data to pixels for
+ * data up to `maxX` and `maxY`; leaves the style set for labels. */
+function axes(g, w, h, left, maxX, maxY) {
+  g.strokeStyle = COLORS.grid;
+  g.beginPath(); g.moveTo(left, 10); g.lineTo(left, h - 20); g.lineTo(w - 10, h - 20); g.stroke();
+  g.fillStyle = COLORS.text;
+  g.font = '11px system-ui, sans-serif';
+  return { x: (v) => left + (v / maxX) * (w - left - 10), y: (v) => h - 20 - (v / maxY) * (h - 30) };
+}
+
 /** Token text made visible: spaces and newlines shown as symbols. */
 function visible(t) {
   return t.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥') || '∅';
@@ -124,12 +134,7 @@ export class Inside {
     }
     const maxP = Math.max(8, ...all.map(([p]) => p)) * 1.05;
     const maxMs = Math.max(1, ...all.map(([, ms]) => ms)) * 1.1;
-    const x = (p) => 50 + (p / maxP) * (w - 60);
-    const y = (ms) => h - 20 - (ms / maxMs) * (h - 30);
-    g.strokeStyle = COLORS.grid;
-    g.beginPath(); g.moveTo(50, 10); g.lineTo(50, h - 20); g.lineTo(w - 10, h - 20); g.stroke();
-    g.fillStyle = COLORS.text;
-    g.font = '11px system-ui, sans-serif';
+    const { x, y } = axes(g, w, h, 50, maxP, maxMs);
     g.fillText(`${maxMs.toFixed(0)} ms`, 0, 14);
     g.fillText('position →', w - 70, h - 5);
     for (const [key, color, label] of [['cache', COLORS.prompt, 'with the KV cache'], ['nocache', '#c0392b', 'without: the whole prefix again']]) {
@@ -185,12 +190,7 @@ export class Inside {
     const maxT = Math.max(16, ...this.memory.map(([n]) => n)) * 1.1;
     const group = m.n_heads / m.n_kv_heads;
     const maxB = maxT * m.kv_bytes_per_token * group;
-    const x = (n) => 40 + (n / maxT) * (w - 50);
-    const y = (b) => h - 20 - (b / maxB) * (h - 30);
-    g.strokeStyle = COLORS.grid;
-    g.beginPath(); g.moveTo(40, 10); g.lineTo(40, h - 20); g.lineTo(w - 10, h - 20); g.stroke();
-    g.fillStyle = COLORS.text;
-    g.font = '11px system-ui, sans-serif';
+    const { x, y } = axes(g, w, h, 40, maxT, maxB);
     g.fillText('tokens cached →', w - 110, h - 5);
     g.fillText(fmtBytes(maxB), 0, 12);
     // What one KV head per query head would cost, for comparison.
