@@ -1,16 +1,17 @@
 // Quantised matrix × a chunk of token vectors, for prefill: for every token t < n of the chunk,
 //   Y[t, out_offset + r] = Σ_c W[r, c] · X[t, c]   (+ Y[t, out_offset + r] when accumulate = 1)
 // W is [rows × cols] in ggml blocks of type WTYPE; X is [B × x_stride], Y is [B × y_stride].
-// One invocation owns ROWS rows (1 or 2, fixed when the pipeline is built) and TB consecutive
-// tokens (workgroup z picks the token tile): each weight block is decoded once per TB tokens
-// instead of once per token, and with 2 rows each X load feeds both. Tokens past n in the last
-// tile, and a second row past the end, are computed and not stored. (On lavapipe 2 rows × 8
-// tokens ran 1.33× faster than 1 × 8; 4 rows, 16 tokens, or X staged in workgroup memory did not
-// help.)
+//
+// Register-tiled: one invocation owns a tile of R weight rows × T tokens and keeps its R·T sums
+// in named scalars — the `//#for` blocks are repeated for each row r < R, token t < T, or pair,
+// with $r and $t replaced (`kernels::expand_tiles`), so the tile lives in registers instead of an
+// indexed array. Per 8 columns it decodes R pairs of weight quads (one 4-bit word per row) and
+// loads T pairs of input quads, so each decoded weight feeds T dot products and each input load
+// feeds R. Invocations along x take
+// consecutive row tiles; workgroup z takes the token tiles. Rows past the end and tokens past n
+// are clamped to the last one: computed, not stored.
 
 override WTYPE: u32;
-override ROWS: u32 = 1u;
-const TB: u32 = 8u;
 
 struct Params {
     rows: u32,        // output elements per token
@@ -28,46 +29,51 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<uniform> step: Step;
 
+fn store(r: u32, t: u32, sum: f32) {
+    if (r >= p.rows || t >= step.n) { return; }
+    let i = t * p.y_stride + p.out_offset + r;
+    y[i] = select(sum, sum + y[i], p.accumulate != 0u);
+}
+
 @compute @workgroup_size(64)
 fn main(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let r = (gid.x + gid.y * nwg.x * 64u) * ROWS;
-    let t0 = wg.z * TB;
-    if (r >= p.rows || t0 >= step.n) { return; }
-    let r1 = min(r + 1u, p.rows - 1u);
+    let r0 = (gid.x + gid.y * nwg.x * 64u) * R;
+    let t0 = wg.z * T;
+    if (r0 >= p.rows || t0 >= step.n) { return; }
     let bb = block_bytes();
-    let xs = p.x_stride / 4u;
-    var acc0: array<vec4<f32>, TB>;
-    var acc1: array<vec4<f32>, TB>;
+    // Byte offset of each row of the tile, vec4 offset of each token's input row.
+    //#for r
+    let w$r = min(r0 + $ru, p.rows - 1u) * p.row_bytes;
+    //#end
+    //#for t
+    let x$t = min(t0 + $tu, step.n - 1u) * (p.x_stride / 4u);
+    //#end
+    //#for r t
+    var a$r_$t = 0.0;
+    //#end
     for (var blk = 0u; blk < p.cols / 32u; blk++) {
-        let v0 = dequant_block(r * p.row_bytes + blk * bb);
-        var v1: array<vec4<f32>, 8>;
-        if (ROWS > 1u) { v1 = dequant_block(r1 * p.row_bytes + blk * bb); }
-        for (var t = 0u; t < TB; t++) {
-            let xb = (t0 + t) * xs + blk * 8u;
-            var a0 = acc0[t];
-            var a1 = acc1[t];
-            for (var k = 0u; k < 8u; k++) {
-                let xv = x[xb + k];
-                a0 += v0[k] * xv;
-                if (ROWS > 1u) { a1 += v1[k] * xv; }
-            }
-            acc0[t] = a0;
-            acc1[t] = a1;
+        //#for r
+        let s$r = block_scales(w$r + blk * bb);
+        //#end
+        for (var k = 0u; k < 4u; k++) {
+            // Columns 4k.. and 4k + 16.. of the block: one 4-bit word per row.
+            //#for r
+            let q$r = dequant_pair(w$r + blk * bb, k, s$r);
+            //#end
+            //#for t
+            let u$t = x[x$t + blk * 8u + k];
+            let v$t = x[x$t + blk * 8u + 4u + k];
+            //#end
+            //#for r t
+            a$r_$t += dot(q$r[0], u$t) + dot(q$r[1], v$t);
+            //#end
         }
     }
-    for (var t = 0u; t < min(TB, step.n - t0); t++) {
-        let i = (t0 + t) * p.y_stride + p.out_offset + r;
-        var s0 = (acc0[t].x + acc0[t].y) + (acc0[t].z + acc0[t].w);
-        if (p.accumulate != 0u) { s0 += y[i]; }
-        y[i] = s0;
-        if (ROWS > 1u && r + 1u < p.rows) {
-            var s1 = (acc1[t].x + acc1[t].y) + (acc1[t].z + acc1[t].w);
-            if (p.accumulate != 0u) { s1 += y[i + 1u]; }
-            y[i + 1u] = s1;
-        }
-    }
+    //#for r t
+    store(r0 + $ru, t0 + $tu, a$r_$t);
+    //#end
 }

@@ -49,39 +49,59 @@ fn bytes_i8(q: u32) -> vec4<f32> {
     return vec4<f32>(s >> vec4<u32>(24u));
 }
 
-// The 32 elements of the block at byte b; element 4k + i is v[k][i].
+// The scales of the block at byte b, decoded once per block: (d, m) for Q4_1, (d, 0) for Q4_0
+// and Q8_0; F16 and F32 have none.
+fn block_scales(b: u32) -> vec2<f32> {
+    if (WTYPE == T_Q4_1) { return vec2<f32>(w_f16(b), w_f16(b + 2u)); }
+    if (WTYPE == T_Q4_0 || WTYPE == T_Q8_0) { return vec2<f32>(w_f16(b), 0.0); }
+    return vec2<f32>(1.0, 0.0);
+}
+
+// Elements 4k .. 4k + 3 and 4k + 16 .. 4k + 19 of the block at byte b (k < 4) with its scales
+// s: for the 4-bit types both come from one word of qs, the low and the high nibbles.
+fn dequant_pair(b: u32, k: u32, s: vec2<f32>) -> array<vec4<f32>, 2> {
+    if (WTYPE == T_Q4_1) {
+        let q = w_u32(b + 4u + 4u * k);
+        return array<vec4<f32>, 2>(nibbles_lo(q) * s.x + s.y, nibbles_hi(q) * s.x + s.y);
+    } else if (WTYPE == T_Q4_0) {
+        let q = w_u32(b + 2u + 4u * k);
+        return array<vec4<f32>, 2>((nibbles_lo(q) - 8.0) * s.x, (nibbles_hi(q) - 8.0) * s.x);
+    } else if (WTYPE == T_Q8_0) {
+        return array<vec4<f32>, 2>(bytes_i8(w_u32(b + 2u + 4u * k)) * s.x, bytes_i8(w_u32(b + 18u + 4u * k)) * s.x);
+    } else if (WTYPE == T_F16) {
+        let lo = vec4<f32>(unpack2x16float(w_u32(b + 8u * k)), unpack2x16float(w_u32(b + 8u * k + 4u)));
+        let hi = vec4<f32>(unpack2x16float(w_u32(b + 32u + 8u * k)), unpack2x16float(w_u32(b + 36u + 8u * k)));
+        return array<vec4<f32>, 2>(lo, hi);
+    }
+    let i = (b >> 2u) + 4u * k;
+    let lo = bitcast<vec4<f32>>(vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
+    let hi = bitcast<vec4<f32>>(vec4<u32>(w[i + 16u], w[i + 17u], w[i + 18u], w[i + 19u]));
+    return array<vec4<f32>, 2>(lo, hi);
+}
+
+// The 32 elements of the block at byte b; element 4k + i is v[k][i]. The values of
+// `dequant_pair`, written out for the 4-bit types (the mat-vec's hot path: through the pairs,
+// decode measured 0.8× as fast on lavapipe).
 fn dequant_block(b: u32) -> array<vec4<f32>, 8> {
     var v: array<vec4<f32>, 8>;
+    let s = block_scales(b);
     if (WTYPE == T_Q4_1) {
-        let d = w_f16(b);
-        let m = w_f16(b + 2u);
         for (var k = 0u; k < 4u; k++) {
             let q = w_u32(b + 4u + 4u * k);
-            v[k] = nibbles_lo(q) * d + m;
-            v[k + 4u] = nibbles_hi(q) * d + m;
+            v[k] = nibbles_lo(q) * s.x + s.y;
+            v[k + 4u] = nibbles_hi(q) * s.x + s.y;
         }
     } else if (WTYPE == T_Q4_0) {
-        let d = w_f16(b);
         for (var k = 0u; k < 4u; k++) {
             let q = w_u32(b + 2u + 4u * k);
-            v[k] = (nibbles_lo(q) - 8.0) * d;
-            v[k + 4u] = (nibbles_hi(q) - 8.0) * d;
-        }
-    } else if (WTYPE == T_Q8_0) {
-        let d = w_f16(b);
-        for (var k = 0u; k < 8u; k++) {
-            v[k] = bytes_i8(w_u32(b + 2u + 4u * k)) * d;
-        }
-    } else if (WTYPE == T_F16) {
-        for (var k = 0u; k < 8u; k++) {
-            let lo = unpack2x16float(w_u32(b + 8u * k));
-            let hi = unpack2x16float(w_u32(b + 8u * k + 4u));
-            v[k] = vec4<f32>(lo, hi);
+            v[k] = (nibbles_lo(q) - 8.0) * s.x;
+            v[k + 4u] = (nibbles_hi(q) - 8.0) * s.x;
         }
     } else {
-        for (var k = 0u; k < 8u; k++) {
-            let i = (b >> 2u) + 4u * k;
-            v[k] = bitcast<vec4<f32>>(vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]));
+        for (var k = 0u; k < 4u; k++) {
+            let p = dequant_pair(b, k, s);
+            v[k] = p[0];
+            v[k + 4u] = p[1];
         }
     }
     return v;

@@ -208,6 +208,10 @@ impl Engine {
             Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, src)?)),
             Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, opts.kv, src).await?)),
         };
+        let prefill_chunk = match &model {
+            Model::Gpu(m) => m.chunk(),
+            Model::Cpu(_) => 1,
+        };
         Ok(Engine {
             logits: vec![0.0; cfg.vocab_size],
             cached: Vec::with_capacity(opts.context),
@@ -225,7 +229,7 @@ impl Engine {
             cfg,
             tokenizer,
             model,
-            prefill_chunk: crate::model::CHUNK,
+            prefill_chunk,
             stop: Arc::new(AtomicBool::new(false)),
         })
     }

@@ -219,9 +219,8 @@ fn matmul_matches_cpu_for_every_type() {
             rec.finish("mm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
             assert_close(&format!("matmul {ty:?}"), &read(&ctx, &y), &want, 1e-4);
 
-            // Two token tiles cover the 11 live tokens.
             let mut rec = Recorder::new(&ctx);
-            ops::project(&mut rec, Tokens::Chunk(2 * ops::MATMUL_TOKENS), "mm+".into(), &w, out, x_rows, Write::Add).unwrap();
+            ops::project(&mut rec, Tokens::Chunk(b as u32), "mm+".into(), &w, out, x_rows, Write::Add).unwrap();
             rec.finish("mm+", Some(&steps)).unwrap().run(&ctx, &steps, 0);
             for t in 0..n {
                 for v in &mut want[t * y_stride + off..][..rows] {
@@ -361,7 +360,7 @@ fn specialisation_keeps_one_side() {
     assert_eq!(specialise(src, &[]), "a\nc\ne\n");
     assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
     assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
-    let tuning = kvscope::gpu::kernels::Tuning { matvec_rows: 1, matmul_rows: 1 };
+    let tuning = kvscope::gpu::kernels::Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32 };
     for k in [Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32 }, Kernel::RmsNorm, Kernel::RopeKv { kv: KvType::F32 }] {
         let spec = k.spec(tuning);
         let plain = spec.source(false);
@@ -377,7 +376,7 @@ fn specialisation_keeps_one_side() {
 #[test]
 fn bindings_are_read_from_the_shader() {
     use kvscope::gpu::kernels::{bindings, Slot::*, Tuning};
-    let tuning = Tuning { matvec_rows: 1, matmul_rows: 1 };
+    let tuning = Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32 };
     let src = |k: Kernel| k.spec(tuning).source(false);
     assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params]);
     assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);

@@ -16,12 +16,15 @@ pub struct GpuOptions {
     pub subgroups: bool,
     /// (mat-vec, mat-mul) weight rows per invocation; None picks by adapter type.
     pub rows: Option<(u32, u32)>,
+    /// Tokens per invocation of the mat-mul; None picks by adapter type.
+    pub tokens: Option<u32>,
 }
 
 impl GpuOptions {
-    /// The plain kernels: no subgroup operations, one weight row per invocation.
+    /// The plain kernels: no subgroup operations, one weight row per invocation, a small
+    /// mat-mul tile (the shapes a GPU adapter gets).
     pub fn plain() -> Self {
-        GpuOptions { subgroups: false, rows: Some((1, 1)) }
+        GpuOptions { subgroups: false, rows: Some((1, 1)), tokens: Some(4) }
     }
 }
 
@@ -32,20 +35,21 @@ impl Default for GpuOptions {
         let subgroups = std::env::var("KVSCOPE_SUBGROUPS").map_or(true, |v| v != "0");
         #[cfg(target_arch = "wasm32")]
         let subgroups = true;
-        GpuOptions { subgroups, rows: None }
+        GpuOptions { subgroups, rows: None, tokens: None }
     }
 }
 
-/// (mat-vec, mat-mul) weight rows per invocation. CPU-type adapters (lavapipe, SwiftShader) run
-/// an invocation's loop on a SIMD lane where a load costs more than arithmetic, so sharing each x
-/// load between rows pays: measured on lavapipe, 4 rows made decode 1.55× faster than 1 row, and
-/// 2 rows prefill 1.33× (more spilled registers and ran slower). GPUs keep one row per invocation,
-/// for the most invocations in flight.
-fn rows_per_invocation(info: &wgpu::AdapterInfo) -> (u32, u32) {
+/// The work per invocation of the quantised kernels. CPU-type adapters (lavapipe, SwiftShader)
+/// run an invocation's loop on a SIMD lane where a load costs more than arithmetic, so sharing
+/// each load pays: measured on lavapipe, 4 rows made decode 1.55× faster than 1 row; for the
+/// mat-mul, a register tile of 16 rows × 16 tokens (every decoded weight feeding 16 dot
+/// products, every input load 16) — see bench/RESULTS.md. GPUs keep one row per mat-vec
+/// invocation, for the most invocations in flight, and a 4 × 4 mat-mul tile.
+fn tuning_for(info: &wgpu::AdapterInfo) -> Tuning {
     if info.device_type == wgpu::DeviceType::Cpu {
-        (4, 2)
+        Tuning { matvec_rows: 4, matmul_rows: 16, matmul_tokens: 16, prefill_chunk: 32 }
     } else {
-        (1, 1)
+        Tuning { matvec_rows: 1, matmul_rows: 4, matmul_tokens: 4, prefill_chunk: 32 }
     }
 }
 
@@ -134,9 +138,13 @@ impl GpuContext {
                 v.insert(0, Error::DeviceLost(format!("{reason:?}{}{msg}", if msg.is_empty() { "" } else { ": " })));
             }
         });
-        let (matvec_rows, matmul_rows) = opts.rows.unwrap_or_else(|| rows_per_invocation(&info));
-        if !(1..=4).contains(&matvec_rows) || !(1..=2).contains(&matmul_rows) {
-            return Err(Error::Option(format!("rows per invocation ({matvec_rows}, {matmul_rows}) must be (1..=4, 1..=2)")));
+        let by_adapter = tuning_for(&info);
+        let (matvec_rows, matmul_rows) = opts.rows.unwrap_or((by_adapter.matvec_rows, by_adapter.matmul_rows));
+        let matmul_tokens = opts.tokens.unwrap_or(by_adapter.matmul_tokens);
+        if !(1..=4).contains(&matvec_rows) || !(1..=16).contains(&matmul_rows) || !(1..=16).contains(&matmul_tokens) {
+            return Err(Error::Option(format!(
+                "rows per invocation ({matvec_rows}, {matmul_rows}) must be (1..=4, 1..=16), and mat-mul tokens per invocation ({matmul_tokens}) 1..=16"
+            )));
         }
         let attention_split = attention_split(&info);
         Ok(GpuContext {
@@ -147,7 +155,7 @@ impl GpuContext {
             limits,
             features,
             subgroups,
-            tuning: Tuning { matvec_rows, matmul_rows },
+            tuning: Tuning { matvec_rows, matmul_rows, matmul_tokens, prefill_chunk: by_adapter.prefill_chunk },
             errors,
             pipelines: RefCell::default(),
             created: Cell::new(0),

@@ -54,11 +54,15 @@ pub enum Kernel {
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../shaders/quant.wgsl");
 
-/// Rows per invocation of the quantised kernels, chosen per adapter (see `GpuContext`).
+/// The work of one invocation of the quantised kernels, chosen per adapter (see `GpuContext`):
+/// weight rows of the mat-vec, and the register tile (rows × tokens) of the mat-mul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
     pub matvec_rows: u32,
     pub matmul_rows: u32,
+    pub matmul_tokens: u32,
+    /// B: tokens per prefill submit, the rows of the activation buffers.
+    pub prefill_chunk: u32,
 }
 
 /// One kernel's facts.
@@ -70,13 +74,15 @@ pub struct Spec {
     weights: bool,
     /// `//#if` flags switched on besides `subgroups`.
     flags: Vec<&'static str>,
+    /// The register tile (rows, tokens) that `//#for` blocks repeat over.
+    tile: Option<(u32, u32)>,
     /// Pipeline-overridable constants.
     pub constants: Vec<(&'static str, f64)>,
 }
 
 impl Spec {
     fn new(label: impl Into<String>, file: &'static str) -> Self {
-        Spec { label: label.into(), file, weights: false, flags: Vec::new(), constants: Vec::new() }
+        Spec { label: label.into(), file, weights: false, flags: Vec::new(), tile: None, constants: Vec::new() }
     }
 
     /// Reads weights of type `t` through the shared block decoder (`WTYPE` fixed per pipeline).
@@ -87,6 +93,13 @@ impl Spec {
 
     fn constant(mut self, name: &'static str, v: u32) -> Self {
         self.constants.push((name, v as f64));
+        self
+    }
+
+    /// `//#for` blocks repeated over a tile of `rows` × `tokens`.
+    fn tile(mut self, rows: u32, tokens: u32) -> Self {
+        self.tile = Some((rows, tokens));
+        self.label.push_str(&format!("_{rows}x{tokens}"));
         self
     }
 
@@ -107,7 +120,10 @@ impl Spec {
             flags.push("subgroups");
         }
         let quant = if self.weights { QUANT } else { "" };
-        let src = specialise(&format!("{COMMON}\n{quant}\n{}", self.file), &flags);
+        let mut src = specialise(&format!("{COMMON}\n{quant}\n{}", self.file), &flags);
+        if let Some((rows, tokens)) = self.tile {
+            src = expand_tiles(&src, rows, tokens);
+        }
         // Browsers want the extension enabled in the module; naga natively rejects the line.
         if subgroups && cfg!(target_arch = "wasm32") {
             format!("enable subgroups;\n{src}")
@@ -127,7 +143,7 @@ impl Kernel {
                 .constant("ROWS", tuning.matvec_rows),
             Kernel::MatMul(t) => Spec::new(format!("matmul_{}", ty(t)), include_str!("../../shaders/matmul.wgsl"))
                 .weights(t)
-                .constant("ROWS", tuning.matmul_rows),
+                .tile(tuning.matmul_rows, tuning.matmul_tokens),
             Kernel::RmsNorm => Spec::new("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
             Kernel::RopeKv { kv } => Spec::new("rope_kv", include_str!("../../shaders/rope_kv.wgsl")).kv(kv),
             Kernel::Attention { head_dim, group, kv } => {
@@ -165,6 +181,34 @@ pub fn specialise(src: &str, flags: &[&str]) -> String {
                 out.push('\n');
             }
             _ => {}
+        }
+    }
+    out
+}
+
+/// Repeats the lines between `//#for r` (or `t`, or `r t`) and `//#end` once per row r < `rows`,
+/// token t < `tokens`, or pair, with `$r` and `$t` replaced by the numbers, and declares the tile
+/// as `const R` and `const T`: straight-line code with named variables, which a compiler keeps in
+/// registers where it would put an indexed array in memory.
+pub fn expand_tiles(src: &str, rows: u32, tokens: u32) -> String {
+    let mut out = format!("const R: u32 = {rows}u;\nconst T: u32 = {tokens}u;\n");
+    let mut lines = src.lines();
+    while let Some(line) = lines.next() {
+        let Some(over) = line.trim().strip_prefix("//#for ") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let body: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "//#end").collect();
+        let rs = if over.contains('r') { rows } else { 1 };
+        let ts = if over.contains('t') { tokens } else { 1 };
+        for r in 0..rs {
+            for t in 0..ts {
+                for l in &body {
+                    out.push_str(&l.replace("$r", &r.to_string()).replace("$t", &t.to_string()));
+                    out.push('\n');
+                }
+            }
         }
     }
     out

@@ -52,9 +52,6 @@ pub enum Write {
     Add,
 }
 
-/// Tokens per invocation of the mat-mul kernel (`TB` in shaders/matmul.wgsl).
-pub const MATMUL_TOKENS: u32 = 8;
-
 /// X[t] = E[tokens[pos + t]], one invocation per 32-element block of a row.
 pub fn embed(rec: &mut Recorder, tokens: Tokens, out: &wgpu::Buffer, table: &Tensor, ids: &wgpu::Buffer) -> Result<()> {
     let (dim, row_bytes) = (table.cols(), table.row_bytes());
@@ -92,7 +89,7 @@ pub fn project(rec: &mut Recorder, tokens: Tokens, label: String, w: &Tensor, ou
         }
         Tokens::Chunk(b) => {
             let p = params::MatMul { rows, cols, row_bytes, out_offset: out.offset, accumulate, y_stride: out.stride, x_stride: x.stride };
-            let grid = Grid::invocations(rows.div_ceil(tuning.matmul_rows)).layers(b.div_ceil(MATMUL_TOKENS));
+            let grid = Grid::invocations(rows.div_ceil(tuning.matmul_rows)).layers(b.div_ceil(tuning.matmul_tokens));
             rec.push(label, Kernel::MatMul(w.ty), &buffers, &p, grid)
         }
     }

@@ -1,8 +1,9 @@
 //! The GPU model: weights, activations and KV cache on the device, and the forward pass as
 //! recorded programs: `decode` (embedding + every layer for one position, with mat-vec kernels,
 //! bound to the per-position step table) and `prefill` (the same layers for a chunk of up to
-//! `CHUNK` tokens, with tiled mat-mul kernels and causal attention over the cache), each followed
+//! B tokens, with tiled mat-mul kernels and causal attention over the cache), each followed
 //! by `head` (final norm + logits of the last token). A decode step is one submit and one readback.
+//! The chunk size B is the adapter's (`Tuning::prefill_chunk`).
 
 pub mod kv_cache;
 pub mod weights;
@@ -20,11 +21,8 @@ use weights::Weights;
 
 pub use crate::gpu::ops::MAX_CONTEXT;
 
-/// Tokens per prefill chunk: the rows of every activation buffer.
-pub const CHUNK: usize = 32;
-
 /// Activation buffers, each allocated once for the model's shapes, one row per token of a chunk
-/// (B = `CHUNK`; decoding uses row 0).
+/// (B = the prefill chunk; decoding uses row 0).
 struct Activations {
     x: wgpu::Buffer,              // [B × d] residual stream
     xb: wgpu::Buffer,             // [B × d] normed sublayer input
@@ -44,7 +42,7 @@ struct Activations {
 }
 
 /// The bytes of every buffer the model allocates besides the weights, computed once: the limit
-/// check and the allocation both read them. B = `CHUNK` rows per token buffer.
+/// check and the allocation both read them. B = the prefill chunk, rows per token buffer.
 struct Sizes {
     stream: u64,   // [B × d] f32: x, xb, att_out
     qkv: u64,      // [B × (d + 2·kv)]
@@ -59,8 +57,8 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn new(cfg: &Config, context: usize, kv: KvType, attn: &ops::Attention) -> Self {
-        let (d, kvd, f, b) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, CHUNK as u64);
+    fn new(cfg: &Config, context: usize, kv: KvType, attn: &ops::Attention, chunk: u32) -> Self {
+        let (d, kvd, f, b) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, chunk as u64);
         Sizes {
             stream: b * d * 4,
             qkv: b * (d + 2 * kvd) * 4,
@@ -68,8 +66,8 @@ impl Sizes {
             hb: b * f * 4,
             logits: cfg.vocab_size as u64 * 4,
             tokens: context as u64 * 4,
-            att: attn.att_bytes(cfg.n_layers, CHUNK as u32),
-            part: attn.part_bytes(CHUNK as u32),
+            att: attn.att_bytes(cfg.n_layers, chunk),
+            part: attn.part_bytes(chunk),
             kv_layer: cfg.kv_layer_bytes(context, kv),
             steps: StepTable::bytes(context),
         }
@@ -140,7 +138,8 @@ impl GpuModel {
     pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let heads = Heads { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32 };
         let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, ctx.attention_split);
-        let sizes = Sizes::new(cfg, context, kv, &attn);
+        let chunk = ctx.tuning.prefill_chunk;
+        let sizes = Sizes::new(cfg, context, kv, &attn, chunk);
         check_limits(&ctx, g, cfg, context, &sizes)?;
         attn.check()?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
@@ -166,7 +165,7 @@ impl GpuModel {
         let chunk_step = StepTable::chunk(&ctx)?;
         let layers = Layers { cfg, w: &weights, kv: &kv_cache, a: &act, attn };
         let decode = layers.record(&ctx, Tokens::One, &steps)?;
-        let prefill = layers.record(&ctx, Tokens::Chunk(CHUNK as u32), &chunk_step)?;
+        let prefill = layers.record(&ctx, Tokens::Chunk(chunk), &chunk_step)?;
         let head = record_head(&ctx, cfg, &weights, &act, &steps)?;
         let prefill_head = record_head(&ctx, cfg, &weights, &act, &chunk_step)?;
         let mut rec = Recorder::new(&ctx);
@@ -190,6 +189,11 @@ impl GpuModel {
         })
     }
 
+    /// B: tokens per prefill submit.
+    pub fn chunk(&self) -> usize {
+        self.ctx.tuning.prefill_chunk as usize
+    }
+
     pub fn dispatches_per_token(&self) -> usize {
         self.decode.len() + self.head.len()
     }
@@ -202,7 +206,7 @@ impl GpuModel {
     /// Processes `tokens` at positions start.., then reads back what `readback` asks for from the
     /// last position: the whole logits row, or only the argmax (8 bytes, picked on the GPU), or
     /// nothing. One token runs the decode program (one submit, no uniform writes); more run the
-    /// prefill program, one submit per chunk of up to `CHUNK` tokens.
+    /// prefill program, one submit per chunk of up to B tokens.
     ///
     /// `flaw` (teaching only, see `crate::flaw`) selects a flawed cache append or RoPE for a
     /// single decoded token; prefill is always correct.
@@ -216,12 +220,13 @@ impl GpuModel {
         }
         let t_encode = now_ms();
         self.ctx.queue.write_buffer(&self.act.tokens, start as u64 * 4, bytemuck::cast_slice(tokens));
-        let chunks = if n == 1 { 1 } else { n.div_ceil(CHUNK) };
+        let b = self.chunk();
+        let chunks = if n == 1 { 1 } else { n.div_ceil(b) };
         for c in 0..chunks {
             let last = c + 1 == chunks;
             let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("forward") });
             let readback = if last { Some(&readback) } else { None };
-            self.encode_chunk(&mut enc, n, start + c * CHUNK, (n - c * CHUNK).min(CHUNK), readback, flaw);
+            self.encode_chunk(&mut enc, n, start + c * b, (n - c * b).min(b), readback, flaw);
             self.ctx.queue.submit([enc.finish()]);
             self.counters.submits += 1;
         }

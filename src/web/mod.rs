@@ -110,6 +110,8 @@ struct ModelInfo {
 #[serde(default)]
 struct JsLoadOptions {
     rows: Option<(u32, u32)>,
+    /// Tokens per invocation of the prefill mat-mul.
+    tokens: Option<u32>,
     kv_f16: bool,
 }
 
@@ -214,12 +216,14 @@ pub struct WebEngine {
 #[wasm_bindgen]
 impl WebEngine {
     /// Parses the model and uploads it to the GPU, `context` positions of KV cache. `options`
-    /// (optional): `{rows: [matvec, matmul]}` weight rows per kernel invocation (default: by
+    /// (optional): `{rows: [matvec, matmul], tokens: matmul}` weight rows (and the mat-mul's
+    /// tokens) per kernel invocation (default: by
     /// adapter type), `kv_f16: true` for an f16 KV cache.
     pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
         let o: JsLoadOptions = from_js("load options", options)?;
         let mut gpu = crate::GpuOptions::default();
         gpu.rows = o.rows;
+        gpu.tokens = o.tokens;
         let mut src = JsBytes(bytes);
         let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() })
             .await
