@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_close, gpu, gpus, random};
 use kvscope::cpu;
-use kvscope::gpu::ops::{self, AttentionBuffers, Heads, Rows, Tokens, Write};
+use kvscope::gpu::ops::{self, AttentionBuffers, Heads, NormRows, RopeKvBuffers, Rows, Tokens, Write};
 use kvscope::gpu::{params, GpuContext, Grid, Kernel, Recorder, StepTable};
 use kvscope::model::weights::Tensor;
 use kvscope::quant::{dequantize_vec, quantize, GgmlType};
@@ -101,7 +101,7 @@ fn rmsnorm_matches_cpu() {
         let xb = buf(&ctx, "x", &x);
         let wt = Tensor { buffer: buf(&ctx, "w", &w), ty: GgmlType::F32, dims: vec![n as u64] };
         let mut rec = Recorder::new(&ctx);
-        ops::rms_norm(&mut rec, Tokens::One, "rmsnorm".into(), (&out, &xb, &wt), 1e-5, false).unwrap();
+        ops::rms_norm(&mut rec, Tokens::One, "rmsnorm".into(), &out, &xb, (&wt, 1e-5), NormRows::Each).unwrap();
         let steps = StepTable::new(&ctx, 1).unwrap();
         rec.finish("rmsnorm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
         assert_close("rmsnorm", &read(&ctx, &out), &want, 1e-5);
@@ -157,7 +157,8 @@ fn rope_kv_and_attention_match_cpu() {
         let steps = StepTable::new(&ctx, t).unwrap();
         let mut rec = Recorder::new(&ctx);
         let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-        ops::rope_kv(&mut rec, Tokens::One, "rope_kv".into(), (&qb, &kb, &vb, &table), heads, KvType::F32).unwrap();
+        let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table };
+        ops::rope_kv(&mut rec, Tokens::One, "rope_kv".into(), &rb, heads, KvType::F32).unwrap();
         let ap = shape(heads, 1, t, h * t, 2 * h * t);
         attention(&ctx, &mut rec, Tokens::One, (&out, &att, &qb, &kb, &vb), &ap);
         // 70 positions: three splits of 32 rows, the first two more than half a 64-wide pass.
@@ -257,7 +258,8 @@ fn chunk_rope_kv_and_attention_match_cpu() {
         let mut rec = Recorder::new(&ctx);
         let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
         let tokens = Tokens::Chunk(b as u32);
-        ops::rope_kv(&mut rec, tokens, "rope_kv".into(), (&qb, &kb, &vb, &table), heads, KvType::F32).unwrap();
+        let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table };
+        ops::rope_kv(&mut rec, tokens, "rope_kv".into(), &rb, heads, KvType::F32).unwrap();
         let ap = shape(heads, 3, t, 0, h * t);
         attention(&ctx, &mut rec, tokens, (&out, &att, &qb, &kb, &vb), &ap);
         rec.finish("chunk", Some(&steps)).unwrap().run(&ctx, &steps, 0);

@@ -59,17 +59,26 @@ pub fn embed(rec: &mut Recorder, tokens: Tokens, out: &wgpu::Buffer, table: &Ten
     rec.push("embed", Kernel::Embed(table.ty), &[out, &table.buffer, ids], &params::Embed { dim, row_bytes }, grid)
 }
 
-/// out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight for each token row, or (`last_only`) only
-/// the chunk's last row, into row 0.
+/// Which token rows a norm covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormRows {
+    /// Every live row of the chunk, each in place.
+    Each,
+    /// Only the chunk's last row, written into row 0 (the head: logits of the last position).
+    LastIntoFirst,
+}
+
+/// out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight for the token rows `rows` says.
 pub fn rms_norm(
     rec: &mut Recorder,
     tokens: Tokens,
     label: String,
-    (out, x, weight): (&wgpu::Buffer, &wgpu::Buffer, &Tensor),
-    eps: f32,
-    last_only: bool,
+    out: &wgpu::Buffer,
+    x: &wgpu::Buffer,
+    (weight, eps): (&Tensor, f32),
+    rows: NormRows,
 ) -> Result<()> {
-    let p = params::RmsNorm { n: weight.cols(), eps, last: last_only as u32 };
+    let p = params::RmsNorm { n: weight.cols(), eps, last: (rows == NormRows::LastIntoFirst) as u32 };
     rec.push(label, Kernel::RmsNorm, &[out, x, &weight.buffer], &p, Grid::workgroups(1).layers(tokens.rows()))
 }
 
@@ -113,18 +122,22 @@ impl Heads {
     }
 }
 
+/// What `rope_kv` reads and writes.
+pub struct RopeKvBuffers<'a> {
+    /// [B × qkv_row]: q turned in place.
+    pub qkv: &'a wgpu::Buffer,
+    /// [T × h_kv · d_h] each: row pos + t receives token t's k (turned) and v.
+    pub k_cache: &'a wgpu::Buffer,
+    pub v_cache: &'a wgpu::Buffer,
+    /// [T × d_h/2] (cos, sin).
+    pub table: &'a wgpu::Buffer,
+}
+
 /// RoPE on each token's q (in place) and k (into cache row pos + t), v copied to its cache row.
-pub fn rope_kv(
-    rec: &mut Recorder,
-    tokens: Tokens,
-    label: String,
-    (qkv, k_cache, v_cache, table): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
-    heads: Heads,
-    kv: KvType,
-) -> Result<()> {
+pub fn rope_kv(rec: &mut Recorder, tokens: Tokens, label: String, b: &RopeKvBuffers, heads: Heads, kv: KvType) -> Result<()> {
     let p = params::RopeKv { n_heads: heads.n_heads, n_kv_heads: heads.n_kv_heads, head_dim: heads.head_dim };
     let grid = Grid::invocations(heads.qkv_row() / 2).layers(tokens.rows());
-    rec.push(label, Kernel::RopeKv { kv }, &[qkv, k_cache, v_cache, table], &p, grid)
+    rec.push(label, Kernel::RopeKv { kv }, &[b.qkv, b.k_cache, b.v_cache, b.table], &p, grid)
 }
 
 /// Where one layer's attention reads and writes.

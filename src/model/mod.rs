@@ -14,7 +14,7 @@ use crate::cpu::rope_table;
 use crate::error::{Error, Result};
 use crate::flaw::Flaw;
 use crate::gguf::{ByteSource, Gguf};
-use crate::gpu::ops::{self, AttentionBuffers, Heads, Rows, Tokens, Write};
+use crate::gpu::ops::{self, AttentionBuffers, Heads, NormRows, RopeKvBuffers, Rows, Tokens, Write};
 use crate::gpu::{GpuContext, GpuOptions, Program, Recorder, StepTable};
 use kv_cache::KvCache;
 use weights::Weights;
@@ -359,16 +359,17 @@ impl Layers<'_> {
             let t = |n: &str| w.layer(l, n);
             let r = &mut rec;
             // x → xb = rmsnorm(x) → q, k, v (into qkv) → RoPE on q and k, k and v into cache rows.
-            ops::rms_norm(r, tokens, format!("L{l}.attn_norm"), (&a.xb, &a.x, t("attn_norm")), cfg.rms_eps, false)?;
+            ops::rms_norm(r, tokens, format!("L{l}.attn_norm"), &a.xb, &a.x, (t("attn_norm"), cfg.rms_eps), NormRows::Each)?;
             self.project_group(r, tokens, l, "attn_qkv", qkv, xb)?;
-            ops::rope_kv(r, tokens, format!("L{l}.rope_kv"), (&a.qkv, &kv.k[l], &kv.v[l], &a.rope), self.attn.heads, kv.ty)?;
+            let rb = RopeKvBuffers { qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l], table: &a.rope };
+            ops::rope_kv(r, tokens, format!("L{l}.rope_kv"), &rb, self.attn.heads, kv.ty)?;
             // Each query attends over cache rows 0..=its position; x += W_o · att_out.
             let bufs =
                 AttentionBuffers { out: &a.att_out, att: &a.att, part: &a.att_part, qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l] };
             ops::attention(r, tokens, &format!("L{l}"), &bufs, &self.attn.layer(l))?;
             ops::project(r, tokens, format!("L{l}.attn_output"), t("attn_output"), x, Rows::new(&a.att_out, d), Write::Add)?;
             // x += W_down · (silu(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).
-            ops::rms_norm(r, tokens, format!("L{l}.ffn_norm"), (&a.xb, &a.x, t("ffn_norm")), cfg.rms_eps, false)?;
+            ops::rms_norm(r, tokens, format!("L{l}.ffn_norm"), &a.xb, &a.x, (t("ffn_norm"), cfg.rms_eps), NormRows::Each)?;
             self.project_group(r, tokens, l, "ffn_gate_up", gate_up, xb)?;
             ops::swiglu(r, tokens, format!("L{l}.swiglu"), &a.hb, &a.gate_up, f)?;
             ops::project(r, tokens, format!("L{l}.ffn_down"), t("ffn_down"), x, Rows::new(&a.hb, f), Write::Add)?;
@@ -396,7 +397,8 @@ impl Layers<'_> {
 /// logits = W_out · rmsnorm(x of the last token), W_out = token_embd when the output is tied.
 fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations, steps: &StepTable) -> Result<Program> {
     let mut rec = Recorder::new(ctx);
-    ops::rms_norm(&mut rec, Tokens::One, "output_norm".into(), (&a.xb, &a.x, w.get("output_norm.weight")), cfg.rms_eps, true)?;
+    let norm = (w.get("output_norm.weight"), cfg.rms_eps);
+    ops::rms_norm(&mut rec, Tokens::One, "output_norm".into(), &a.xb, &a.x, norm, NormRows::LastIntoFirst)?;
     let out = if cfg.tied_output { w.get("token_embd.weight") } else { w.get("output.weight") };
     let d = cfg.dim as u32;
     ops::project(&mut rec, Tokens::One, "output".into(), out, Rows::new(&a.logits, 0), Rows::new(&a.xb, d), Write::Set)?;
