@@ -96,9 +96,13 @@ export async function generate(page, prompt, maxTokens) {
   return finished(page);
 }
 
-export async function screenshot(page, name) {
+/** Saves a screenshot in artifacts/: the whole page, or only the viewport (`fullPage: false`), or
+ * one element (`selector`). */
+export async function screenshot(page, name, { fullPage = true, selector = null } = {}) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: path.join(ARTIFACTS, name), fullPage: true });
+  const file = path.join(ARTIFACTS, name);
+  if (selector) await page.locator(selector).screenshot({ path: file });
+  else await page.screenshot({ path: file, fullPage });
 }
 
 /** The model's geometry from the GGUF bytes, through the CLI. */
@@ -107,12 +111,37 @@ export function modelConfig() {
   return JSON.parse(out).config;
 }
 
-/** The CLI's greedy token ids for `prompt`. */
-export function cliIds(prompt, maxTokens) {
-  const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), ['generate', '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'],
-    { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+/** The CLI's greedy token ids for `prompt`, with a teaching flaw (`--flaw`) if one is named. */
+export function cliIds(prompt, maxTokens, { flaw = null } = {}) {
+  const args = ['generate', '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'];
+  if (flaw) args.push('--flaw', flaw);
+  const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   const lines = out.trim().split('\n').map((l) => JSON.parse(l));
   return { ids: lines.filter((l) => 'id' in l).map((l) => l.id), summary: lines.at(-1).summary };
+}
+
+/** Makes every page of `context` record the engine's token events as the engine delivers them,
+ * before the page sees them: `window.__tokenEvents` gets a copy of each, with `flaw` (the run's
+ * flaw option, or "none"). An independent read of what the page shows. */
+export async function recordTokenEvents(context) {
+  await context.addInitScript(() => {
+    window.__tokenEvents = [];
+    addEventListener('TrunkApplicationStarted', () => {
+      const proto = window.wasmBindings.WebEngine.prototype;
+      for (const method of ['complete', 'chat', 'step']) {
+        const call = proto[method];
+        proto[method] = function (...args) {
+          const onToken = args.at(-1);
+          const flaw = (args.at(-2) && args.at(-2).flaw) || 'none';
+          args[args.length - 1] = (ev) => {
+            window.__tokenEvents.push({ ...JSON.parse(JSON.stringify(ev)), flaw });
+            return onToken(ev);
+          };
+          return call.apply(this, args);
+        };
+      }
+    });
+  });
 }
 
 /** One server for dist/ and one browser for a whole test file: `site.server`, `site.browser`. */

@@ -7,6 +7,7 @@ import { session, inside, updateButtons } from './session.js';
 import { status, showError, showFailure, messageOf, guarded, report, showUnhandledRejections } from './feedback.js';
 import { loadModel, reloadEngine, keepLocal } from './loading.js';
 import { generate, stepOnce, stop, reset } from './generation.js';
+import { setupFlaws } from './flaw.js';
 import { showModels } from './models-panel.js';
 import { runBench } from './bench.js';
 import { store } from './store.js';
@@ -23,7 +24,7 @@ function wire() {
   on('step', 'click', stepOnce);
   on('stop', 'click', stop);
   on('reset', 'click', reset);
-  on('attention-panel', 'toggle', () => inside.renderAttention());
+  on('attention-panel', 'toggle', () => inside.redraw());
   on('cancel', 'click', () => session.loadAbort && session.loadAbort.abort());
   on('load-url', 'click', () => {
     const url = $('model-url').value.trim();
@@ -71,6 +72,7 @@ async function main() {
   }
   status('Loading the engine…');
   session.wasm = await bindings();
+  setupFlaws(session.wasm);
   try {
     status(`GPU: ${await session.wasm.adapterInfo()}`);
   } catch (e) {
@@ -83,8 +85,12 @@ async function main() {
   else if (session.engine && params.get('autostart') === '1') await generate();
 }
 
-// For tests of GPU-failure recovery: destroys the device as a driver reset would.
-window.kvscopeDebug = { loseDevice: () => session.engine && session.engine.loseDevice() };
+// For tests: loseDevice() destroys the GPU device as a driver reset would (recovery);
+// attentionMatrix() is the attention matrix on show, {layer, head, rows}.
+window.kvscopeDebug = {
+  loseDevice: () => session.engine && session.engine.loseDevice(),
+  attentionMatrix: () => inside.matrixView(),
+};
 
 showUnhandledRejections();
 report(main());

@@ -3,6 +3,25 @@
 
 export const $ = (id) => document.getElementById(id);
 
+/** Token text made visible: spaces and newlines shown as symbols. */
+export function visible(t) {
+  return t.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥') || '∅';
+}
+
+/** Sizes a canvas to its CSS width and `cssHeight` at device resolution; returns its 2D context
+ * (drawing in CSS pixels, cleared) and size. */
+export function fit(canvas, cssHeight) {
+  const w = canvas.clientWidth || 600;
+  const dpr = window.devicePixelRatio || 1;
+  canvas.style.height = `${cssHeight}px`;
+  canvas.width = Math.round(w * dpr);
+  canvas.height = Math.round(cssHeight * dpr);
+  const g = canvas.getContext('2d');
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, cssHeight);
+  return { g, w, h: cssHeight };
+}
+
 /** Bytes as MB with one decimal. */
 export const mb = (b) => (b / 1048576).toFixed(1);
 

@@ -4,18 +4,23 @@ import { $ } from './dom.js';
 import { session, inside, runExclusive } from './session.js';
 import { status, showError, showEngineError, clearError } from './feedback.js';
 import { updateStats, renderTranscript } from './stats.js';
+import { chosenFlaw, prepareComparison, runFlawed, showComparison, stepOf } from './flaw.js';
 
 const STOP_REASONS = { eos: 'end of text', max_tokens: 'max tokens reached', context_full: 'the context is full', stopped: 'stopped' };
 
-/** Generation options from the form. */
+/** Generation options from the form, without the attention read-backs. */
 function options() {
   const num = (id, d) => (Number.isFinite(Number($(id).value)) && $(id).value !== '' ? Number($(id).value) : d);
   const o = { max_tokens: Math.max(1, Math.floor(num('max-tokens', 64))), report_top: 5, no_cache: $('no-cache').checked };
-  const layer = inside.attentionLayer();
-  if (layer !== null) o.attention_layer = layer;
   if ($('greedy').checked) o.temperature = 0;
   else Object.assign(o, { temperature: num('temperature', 0.8), top_k: Math.floor(num('top-k', 0)), top_p: num('top-p', 1), seed: Math.floor(num('seed', 0)) });
   return o;
+}
+
+/** The options of a run that feeds the "Inside the model" views: the form's, and the attention
+ * that the open views show. */
+function viewedOptions() {
+  return { ...options(), ...inside.attentionOptions() };
 }
 
 /** One run of the engine that writes into #output: `body(out, engine)` runs exclusively; a
@@ -40,43 +45,64 @@ function turn(body) {
   });
 }
 
-/** Completes the prompt, or answers it as the next chat turn, until a stop condition. */
+/** Completes the prompt, or answers it as the next chat turn, until a stop condition. With a
+ * flaw chosen, the same turn runs first with the flawed cache, then correctly (which leaves the
+ * cache correct for the next turn), and the two are compared. */
 export function generate() {
   return turn(async (out, engine) => {
     const prompt = $('prompt').value;
     const chat = $('chat').checked;
+    const next = { role: 'user', content: prompt };
+    const run = (opts, onToken) => (chat ? engine.chat([...session.messages, next], opts, onToken) : engine.complete(prompt, opts, onToken));
     const { context } = engine.state();
-    const started = performance.now();
-    let generated = 0;
-    status('Prefilling the prompt…');
+    const flaw = chosenFlaw();
+    const of = flaw === 'none' ? '' : ' (2 of 2, the correct cache)';
+    prepareComparison(flaw);
+    let started = performance.now();
+    const progress = (what, n) => status(`${what}… ${n} tokens, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    let flawed = null;
+    if (flaw !== 'none') {
+      // Side by side with the flawed text, the previous output would mislead: it goes at once.
+      out.textContent = '';
+      status(`Prefilling the prompt (1 of 2, the flaw ${flaw})…`);
+      flawed = await runFlawed((onToken) => run({ ...options(), report_top: 0, flaw }, onToken), (n) => {
+        progress(`Generating with the flaw ${flaw} (1 of 2)`, n);
+        return !session.stopRequested;
+      });
+      if (session.stopRequested) {
+        status('Stopped.');
+        return;
+      }
+      started = performance.now();
+    }
+    const steps = [];
+    status(`Prefilling the prompt${of}…`);
     const sampled = !$('greedy').checked;
     const noCache = $('no-cache').checked;
     const onToken = (ev) => {
       // The previous output stays on screen until the first new token replaces it.
-      if (generated === 0) out.textContent = '';
-      generated += 1;
+      if (steps.length === 0) out.textContent = '';
+      steps.push(stepOf(ev));
       out.append(ev.text);
+      out.scrollTop = out.scrollHeight;
       inside.token(ev, sampled);
       // The first token's time includes the prefill; the others are one decode step each.
-      if (generated > 1) inside.timing(ev.pos - 1, ev.ms, noCache);
+      if (steps.length > 1) inside.timing(ev.pos - 1, ev.ms, noCache);
       updateStats({ cached: ev.pos + 1, context });
-      status(`Generating… ${generated} tokens, ${((performance.now() - started) / 1000).toFixed(1)} s`);
+      progress(`Generating${of}`, steps.length);
       return !session.stopRequested;
     };
-    let summary;
+    const summary = await run(viewedOptions(), onToken);
     if (chat) {
-      const next = { role: 'user', content: prompt };
-      summary = await engine.chat([...session.messages, next], options(), onToken);
       session.messages.push(next, { role: 'assistant', content: summary.text });
       renderTranscript();
       $('prompt').value = '';
-    } else {
-      summary = await engine.complete(prompt, options(), onToken);
     }
-    if (generated === 0) out.textContent = '';
+    if (steps.length === 0) out.textContent = '';
     const cached = engine.state().cached_tokens;
     inside.finish(cached);
     updateStats({ summary, cached, context });
+    if (flawed) showComparison(flaw, steps, flawed.steps);
     status(`Done (${STOP_REASONS[summary.stop]}).`);
     if (summary.stop === 'context_full') showError(`The context is full (${context} tokens): press Reset to start over.`, { name: 'ContextFull' });
   });
@@ -95,7 +121,7 @@ export function stepOnce() {
       inside.token(ev, sampled);
       return true;
     };
-    const opts = { ...options(), max_tokens: 1, no_cache: false };
+    const opts = { ...viewedOptions(), max_tokens: 1, no_cache: false };
     const summary = before === 0 ? await engine.complete($('prompt').value, opts, onToken) : await engine.step(opts, onToken);
     const after = engine.state().cached_tokens;
     inside.finish(after);
@@ -121,6 +147,7 @@ export function reset() {
   renderTranscript();
   $('output').textContent = '';
   delete $('output').dataset.done;
+  prepareComparison('none');
   inside.reset();
   updateStats({ cached: 0 });
   status('The KV cache is empty.');

@@ -1,23 +1,13 @@
 // "Inside the model": the KV cache filling layer by layer, the next-token distribution the
-// argmax picks from, the attention of the newest query over the cache, the events of one decode
-// step, and per-token time with and without the cache. Text is always inserted as text.
-import { $, el } from './dom.js';
+// argmax picks from, attention (the newest query over the cache, the query × key matrix, every
+// layer × head), the events of one decode step, and per-token time with and without the cache.
+// Each step's views are kept for the timeline. Text is always inserted as text.
+import { $, el, visible, fit } from './dom.js';
+import { AttentionRows, headRow, drawMatrix, drawOverview, wireGrid } from './attention.js';
+import { Timeline } from './timeline.js';
 
 const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
 const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', grid: '#8886', text: '#888' };
-
-/** Sizes a canvas to its CSS box at device resolution; returns its 2D context and size. */
-function fit(canvas, cssHeight) {
-  const w = canvas.clientWidth || 600;
-  const dpr = window.devicePixelRatio || 1;
-  canvas.style.height = `${cssHeight}px`;
-  canvas.width = Math.round(w * dpr);
-  canvas.height = Math.round(cssHeight * dpr);
-  const g = canvas.getContext('2d');
-  g.setTransform(dpr, 0, 0, dpr, 0, 0);
-  g.clearRect(0, 0, w, cssHeight);
-  return { g, w, h: cssHeight };
-}
 
 /** Draws a chart's axes, the y axis at `left`, and returns its scales from data to pixels for
  * data up to `maxX` and `maxY`; leaves the style set for labels. */
@@ -29,37 +19,49 @@ function axes(g, w, h, left, maxX, maxY) {
   return { x: (v) => left + (v / maxX) * (w - left - 10), y: (v) => h - 20 - (v / maxY) * (h - 30) };
 }
 
-/** Token text made visible: spaces and newlines shown as symbols. */
-function visible(t) {
-  return t.replace(/ /g, '␣').replace(/\n/g, '↵').replace(/\t/g, '⇥') || '∅';
-}
-
 export class Inside {
   constructor() {
     this.model = null;
+    this.matrix = new AttentionRows();
+    this.timeline = new Timeline((frame) => this.show(frame));
+    /** The layer the running generation reads attention from (null: none). */
+    this.readLayer = null;
+    /** The matrix cell under the keyboard or mouse: {q, k}, or null. */
+    this.cursor = null;
+    /** The overview's strip under the keyboard: {layer, head}. */
+    this.picked = { layer: 0, head: 0 };
     this.reset();
-    $('attention-layer').addEventListener('change', () => this.renderAttention());
-    $('attention-head').addEventListener('change', () => this.renderAttention());
+    for (const id of ['attention-layer', 'attention-head']) {
+      $(id).addEventListener('change', () => {
+        this.picked = { layer: Number($('attention-layer').value) || 0, head: this.head() };
+        this.redraw();
+      });
+    }
+    $('attention-overview').addEventListener('toggle', () => this.redraw());
+    this.wireMatrix();
+    this.wireOverview();
     addEventListener('resize', () => this.renderAll());
   }
 
   reset() {
     this.times = { cache: [], nocache: [] };  // [position, ms] per decode step
-    this.kinds = [];        // per cache row: 'prompt' | 'generated'
-    this.tokens = [];       // per cache row: display text
-    this.cached = 0;
-    this.memory = [[0, 0]]; // [tokens, bytes] after each step
-    this.attention = null;  // last step's weights, [h × n]
+    // The state after the newest step: cache rows (kind and text of each), the step's token
+    // event, and the attention read back with it.
+    this.live = { cached: 0, kinds: [], tokens: [], ev: null, sampled: false, attention: null, layers: null };
+    this.matrix.reset();
+    this.cursor = null;
+    this.timeline.reset();
     this.renderAll();
   }
 
   /** Geometry from engine.state(). */
   setModel(st) {
     this.model = st;
+    this.picked = { layer: 0, head: 0 };
     const layerSel = $('attention-layer');
     const headSel = $('attention-head');
-    layerSel.replaceChildren(...Array.from({ length: st.n_layers }, (_, i) => new Option(`layer ${i}`, String(i))));
-    headSel.replaceChildren(...Array.from({ length: st.n_heads }, (_, i) => new Option(`head ${i} (KV head ${Math.floor(i / (st.n_heads / st.n_kv_heads))})`, String(i))));
+    layerSel.replaceChildren(...Array.from({ length: st.n_layers }, (_, i) => new Option(`${i}`, String(i))));
+    headSel.replaceChildren(...Array.from({ length: st.n_heads }, (_, i) => new Option(`${i} (KV head ${Math.floor(i / (st.n_heads / st.n_kv_heads))})`, String(i))));
     const group = st.n_heads / st.n_kv_heads;
     const perTok = st.kv_bytes_per_token;
     $('gqa').textContent =
@@ -69,48 +71,100 @@ export class Inside {
     this.reset();
   }
 
-  /** The attention layer to read back, or null when the view is closed (no extra readback then). */
-  attentionLayer() {
-    return $('attention-panel').open ? Number($('attention-layer').value) || 0 : null;
+  /** The attention read-back options for a generation: only what an open view shows. */
+  attentionOptions() {
+    const o = {};
+    this.readLayer = null;
+    if ($('attention-panel').open) {
+      this.readLayer = Number($('attention-layer').value) || 0;
+      o.attention_layer = this.readLayer;
+      if ($('attention-prompt').checked) o.attention_prompt = true;
+    }
+    if ($('attention-overview').open) o.attention_all_layers = true;
+    return o;
   }
 
   /** A turn begins: rows before `start` are kept, the prefilled tokens follow. */
   beginTurn(start, prefilled) {
-    this.kinds.length = Math.min(this.kinds.length, start);
-    this.tokens.length = Math.min(this.tokens.length, start);
-    for (const t of prefilled) { this.kinds.push('prompt'); this.tokens.push(t); }
-    this.cached = this.kinds.length;
-    this.memory = this.memory.filter(([n]) => n <= this.cached);
-    if (this.memory.length === 0) this.memory.push([0, 0]);
-    this.memory.push([this.cached, this.cached * (this.model?.kv_bytes_per_token || 0)]);
-    this.renderKv();
+    const L = this.live;
+    // From an empty cache, a new conversation begins, and with it a new timeline.
+    if (start === 0) this.timeline.reset();
+    L.kinds.length = Math.min(L.kinds.length, start);
+    L.tokens.length = Math.min(L.tokens.length, start);
+    for (const t of prefilled) { L.kinds.push('prompt'); L.tokens.push(t); }
+    L.cached = L.kinds.length;
+    this.matrix.truncate(start);
   }
 
-  /** One token was picked; its K and V are being written into row ev.pos. */
+  /** One token was picked; its K and V are being written into row ev.pos. The step is kept for
+   * the timeline, and the views follow it unless the timeline shows an earlier step. */
   token(ev, sampled) {
+    const L = this.live;
+    const h = this.model.n_heads;
+    let bytes = 0;
+    const keep = (weights) => {
+      const a = Float32Array.from(weights);
+      bytes += a.byteLength;
+      return a;
+    };
     if (ev.prefilled) this.beginTurn(ev.turn_start, ev.prefilled);
-    if (ev.attention) this.attention = { weights: ev.attention, n: ev.pos };
-    this.kinds[ev.pos] = 'generated';
-    this.tokens[ev.pos] = ev.token;
-    this.kinds.length = this.tokens.length = ev.pos + 1;
-    this.cached = ev.pos + 1;
-    this.memory.push([this.cached, this.cached * this.model.kv_bytes_per_token]);
-    this.renderTopk(ev, sampled);
-    this.renderKv();
-    this.renderAttention();
+    if (ev.prompt_attention && this.readLayer !== null) {
+      ev.prompt_attention.forEach((w, i) => this.matrix.set(ev.turn_start + i, keep(w), this.readLayer));
+    }
+    L.attention = null;
+    if (ev.attention && this.readLayer !== null) {
+      const w = keep(ev.attention);
+      L.attention = { weights: w, n: w.length / h, layer: this.readLayer };
+      // The query that produced this token is the last one fed: position pos - 1.
+      this.matrix.set(ev.pos - 1, w, this.readLayer);
+    }
+    L.layers = ev.attention_layers ? keep(ev.attention_layers) : null;
+    L.kinds[ev.pos] = 'generated';
+    L.tokens[ev.pos] = ev.token;
+    L.kinds.length = L.tokens.length = ev.pos + 1;
+    L.cached = ev.pos + 1;
+    L.ev = { id: ev.id, token: ev.token, pos: ev.pos, top: ev.top };
+    L.sampled = sampled;
+    const frame = this.frame();
+    frame.kinds = L.kinds.slice();
+    frame.tokens = L.tokens.slice();
+    this.timeline.record(frame, bytes + 16 * (L.cached + frame.matrix.rows.length));
+    if (this.timeline.live) this.show(null);
   }
 
   /** Generation ended: the engine's own count of cached rows is the truth. */
   finish(cached) {
-    this.cached = cached;
-    this.kinds.length = Math.min(this.kinds.length, cached);
-    this.tokens.length = Math.min(this.tokens.length, cached);
+    const L = this.live;
+    L.cached = cached;
+    L.kinds.length = Math.min(L.kinds.length, cached);
+    L.tokens.length = Math.min(L.tokens.length, cached);
+    if (this.timeline.live) this.show(null);
+  }
+
+  /** The live state as a frame: the views' input, and what the timeline keeps per step. */
+  frame() {
+    const L = this.live;
+    return { ...L, matrix: this.matrix.upTo(L.ev ? L.ev.pos : 0) };
+  }
+
+  /** Draws `frame` (a step from the timeline), or the live state when null. */
+  show(frame) {
+    this.shown = frame || this.frame();
+    $('inside').dataset.step = String(frame ? frame.step : this.timeline.steps);
     this.renderKv();
+    this.renderTopk();
+    this.redraw();
+  }
+
+  /** The attention views again (another layer or head chosen, a panel opened). */
+  redraw() {
+    this.renderAttention();
+    this.renderMatrix();
+    this.renderOverview();
   }
 
   renderAll() {
-    this.renderKv();
-    this.renderAttention();
+    this.show(this.timeline.current());
     this.renderTiming();
   }
 
@@ -149,65 +203,74 @@ export class Inside {
     const view = $('kv-view');
     const m = this.model;
     if (!m) return;
-    const used = this.cached * m.kv_bytes_per_token;
-    view.dataset.cachedTokens = String(this.cached);
+    const { cached, kinds } = this.shown;
+    const used = cached * m.kv_bytes_per_token;
+    view.dataset.cachedTokens = String(cached);
     view.dataset.capacityTokens = String(m.context);
     view.dataset.bytesUsed = String(used);
     view.dataset.bytesAllocated = String(m.kv_bytes_allocated);
     view.dataset.layers = String(m.n_layers);
     const perLayerTok = m.kv_bytes_per_token / m.n_layers / 2;
     $('kv-bytes').textContent =
-      `${this.cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ` +
-      `${fmtBytes(m.kv_bytes_allocated)} allocated · per layer: K ${fmtBytes(perLayerTok * this.cached)}, V ${fmtBytes(perLayerTok * this.cached)} ` +
+      `${cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ` +
+      `${fmtBytes(m.kv_bytes_allocated)} allocated · per layer: K ${fmtBytes(perLayerTok * cached)}, V ${fmtBytes(perLayerTok * cached)} ` +
       `of ${fmtBytes(perLayerTok * m.context)} each`;
 
     // Layers × positions: each layer's row has a K half and a V half; a column is one token.
-    const window = Math.min(m.context, Math.max(64, 2 ** Math.ceil(Math.log2(this.cached + 1))));
-    const rowH = 6;
-    const { g, w } = fit($('kv-grid'), m.n_layers * rowH + 18);
+    const window = Math.min(m.context, Math.max(64, 2 ** Math.ceil(Math.log2(cached + 1))));
+    const rowH = 4;
+    const { g, w } = fit($('kv-grid'), m.n_layers * rowH + 16);
     const cw = w / window;
+    const colW = Math.max(cw - (cw > 3 ? 1 : 0), 0.5);
     for (let p = 0; p < window; p++) {
-      const kind = this.kinds[p] || 'free';
+      const kind = kinds[p] || 'free';
+      g.fillStyle = COLORS[kind];
       for (let l = 0; l < m.n_layers; l++) {
-        g.fillStyle = COLORS[kind];
         g.globalAlpha = 1;
-        g.fillRect(p * cw, l * rowH, Math.max(cw - (cw > 3 ? 1 : 0), 0.5), rowH / 2 - 0.5);
+        g.fillRect(p * cw, l * rowH, colW, rowH / 2 - 0.5);
         g.globalAlpha = kind === 'free' ? 1 : 0.7;
-        g.fillRect(p * cw, l * rowH + rowH / 2, Math.max(cw - (cw > 3 ? 1 : 0), 0.5), rowH / 2 - 0.5);
+        g.fillRect(p * cw, l * rowH + rowH / 2, colW, rowH / 2 - 0.5);
       }
     }
     g.globalAlpha = 1;
     g.fillStyle = COLORS.text;
     g.font = '11px system-ui, sans-serif';
-    g.fillText(`positions 0–${window - 1} of ${m.context} · ${m.n_layers} layers (top half of each row K, bottom half V)`, 0, m.n_layers * rowH + 13);
+    g.fillText(`positions 0–${window - 1} of ${m.context} · ${m.n_layers} layers (top half of each row K, bottom half V)`, 0, m.n_layers * rowH + 12);
 
-    this.renderMemoryChart();
+    this.renderMemoryChart(cached);
   }
 
-  renderMemoryChart() {
+  /** KV bytes against tokens cached: this model's line up to `cached`, and what one KV head per
+   * query head would cost. */
+  renderMemoryChart(cached) {
     const m = this.model;
-    const { g, w, h } = fit($('kv-chart'), 140);
-    const maxT = Math.max(16, ...this.memory.map(([n]) => n)) * 1.1;
+    const { g, w, h } = fit($('kv-chart'), 90);
+    const maxT = Math.max(16, cached) * 1.1;
     const group = m.n_heads / m.n_kv_heads;
     const maxB = maxT * m.kv_bytes_per_token * group;
     const { x, y } = axes(g, w, h, 40, maxT, maxB);
     g.fillText('tokens cached →', w - 110, h - 5);
     g.fillText(fmtBytes(maxB), 0, 12);
-    // What one KV head per query head would cost, for comparison.
     g.setLineDash([4, 4]);
     g.strokeStyle = COLORS.text;
-    g.beginPath(); g.moveTo(x(0), y(0)); g.lineTo(x(maxT), y(maxT * m.kv_bytes_per_token * group)); g.stroke();
+    g.beginPath(); g.moveTo(x(0), y(0)); g.lineTo(x(maxT), y(maxB)); g.stroke();
     g.setLineDash([]);
     g.fillText(`without GQA (×${group})`, x(maxT * 0.55), y(maxT * 0.62 * m.kv_bytes_per_token * group) - 4);
     g.strokeStyle = COLORS.prompt;
     g.lineWidth = 2;
-    g.beginPath();
-    this.memory.forEach(([n, b], i) => (i ? g.lineTo(x(n), y(b)) : g.moveTo(x(n), y(b))));
-    g.stroke();
+    g.beginPath(); g.moveTo(x(0), y(0)); g.lineTo(x(cached), y(cached * m.kv_bytes_per_token)); g.stroke();
     g.lineWidth = 1;
+    g.fillStyle = COLORS.prompt;
+    g.fillText(`${fmtBytes(cached * m.kv_bytes_per_token)} at ${cached}`, Math.min(x(cached) + 4, w - 110), y(cached * m.kv_bytes_per_token) - 4);
   }
 
-  renderTopk(ev, sampled) {
+  renderTopk() {
+    const { ev, sampled } = this.shown;
+    if (!ev) {
+      $('topk').replaceChildren();
+      $('topk-caption').textContent = 'Generate to see the distribution each token is picked from.';
+      return;
+    }
     const rows = [...ev.top];
     if (!rows.some((r) => r.id === ev.id)) rows.push({ id: ev.id, p: NaN, text: ev.token });
     $('topk').replaceChildren(...rows.map((r) => {
@@ -223,30 +286,134 @@ export class Inside {
     $('topk-caption').textContent = `Pr(y | cache) for position ${ev.pos}: the ${ev.top.length} most probable of ${this.model.vocab_size} tokens (softmax of the logits read back)`;
   }
 
+  /** The head chosen for the attention views. */
+  head() {
+    return Number($('attention-head').value) || 0;
+  }
+
+  /** The newest query's weights over the cached tokens, for the chosen head. */
   renderAttention() {
     const box = $('attention');
     const strip = $('attention-tokens');
     strip.replaceChildren();
-    if (!this.model || !this.attention || !$('attention-panel').open) {
+    const att = this.shown && this.shown.attention;
+    if (!this.model || !att || !$('attention-panel').open) {
       box.dataset.weights = '';
+      $('attention-caption').textContent = 'The newest query\'s weights over the cached tokens appear here after a step read with this panel open.';
       return;
     }
-    const { weights, n } = this.attention;
-    const head = Number($('attention-head').value) || 0;
-    const row = weights.slice(head * n, (head + 1) * n);
-    box.dataset.weights = row.map((v) => v.toPrecision(6)).join(',');
+    const { weights, n, layer } = att;
+    const { kinds, tokens } = this.shown;
+    const head = this.head();
+    const row = weights.subarray(head * n, (head + 1) * n);
+    box.dataset.weights = Array.from(row, (v) => v.toPrecision(6)).join(',');
     box.dataset.positions = String(n);
-    box.dataset.layer = $('attention-layer').value;
+    box.dataset.layer = String(layer);
     box.dataset.head = String(head);
     const max = Math.max(...row, 1e-9);
-    strip.append(...row.map((wt, p) => el('span', {
-      class: `att-tok ${this.kinds[p] || 'prompt'}`,
-      text: visible(this.tokens[p] ?? '?'),
+    strip.append(...Array.from(row, (wt, p) => el('span', {
+      class: `att-tok ${kinds[p] || 'prompt'}`,
+      text: visible(tokens[p] ?? '?'),
       style: { '--w': String(wt / max) },
       title: `position ${p}: weight ${wt.toFixed(4)}`,
     })));
     const sum = row.reduce((a, b) => a + b, 0);
-    $('attention-caption').textContent = `The query at position ${n - 1} over the ${n} cached keys (layer ${box.dataset.layer}, head ${head}); weights sum to ${sum.toFixed(4)}. Hover a token for its weight.`;
+    $('attention-caption').textContent = `The newest query (position ${n - 1}) over the ${n} cached keys, layer ${layer}, head ${head}; ` +
+      `weights sum to ${sum.toFixed(4)}; shade relative to the largest. Hover a token for its weight.`;
+  }
+
+  /** The query × key matrix of the frame on show, for the chosen head. */
+  renderMatrix() {
+    const canvas = $('attention-matrix');
+    const caption = $('attention-matrix-caption');
+    if (!this.model || !$('attention-panel').open) return;
+    const { matrix, kinds, tokens } = this.shown;
+    const head = this.head();
+    this.geometry = drawMatrix(canvas, { rows: matrix.rows, head, nHeads: this.model.n_heads, kinds, cursor: this.cursor });
+    canvas.dataset.layer = matrix.layer === null ? '' : String(matrix.layer);
+    canvas.dataset.head = String(head);
+    const { rows: R, cols: C } = this.geometry;
+    canvas.setAttribute('aria-label', `Attention matrix, ${R} queries by ${C} keys`);
+    if (R === 0) {
+      caption.textContent = 'Generate or Step with this panel open: each step adds one row.';
+      return;
+    }
+    const missing = matrix.rows.filter((r) => !r).length + (R - matrix.rows.length);
+    const wanted = Number($('attention-layer').value) || 0;
+    const parts = [`Layer ${matrix.layer}, head ${head}: ${R} queries × ${C} keys; row q is position q's query over keys 0…q, each row sums to 1.`];
+    if (missing) parts.push(`${missing} rows were not read (grey): the panel was closed, the prompt's rows were not asked for, or another layer was read.`);
+    if (matrix.layer !== wanted) parts.push(`These rows are layer ${matrix.layer}; Generate or Step to read layer ${wanted}.`);
+    const c = this.cursor;
+    if (c && c.q < R && c.k < C) {
+      const line = headRow(matrix.rows[c.q], head, this.model.n_heads);
+      const w = line && c.k < line.length ? line[c.k].toFixed(4) : c.k > c.q ? 'not yet cached' : 'not read';
+      parts.unshift(`Query ${c.q} (${visible(tokens[c.q] ?? '?')}) → key ${c.k} (${visible(tokens[c.k] ?? '?')}): ${w}.`);
+    } else {
+      parts.push('Point at a cell, or focus the matrix and use the arrow keys, to read its weight.');
+    }
+    caption.textContent = parts.join(' ');
+  }
+
+  /** The newest query in every layer × head, for the frame on show. */
+  renderOverview() {
+    if (!this.model || !$('attention-overview').open) return;
+    const m = this.model;
+    const { layers, ev, tokens } = this.shown;
+    this.overview = drawOverview($('attention-layers'), { weights: layers, nLayers: m.n_layers, nHeads: m.n_heads, selected: this.picked });
+    const caption = $('attention-layers-caption');
+    if (!layers) {
+      caption.textContent = 'Generate or Step with this panel open to see every layer and head.';
+      return;
+    }
+    const n = layers.length / (m.n_layers * m.n_heads);
+    $('attention-layers').dataset.keys = String(n);
+    const { layer, head } = this.picked;
+    const row = layers.subarray((layer * m.n_heads + head) * n, (layer * m.n_heads + head + 1) * n);
+    let top = 0;
+    for (let k = 1; k < n; k++) if (row[k] > row[top]) top = k;
+    caption.textContent = `The query at position ${ev.pos - 1} over ${n} keys in ${m.n_layers} layers × ${m.n_heads} heads. ` +
+      `Layer ${layer}, head ${head} (outlined) puts most weight on position ${top} (${visible(tokens[top] ?? '?')}, ${row[top].toFixed(4)}). ` +
+      'Enter or a click shows it in the matrix.';
+  }
+
+  /** Mouse and keyboard reading of the matrix's cells: the cursor's weight goes to the caption. */
+  wireMatrix() {
+    wireGrid($('attention-matrix'), {
+      geometry: () => this.geometry,
+      at: () => (this.cursor ? [this.cursor.q, this.cursor.k] : [this.geometry.rows - 1, 0]),
+      mark: (q, k) => {
+        this.cursor = { q, k };
+        this.renderMatrix();
+      },
+      pointer: 'mousemove',
+      // Home and End: the row's first key and its own.
+      keys: { Home: (q) => [q, 0], End: (q) => [q, q] },
+    });
+  }
+
+  /** Choosing a layer and head from the overview, by mouse or keyboard. */
+  wireOverview() {
+    wireGrid($('attention-layers'), {
+      geometry: () => this.overview,
+      at: () => [this.picked.layer, this.picked.head],
+      mark: (layer, head) => {
+        this.picked = { layer, head };
+        this.renderOverview();
+      },
+      pointer: 'click',
+      choose: () => {
+        $('attention-layer').value = String(this.picked.layer);
+        $('attention-head').value = String(this.picked.head);
+        this.redraw();
+      },
+    });
+  }
+
+  /** The matrix on show, for the chosen head: {layer, head, rows: [[w…] | null]} (for tests). */
+  matrixView() {
+    const { matrix } = this.shown;
+    const head = this.head();
+    return { layer: matrix.layer, head, rows: matrix.rows.map((r) => (r ? Array.from(headRow(r, head, this.model.n_heads)) : null)) };
   }
 
   /** The ordered events of one decode step, with the cache before and after. */
@@ -259,7 +426,8 @@ export class Inside {
       `Embed token ${i}: one row of the token-embedding table → x (the residual stream).`,
       `In each of the ${m.n_layers} layers, compute q${i} (${m.n_heads} heads × ${m.head_dim}) and k${i}, v${i} (${m.n_kv_heads} KV heads × ${m.head_dim}) for this token only, and rotate q and k by position ${i} (RoPE).`,
       `Write k${i} and v${i} into cache row ${i} of every layer: ${fmtBytes(rowBytes)} in all. Rows 0–${i - 1} are not recomputed.`,
-      `Attend: q${i} against the ${i + 1} cached keys k0…k${i}; softmax; a weighted sum of v0…v${i}.`,
+      `Attend: q${i} against the ${i + 1} cached keys k0…k${i}, its own k${i} included; softmax; a weighted sum of v0…v${i}. ` +
+        `(Counting from 1, this is token ${i + 1}: q${i + 1} attends over k1…k${i + 1}.)`,
       `MLP (SwiGLU) in each layer, residual adds, final norm.`,
       `Logits: one score per vocabulary token, read back once; the next Step's argmax picks from them${next ? ` — most probable now: ${JSON.stringify(next.text)} (p = ${next.p.toFixed(4)})` : ''}.`,
     ];
