@@ -32,7 +32,9 @@ struct Params {
 fn store(r: u32, t: u32, sum: f32) {
     if (r >= p.rows || t >= step.n) { return; }
     let i = t * p.y_stride + p.out_offset + r;
-    y[i] = select(sum, sum + y[i], p.accumulate != 0u);
+    var v = sum;
+    if (p.accumulate != 0u) { v += y[i]; }
+    y[i] = v;
 }
 
 @compute @workgroup_size(64)
