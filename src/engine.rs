@@ -75,7 +75,8 @@ pub struct GenerateOptions {
     /// (no next-token table then).
     pub gpu_argmax: bool,
     /// Feed each generated token back through a deliberately broken cache (teaching; see
-    /// `crate::flaw`). The cache is then left inconsistent: the next chat turn starts afresh.
+    /// `crate::flaw`). The rows the flaw wrote are then never reused (a next chat turn keeps only
+    /// the rows before them).
     pub flaw: Flaw,
 }
 
