@@ -1,16 +1,18 @@
 // Causal grouped-query attention, split over the cache (pass 1 of 2; attention_merge.wgsl is
-// pass 2). Token t of the chunk (workgroup z) sits at position p = pos + t and attends over cache
-// rows 0..=p (its own K and V were written just before). Those rows are cut into splits of S
-// rows; workgroup x = split · n_groups + gx covers split sx and the G query heads
-// h0 = gx·G .. h0+G−1 that share KV head kvh = h0 / (h / h_kv), so each K and V row is loaded
-// once for the G of them. For its rows j ∈ [sx·S, min((sx+1)·S, p+1)) it computes
-//   s_g[j] = q_g · k[j, kvh] / sqrt(d_h)
+// pass 2). Token t of the chunk (workgroup z) sits at position p = pos + t and attends over
+// positions lo..=p (its own K and V were written just before): lo = 0, or p + 1 − W on a
+// sliding-window layer (window W > 0). Position j lives in cache row j mod R (R = the context, or
+// the ring of a sliding-window layer). Positions are cut into splits of S; workgroup
+// x = split · n_groups + gx covers split sx and the G query heads h0 = gx·G .. h0+G−1 that share
+// KV head kvh = h0 / (h / h_kv), so each K and V row is loaded once for the G of them. For its
+// positions j ∈ [max(sx·S, lo), min((sx+1)·S, p+1)) it computes
+//   s_g[j] = q_g · k[j, kvh] · scale
 //   m_g    = max_j s_g[j]
 //   e_g[j] = exp(s_g[j] − m_g)            (stored in `att`, rescaled by pass 2)
 //   l_g    = Σ_j e_g[j]
 //   o_g    = Σ_j e_g[j] · v[j, kvh]
-// and stores (m_g, l_g, o_g) in `part`. Splits past p exit at once, so the cost follows p, and
-// long contexts spread over many workgroups.
+// and stores (m_g, l_g, o_g) in `part`. Splits outside lo..=p exit at once, so the cost follows
+// the positions attended, and long contexts spread over many workgroups.
 // `att` rows: the chunk's last token writes its layer's [h × T] slice (read by the attention
 // view); earlier tokens of a chunk use the scratch rows after the L layer slices.
 // One workgroup of 64: rows are spread over the invocations for the scores (kept in workgroup
@@ -27,9 +29,11 @@ struct Params {
     att_stride: u32,      // T: row length of `att`
     att_offset: u32,      // elements: this layer's slice, l · h · T
     scratch_offset: u32,  // elements: L · h · T, where the scratch rows [B × h × T] start
-    scale: f32,           // 1 / sqrt(d_h)
-    split: u32,           // S: cache rows per split, at most 256
+    scale: f32,           // 1 / sqrt(d_h) (the model's)
+    split: u32,           // S: positions per split, at most 256
     n_splits: u32,        // ⌈T / S⌉
+    window: u32,          // W: positions attended on a sliding-window layer; 0: all
+    rows: u32,            // R: cache rows
 }
 
 @group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
@@ -37,13 +41,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
 // Cache rows as vec4s of f32, or (kv_f16) as 4 f16 packed in two u32.
 //#if kv_f16
-@group(0) @binding(3) var<storage, read> k_cache: array<vec2<u32>>;     // [T × h_kv · d_h / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec2<u32>>;     // [T × h_kv · d_h / 4]
+@group(0) @binding(3) var<storage, read> k_cache: array<vec2<u32>>;     // [R × h_kv · d_h / 4]
+@group(0) @binding(4) var<storage, read> v_cache: array<vec2<u32>>;     // [R × h_kv · d_h / 4]
 fn load_k(i: u32) -> vec4<f32> { let w = k_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 fn load_v(i: u32) -> vec4<f32> { let w = v_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
 //#else
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;     // [T × h_kv · d_h / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;     // [T × h_kv · d_h / 4]
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;     // [R × h_kv · d_h / 4]
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;     // [R × h_kv · d_h / 4]
 fn load_k(i: u32) -> vec4<f32> { return k_cache[i]; }
 fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
 //#endif
@@ -63,9 +67,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     let gx = wg.x % n_groups;
     let sx = wg.x / n_groups;
     let n = step.pos + t + 1u;
-    let j0 = sx * p.split;
-    if (t >= step.n || j0 >= n) { return; }
-    let j1 = min(j0 + p.split, n);
+    let lo = select(0u, n - min(n, p.window), p.window > 0u);
+    if (t >= step.n || sx * p.split >= n || (sx + 1u) * p.split <= lo) { return; }
+    let j0 = max(sx * p.split, lo);
+    let j1 = min((sx + 1u) * p.split, n);
     let hd4 = HEAD_DIM / 4u;
     let g_n = GROUP;
     let h0 = gx * g_n;
@@ -82,7 +87,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     // Scores of the G heads for row j as one vec4 (lanes past G unused), kept in `pr`.
     var m = vec4<f32>(-3.4e38);
     for (var j = j0 + i; j < j1; j += 64u) {
-        let kb = j * kv4 + kvh * hd4;
+        let kb = (j % p.rows) * kv4 + kvh * hd4;
         var s = vec4<f32>(0.0);
         for (var k = 0u; k < hd4; k++) {
             let kk = load_k(kb + k);
@@ -117,7 +122,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
         var o3 = vec4<f32>(0.0);
         if (d4 < hd4) {
             for (var j = j0 + phase; j < j1; j += 4u) {
-                let v = load_v(j * kv4 + kvh * hd4 + d4);
+                let v = load_v((j % p.rows) * kv4 + kvh * hd4 + d4);
                 let e = pr[j - j0];
                 o0 += e.x * v;
                 if (g_n > 1u) { o1 += e.y * v; }

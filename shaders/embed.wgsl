@@ -1,11 +1,13 @@
-// Token embedding for the n tokens of a chunk: X[t] = E[tokens[pos + t]], E is [V × d] in ggml
-// blocks of type WTYPE. One invocation decodes one 32-element block; workgroup z is the token.
+// Token embedding for the n tokens of a chunk: X[t] = E[tokens[pos + t]] · scale, E is [V × d] in
+// ggml blocks of type WTYPE (scale: √d for Gemma, else 1). One invocation decodes one 32-element
+// block; workgroup z is the token.
 
 override WTYPE: u32;
 
 struct Params {
     dim: u32,        // d, a multiple of 32
     row_bytes: u32,  // encoded bytes per row of E
+    scale: f32,
 }
 
 @group(0) @binding(0) var<storage, read_write> x: array<vec4<f32>>;  // [B × d / 4]
@@ -22,6 +24,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let v = dequant_block(tokens[step.pos + t] * p.row_bytes + blk * block_bytes());
     let o = t * p.dim / 4u + blk * 8u;
     for (var k = 0u; k < 8u; k++) {
-        x[o + k] = v[k];
+        x[o + k] = v[k] * p.scale;
     }
 }

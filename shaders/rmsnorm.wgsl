@@ -1,12 +1,14 @@
 // RMSNorm of each token row: out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight, one workgroup of
 // 64 per token (workgroup z). With last = 1 only the chunk's last row is normed, into out row 0
-// (the head: logits are wanted for the last position only). The sum of squares is reduced with
+// (the head: logits are wanted for the last position only). With add = 1 the normed row is added
+// to out (a sublayer's output normed before the residual add, Gemma's post-norms: x += norm(y)). The sum of squares is reduced with
 // subgroup operations where the device has them, else with a workgroup-memory tree.
 
 struct Params {
     n: u32,     // elements per row
     eps: f32,
     last: u32,  // 1: read row step.n − 1, write row 0
+    add: u32,   // 1: out += the normed row
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;  // [B × n]
@@ -26,5 +28,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     for (var i = t; i < p.n; i += 64u) { ss += x[src + i] * x[src + i]; }
     let sum = reduce_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), t).x;
     let scale = inverseSqrt(sum / f32(p.n) + p.eps);
-    for (var i = t; i < p.n; i += 64u) { out[dst + i] = x[src + i] * scale * weight[i]; }
+    for (var i = t; i < p.n; i += 64u) {
+        let v = x[src + i] * scale * weight[i];
+        out[dst + i] = select(v, out[dst + i] + v, p.add != 0u);
+    }
 }

@@ -290,7 +290,12 @@ impl Engine {
         let seq = self.cached.iter().chain(self.pending.iter());
         let common = seq.zip(ids).take_while(|(a, b)| a == b).count().min(ids.len().saturating_sub(1));
         // Rows a flawed generation wrote are not reused.
-        let common = common.min(self.tainted_from.unwrap_or(usize::MAX));
+        let mut common = common.min(self.tainted_from.unwrap_or(usize::MAX));
+        // A sliding-window layer's ring holds the last W + B positions: going back more than B
+        // loses rows of the window before `common`, so the whole sequence is fed again.
+        if self.cfg.sliding_window > 0 && self.cached.len().saturating_sub(common) > crate::config::PREFILL_CHUNK {
+            common = 0;
+        }
         if common <= self.cached.len() {
             self.rewind(common);
         }

@@ -327,7 +327,7 @@ mod cli {
             return print_all(&o);
         }
         writeln!(o, "{} — GGUF v{}, {} tensors, {} metadata keys", cfg.name, g.version, g.tensors.len(), g.metadata.len());
-        writeln!(o, "architecture: llama");
+        writeln!(o, "architecture: {}", cfg.arch.name());
         writeln!(
             o,
             "dim {}  ffn {}  layers {}  heads {} (kv {}, head dim {})  vocab {}  trained context {}",
@@ -335,9 +335,17 @@ mod cli {
         );
         writeln!(
             o,
-            "rms eps {:e}  rope base {}  output {}",
+            "rms eps {:e}  rope base {}{}  output {}",
             cfg.rms_eps,
-            cfg.rope_base,
+            cfg.rope.base,
+            if cfg.sliding_window > 0 {
+                format!(
+                    "  sliding window {} (local rope base {}, every {}th layer full)",
+                    cfg.sliding_window, cfg.rope_local.base, cfg.swa_pattern
+                )
+            } else {
+                String::new()
+            },
             if cfg.tied_output { "tied to token_embd" } else { "output.weight" }
         );
         writeln!(o, "\nmetadata:");

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{assert_close, gpu, gpus, random};
+use kvscope::config::Act;
 use kvscope::cpu;
 use kvscope::gpu::ops::{self, AttentionBuffers, Heads, NormRows, RopeKvBuffers, Rows, Tokens, Write};
 use kvscope::gpu::{params, GpuContext, Grid, Kernel, Recorder, StepTable};
@@ -79,7 +80,7 @@ fn embed_matches_dequantised_row() {
         let x = ctx.storage("x", dim as u64 * 4).unwrap();
         let steps = StepTable::new(&ctx, tokens.len()).unwrap();
         let mut rec = Recorder::new(&ctx);
-        ops::embed(&mut rec, Tokens::One, &x, &table, &tok).unwrap();
+        ops::embed(&mut rec, Tokens::One, &x, &table, &tok, 1.0).unwrap();
         let prog = rec.finish("embed", Some(&steps)).unwrap();
         for (pos, &t) in tokens.iter().enumerate() {
             prog.run(&ctx, &steps, pos);
@@ -89,23 +90,78 @@ fn embed_matches_dequantised_row() {
     }
 }
 
+/// out = rmsnorm(x) ⊙ w, and the post-norm form out += rmsnorm(x) ⊙ w.
 #[test]
 fn rmsnorm_matches_cpu() {
     for ctx in gpus() {
         eprintln!("subgroups: {}", ctx.subgroups);
         let n = 100;
-        let (x, w) = (random(n, 3, 2.0), random(n, 4, 1.0));
+        let (x, w, y) = (random(n, 3, 2.0), random(n, 4, 1.0), random(n, 5, 1.0));
         let mut want = vec![0.0; n];
         cpu::rmsnorm(&mut want, &x, &w, 1e-5);
-        let out = ctx.storage("out", n as u64 * 4).unwrap();
         let xb = buf(&ctx, "x", &x);
         let wt = Tensor { buffer: buf(&ctx, "w", &w), ty: GgmlType::F32, dims: vec![n as u64] };
-        let mut rec = Recorder::new(&ctx);
-        ops::rms_norm(&mut rec, Tokens::One, "rmsnorm".into(), &out, &xb, (&wt, 1e-5), NormRows::Each).unwrap();
-        let steps = StepTable::new(&ctx, 1).unwrap();
-        rec.finish("rmsnorm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
-        assert_close("rmsnorm", &read(&ctx, &out), &want, 1e-5);
+        for write in [Write::Set, Write::Add] {
+            let out = buf(&ctx, "out", &y);
+            let mut rec = Recorder::new(&ctx);
+            ops::rms_norm(&mut rec, Tokens::One, "rmsnorm".into(), &out, &xb, (&wt, 1e-5), NormRows::Each, write).unwrap();
+            let steps = StepTable::new(&ctx, 1).unwrap();
+            rec.finish("rmsnorm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+            let want: Vec<f32> = match write {
+                Write::Set => want.clone(),
+                Write::Add => want.iter().zip(&y).map(|(a, b)| a + b).collect(),
+            };
+            assert_close(&format!("rmsnorm {write:?}"), &read(&ctx, &out), &want, 1e-5);
+        }
     }
+}
+
+/// Each q and k head of two token rows normed in place with its own weights; v untouched.
+#[test]
+fn head_norm_matches_cpu() {
+    for ctx in gpus() {
+        let (h, hkv, hd, b) = (4usize, 2usize, 48usize, 2usize);
+        let row = (h + 2 * hkv) * hd;
+        let qkv = random(b * row, 11, 3.0);
+        let (qn, kn) = (random(hd, 12, 1.0), random(hd, 13, 1.0));
+        let mut want = qkv.clone();
+        for r in want.chunks_mut(row) {
+            for (e, head) in r[..(h + hkv) * hd].chunks_mut(hd).enumerate() {
+                let x = head.to_vec();
+                cpu::rmsnorm(head, &x, if e < h { &qn } else { &kn }, 1e-6);
+            }
+        }
+        let qb = buf(&ctx, "qkv", &qkv);
+        let t = |v: &[f32]| Tensor { buffer: buf(&ctx, "norm", v), ty: GgmlType::F32, dims: vec![hd as u64] };
+        let (qt, kt) = (t(&qn), t(&kn));
+        let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+        let steps = StepTable::chunk(&ctx).unwrap();
+        steps.set_chunk(&ctx.queue, 0, b);
+        let mut rec = Recorder::new(&ctx);
+        ops::head_norm(&mut rec, Tokens::Chunk(4), "qk_norm".into(), &qb, [&qt, &kt], heads, 1e-6).unwrap();
+        rec.finish("qk_norm", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+        assert_close("head norm", &read(&ctx, &qb), &want, 1e-5);
+    }
+}
+
+/// y[t] += bias on every live row of a chunk, and not past them.
+#[test]
+fn add_bias_matches_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let (n, b) = (70usize, 3usize);
+    let (y, bias) = (random(4 * n, 14, 1.0), random(n, 15, 1.0));
+    let mut want = y.clone();
+    for r in want.chunks_mut(n).take(b) {
+        cpu::add(r, &bias);
+    }
+    let yb = buf(&ctx, "y", &y);
+    let bt = Tensor { buffer: buf(&ctx, "bias", &bias), ty: GgmlType::F32, dims: vec![n as u64] };
+    let steps = StepTable::chunk(&ctx).unwrap();
+    steps.set_chunk(&ctx.queue, 0, b);
+    let mut rec = Recorder::new(&ctx);
+    ops::add_bias(&mut rec, Tokens::Chunk(4), "bias".into(), &yb, &bt).unwrap();
+    rec.finish("bias", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+    assert_eq!(read(&ctx, &yb), want);
 }
 
 /// Both attention passes, recorded as the model records them, with a per-split buffer sized for
@@ -135,57 +191,68 @@ fn shape(heads: Heads, group: u32, t: usize, att_offset: usize, scratch_offset: 
         n_splits: t.div_ceil(32) as u32,
         att_offset: att_offset as u32,
         scratch_offset: scratch_offset as u32,
+        scale: 1.0 / (heads.head_dim as f32).sqrt(),
+        window: 0,
+        rows: t as u32,
     }
 }
 
-/// One decode position: RoPE turns q in place and k into cache row pos, v lands in row pos, and
-/// no other row changes; then attention over rows 0..=pos matches the CPU, weights included.
+fn rope_spec(base: f32, neox: bool) -> kvscope::config::RopeSpec {
+    kvscope::config::RopeSpec { base, scale: 1.0, neox }
+}
+
+/// One decode position: RoPE (adjacent pairs and NeoX halves) turns q in place and k into cache
+/// row pos, v lands in row pos, and no other row changes; then attention over rows 0..=pos
+/// matches the CPU, weights included.
 #[test]
 fn rope_kv_and_attention_match_cpu() {
     for ctx in gpus() {
-        eprintln!("subgroups: {}", ctx.subgroups);
-        let (h, hkv, hd, t, base) = (4usize, 2usize, 16usize, 80usize, 10000.0f32);
-        let (d, kv) = (h * hd, hkv * hd);
-        let mut qkv = random(d + 2 * kv, 6, 1.0);
-        let mut k_cache = random(t * kv, 7, 1.0);
-        let mut v_cache = random(t * kv, 8, 1.0);
-        let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
-        let table = buf(&ctx, "table", &cpu::rope_table(t, hd, base));
-        let out = ctx.storage("out", d as u64 * 4).unwrap();
-        // Two layers' slices; this dispatch writes the second.
-        let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
-        let steps = StepTable::new(&ctx, t).unwrap();
-        let mut rec = Recorder::new(&ctx);
-        let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-        let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table };
-        ops::rope_kv(&mut rec, Tokens::One, "rope_kv".into(), &rb, heads, KvType::F32).unwrap();
-        let ap = shape(heads, 1, t, h * t, 2 * h * t);
-        attention(&ctx, &mut rec, Tokens::One, (&out, &att, &qb, &kb, &vb), &ap);
-        // 70 positions: three splits of 32 rows, the first two more than half a 64-wide pass.
-        let pos = 69;
-        rec.finish("attn", Some(&steps)).unwrap().run(&ctx, &steps, pos);
+        for neox in [false, true] {
+            eprintln!("subgroups: {}, neox: {neox}", ctx.subgroups);
+            let rs = |base| rope_spec(base, neox);
+            let (h, hkv, hd, t, base) = (4usize, 2usize, 16usize, 80usize, 10000.0f32);
+            let (d, kv) = (h * hd, hkv * hd);
+            let mut qkv = random(d + 2 * kv, 6, 1.0);
+            let mut k_cache = random(t * kv, 7, 1.0);
+            let mut v_cache = random(t * kv, 8, 1.0);
+            let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
+            let table = buf(&ctx, "table", &cpu::rope_table(t, hd, rs(base), &[]));
+            let out = ctx.storage("out", d as u64 * 4).unwrap();
+            // Two layers' slices; this dispatch writes the second.
+            let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
+            let steps = StepTable::new(&ctx, t).unwrap();
+            let mut rec = Recorder::new(&ctx);
+            let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+            let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table, rows: t as u32 };
+            ops::rope_kv(&mut rec, Tokens::One, "rope_kv".into(), &rb, heads, KvType::F32, neox).unwrap();
+            let ap = shape(heads, 1, t, h * t, 2 * h * t);
+            attention(&ctx, &mut rec, Tokens::One, (&out, &att, &qb, &kb, &vb), &ap);
+            // 70 positions: three splits of 32 rows, the first two more than half a 64-wide pass.
+            let pos = 69;
+            rec.finish("attn", Some(&steps)).unwrap().run(&ctx, &steps, pos);
 
-        let mut rotated = qkv.clone();
-        cpu::rope(&mut rotated[..(h + hkv) * hd], hd, pos, base);
-        k_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&rotated[d..d + kv]);
-        v_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&qkv[d + kv..]);
-        qkv[..d].copy_from_slice(&rotated[..d]);
-        assert_close("q after rope (k and v left as they were)", &read(&ctx, &qb), &qkv, 1e-5);
-        assert_close("k cache after rope_kv", &read(&ctx, &kb), &k_cache, 1e-5);
-        assert_eq!(read(&ctx, &vb), v_cache, "v cache after rope_kv");
-        let k_cache = read(&ctx, &kb);
+            let mut rotated = qkv.clone();
+            cpu::rope(&mut rotated[..(h + hkv) * hd], hd, pos, rs(base), &[]);
+            k_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&rotated[d..d + kv]);
+            v_cache[pos * kv..(pos + 1) * kv].copy_from_slice(&qkv[d + kv..]);
+            qkv[..d].copy_from_slice(&rotated[..d]);
+            assert_close("q after rope (k and v left as they were)", &read(&ctx, &qb), &qkv, 1e-5);
+            assert_close("k cache after rope_kv", &read(&ctx, &kb), &k_cache, 1e-5);
+            assert_eq!(read(&ctx, &vb), v_cache, "v cache after rope_kv");
+            let k_cache = read(&ctx, &kb);
 
-        let n = pos + 1;
-        let mut want = vec![0.0; d];
-        let mut want_att = vec![0.0; h * n];
-        cpu::attention(&mut want, &mut want_att, &qkv[..d], &k_cache, &v_cache, n, hkv, hd);
-        assert_close("attention", &read(&ctx, &out), &want, 1e-5);
-        let all_att = read(&ctx, &att);
-        assert!(all_att[..h * t].iter().all(|&v| v == 0.0), "the first layer's slice is untouched");
-        let got_att: Vec<f32> = all_att[h * t..].chunks(t).flat_map(|r| r[..n].to_vec()).collect();
-        assert_close("attention weights", &got_att, &want_att, 1e-6);
-        for row in got_att.chunks(n) {
-            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            let n = pos + 1;
+            let mut want = vec![0.0; d];
+            let mut want_att = vec![0.0; h * n];
+            cpu::attention(&mut want, &mut want_att, &qkv[..d], &k_cache, &v_cache, 0..n, hkv, hd, ap.scale);
+            assert_close("attention", &read(&ctx, &out), &want, 1e-5);
+            let all_att = read(&ctx, &att);
+            assert!(all_att[..h * t].iter().all(|&v| v == 0.0), "the first layer's slice is untouched");
+            let got_att: Vec<f32> = all_att[h * t..].chunks(t).flat_map(|r| r[..n].to_vec()).collect();
+            assert_close("attention weights", &got_att, &want_att, 1e-6);
+            for row in got_att.chunks(n) {
+                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+            }
         }
     }
 }
@@ -237,77 +304,104 @@ fn matmul_matches_cpu_for_every_type() {
 /// A prefill chunk: RoPE at each token's own position, K and V of every token into its cache
 /// row (rows outside the chunk untouched), then causal grouped-query attention (3 query heads
 /// per KV head, one workgroup for the three) — each token against the CPU over rows 0..=its
-/// position, and the last token's weights in the layer's slice.
+/// position, and the last token's weights in the layer's slice. Then the same over a sliding
+/// window of 20 positions kept in a ring of 36 rows (NeoX RoPE): the CPU keeps every position and
+/// masks, the GPU wraps.
 #[test]
 fn chunk_rope_kv_and_attention_match_cpu() {
     for ctx in gpus() {
-        eprintln!("subgroups: {}", ctx.subgroups);
-        let (h, hkv, hd, t, base) = (6usize, 2usize, 16usize, 96usize, 10000.0f32);
-        let (d, kv) = (h * hd, hkv * hd);
-        let row = d + 2 * kv;
-        let (start, n, b) = (60usize, 9usize, 16usize);
-        let mut qkv = random(b * row, 16, 1.0);
-        let mut k_cache = random(t * kv, 17, 1.0);
-        let mut v_cache = random(t * kv, 18, 1.0);
-        let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
-        let table = buf(&ctx, "table", &cpu::rope_table(t, hd, base));
-        let out = ctx.storage("out", (b * d) as u64 * 4).unwrap();
-        let att = ctx.storage("att", ((1 + b) * h * t) as u64 * 4).unwrap();
-        let steps = StepTable::chunk(&ctx).unwrap();
-        steps.set_chunk(&ctx.queue, start, n);
-        let mut rec = Recorder::new(&ctx);
-        let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-        let tokens = Tokens::Chunk(b as u32);
-        let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table };
-        ops::rope_kv(&mut rec, tokens, "rope_kv".into(), &rb, heads, KvType::F32).unwrap();
-        let ap = shape(heads, 3, t, 0, h * t);
-        attention(&ctx, &mut rec, tokens, (&out, &att, &qb, &kb, &vb), &ap);
-        rec.finish("chunk", Some(&steps)).unwrap().run(&ctx, &steps, 0);
-
-        for i in 0..n {
-            let r = &mut qkv[i * row..][..row];
-            let mut rotated = r.to_vec();
-            cpu::rope(&mut rotated[..(h + hkv) * hd], hd, start + i, base);
-            k_cache[(start + i) * kv..][..kv].copy_from_slice(&rotated[d..d + kv]);
-            v_cache[(start + i) * kv..][..kv].copy_from_slice(&r[d + kv..]);
-            r[..d].copy_from_slice(&rotated[..d]);
+        for (window, rows) in [(0usize, 96usize), (20, 36)] {
+            eprintln!("subgroups: {}, window {window}, rows {rows}", ctx.subgroups);
+            chunk_attention(&ctx, window, rows);
         }
-        assert_close("rope on q", &read(&ctx, &qb), &qkv, 1e-5);
-        assert_close("k cache after rope_kv", &read(&ctx, &kb), &k_cache, 1e-5);
-        assert_eq!(read(&ctx, &vb), v_cache, "v cache after rope_kv");
-        let k_cache = read(&ctx, &kb);
-        let got = read(&ctx, &out);
-        let all_att = read(&ctx, &att);
-        for i in 0..n {
-            let len = start + i + 1;
-            let mut want = vec![0.0; d];
-            let mut want_att = vec![0.0; h * len];
-            cpu::attention(&mut want, &mut want_att, &qkv[i * row..][..d], &k_cache, &v_cache, len, hkv, hd);
-            assert_close(&format!("attention of token {i}"), &got[i * d..][..d], &want, 1e-5);
-            if i + 1 == n {
-                let got_att: Vec<f32> = all_att[..h * t].chunks(t).flat_map(|r| r[..len].to_vec()).collect();
-                assert_close("last token's attention weights", &got_att, &want_att, 1e-6);
-            }
-        }
-        assert!(got[n * d..].iter().all(|&v| v == 0.0), "rows past the chunk are untouched");
-        ctx.check_errors().unwrap();
     }
 }
 
+fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize) {
+    let (h, hkv, hd, t) = (6usize, 2usize, 16usize, 96usize);
+    let rs = rope_spec(10000.0, window > 0);
+    let (d, kv) = (h * hd, hkv * hd);
+    let row = d + 2 * kv;
+    let (start, n, b) = (60usize, 9usize, 16usize);
+    let mut qkv = random(b * row, 16, 1.0);
+    let mut k_cache = random(t * kv, 17, 1.0);
+    let mut v_cache = random(t * kv, 18, 1.0);
+    // The ring as the GPU holds it: position j in row j mod R, the latest position winning.
+    let ring = |c: &[f32]| {
+        let mut r = vec![0.0; rows * kv];
+        for j in 0..start {
+            r[(j % rows) * kv..][..kv].copy_from_slice(&c[j * kv..][..kv]);
+        }
+        r
+    };
+    let (kb, vb, qb) = (buf(ctx, "k", &ring(&k_cache)), buf(ctx, "v", &ring(&v_cache)), buf(ctx, "qkv", &qkv));
+    let table = buf(ctx, "table", &cpu::rope_table(t, hd, rs, &[]));
+    let out = ctx.storage("out", (b * d) as u64 * 4).unwrap();
+    let att = ctx.storage("att", ((1 + b) * h * t) as u64 * 4).unwrap();
+    let steps = StepTable::chunk(ctx).unwrap();
+    steps.set_chunk(&ctx.queue, start, n);
+    let mut rec = Recorder::new(ctx);
+    let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+    let tokens = Tokens::Chunk(b as u32);
+    let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table, rows: rows as u32 };
+    ops::rope_kv(&mut rec, tokens, "rope_kv".into(), &rb, heads, KvType::F32, rs.neox).unwrap();
+    let ap = shape(heads, 3, t, 0, h * t).windowed(window as u32, rows as u32);
+    attention(ctx, &mut rec, tokens, (&out, &att, &qb, &kb, &vb), &ap);
+    rec.finish("chunk", Some(&steps)).unwrap().run(ctx, &steps, 0);
+
+    for i in 0..n {
+        let r = &mut qkv[i * row..][..row];
+        let mut rotated = r.to_vec();
+        cpu::rope(&mut rotated[..(h + hkv) * hd], hd, start + i, rs, &[]);
+        k_cache[(start + i) * kv..][..kv].copy_from_slice(&rotated[d..d + kv]);
+        v_cache[(start + i) * kv..][..kv].copy_from_slice(&r[d + kv..]);
+        r[..d].copy_from_slice(&rotated[..d]);
+    }
+    let wrap = |c: &[f32]| {
+        let mut r = ring(c);
+        for j in start..start + n {
+            r[(j % rows) * kv..][..kv].copy_from_slice(&c[j * kv..][..kv]);
+        }
+        r
+    };
+    assert_close("rope on q", &read(ctx, &qb), &qkv, 1e-5);
+    assert_close("k cache after rope_kv", &read(ctx, &kb), &wrap(&k_cache), 1e-5);
+    assert_eq!(read(ctx, &vb), wrap(&v_cache), "v cache after rope_kv");
+    let got = read(ctx, &out);
+    let all_att = read(ctx, &att);
+    for i in 0..n {
+        let len = start + i + 1;
+        let seen = if window > 0 { len - window..len } else { 0..len };
+        let mut want = vec![0.0; d];
+        let mut want_att = vec![0.0; h * len];
+        cpu::attention(&mut want, &mut want_att, &qkv[i * row..][..d], &k_cache, &v_cache, seen, hkv, hd, ap.scale);
+        assert_close(&format!("attention of token {i}"), &got[i * d..][..d], &want, 1e-5);
+        if i + 1 == n {
+            let got_att: Vec<f32> = all_att[..h * t].chunks(t).flat_map(|r| r[..len].to_vec()).collect();
+            assert_close("last token's attention weights", &got_att, &want_att, 1e-6);
+        }
+    }
+    assert!(got[n * d..].iter().all(|&v| v == 0.0), "rows past the chunk are untouched");
+    ctx.check_errors().unwrap();
+}
+
+/// act(gate) ⊙ up for both activations.
 #[test]
-fn swiglu_matches_cpu() {
+fn glu_matches_cpu() {
     let Some(ctx) = gpu() else { return };
     let f = 130;
     let gu = random(2 * f, 9, 4.0);
-    let mut want = vec![0.0; f];
-    cpu::swiglu(&mut want, &gu[..f], &gu[f..]);
-    let out = ctx.storage("out", f as u64 * 4).unwrap();
-    let b = buf(&ctx, "gate_up", &gu);
-    let mut rec = Recorder::new(&ctx);
-    ops::swiglu(&mut rec, Tokens::One, "swiglu".into(), &out, &b, f as u32).unwrap();
-    let steps = StepTable::new(&ctx, 1).unwrap();
-    rec.finish("swiglu", Some(&steps)).unwrap().run(&ctx, &steps, 0);
-    assert_close("swiglu", &read(&ctx, &out), &want, 1e-5);
+    for act in [Act::Silu, Act::GeluTanh] {
+        let mut want = vec![0.0; f];
+        cpu::glu(&mut want, &gu[..f], &gu[f..], act);
+        let out = ctx.storage("out", f as u64 * 4).unwrap();
+        let b = buf(&ctx, "gate_up", &gu);
+        let mut rec = Recorder::new(&ctx);
+        ops::glu(&mut rec, Tokens::One, "glu".into(), &out, &b, f as u32, act).unwrap();
+        let steps = StepTable::new(&ctx, 1).unwrap();
+        rec.finish("glu", Some(&steps)).unwrap().run(&ctx, &steps, 0);
+        assert_close(&format!("glu {act:?}"), &read(&ctx, &out), &want, 1e-5);
+    }
 }
 
 #[test]
@@ -315,7 +409,7 @@ fn recorder_checks_buffer_count() {
     let Some(ctx) = gpu() else { return };
     let b = ctx.storage("b", 16).unwrap();
     let mut rec = Recorder::new(&ctx);
-    let err = rec.push("bad", Kernel::SwiGlu, &[&b], &params::SwiGlu { n: 4 }, Grid::invocations(4)).map(|_| ()).unwrap_err().to_string();
+    let err = rec.push("bad", Kernel::Glu, &[&b], &params::Glu { n: 4, act: 0 }, Grid::invocations(4)).map(|_| ()).unwrap_err().to_string();
     assert!(err.contains("takes 2 buffers"), "{err}");
 }
 
@@ -363,7 +457,14 @@ fn specialisation_keeps_one_side() {
     assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
     assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
     let tuning = kvscope::gpu::kernels::Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32 };
-    for k in [Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32 }, Kernel::RmsNorm, Kernel::RopeKv { kv: KvType::F32 }] {
+    for k in [
+        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32 },
+        Kernel::RmsNorm,
+        Kernel::RopeKv { kv: KvType::F32, neox: false },
+        Kernel::RopeKv { kv: KvType::F32, neox: true },
+        Kernel::HeadNorm,
+        Kernel::Glu,
+    ] {
         let spec = k.spec(tuning);
         let plain = spec.source(false);
         let code: String = plain.lines().map(|l| l.split("//").next().unwrap_or("")).collect();
@@ -382,7 +483,7 @@ fn bindings_are_read_from_the_shader() {
     let src = |k: Kernel| k.spec(tuning).source(false);
     assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params]);
     assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);
-    assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16 })), [Out, Out, Out, In, Params, Step]);
+    assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16, neox: true })), [Out, Out, Out, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16 })), [Out, Out, In, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::Argmax)), [Out, In, Params]);
 }

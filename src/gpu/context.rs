@@ -47,9 +47,9 @@ impl Default for GpuOptions {
 /// invocation, for the most invocations in flight, and a 4 × 4 mat-mul tile.
 fn tuning_for(info: &wgpu::AdapterInfo) -> Tuning {
     if info.device_type == wgpu::DeviceType::Cpu {
-        Tuning { matvec_rows: 4, matmul_rows: 16, matmul_tokens: 16, prefill_chunk: 32 }
+        Tuning { matvec_rows: 4, matmul_rows: 16, matmul_tokens: 16, prefill_chunk: crate::config::PREFILL_CHUNK as u32 }
     } else {
-        Tuning { matvec_rows: 1, matmul_rows: 4, matmul_tokens: 4, prefill_chunk: 32 }
+        Tuning { matvec_rows: 1, matmul_rows: 4, matmul_tokens: 4, prefill_chunk: crate::config::PREFILL_CHUNK as u32 }
     }
 }
 

@@ -33,9 +33,14 @@ pub enum Kernel {
     /// Y (+)= W·X over the token rows of a prefill chunk.
     MatMul(GgmlType),
     RmsNorm,
-    /// RoPE on q and k; k and v appended to the cache.
+    /// RMSNorm of each q and k head in place.
+    HeadNorm,
+    /// y[t] += bias.
+    AddBias,
+    /// RoPE on q and k (adjacent pairs, or NeoX halves); k and v appended to the cache.
     RopeKv {
         kv: KvType,
+        neox: bool,
     },
     /// Attention pass 1: softmax statistics and partial outputs per split of the cache, for a
     /// head dimension and a number of query heads per workgroup.
@@ -46,7 +51,8 @@ pub enum Kernel {
     },
     /// Attention pass 2: merges the splits into the output and normalised weights.
     AttentionMerge,
-    SwiGlu,
+    /// act(gate) ⊙ up.
+    Glu,
     /// (argmax, max) of the logits, ties to the lowest index.
     Argmax,
 }
@@ -145,7 +151,13 @@ impl Kernel {
                 .weights(t)
                 .tile(tuning.matmul_rows, tuning.matmul_tokens),
             Kernel::RmsNorm => Spec::new("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
-            Kernel::RopeKv { kv } => Spec::new("rope_kv", include_str!("../../shaders/rope_kv.wgsl")).kv(kv),
+            Kernel::HeadNorm => Spec::new("head_norm", include_str!("../../shaders/head_norm.wgsl")),
+            Kernel::AddBias => Spec::new("add_bias", include_str!("../../shaders/add_bias.wgsl")),
+            Kernel::RopeKv { kv, neox } => {
+                Spec::new(if neox { "rope_kv_neox" } else { "rope_kv" }, include_str!("../../shaders/rope_kv.wgsl"))
+                    .kv(kv)
+                    .constant("NEOX", neox as u32)
+            }
             Kernel::Attention { head_dim, group, kv } => {
                 Spec::new(format!("attention_d{head_dim}_g{group}"), include_str!("../../shaders/attention.wgsl"))
                     .kv(kv)
@@ -153,7 +165,7 @@ impl Kernel {
                     .constant("GROUP", group)
             }
             Kernel::AttentionMerge => Spec::new("attention_merge", include_str!("../../shaders/attention_merge.wgsl")),
-            Kernel::SwiGlu => Spec::new("swiglu", include_str!("../../shaders/swiglu.wgsl")),
+            Kernel::Glu => Spec::new("glu", include_str!("../../shaders/glu.wgsl")),
             Kernel::Argmax => Spec::new("argmax", include_str!("../../shaders/argmax.wgsl")),
         }
     }

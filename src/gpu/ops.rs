@@ -2,7 +2,7 @@
 //! the kernel tests record an op the same way. Bindings are passed outputs first, then inputs, as
 //! each shader declares them.
 
-use crate::config::KvType;
+use crate::config::{Act, KvType};
 use crate::error::{Error, Result};
 use crate::gpu::{params, Grid, Kernel, Recorder};
 use crate::model::weights::Tensor;
@@ -52,11 +52,11 @@ pub enum Write {
     Add,
 }
 
-/// X[t] = E[tokens[pos + t]], one invocation per 32-element block of a row.
-pub fn embed(rec: &mut Recorder, tokens: Tokens, out: &wgpu::Buffer, table: &Tensor, ids: &wgpu::Buffer) -> Result<()> {
+/// X[t] = E[tokens[pos + t]] · scale, one invocation per 32-element block of a row.
+pub fn embed(rec: &mut Recorder, tokens: Tokens, out: &wgpu::Buffer, table: &Tensor, ids: &wgpu::Buffer, scale: f32) -> Result<()> {
     let (dim, row_bytes) = (table.cols(), table.row_bytes());
     let grid = Grid::invocations(dim / 32).layers(tokens.rows());
-    rec.push("embed", Kernel::Embed(table.ty), &[out, &table.buffer, ids], &params::Embed { dim, row_bytes }, grid)
+    rec.push("embed", Kernel::Embed(table.ty), &[out, &table.buffer, ids], &params::Embed { dim, row_bytes, scale }, grid)
 }
 
 /// Which token rows a norm covers.
@@ -68,7 +68,8 @@ pub enum NormRows {
     LastIntoFirst,
 }
 
-/// out[t] = x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight for the token rows `rows` says.
+/// out[t] (+)= x[t] / sqrt(mean(x[t]²) + eps) ⊙ weight for the token rows `rows` says.
+#[allow(clippy::too_many_arguments)]
 pub fn rms_norm(
     rec: &mut Recorder,
     tokens: Tokens,
@@ -77,8 +78,9 @@ pub fn rms_norm(
     x: &wgpu::Buffer,
     (weight, eps): (&Tensor, f32),
     rows: NormRows,
+    write: Write,
 ) -> Result<()> {
-    let p = params::RmsNorm { n: weight.cols(), eps, last: (rows == NormRows::LastIntoFirst) as u32 };
+    let p = params::RmsNorm { n: weight.cols(), eps, last: (rows == NormRows::LastIntoFirst) as u32, add: (write == Write::Add) as u32 };
     rec.push(label, Kernel::RmsNorm, &[out, x, &weight.buffer], &p, Grid::workgroups(1).layers(tokens.rows()))
 }
 
@@ -129,15 +131,42 @@ pub struct RopeKvBuffers<'a> {
     /// [T × h_kv · d_h] each: row pos + t receives token t's k (turned) and v.
     pub k_cache: &'a wgpu::Buffer,
     pub v_cache: &'a wgpu::Buffer,
-    /// [T × d_h/2] (cos, sin).
+    /// [T × d_h/2] (cos, sin) of the layer's RoPE.
     pub table: &'a wgpu::Buffer,
+    /// R: the cache's rows.
+    pub rows: u32,
 }
 
-/// RoPE on each token's q (in place) and k (into cache row pos + t), v copied to its cache row.
-pub fn rope_kv(rec: &mut Recorder, tokens: Tokens, label: String, b: &RopeKvBuffers, heads: Heads, kv: KvType) -> Result<()> {
-    let p = params::RopeKv { n_heads: heads.n_heads, n_kv_heads: heads.n_kv_heads, head_dim: heads.head_dim };
-    let grid = Grid::invocations(heads.qkv_row() / 2).layers(tokens.rows());
-    rec.push(label, Kernel::RopeKv { kv }, &[b.qkv, b.k_cache, b.v_cache, b.table], &p, grid)
+/// RoPE on each token's q (in place) and k (into cache row (pos + t) mod R), v copied to its cache
+/// row; adjacent pairs, or with `neox` the halves of each head.
+pub fn rope_kv(rec: &mut Recorder, tokens: Tokens, label: String, b: &RopeKvBuffers, heads: Heads, kv: KvType, neox: bool) -> Result<()> {
+    let p = params::RopeKv { n_heads: heads.n_heads, n_kv_heads: heads.n_kv_heads, head_dim: heads.head_dim, rows: b.rows };
+    // One invocation per adjacent pair; NeoX: per two pairs that turn together.
+    let units = heads.qkv_row() / if neox { 4 } else { 2 };
+    let grid = Grid::invocations(units).layers(tokens.rows());
+    rec.push(label, Kernel::RopeKv { kv, neox }, &[b.qkv, b.k_cache, b.v_cache, b.table], &p, grid)
+}
+
+/// RMSNorm of each q and k head of every token's qkv row, in place (q heads with `q_norm`,
+/// k heads with `k_norm`, both [d_h]).
+pub fn head_norm(
+    rec: &mut Recorder,
+    tokens: Tokens,
+    label: String,
+    qkv: &wgpu::Buffer,
+    norms: [&Tensor; 2],
+    heads: Heads,
+    eps: f32,
+) -> Result<()> {
+    let p = params::HeadNorm { n_heads: heads.n_heads, n_kv_heads: heads.n_kv_heads, head_dim: heads.head_dim, eps };
+    let grid = Grid::workgroups(heads.n_heads + heads.n_kv_heads).layers(tokens.rows());
+    rec.push(label, Kernel::HeadNorm, &[qkv, &norms[0].buffer, &norms[1].buffer], &p, grid)
+}
+
+/// y[t] += bias over rows of `bias.cols()` elements.
+pub fn add_bias(rec: &mut Recorder, tokens: Tokens, label: String, y: &wgpu::Buffer, bias: &Tensor) -> Result<()> {
+    let n = bias.cols();
+    rec.push(label, Kernel::AddBias, &[y, &bias.buffer], &params::AddBias { n }, Grid::invocations(n).layers(tokens.rows()))
 }
 
 /// Where one layer's attention reads and writes.
@@ -169,6 +198,11 @@ pub struct Attention {
     /// Elements: where this layer's [h × T] slice of `att` starts, and the scratch rows.
     pub att_offset: u32,
     pub scratch_offset: u32,
+    /// Multiplies q·k.
+    pub scale: f32,
+    /// W: positions a sliding-window layer attends (0: all), and R: the cache's rows.
+    pub window: u32,
+    pub rows: u32,
 }
 
 /// The longest context the attention kernels take: 64 splits of at most 256 rows (the rows of
@@ -179,7 +213,7 @@ impl Attention {
     /// The shape for `context` positions and `layers` layer slices, for layer 0: G the largest of
     /// 4, 3, 2, 1 dividing h / h_kv; S the device's least rows per split (`least_split`), more
     /// when the context needs more than 64 splits.
-    pub fn new(heads: Heads, kv: KvType, context: usize, layers: usize, least_split: usize) -> Self {
+    pub fn new(heads: Heads, kv: KvType, context: usize, layers: usize, least_split: usize, scale: f32) -> Self {
         let g = heads.n_heads / heads.n_kv_heads;
         let group = (1..=4).rev().find(|k| g.is_multiple_of(*k)).unwrap_or(1);
         let split = least_split.max(context.div_ceil(64)) as u32;
@@ -192,7 +226,15 @@ impl Attention {
             n_splits: (context as u32).div_ceil(split),
             att_offset: 0,
             scratch_offset: (layers as u32) * heads.n_heads * context as u32,
+            scale,
+            window: 0,
+            rows: context as u32,
         }
+    }
+
+    /// The same shape over a sliding window of W positions kept in a ring of R cache rows.
+    pub fn windowed(self, window: u32, rows: u32) -> Self {
+        Attention { window, rows, ..self }
     }
 
     /// Refuses a head dimension or context the kernels do not take.
@@ -237,9 +279,11 @@ pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionB
         att_stride: a.context,
         att_offset: a.att_offset,
         scratch_offset: a.scratch_offset,
-        scale: 1.0 / (head_dim as f32).sqrt(),
+        scale: a.scale,
         split: a.split,
         n_splits: a.n_splits,
+        window: a.window,
+        rows: a.rows,
     };
     let z = tokens.rows();
     let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv };
@@ -253,13 +297,15 @@ pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionB
         scratch_offset: a.scratch_offset,
         split: a.split,
         n_splits: a.n_splits,
+        window: a.window,
     };
     rec.push(format!("{label}.attention_merge"), Kernel::AttentionMerge, &[b.out, b.att, b.part], &m, Grid::workgroups(n_heads).layers(z))
 }
 
-/// out[t] = silu(gate[t]) ⊙ up[t] over rows gate_up[t] = [gate (f) | up (f)].
-pub fn swiglu(rec: &mut Recorder, tokens: Tokens, label: String, out: &wgpu::Buffer, gate_up: &wgpu::Buffer, f: u32) -> Result<()> {
-    rec.push(label, Kernel::SwiGlu, &[out, gate_up], &params::SwiGlu { n: f }, Grid::invocations(f).layers(tokens.rows()))
+/// out[t] = act(gate[t]) ⊙ up[t] over rows gate_up[t] = [gate (f) | up (f)].
+pub fn glu(rec: &mut Recorder, tokens: Tokens, label: String, out: &wgpu::Buffer, gate_up: &wgpu::Buffer, f: u32, act: Act) -> Result<()> {
+    let p = params::Glu { n: f, act: act.code() };
+    rec.push(label, Kernel::Glu, &[out, gate_up], &p, Grid::invocations(f).layers(tokens.rows()))
 }
 
 /// (argmax, its logit) of `n` logits into `out` ([2] u32), one workgroup.

@@ -36,6 +36,8 @@ pub struct MatMul {
 pub struct Embed {
     pub dim: u32,
     pub row_bytes: u32,
+    /// The row is multiplied by this (√d for Gemma).
+    pub scale: f32,
 }
 
 #[repr(C)]
@@ -45,6 +47,24 @@ pub struct RmsNorm {
     pub eps: f32,
     /// 1: norm only the chunk's last row, into row 0 (the head).
     pub last: u32,
+    /// 1: add the normed row to out.
+    pub add: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct HeadNorm {
+    pub n_heads: u32,
+    pub n_kv_heads: u32,
+    pub head_dim: u32,
+    pub eps: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct AddBias {
+    /// Elements per row.
+    pub n: u32,
 }
 
 #[repr(C)]
@@ -53,6 +73,8 @@ pub struct RopeKv {
     pub n_heads: u32,
     pub n_kv_heads: u32,
     pub head_dim: u32,
+    /// R: cache rows (position p is row p mod R).
+    pub rows: u32,
 }
 
 #[repr(C)]
@@ -66,11 +88,15 @@ pub struct Attention {
     pub att_offset: u32,
     /// Elements: where the [B × h × T] scratch rows for a chunk's earlier tokens start (L · h · T).
     pub scratch_offset: u32,
-    /// 1 / sqrt(head_dim).
+    /// Multiplies q·k (1 / sqrt(head_dim)).
     pub scale: f32,
-    /// Cache rows per split, and the number of splits covering T.
+    /// Positions per split, and the number of splits covering T.
     pub split: u32,
     pub n_splits: u32,
+    /// W: positions attended on a sliding-window layer; 0: all.
+    pub window: u32,
+    /// R: cache rows (position p is row p mod R).
+    pub rows: u32,
 }
 
 /// Pass 2 of attention: merges the splits.
@@ -84,12 +110,15 @@ pub struct AttentionMerge {
     pub scratch_offset: u32,
     pub split: u32,
     pub n_splits: u32,
+    pub window: u32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct SwiGlu {
+pub struct Glu {
     pub n: u32,
+    /// `Act::code`.
+    pub act: u32,
 }
 
 #[repr(C)]

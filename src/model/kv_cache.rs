@@ -1,7 +1,8 @@
-//! The KV cache: per layer, one K and one V buffer of [T × h_kv · d_h] f32 (or f16 pairs packed in
-//! u32 words), allocated once for the whole context. Row `pos` is written by the step that
-//! processes position `pos`; a step at position `pos` reads rows 0..=pos. Which rows are filled
-//! is the engine's to know (`Engine::position`).
+//! The KV cache: per layer, one K and one V buffer of [R × h_kv · d_h] f32 (or f16 pairs packed in
+//! u32 words), allocated once for the whole context: R = T rows, or on a sliding-window layer a
+//! ring of `Config::cache_rows` rows. Position `pos` lives in row pos mod R, written by the step
+//! that processes it; a step at position `pos` reads the rows of the positions it attends. Which
+//! positions are filled is the engine's to know (`Engine::position`).
 
 use crate::config::{Config, KvType};
 use crate::error::Result;
@@ -10,21 +11,24 @@ use crate::gpu::GpuContext;
 pub struct KvCache {
     pub k: Vec<wgpu::Buffer>,
     pub v: Vec<wgpu::Buffer>,
-    /// T: rows per layer.
+    /// T: positions.
     pub capacity: usize,
+    /// R per layer: T, or the ring of a sliding-window layer.
+    pub rows: Vec<usize>,
     pub ty: KvType,
 }
 
 impl KvCache {
     pub fn new(ctx: &GpuContext, cfg: &Config, capacity: usize, ty: KvType) -> Result<Self> {
-        let bytes = cfg.kv_layer_bytes(capacity, ty);
+        let rows: Vec<usize> = (0..cfg.n_layers).map(|l| cfg.cache_rows(l, capacity)).collect();
         let mut k = Vec::with_capacity(cfg.n_layers);
         let mut v = Vec::with_capacity(cfg.n_layers);
-        for l in 0..cfg.n_layers {
+        for (l, &r) in rows.iter().enumerate() {
+            let bytes = cfg.kv_layer_bytes(r, ty);
             k.push(ctx.storage(&format!("L{l}.k_cache"), bytes)?);
             v.push(ctx.storage(&format!("L{l}.v_cache"), bytes)?);
         }
-        Ok(KvCache { k, v, capacity, ty })
+        Ok(KvCache { k, v, capacity, rows, ty })
     }
 
     /// Whether values are stored as f16 (else f32).

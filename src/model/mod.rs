@@ -24,51 +24,54 @@ pub use crate::gpu::ops::MAX_CONTEXT;
 /// Activation buffers, each allocated once for the model's shapes, one row per token of a chunk
 /// (B = the prefill chunk; decoding uses row 0).
 struct Activations {
-    x: wgpu::Buffer,              // [B × d] residual stream
-    xb: wgpu::Buffer,             // [B × d] normed sublayer input
-    qkv: wgpu::Buffer,            // [B × (d + 2·kv)], rows [q | k | v]
-    att_out: wgpu::Buffer,        // [B × d] attention output, heads concatenated
-    att: wgpu::Buffer,            // [L × h × T] the last token's attention weights per layer, then [B × h × T] scratch
-    att_part: wgpu::Buffer,       // [B × h × splits × (4 + d_h)] attention statistics and outputs per split
-    gate_up: wgpu::Buffer,        // [B × 2f], rows [gate | up]
-    hb: wgpu::Buffer,             // [B × f] silu(gate) ⊙ up
-    logits: wgpu::Buffer,         // [V]
-    tokens: wgpu::Buffer,         // [T] u32, token id per position
-    rope: wgpu::Buffer,           // [T × d_h/2] (cos, sin)
-    staging: wgpu::Buffer,        // [V] f32, MAP_READ
-    att_staging: wgpu::Buffer,    // [L × h × T] f32, MAP_READ: the layers' weights, for the views
-    argmax: wgpu::Buffer,         // [2] u32: argmax id, f32 bits of its logit
-    argmax_staging: wgpu::Buffer, // [2] u32, MAP_READ
+    x: wgpu::Buffer,                  // [B × d] residual stream
+    xb: wgpu::Buffer,                 // [B × d] normed sublayer input
+    qkv: wgpu::Buffer,                // [B × (q + 2·kv)], rows [q | k | v], q = h · d_h
+    att_out: wgpu::Buffer,            // [B × q] attention output, heads concatenated
+    att: wgpu::Buffer,                // [L × h × T] the last token's attention weights per layer, then [B × h × T] scratch
+    att_part: wgpu::Buffer,           // [B × h × splits × (4 + d_h)] attention statistics and outputs per split
+    gate_up: wgpu::Buffer,            // [B × 2f], rows [gate | up]
+    hb: wgpu::Buffer,                 // [B × f] silu(gate) ⊙ up
+    logits: wgpu::Buffer,             // [V]
+    tokens: wgpu::Buffer,             // [T] u32, token id per position
+    rope: wgpu::Buffer,               // [T × d_h/2] (cos, sin) of the full-attention layers
+    rope_local: Option<wgpu::Buffer>, // the same for the sliding-window layers, where their RoPE differs
+    staging: wgpu::Buffer,            // [V] f32, MAP_READ
+    att_staging: wgpu::Buffer,        // [L × h × T] f32, MAP_READ: the layers' weights, for the views
+    argmax: wgpu::Buffer,             // [2] u32: argmax id, f32 bits of its logit
+    argmax_staging: wgpu::Buffer,     // [2] u32, MAP_READ
 }
 
 /// The bytes of every buffer the model allocates besides the weights, computed once: the limit
 /// check and the allocation both read them. B = the prefill chunk, rows per token buffer.
 struct Sizes {
-    stream: u64,   // [B × d] f32: x, xb, att_out
-    qkv: u64,      // [B × (d + 2·kv)]
+    stream: u64,   // [B × d] f32: x, xb
+    att_out: u64,  // [B × q]
+    qkv: u64,      // [B × (q + 2·kv)]
     gate_up: u64,  // [B × 2f]
     hb: u64,       // [B × f]
     logits: u64,   // [V]
     tokens: u64,   // [T] u32
     att: u64,      // [(L + B) × h × T]
     part: u64,     // [B × h × splits × (4 + d_h)]
-    kv_layer: u64, // [T × kv] per layer, K or V
+    kv_layer: u64, // [T × kv]: the largest layer's K or V
     steps: u64,    // [T] 256-byte uniform slots
 }
 
 impl Sizes {
     fn new(cfg: &Config, context: usize, kv: KvType, attn: &ops::Attention, chunk: u32) -> Self {
-        let (d, kvd, f, b) = (cfg.dim as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, chunk as u64);
+        let (d, q, kvd, f, b) = (cfg.dim as u64, cfg.q_dim() as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, chunk as u64);
         Sizes {
             stream: b * d * 4,
-            qkv: b * (d + 2 * kvd) * 4,
+            att_out: b * q * 4,
+            qkv: b * (q + 2 * kvd) * 4,
             gate_up: b * 2 * f * 4,
             hb: b * f * 4,
             logits: cfg.vocab_size as u64 * 4,
             tokens: context as u64 * 4,
             att: attn.att_bytes(cfg.n_layers, chunk),
             part: attn.part_bytes(chunk),
-            kv_layer: cfg.kv_layer_bytes(context, kv),
+            kv_layer: (0..cfg.n_layers).map(|l| cfg.kv_layer_bytes(cfg.cache_rows(l, context), kv)).max().unwrap_or(0),
             steps: StepTable::bytes(context),
         }
     }
@@ -137,8 +140,10 @@ impl GpuModel {
 
     pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let heads = Heads { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32 };
-        let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, ctx.attention_split);
+        let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, ctx.attention_split, cfg.attn_scale);
         let chunk = ctx.tuning.prefill_chunk;
+        let factors = rope_factors(g, cfg, src)?;
+        let table = |r| rope_table(context, cfg.head_dim, r, &factors);
         let sizes = Sizes::new(cfg, context, kv, &attn, chunk);
         check_limits(&ctx, g, cfg, context, &sizes)?;
         attn.check()?;
@@ -148,14 +153,18 @@ impl GpuModel {
             x: ctx.storage("x", sizes.stream)?,
             xb: ctx.storage("xb", sizes.stream)?,
             qkv: ctx.storage("qkv", sizes.qkv)?,
-            att_out: ctx.storage("att_out", sizes.stream)?,
+            att_out: ctx.storage("att_out", sizes.att_out)?,
             att: ctx.storage("att", sizes.att)?,
             att_part: ctx.storage("attention splits", sizes.part)?,
             gate_up: ctx.storage("gate_up", sizes.gate_up)?,
             hb: ctx.storage("hb", sizes.hb)?,
             logits: ctx.storage("logits", sizes.logits)?,
             tokens: ctx.storage("tokens", sizes.tokens)?,
-            rope: ctx.storage_with("rope table", bytemuck::cast_slice(&rope_table(context, cfg.head_dim, cfg.rope_base)))?,
+            rope: ctx.storage_with("rope table", bytemuck::cast_slice(&table(cfg.rope)))?,
+            rope_local: match cfg.rope_local != cfg.rope && cfg.sliding_window > 0 {
+                true => Some(ctx.storage_with("rope table, sliding-window layers", bytemuck::cast_slice(&table(cfg.rope_local)))?),
+                false => None,
+            },
             staging: ctx.staging("logits staging", sizes.logits)?,
             att_staging: ctx.staging("attention staging", attn.att_bytes(cfg.n_layers, 0))?,
             argmax: ctx.storage("argmax", 8)?,
@@ -288,11 +297,15 @@ impl GpuModel {
     }
 
     /// Zeroes K and V in every cache row from `from` on (one submit; no allocation).
+    /// A sliding-window layer's ring is cleared only from 0: past that its rows hold the window.
     pub async fn clear_rows(&mut self, from: usize) -> Result<()> {
         let row = self.cfg.kv_layer_bytes(1, self.kv.ty);
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clear cache rows") });
-        for b in self.kv.k.iter().chain(&self.kv.v) {
-            enc.clear_buffer(b, from as u64 * row, None);
+        for (l, &rows) in self.kv.rows.iter().enumerate() {
+            if rows == self.kv.capacity || from == 0 {
+                enc.clear_buffer(&self.kv.k[l], from as u64 * row, None);
+                enc.clear_buffer(&self.kv.v[l], from as u64 * row, None);
+            }
         }
         self.ctx.queue.submit([enc.finish()]);
         self.counters.submits += 1;
@@ -344,35 +357,64 @@ struct Layers<'a> {
 }
 
 impl Layers<'_> {
-    /// Embedding + every layer: 1 + 10 · n_layers dispatches (13 per layer where q/k/v and
-    /// gate/up are not fused), for one position (bound to the per-position table) or for a chunk
+    /// Embedding + every layer: 1 + 10 · n_layers dispatches for Llama (13 per layer where q/k/v
+    /// and gate/up are not fused; + 1 for Qwen 2's biases, + 1 for q/k head norms, + 2 for
+    /// Gemma's post-norms), for one position (bound to the per-position table) or for a chunk
     /// (bound to the chunk table).
     fn record(&self, ctx: &GpuContext, tokens: Tokens, steps: &StepTable) -> Result<Program> {
         let (cfg, w, kv, a) = (self.cfg, self.w, self.kv, self.a);
-        let (d, f) = (cfg.dim as u32, cfg.ffn_dim as u32);
-        let qkv = Rows::new(&a.qkv, self.attn.heads.qkv_row());
+        let (d, f, q) = (cfg.dim as u32, cfg.ffn_dim as u32, cfg.q_dim() as u32);
+        let heads = self.attn.heads;
+        let qkv = Rows::new(&a.qkv, heads.qkv_row());
         let (x, xb) = (Rows::new(&a.x, d), Rows::new(&a.xb, d));
         let gate_up = Rows::new(&a.gate_up, 2 * f);
+        // A sublayer's output goes straight into the residual stream, or (post-norms) into xb,
+        // to be normed and then added.
+        let (sub_out, sub_write) = if cfg.post_norms { (xb, Write::Set) } else { (x, Write::Add) };
         let mut rec = Recorder::new(ctx);
-        ops::embed(&mut rec, tokens, &a.x, w.get("token_embd.weight"), &a.tokens)?;
+        ops::embed(&mut rec, tokens, &a.x, w.get("token_embd.weight"), &a.tokens, cfg.embed_scale)?;
         for l in 0..cfg.n_layers {
             let t = |n: &str| w.layer(l, n);
             let r = &mut rec;
-            // x → xb = rmsnorm(x) → q, k, v (into qkv) → RoPE on q and k, k and v into cache rows.
-            ops::rms_norm(r, tokens, format!("L{l}.attn_norm"), &a.xb, &a.x, (t("attn_norm"), cfg.rms_eps), NormRows::Each)?;
+            let eps = cfg.rms_eps;
+            let post_norm = |r: &mut Recorder, name: &str| -> Result<()> {
+                match cfg.post_norms {
+                    true => ops::rms_norm(r, tokens, format!("L{l}.{name}"), &a.x, &a.xb, (t(name), eps), NormRows::Each, Write::Add),
+                    false => Ok(()),
+                }
+            };
+            // x → xb = rmsnorm(x) → q, k, v (into qkv; + biases; heads normed) → RoPE on q and k,
+            // k and v into their cache rows.
+            ops::rms_norm(r, tokens, format!("L{l}.attn_norm"), &a.xb, &a.x, (t("attn_norm"), eps), NormRows::Each, Write::Set)?;
             self.project_group(r, tokens, l, "attn_qkv", qkv, xb)?;
-            let rb = RopeKvBuffers { qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l], table: &a.rope };
-            ops::rope_kv(r, tokens, format!("L{l}.rope_kv"), &rb, self.attn.heads, kv.ty)?;
-            // Each query attends over cache rows 0..=its position; x += W_o · att_out.
+            if cfg.qkv_bias {
+                ops::add_bias(r, tokens, format!("L{l}.attn_qkv_bias"), &a.qkv, w.get(&format!("blk.{l}.attn_qkv.bias")))?;
+            }
+            if cfg.qk_norm {
+                ops::head_norm(r, tokens, format!("L{l}.qk_norm"), &a.qkv, [t("attn_q_norm"), t("attn_k_norm")], heads, eps)?;
+            }
+            let sliding = cfg.is_sliding(l);
+            let table = match (&a.rope_local, sliding) {
+                (Some(local), true) => local,
+                _ => &a.rope,
+            };
+            let rows = kv.rows[l] as u32;
+            let rb = RopeKvBuffers { qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l], table, rows };
+            ops::rope_kv(r, tokens, format!("L{l}.rope_kv"), &rb, heads, kv.ty, cfg.rope.neox)?;
+            // Each query attends over the positions it sees; x += W_o · att_out (normed first
+            // with post-norms).
             let bufs =
                 AttentionBuffers { out: &a.att_out, att: &a.att, part: &a.att_part, qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l] };
-            ops::attention(r, tokens, &format!("L{l}"), &bufs, &self.attn.layer(l))?;
-            ops::project(r, tokens, format!("L{l}.attn_output"), t("attn_output"), x, Rows::new(&a.att_out, d), Write::Add)?;
-            // x += W_down · (silu(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).
-            ops::rms_norm(r, tokens, format!("L{l}.ffn_norm"), &a.xb, &a.x, (t("ffn_norm"), cfg.rms_eps), NormRows::Each)?;
+            let window = if sliding { cfg.sliding_window as u32 } else { 0 };
+            ops::attention(r, tokens, &format!("L{l}"), &bufs, &self.attn.layer(l).windowed(window, rows))?;
+            ops::project(r, tokens, format!("L{l}.attn_output"), t("attn_output"), sub_out, Rows::new(&a.att_out, q), sub_write)?;
+            post_norm(r, "post_attention_norm")?;
+            // x += W_down · (act(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).
+            ops::rms_norm(r, tokens, format!("L{l}.ffn_norm"), &a.xb, &a.x, (t("ffn_norm"), eps), NormRows::Each, Write::Set)?;
             self.project_group(r, tokens, l, "ffn_gate_up", gate_up, xb)?;
-            ops::swiglu(r, tokens, format!("L{l}.swiglu"), &a.hb, &a.gate_up, f)?;
-            ops::project(r, tokens, format!("L{l}.ffn_down"), t("ffn_down"), x, Rows::new(&a.hb, f), Write::Add)?;
+            ops::glu(r, tokens, format!("L{l}.glu"), &a.hb, &a.gate_up, f, cfg.act)?;
+            ops::project(r, tokens, format!("L{l}.ffn_down"), t("ffn_down"), sub_out, Rows::new(&a.hb, f), sub_write)?;
+            post_norm(r, "post_ffw_norm")?;
         }
         rec.finish(if tokens == Tokens::One { "decode" } else { "prefill" }, Some(steps))
     }
@@ -394,11 +436,22 @@ impl Layers<'_> {
     }
 }
 
+/// `rope_freqs.weight` [d_h/2] (each pair's frequency divisor), or empty.
+fn rope_factors(g: &Gguf<'_>, cfg: &Config, src: &mut dyn ByteSource) -> Result<Vec<f32>> {
+    if !cfg.rope_freqs {
+        return Ok(Vec::new());
+    }
+    let info = g.tensor("rope_freqs.weight").ok_or_else(|| Error::MissingTensor("rope_freqs.weight".into()))?;
+    let mut bytes = Vec::new();
+    src.read(g.tensor_range(info), &mut bytes)?;
+    Ok(crate::quant::dequantize_vec(info.ty, &bytes, info.n_elements() as usize))
+}
+
 /// logits = W_out · rmsnorm(x of the last token), W_out = token_embd when the output is tied.
 fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations, steps: &StepTable) -> Result<Program> {
     let mut rec = Recorder::new(ctx);
     let norm = (w.get("output_norm.weight"), cfg.rms_eps);
-    ops::rms_norm(&mut rec, Tokens::One, "output_norm".into(), &a.xb, &a.x, norm, NormRows::LastIntoFirst)?;
+    ops::rms_norm(&mut rec, Tokens::One, "output_norm".into(), &a.xb, &a.x, norm, NormRows::LastIntoFirst, Write::Set)?;
     let out = if cfg.tied_output { w.get("token_embd.weight") } else { w.get("output.weight") };
     let d = cfg.dim as u32;
     ops::project(&mut rec, Tokens::One, "output".into(), out, Rows::new(&a.logits, 0), Rows::new(&a.xb, d), Write::Set)?;

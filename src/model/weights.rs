@@ -36,8 +36,9 @@ pub struct Weights {
     pub bytes: u64,
 }
 
-/// Per-layer groups stored as one tensor (rows of the members in order), named by the first
-/// element: `blk.L.attn_qkv.weight` = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up].
+/// Per-layer groups stored as one tensor (rows of the members in order): `blk.L.attn_qkv.weight`
+/// = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up]; and their biases where there are
+/// any, always together (F32 vectors): `blk.L.attn_qkv.bias` = [b_q | b_k | b_v].
 pub const FUSED: [(&str, &[&str]); 2] = [("attn_qkv", &["attn_q", "attn_k", "attn_v"]), ("ffn_gate_up", &["ffn_gate", "ffn_up"])];
 
 /// The members of fused group `name` (see `FUSED`).
@@ -56,14 +57,17 @@ impl Weights {
         // Member name → fused name, for the groups whose members match in type and row length.
         let mut fused_as: HashMap<String, (String, Vec<String>)> = HashMap::new();
         for l in 0..cfg.n_layers {
-            for (fused, members) in FUSED {
-                let names: Vec<String> = members.iter().map(|m| format!("blk.{l}.{m}.weight")).collect();
+            for ((fused, members), kind) in FUSED.iter().flat_map(|f| [(f, "weight"), (f, "bias")]) {
+                let names: Vec<String> = members.iter().map(|m| format!("blk.{l}.{m}.{kind}")).collect();
                 let infos: Vec<_> = names.iter().filter_map(|n| g.tensor(n)).collect();
                 let same = infos.len() == names.len()
-                    && infos.iter().all(|i| i.dims.len() == 2 && i.ty == infos[0].ty && i.dims[0] == infos[0].dims[0]);
+                    && infos.iter().all(|i| match kind {
+                        "weight" => i.dims.len() == 2 && i.ty == infos[0].ty && i.dims[0] == infos[0].dims[0],
+                        _ => i.dims.len() == 1 && i.ty == GgmlType::F32,
+                    });
                 if same {
                     for n in &names {
-                        fused_as.insert(n.clone(), (format!("blk.{l}.{fused}.weight"), names.clone()));
+                        fused_as.insert(n.clone(), (format!("blk.{l}.{fused}.{kind}"), names.clone()));
                     }
                 }
             }
@@ -86,9 +90,10 @@ impl Weights {
                         let i = g.tensor(m).ok_or_else(|| Error::MissingTensor(m.clone()))?;
                         src.read(g.tensor_range(i), &mut part)?;
                         scratch.extend_from_slice(&part);
-                        rows += i.dims[1];
+                        rows += i.dims.get(1).unwrap_or(&i.dims[0]);
                     }
-                    (fused.clone(), vec![info.dims[0], rows])
+                    let dims = if info.dims.len() == 1 { vec![rows] } else { vec![info.dims[0], rows] };
+                    (fused.clone(), dims)
                 }
                 None => {
                     src.read(g.tensor_range(info), &mut scratch)?;

@@ -87,6 +87,11 @@ pub fn strs(v: &[String]) -> Value {
 /// The synthetic model's metadata (no tensors): a byte-level vocabulary of the 256 bytes, two
 /// merges and three control tokens.
 pub fn synthetic_writer(n_layers: u32) -> (Writer, usize) {
+    synthetic_writer_for("llama", n_layers)
+}
+
+/// `synthetic_writer` with the metadata keys of architecture `arch`.
+pub fn synthetic_writer_for(arch: &str, n_layers: u32) -> (Writer, usize) {
     let alphabet = kvscope::tokenizer::byte_to_char();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     tokens.extend(alphabet.iter().map(|c| c.to_string()));
@@ -95,16 +100,16 @@ pub fn synthetic_writer(n_layers: u32) -> (Writer, usize) {
     let mut types = vec![Value::I32(3); 3];
     types.extend(std::iter::repeat_n(Value::I32(1), tokens.len() - 3));
     let mut w = Writer::new();
-    w.kv("general.architecture", Value::String("llama".into()))
+    w.kv("general.architecture", Value::String(arch.into()))
         .kv("general.name", Value::String("synthetic".into()))
-        .kv("llama.block_count", Value::U32(n_layers))
-        .kv("llama.context_length", Value::U32(256))
-        .kv("llama.embedding_length", Value::U32(SYN_DIM as u32))
-        .kv("llama.feed_forward_length", Value::U32(SYN_FFN as u32))
-        .kv("llama.attention.head_count", Value::U32(4))
-        .kv("llama.attention.head_count_kv", Value::U32(2))
-        .kv("llama.rope.freq_base", Value::F32(10000.0))
-        .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
+        .kv(&format!("{arch}.block_count"), Value::U32(n_layers))
+        .kv(&format!("{arch}.context_length"), Value::U32(256))
+        .kv(&format!("{arch}.embedding_length"), Value::U32(SYN_DIM as u32))
+        .kv(&format!("{arch}.feed_forward_length"), Value::U32(SYN_FFN as u32))
+        .kv(&format!("{arch}.attention.head_count"), Value::U32(4))
+        .kv(&format!("{arch}.attention.head_count_kv"), Value::U32(2))
+        .kv(&format!("{arch}.rope.freq_base"), Value::F32(10000.0))
+        .kv(&format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(1e-5))
         .kv("tokenizer.ggml.model", Value::String("gpt2".into()))
         .kv("tokenizer.ggml.pre", Value::String("smollm".into()))
         .kv("tokenizer.ggml.tokens", strs(&tokens))
@@ -162,4 +167,67 @@ pub fn default_model() -> Option<Vec<u8>> {
         }
         Err(e) => panic!("default model missing under CI: {}: {e}", path.display()),
     }
+}
+
+/// A small model of architecture `arch` with seeded random F32 weights (so that an f32 peer such
+/// as llama.cpp computes the same logits within rounding), on the synthetic byte-level
+/// vocabulary: d = 64, f = 96, 4 query heads sharing 2 KV heads. Qwen 3 and Gemma 3 take heads of
+/// 32 dims (`key_length`), so q is wider than d; Gemma 3 has 6 layers (5 sliding-window layers
+/// with a window of 8, then one global) and a tied output, as do Qwen 2 and 3.
+pub fn synthetic_arch_model(arch: kvscope::config::Arch, seed: u64) -> Vec<u8> {
+    use kvscope::config::Arch;
+    let name = arch.name();
+    let (d, f, h, hkv) = (SYN_DIM as u64, SYN_FFN as u64, 4u64, 2u64);
+    let hd = match arch {
+        Arch::Qwen3 | Arch::Gemma3 => 32,
+        _ => d / h,
+    };
+    let n_layers = if arch == Arch::Gemma3 { 6 } else { 2 };
+    let (mut out, vocab) = synthetic_writer_for(name, n_layers as u32);
+    if hd != d / h {
+        out.kv(&format!("{name}.attention.key_length"), Value::U32(hd as u32));
+        out.kv(&format!("{name}.attention.value_length"), Value::U32(hd as u32));
+    }
+    if arch == Arch::Gemma3 {
+        out.kv(&format!("{name}.attention.sliding_window"), Value::U32(8));
+    }
+    let (q, kv, v) = (h * hd, hkv * hd, vocab as u64);
+    let mut s = seed;
+    let mut tensor = |w: &mut Writer, name: &str, dims: &[u64], scale: f32, offset: f32| {
+        s += 1;
+        let n: u64 = dims.iter().product();
+        let x: Vec<f32> = random(n as usize, s, scale).into_iter().map(|v| v + offset).collect();
+        w.tensor(name, dims, GgmlType::F32.id(), quantize(GgmlType::F32, &x));
+    };
+    tensor(&mut out, "token_embd.weight", &[d, v], 1.0, 0.0);
+    tensor(&mut out, "output_norm.weight", &[d], 0.2, 1.0);
+    if arch == Arch::Llama {
+        tensor(&mut out, "output.weight", &[d, v], 0.3, 0.0);
+    }
+    for l in 0..n_layers {
+        let n = |s: &str| format!("blk.{l}.{s}");
+        tensor(&mut out, &n("attn_norm.weight"), &[d], 0.2, 1.0);
+        tensor(&mut out, &n("attn_q.weight"), &[d, q], 0.3, 0.0);
+        tensor(&mut out, &n("attn_k.weight"), &[d, kv], 0.3, 0.0);
+        tensor(&mut out, &n("attn_v.weight"), &[d, kv], 0.3, 0.0);
+        if arch == Arch::Qwen2 {
+            tensor(&mut out, &n("attn_q.bias"), &[q], 0.5, 0.0);
+            tensor(&mut out, &n("attn_k.bias"), &[kv], 0.5, 0.0);
+            tensor(&mut out, &n("attn_v.bias"), &[kv], 0.5, 0.0);
+        }
+        if matches!(arch, Arch::Qwen3 | Arch::Gemma3) {
+            tensor(&mut out, &n("attn_q_norm.weight"), &[hd], 0.2, 1.0);
+            tensor(&mut out, &n("attn_k_norm.weight"), &[hd], 0.2, 1.0);
+        }
+        tensor(&mut out, &n("attn_output.weight"), &[q, d], 0.2, 0.0);
+        tensor(&mut out, &n("ffn_norm.weight"), &[d], 0.2, 1.0);
+        tensor(&mut out, &n("ffn_gate.weight"), &[d, f], 0.3, 0.0);
+        tensor(&mut out, &n("ffn_up.weight"), &[d, f], 0.3, 0.0);
+        tensor(&mut out, &n("ffn_down.weight"), &[f, d], 0.2, 0.0);
+        if arch == Arch::Gemma3 {
+            tensor(&mut out, &n("post_attention_norm.weight"), &[d], 0.2, 1.0);
+            tensor(&mut out, &n("post_ffw_norm.weight"), &[d], 0.2, 1.0);
+        }
+    }
+    out.to_bytes()
 }

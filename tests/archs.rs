@@ -1,0 +1,108 @@
+//! Every architecture on a small synthetic model (`common::synthetic_arch_model`): the CPU
+//! reference against llama.cpp's logits for the same file (committed goldens, made by
+//! `tests/golden/make_arch_goldens.py`), and the GPU against the CPU, token by token and batched.
+
+mod common;
+
+use common::{assert_close, gpu, synthetic_arch_model};
+use kvscope::config::Arch;
+use kvscope::{Backend, Engine, GpuOptions, LoadOptions};
+
+const VOCAB: usize = 261;
+
+/// The prompt every check feeds: 75 positions, so that Gemma's 8-position window wraps its ring
+/// of 40 rows (8 + one 32-token chunk) and the GPU runs two full prefill chunks and a partial one.
+fn ids() -> Vec<u32> {
+    (0..75).map(|i| (i * 37 + 5) % VOCAB as u32).collect()
+}
+
+fn logits(bytes: &[u8], opts: LoadOptions, ids: &[u32]) -> Vec<f32> {
+    let mut e = pollster::block_on(Engine::load(bytes, opts)).expect("load");
+    pollster::block_on(e.logits_for(ids)).expect("forward")
+}
+
+fn opts(backend: Backend) -> LoadOptions {
+    LoadOptions { backend, context: 128, ..Default::default() }
+}
+
+/// llama.cpp's logits for `arch`'s synthetic model: (positions, [positions × V]).
+fn golden(arch: Arch) -> (Vec<usize>, Vec<f32>) {
+    let path = format!("{}/tests/golden/arch_{}.json", env!("CARGO_MANIFEST_DIR"), arch.name());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}; run tests/golden/make_arch_goldens.py"));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("golden json");
+    assert_eq!(v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>(), ids());
+    let positions = v["positions"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let logits = v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    (positions, logits)
+}
+
+fn check(arch: Arch) {
+    let bytes = synthetic_arch_model(arch, 300);
+    let ids = ids();
+    let cpu = logits(&bytes, opts(Backend::Cpu), &ids);
+
+    // The CPU against llama.cpp (f32 weights on both sides: only rounding differs).
+    let (positions, want) = golden(arch);
+    let got: Vec<f32> = positions.iter().flat_map(|&p| cpu[p * VOCAB..][..VOCAB].to_vec()).collect();
+    assert_close(&format!("{}: CPU against llama.cpp", arch.name()), &got, &want, 2e-3);
+    gpu_against_cpu(arch, &bytes, &ids, &cpu);
+}
+
+fn gpu_against_cpu(arch: Arch, bytes: &[u8], ids: &[u32], cpu: &[f32]) {
+    if gpu().is_none() {
+        return;
+    }
+    assert_close(&format!("{}: GPU against CPU", arch.name()), &logits(bytes, opts(Backend::Gpu), ids), cpu, 1e-4);
+    let plain = LoadOptions { gpu: GpuOptions::plain(), ..opts(Backend::Gpu) };
+    assert_close(&format!("{}: GPU (plain kernels) against CPU", arch.name()), &logits(bytes, plain, ids), cpu, 1e-4);
+    for n in [2, 33, 75] {
+        let mut e = pollster::block_on(Engine::load(bytes, opts(Backend::Gpu))).expect("load");
+        pollster::block_on(e.feed(&ids[..n])).expect("prefill");
+        let last = &cpu[(n - 1) * VOCAB..][..VOCAB];
+        assert_close(&format!("{}: prefill of {n} tokens", arch.name()), e.logits(), last, 1e-4);
+    }
+}
+
+/// GPU against CPU only (no golden needed): `cargo test --test archs gpu_only -- --ignored`.
+#[test]
+#[ignore]
+fn gpu_only() {
+    for arch in Arch::ALL {
+        let bytes = synthetic_arch_model(arch, 300);
+        let cpu = logits(&bytes, opts(Backend::Cpu), &ids());
+        gpu_against_cpu(arch, &bytes, &ids(), &cpu);
+    }
+}
+
+#[test]
+fn llama() {
+    check(Arch::Llama);
+}
+
+#[test]
+fn qwen2() {
+    check(Arch::Qwen2);
+}
+
+#[test]
+fn qwen3() {
+    check(Arch::Qwen3);
+}
+
+#[test]
+fn gemma3() {
+    check(Arch::Gemma3);
+}
+
+/// Writes the synthetic models to `target/synthetic/<arch>.gguf` for the golden script:
+/// `cargo test --release --test archs -- --ignored write_models`.
+#[test]
+#[ignore]
+fn write_models() {
+    let dir = format!("{}/target/synthetic", env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for arch in Arch::ALL {
+        std::fs::write(format!("{dir}/{}.gguf", arch.name()), synthetic_arch_model(arch, 300)).unwrap();
+    }
+    std::fs::write(format!("{dir}/ids.json"), serde_json::to_string(&ids()).unwrap()).unwrap();
+}
