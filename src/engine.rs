@@ -165,6 +165,10 @@ pub struct Engine {
     /// While set (by `generate` with `gpu_argmax`), feeds read back only the GPU's argmax, into
     /// `gpu_pick`, and `logits` is not updated.
     argmax_only: bool,
+    /// With `argmax_only`: read back the GPU's next-token table (`ops::TOP_K` entries, the argmax
+    /// first) into `gpu_top` in place of the argmax alone.
+    top_on_gpu: bool,
+    gpu_top: Vec<TokenProb>,
     gpu_pick: Option<(u32, f32)>,
     /// `logits` is older than the last fed position (that feed read back only the argmax).
     logits_stale: bool,
@@ -218,6 +222,8 @@ impl Engine {
             cached: Vec::with_capacity(opts.context),
             pending: None,
             argmax_only: false,
+            top_on_gpu: false,
+            gpu_top: Vec::with_capacity(crate::gpu::ops::TOP_K),
             tainted_from: None,
             same_row: None,
             gpu_pick: None,
@@ -365,14 +371,18 @@ impl Engine {
                 }
                 Model::Gpu(m) => {
                     let mut pick = (0, 0.0);
-                    let readback = match (last, self.argmax_only) {
-                        (false, _) => Readback::None,
-                        (true, false) => Readback::Logits(&mut self.logits[..]),
-                        (true, true) => Readback::Argmax(&mut pick),
+                    let readback = match (last, self.argmax_only, self.top_on_gpu) {
+                        (false, _, _) => Readback::None,
+                        (true, false, _) => Readback::Logits(&mut self.logits[..]),
+                        (true, true, false) => Readback::Argmax(&mut pick),
+                        (true, true, true) => Readback::Top(&mut self.gpu_top),
                     };
                     m.forward(part, at, readback, flaw).await?;
                     if last {
                         self.logits_stale = self.argmax_only;
+                        if self.top_on_gpu {
+                            pick = (self.gpu_top.first().map_or(0, |t| t.id), 0.0);
+                        }
                         if self.argmax_only {
                             self.gpu_pick = Some(pick);
                         }
@@ -481,8 +491,11 @@ impl Engine {
         }
         let on_gpu = opts.gpu_argmax && opts.sampler.is_greedy() && self.gpu().is_some();
         self.argmax_only = on_gpu;
+        // The table comes from the GPU too when it asks for no more than the GPU keeps.
+        self.top_on_gpu = on_gpu && (1..=crate::gpu::ops::TOP_K).contains(&opts.report_top);
         let r = self.generate_inner(prompt, opts, on_gpu, on_token).await;
         self.argmax_only = false;
+        self.top_on_gpu = false;
         self.gpu_pick = None;
         r
     }
@@ -558,11 +571,14 @@ impl Engine {
         }
     }
 
-    /// The next token and the next-token table: the GPU's argmax where it picked one, else the
-    /// sampler over the logits.
+    /// The next token and the next-token table: the GPU's argmax (and table) where it picked one,
+    /// else the sampler over the logits.
     fn pick(&self, sampler: &mut Sampler, opts: &GenerateOptions, on_gpu: bool) -> (u32, Vec<TokenProb>) {
         match self.gpu_pick {
-            Some((id, _)) if on_gpu => (id, Vec::new()),
+            Some((id, _)) if on_gpu => {
+                let n = if self.top_on_gpu { opts.report_top.min(self.gpu_top.len()) } else { 0 };
+                (id, self.gpu_top[..n].to_vec())
+            }
             _ => {
                 let top = if opts.report_top > 0 { top_k(&self.logits, opts.report_top, 1.0) } else { Vec::new() };
                 (sampler.sample(&self.logits), top)

@@ -487,3 +487,34 @@ fn bindings_are_read_from_the_shader() {
     assert_eq!(bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16 })), [Out, Out, In, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::Argmax)), [Out, In, Params]);
 }
+
+/// The GPU's next-token table: the 16 largest logits in order (ties to the lower index, one tie
+/// straddling two slices) with their softmax probabilities, against `sampler::top_k`; vocabularies
+/// larger than, equal to and smaller than the 16 × 64 entries the passes hold.
+#[test]
+fn top_k_matches_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for (seed, n) in [(4u64, 262_144usize), (5, 49152), (6, 1000), (7, 9)] {
+        let mut logits = random(n, seed, 10.0);
+        let hi = logits.iter().copied().fold(f32::MIN, f32::max);
+        for i in [n / 3, n - 1, 1] {
+            logits[i] = hi + 0.5;
+        }
+        let want = kvscope::sampler::top_k(&logits, ops::TOP_K, 1.0);
+        let out = ctx.storage("out", ops::top_k_words() as u64 * 4).unwrap();
+        let part = ctx.storage("part", (ops::TOP_K_SLICES as usize * ops::top_k_words()) as u64 * 4).unwrap();
+        let l = buf(&ctx, "logits", &logits);
+        let mut rec = Recorder::new(&ctx);
+        ops::top_k(&mut rec, &out, &part, &l, n as u32).unwrap();
+        rec.finish("top_k", None).unwrap().run(&ctx, &StepTable::new(&ctx, 1).unwrap(), 0);
+        let raw: Vec<u32> = read(&ctx, &out).iter().map(|v| v.to_bits()).collect();
+        let (max, sum) = (f32::from_bits(raw[0]), f32::from_bits(raw[1]));
+        assert_eq!(max, hi + 0.5, "n = {n}: max");
+        let got: Vec<(u32, f32)> =
+            raw[2..].chunks(2).filter(|e| e[0] != u32::MAX).map(|e| (e[0], (f32::from_bits(e[1]) - max).exp() / sum)).collect();
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), want.iter().map(|w| w.id).collect::<Vec<_>>(), "n = {n}: ids");
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g.1 - w.p).abs() <= 1e-5 * w.p.max(1e-3), "n = {n}: p({}) = {} vs {}", w.id, g.1, w.p);
+        }
+    }
+}

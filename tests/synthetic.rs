@@ -364,3 +364,36 @@ fn gpu_argmax_emits_the_same_tokens() {
     let feeds = 1 + plain.len() - (plain.last() == Some(&0)) as usize;
     assert_eq!(c_plain.readback_bytes - c_fast.readback_bytes, (feeds * (261 * 4 - 8)) as u64);
 }
+
+/// With the GPU argmax and a next-token table asked for, the table comes from the GPU (top-k and
+/// softmax there, 136 bytes read back per token) and equals the CPU's over the full logits.
+#[test]
+fn gpu_next_token_table_matches_the_logits() {
+    use kvscope::GenerateOptions;
+    if gpu().is_none() {
+        return;
+    }
+    let run = |gpu_argmax: bool| {
+        let mut e = tiny(Backend::Gpu, 64);
+        let mut events = Vec::new();
+        let opts = GenerateOptions { max_tokens: 6, gpu_argmax, report_top: 5, ..Default::default() };
+        pollster::block_on(e.generate(&[10, 11, 12], &opts, &mut |ev| {
+            events.push((ev.id, ev.top.clone()));
+            true
+        }))
+        .unwrap();
+        (events, e.gpu().unwrap().counters.readback_bytes)
+    };
+    let (cpu_table, bytes_full) = run(false);
+    let (gpu_table, bytes_top) = run(true);
+    assert_eq!(cpu_table.len(), gpu_table.len());
+    for ((id_a, a), (id_b, b)) in cpu_table.iter().zip(&gpu_table) {
+        assert_eq!(id_a, id_b);
+        assert_eq!(a.len(), 5);
+        assert_eq!(a.iter().map(|t| t.id).collect::<Vec<_>>(), b.iter().map(|t| t.id).collect::<Vec<_>>());
+        for (x, y) in a.iter().zip(b) {
+            assert!((x.p - y.p).abs() < 1e-5, "p {} vs {}", x.p, y.p);
+        }
+    }
+    assert!(bytes_top < bytes_full / 5, "{bytes_top} vs {bytes_full} bytes read back");
+}

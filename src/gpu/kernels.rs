@@ -55,6 +55,10 @@ pub enum Kernel {
     Glu,
     /// (argmax, max) of the logits, ties to the lowest index.
     Argmax,
+    /// Top-k pass 1: softmax statistics and the k best logits of each slice.
+    TopK,
+    /// Top-k pass 2: merges the slices.
+    TopKMerge,
 }
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -167,6 +171,8 @@ impl Kernel {
             Kernel::AttentionMerge => Spec::new("attention_merge", include_str!("../../shaders/attention_merge.wgsl")),
             Kernel::Glu => Spec::new("glu", include_str!("../../shaders/glu.wgsl")),
             Kernel::Argmax => Spec::new("argmax", include_str!("../../shaders/argmax.wgsl")),
+            Kernel::TopK => Spec::new("top_k", include_str!("../../shaders/top_k.wgsl")),
+            Kernel::TopKMerge => Spec::new("top_k_merge", include_str!("../../shaders/top_k_merge.wgsl")),
         }
     }
 }

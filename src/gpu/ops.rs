@@ -308,6 +308,24 @@ pub fn glu(rec: &mut Recorder, tokens: Tokens, label: String, out: &wgpu::Buffer
     rec.push(label, Kernel::Glu, &[out, gate_up], &p, Grid::invocations(f).layers(tokens.rows()))
 }
 
+/// Entries the GPU's next-token table keeps (`K` in top_k.wgsl).
+pub const TOP_K: usize = 16;
+/// Slices of the logits in pass 1 of the top-k.
+pub const TOP_K_SLICES: u32 = 64;
+
+/// u32 words of the top-k result: [max, sum, K × (id, logit)].
+pub const fn top_k_words() -> usize {
+    2 + 2 * TOP_K
+}
+
+/// The softmax statistics and the `TOP_K` largest of `n` logits into `out` (`top_k_words`),
+/// through `part` ([TOP_K_SLICES × top_k_words] u32): one workgroup per slice, then one to merge.
+pub fn top_k(rec: &mut Recorder, out: &wgpu::Buffer, part: &wgpu::Buffer, logits: &wgpu::Buffer, n: u32) -> Result<()> {
+    let p = params::TopK { n, chunk: n.div_ceil(TOP_K_SLICES) };
+    rec.push("top_k", Kernel::TopK, &[part, logits], &p, Grid::workgroups(TOP_K_SLICES))?;
+    rec.push("top_k_merge", Kernel::TopKMerge, &[out, part], &params::TopKMerge { slices: TOP_K_SLICES }, Grid::workgroups(1))
+}
+
 /// (argmax, its logit) of `n` logits into `out` ([2] u32), one workgroup.
 pub fn argmax(rec: &mut Recorder, out: &wgpu::Buffer, logits: &wgpu::Buffer, n: u32) -> Result<()> {
     rec.push("argmax", Kernel::Argmax, &[out, logits], &params::Argmax { n }, Grid::workgroups(1))

@@ -128,6 +128,22 @@ pub struct Argmax {
     pub n: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct TopK {
+    /// V
+    pub n: u32,
+    /// Logits per workgroup.
+    pub chunk: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct TopKMerge {
+    /// Workgroups of pass 1.
+    pub slices: u32,
+}
+
 /// Where a pass runs: `n` tokens at positions pos..pos + n. Decoding binds one 256-byte slot per
 /// cache row (n = 1) by dynamic offset; prefill writes one slot per chunk.
 #[repr(C)]

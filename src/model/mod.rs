@@ -16,6 +16,7 @@ use crate::flaw::Flaw;
 use crate::gguf::{ByteSource, Gguf};
 use crate::gpu::ops::{self, AttentionBuffers, Heads, NormRows, RopeKvBuffers, Rows, Tokens, Write};
 use crate::gpu::{GpuContext, GpuOptions, Program, Recorder, StepTable};
+use crate::sampler::TokenProb;
 use kv_cache::KvCache;
 use weights::Weights;
 
@@ -40,6 +41,9 @@ struct Activations {
     att_staging: wgpu::Buffer,        // [L × h × T] f32, MAP_READ: the layers' weights, for the views
     argmax: wgpu::Buffer,             // [2] u32: argmax id, f32 bits of its logit
     argmax_staging: wgpu::Buffer,     // [2] u32, MAP_READ
+    top: wgpu::Buffer,                // [2 + 2K] u32: softmax max and sum, K × (id, logit)
+    top_part: wgpu::Buffer,           // [slices × (2 + 2K)] u32
+    top_staging: wgpu::Buffer,        // [2 + 2K] u32, MAP_READ
 }
 
 /// The bytes of every buffer the model allocates besides the weights, computed once: the limit
@@ -107,6 +111,9 @@ pub enum Readback<'a> {
     Logits(&'a mut [f32]),
     /// (argmax id, its logit), picked on the GPU.
     Argmax(&'a mut (u32, f32)),
+    /// The next-token table of the `ops::TOP_K` largest logits with their probabilities, made on
+    /// the GPU (its first entry is the argmax).
+    Top(&'a mut Vec<TokenProb>),
 }
 
 impl Readback<'_> {
@@ -129,6 +136,8 @@ pub struct GpuModel {
     prefill_head: Program,
     /// The greedy pick on the GPU, after `head`.
     argmax: Program,
+    /// The next-token table on the GPU, after `head`.
+    top: Program,
     pub counters: GpuCounters,
 }
 
@@ -169,6 +178,9 @@ impl GpuModel {
             att_staging: ctx.staging("attention staging", attn.att_bytes(cfg.n_layers, 0))?,
             argmax: ctx.storage("argmax", 8)?,
             argmax_staging: ctx.staging("argmax staging", 8)?,
+            top: ctx.storage("top-k", ops::top_k_words() as u64 * 4)?,
+            top_part: ctx.storage("top-k slices", (ops::TOP_K_SLICES as usize * ops::top_k_words()) as u64 * 4)?,
+            top_staging: ctx.staging("top-k staging", ops::top_k_words() as u64 * 4)?,
         };
         let steps = StepTable::new(&ctx, context)?;
         let chunk_step = StepTable::chunk(&ctx)?;
@@ -180,6 +192,9 @@ impl GpuModel {
         let mut rec = Recorder::new(&ctx);
         ops::argmax(&mut rec, &act.argmax, &act.logits, cfg.vocab_size as u32)?;
         let argmax = rec.finish("argmax", None)?;
+        let mut rec = Recorder::new(&ctx);
+        ops::top_k(&mut rec, &act.top, &act.top_part, &act.logits, cfg.vocab_size as u32)?;
+        let top = rec.finish("top-k", None)?;
         ctx.check_errors()?;
         Ok(GpuModel {
             ctx,
@@ -194,6 +209,7 @@ impl GpuModel {
             head,
             prefill_head,
             argmax,
+            top,
             counters: GpuCounters::default(),
         })
     }
@@ -255,8 +271,12 @@ impl GpuModel {
         let readback = readback.filter(|r| r.wanted());
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("forward"), timestamp_writes: None });
-            let argmax = matches!(readback, Some(Readback::Argmax(_)));
-            let programs = [Some(body), readback.map(|_| head), argmax.then_some(&self.argmax)];
+            let pick = match readback {
+                Some(Readback::Argmax(_)) => Some(&self.argmax),
+                Some(Readback::Top(_)) => Some(&self.top),
+                _ => None,
+            };
+            let programs = [Some(body), readback.map(|_| head), pick];
             for p in programs.into_iter().flatten() {
                 p.encode(&mut pass, offset);
                 self.counters.dispatches += p.len() as u64;
@@ -272,6 +292,7 @@ impl GpuModel {
         let a = &self.act;
         match r {
             Readback::Argmax(_) => (&a.argmax, &a.argmax_staging, 8),
+            Readback::Top(_) => (&a.top, &a.top_staging, a.top.size()),
             _ => (&a.logits, &a.staging, a.logits.size()),
         }
     }
@@ -289,6 +310,16 @@ impl GpuModel {
                 self.ctx.read_staging(&self.act.argmax_staging, bytemuck::cast_slice_mut(&mut raw)).await?;
                 *out = (raw[0], f32::from_bits(raw[1]));
                 8
+            }
+            Readback::Top(out) => {
+                let mut raw = [0u32; ops::top_k_words()];
+                self.ctx.read_staging(&self.act.top_staging, bytemuck::cast_slice_mut(&mut raw)).await?;
+                let (max, sum) = (f32::from_bits(raw[0]), f32::from_bits(raw[1]));
+                out.clear();
+                for e in raw[2..].chunks_exact(2).filter(|e| e[0] != u32::MAX) {
+                    out.push(TokenProb { id: e[0], p: (f32::from_bits(e[1]) - max).exp() / sum });
+                }
+                raw.len() * 4
             }
         };
         self.counters.readback_bytes += bytes as u64;
