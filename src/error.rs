@@ -23,7 +23,7 @@ pub enum Error {
     UnsupportedType { name: String, ty: String },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     BadShape { name: String, expected: Vec<u64>, found: Vec<u64> },
-    #[error("unsupported model architecture `{0}` (supported: llama)")]
+    #[error("unsupported model architecture `{0}` (supported: {supported})", supported = crate::config::Arch::ALL.map(|a| a.name()).join(", "))]
     UnsupportedArchitecture(String),
     #[error("model config: {0}")]
     Config(String),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, synthetic_arch_model};
+use common::{assert_close, gpu, synthetic_arch_model, synthetic_arch_model_with};
 use kvscope::config::Arch;
 use kvscope::{Backend, Engine, GpuOptions, LoadOptions};
 
@@ -105,4 +105,22 @@ fn write_models() {
         std::fs::write(format!("{dir}/{}.gguf", arch.name()), synthetic_arch_model(arch, 300)).unwrap();
     }
     std::fs::write(format!("{dir}/ids.json"), serde_json::to_string(&ids()).unwrap()).unwrap();
+}
+
+/// A known architecture with a tensor of its own missing or mis-shaped is refused by that
+/// tensor's name; an unknown architecture by name, with the supported list.
+#[test]
+fn malformed_models_name_the_problem() {
+    let load = |bytes: Vec<u8>| pollster::block_on(Engine::load(&bytes, opts(Backend::Cpu))).err().expect("refused").to_string();
+    let err = load(synthetic_arch_model_with(Arch::Qwen2, 1, &|n, d| (n != "blk.1.attn_k.bias").then(|| d.to_vec())));
+    assert!(err.contains("blk.1.attn_k.bias"), "{err}");
+    let err = load(synthetic_arch_model_with(Arch::Gemma3, 1, &|n, d| Some(if n == "blk.3.attn_q_norm.weight" { vec![16] } else { d.to_vec() })));
+    assert!(err.contains("blk.3.attn_q_norm.weight") && err.contains("[16]"), "{err}");
+    let err = load(synthetic_arch_model_with(Arch::Gemma3, 1, &|n, d| (n != "blk.5.post_ffw_norm.weight").then(|| d.to_vec())));
+    assert!(err.contains("blk.5.post_ffw_norm.weight"), "{err}");
+    let mut bytes = synthetic_arch_model(Arch::Qwen3, 1);
+    let at = bytes.windows(5).position(|w| w == b"qwen3").unwrap();
+    bytes[at..at + 5].copy_from_slice(b"phi42");
+    let err = load(bytes);
+    assert!(err.contains("`phi42`") && err.contains("llama, qwen2, qwen3, gemma3"), "{err}");
 }

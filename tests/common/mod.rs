@@ -175,6 +175,12 @@ pub fn default_model() -> Option<Vec<u8>> {
 /// 32 dims (`key_length`), so q is wider than d; Gemma 3 has 6 layers (5 sliding-window layers
 /// with a window of 8, then one global) and a tied output, as do Qwen 2 and 3.
 pub fn synthetic_arch_model(arch: kvscope::config::Arch, seed: u64) -> Vec<u8> {
+    synthetic_arch_model_with(arch, seed, &|_, dims| Some(dims.to_vec()))
+}
+
+/// `synthetic_arch_model` with each tensor passed through `tweak(name, dims)`: None leaves it
+/// out, Some(dims) writes it with those dims (for malformed models).
+pub fn synthetic_arch_model_with(arch: kvscope::config::Arch, seed: u64, tweak: &dyn Fn(&str, &[u64]) -> Option<Vec<u64>>) -> Vec<u8> {
     use kvscope::config::Arch;
     let name = arch.name();
     let (d, f, h, hkv) = (SYN_DIM as u64, SYN_FFN as u64, 4u64, 2u64);
@@ -195,9 +201,10 @@ pub fn synthetic_arch_model(arch: kvscope::config::Arch, seed: u64) -> Vec<u8> {
     let mut s = seed;
     let mut tensor = |w: &mut Writer, name: &str, dims: &[u64], scale: f32, offset: f32| {
         s += 1;
+        let Some(dims) = tweak(name, dims) else { return };
         let n: u64 = dims.iter().product();
         let x: Vec<f32> = random(n as usize, s, scale).into_iter().map(|v| v + offset).collect();
-        w.tensor(name, dims, GgmlType::F32.id(), quantize(GgmlType::F32, &x));
+        w.tensor(name, &dims, GgmlType::F32.id(), quantize(GgmlType::F32, &x));
     };
     tensor(&mut out, "token_embd.weight", &[d, v], 1.0, 0.0);
     tensor(&mut out, "output_norm.weight", &[d], 0.2, 1.0);
