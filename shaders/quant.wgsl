@@ -74,10 +74,15 @@ fn w_u8(b: u32) -> u32 {
     return (w[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
 }
 
-// The f16 at an even byte address b.
+// The f16 at an even byte address b. Subnormals (|x| < 2^-14: mantissa · 2^-24) are decoded
+// from the bits, since a driver may flush them in unpack2x16float; most Q6_K scales of real
+// models are subnormal.
 fn w_f16(b: u32) -> f32 {
     let word = w[b >> 2u];
-    return unpack2x16float(select(word, word >> 16u, (b & 2u) != 0u)).x;
+    let h = select(word, word >> 16u, (b & 2u) != 0u) & 0xffffu;
+    let sub = ldexp(f32(h & 0x3ffu), -24);
+    let sign = (h & 0x8000u) != 0u;
+    return select(unpack2x16float(h).x, select(sub, -sub, sign), (h & 0x7c00u) == 0u);
 }
 
 fn nibbles_lo(q: u32) -> vec4<f32> {

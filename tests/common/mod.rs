@@ -56,8 +56,8 @@ use kvscope::quant::{quantize, GgmlType};
 
 /// `n` elements of type `ty` as seeded random ggml blocks: random bytes, so every code and
 /// sub-block scale bit pattern occurs (negative Q3_K and Q6_K scales, set and clear high bits),
-/// with each f16 field set to a random normal f16 of either sign whose size keeps the elements
-/// within about ±`scale`. F32 and F16: random values in ±`scale`, encoded.
+/// with each f16 field set to a random f16 of either sign whose size keeps the elements within
+/// about ±`scale`, some subnormal. F32 and F16: random values in ±`scale`, encoded.
 pub fn random_blocks(ty: GgmlType, n: usize, seed: u64, scale: f32) -> Vec<u8> {
     use GgmlType::*;
     // (byte offset of an f16 field in the block, the largest code (product) it multiplies)
@@ -78,7 +78,8 @@ pub fn random_blocks(ty: GgmlType, n: usize, seed: u64, scale: f32) -> Vec<u8> {
     let mut bytes: Vec<u8> = (0..ty.bytes_for(n)).map(|_| rng.u8(..)).collect();
     for block in bytes.chunks_exact_mut(ty.block_bytes()) {
         for &(at, codes) in halves {
-            let v = ((rng.f32() * 2.0 - 1.0) * scale / codes).abs().max(f32::from(half::f16::MIN_POSITIVE));
+            // One field in eight subnormal (below 2^-14), as most Q6_K scales of real models are.
+            let v = if rng.u8(..8) == 0 { rng.f32() * 6.1e-5 } else { (rng.f32() * scale / codes).max(6.2e-5) };
             let v = if rng.bool() { v } else { -v };
             block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
         }

@@ -4,8 +4,8 @@ values that the `gguf` package's numpy dequantisers (gguf.quants, independent of
 for them.
 
 The bytes are uniform random, except the f16 scale fields, which are replaced by finite f16
-values of moderate size (|v| in [2^-8, 4], either sign, some zero) so that no NaN or infinity
-appears; F16 and F32 data are such values throughout.
+values of moderate size (|v| in [2^-8, 4], either sign, some zero, some f16 subnormals) so that
+no NaN or infinity appears; F16 and F32 data are such values throughout.
 
 File layout, little-endian, one record per type:
     u32 ggml type id | u32 elements n | u32 bytes m | m bytes of blocks | n f32 values
@@ -38,8 +38,11 @@ FORMATS = {
 
 
 def moderate(rng, n, dtype):
-    """n finite values of magnitude 2^-8 .. 4, random sign, about one in sixteen zero."""
+    """n finite values of magnitude 2^-8 .. 4, random sign; about one in sixteen zero and, for
+    f16, one in eight subnormal (2^-24 .. 2^-14, as most Q6_K scales of real models are)."""
     mag = np.exp2(rng.uniform(-8.0, 2.0, n))
+    if dtype == np.float16:
+        mag = np.where(rng.random(n) < 1 / 8, np.exp2(rng.uniform(-24.0, -14.0, n)), mag)
     v = (mag * rng.choice([-1.0, 1.0], n)).astype(dtype)
     v[rng.random(n) < 1 / 16] = 0
     return v
@@ -55,6 +58,9 @@ def main():
             data = rng.integers(0, 256, (blocks, size), dtype=np.uint8)
             for off in halves:
                 data[:, off : off + 2] = moderate(rng, blocks, np.float16).view(np.uint8).reshape(blocks, 2)
+            # Every type's first block: a subnormal first scale (−3 · 2^-24 · 2^7).
+            if halves:
+                data[0, halves[0] : halves[0] + 2] = np.array([-3 * 2.0**-17], dtype=np.float16).view(np.uint8)
             data = data.reshape(-1)
         values = quants.dequantize(data, ty).astype(np.float32).reshape(-1)
         n = elems * blocks
