@@ -5,7 +5,7 @@
 override WTYPE: u32;
 
 struct Params {
-    dim: u32,        // d, a multiple of 32
+    dim: u32,        // d, a multiple of the block (32, or 256 for the K-quants)
     row_bytes: u32,  // encoded bytes per row of E
     scale: f32,
 }
@@ -21,7 +21,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let blk = gid.x;
     let t = gid.z;
     if (blk >= p.dim / 32u || t >= step.n) { return; }
-    let v = dequant_block(tokens[step.pos + t] * p.row_bytes + blk * block_bytes());
+    let v = dequant_block(tokens[step.pos + t] * p.row_bytes, blk);
     let o = t * p.dim / 4u + blk * 8u;
     for (var k = 0u; k < 8u; k++) {
         x[o + k] = v[k] * p.scale;

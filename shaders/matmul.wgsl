@@ -15,7 +15,7 @@ override WTYPE: u32;
 
 struct Params {
     rows: u32,        // output elements per token
-    cols: u32,        // input elements per token, a multiple of 32
+    cols: u32,        // input elements per token, a multiple of the block (32, or 256)
     row_bytes: u32,   // encoded bytes per row of W
     out_offset: u32,  // elements, within a token's row of Y
     accumulate: u32,  // 0: Y = W·X; 1: Y += W·X
@@ -46,7 +46,6 @@ fn main(
     let r0 = (gid.x + gid.y * nwg.x * 64u) * R;
     let t0 = wg.z * T;
     if (r0 >= p.rows || t0 >= step.n) { return; }
-    let bb = block_bytes();
     // Byte offset of each row of the tile, vec4 offset of each token's input row.
     //#for r
     let w$r = min(r0 + $ru, p.rows - 1u) * p.row_bytes;
@@ -59,12 +58,12 @@ fn main(
     //#end
     for (var blk = 0u; blk < p.cols / 32u; blk++) {
         //#for r
-        let s$r = block_scales(w$r + blk * bb);
+        let s$r = block_scales(w$r, blk);
         //#end
         for (var k = 0u; k < 4u; k++) {
             // Columns 4k.. and 4k + 16.. of the block: one 4-bit word per row.
             //#for r
-            let q$r = dequant_pair(w$r + blk * bb, k, s$r);
+            let q$r = dequant_pair(w$r, blk, k, s$r);
             //#end
             //#for t
             let u$t = x[x$t + blk * 8u + k];

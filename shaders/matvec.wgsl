@@ -11,7 +11,7 @@ override ROWS: u32 = 1u;
 
 struct Params {
     rows: u32,        // output elements
-    cols: u32,        // input elements, a multiple of 32
+    cols: u32,        // input elements, a multiple of the block (32, or 256)
     row_bytes: u32,   // encoded bytes per row
     out_offset: u32,  // elements
     accumulate: u32,  // 0: y = W·x; 1: y += W·x
@@ -34,19 +34,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = (gid.x + gid.y * nwg.x * 64u) * ROWS;
     if (r >= p.rows) { return; }
     let last = p.rows - 1u;
-    let bb = block_bytes();
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var blk = 0u; blk < p.cols / 32u; blk++) {
-        let v0 = dequant_block(r * p.row_bytes + blk * bb);
+        let v0 = dequant_block(r * p.row_bytes, blk);
         var v1: array<vec4<f32>, 8>;
         var v2: array<vec4<f32>, 8>;
         var v3: array<vec4<f32>, 8>;
-        if (ROWS > 1u) { v1 = dequant_block(min(r + 1u, last) * p.row_bytes + blk * bb); }
-        if (ROWS > 2u) { v2 = dequant_block(min(r + 2u, last) * p.row_bytes + blk * bb); }
-        if (ROWS > 3u) { v3 = dequant_block(min(r + 3u, last) * p.row_bytes + blk * bb); }
+        if (ROWS > 1u) { v1 = dequant_block(min(r + 1u, last) * p.row_bytes, blk); }
+        if (ROWS > 2u) { v2 = dequant_block(min(r + 2u, last) * p.row_bytes, blk); }
+        if (ROWS > 3u) { v3 = dequant_block(min(r + 3u, last) * p.row_bytes, blk); }
         for (var k = 0u; k < 8u; k++) {
             let xv = x[blk * 8u + k];
             acc0 += v0[k] * xv;

@@ -19,7 +19,7 @@ pub enum Error {
     WrongKeyType { key: String, expected: &'static str, found: &'static str },
     #[error("tensor `{0}` is missing")]
     MissingTensor(String),
-    #[error("tensor `{name}` has type {ty}, which kvscope does not support (supported: F32, F16, Q4_0, Q4_1, Q8_0)")]
+    #[error("tensor `{name}` has type {ty}, which kvscope does not support (supported: {})", crate::quant::supported_names())]
     UnsupportedType { name: String, ty: String },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     BadShape { name: String, expected: Vec<u64>, found: Vec<u64> },

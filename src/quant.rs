@@ -1,82 +1,124 @@
-//! ggml block formats: sizes and CPU dequantisation, bit for bit as in ggml-quants.c.
+//! ggml block formats: sizes, CPU dequantisation bit for bit as ggml-quants.c's
+//! `dequantize_row_*`, and simple quantisers for building test models.
 //!
-//! | type | elems/block | bytes/block | layout                                   | value                   |
-//! |------|-------------|-------------|------------------------------------------|-------------------------|
-//! | F32  | 1           | 4           | f32                                      | x                       |
-//! | F16  | 1           | 2           | f16                                      | x                       |
-//! | Q4_0 | 32          | 18          | d: f16, qs: [u8; 16]                     | (q - 8) · d             |
-//! | Q4_1 | 32          | 20          | d: f16, m: f16, qs: [u8; 16]             | q · d + m               |
-//! | Q8_0 | 32          | 34          | d: f16, qs: [i8; 32]                     | q · d                   |
+//! | type | elems/block | bytes/block | layout                                                   | value                     |
+//! |------|-------------|-------------|----------------------------------------------------------|---------------------------|
+//! | F32  | 1           | 4           | f32                                                      | x                         |
+//! | F16  | 1           | 2           | f16                                                      | x                         |
+//! | Q4_0 | 32          | 18          | d: f16, qs: [u8; 16]                                     | (q − 8) · d               |
+//! | Q4_1 | 32          | 20          | d: f16, m: f16, qs: [u8; 16]                             | q · d + m                 |
+//! | Q5_0 | 32          | 22          | d: f16, qh: u32, qs: [u8; 16]                            | (q − 16) · d              |
+//! | Q5_1 | 32          | 24          | d: f16, m: f16, qh: u32, qs: [u8; 16]                    | q · d + m                 |
+//! | Q8_0 | 32          | 34          | d: f16, qs: [i8; 32]                                     | q · d                     |
+//! | Q2_K | 256         | 84          | scales: [u8; 16], qs: [u8; 64], d: f16, dmin: f16        | (d·sc)·q − dmin·m         |
+//! | Q3_K | 256         | 110         | hmask: [u8; 32], qs: [u8; 64], scales: [u8; 12], d: f16  | (d·(sc − 32))·(q − 4)     |
+//! | Q4_K | 256         | 144         | d: f16, dmin: f16, scales: [u8; 12], qs: [u8; 128]       | (d·sc)·q − dmin·m         |
+//! | Q5_K | 256         | 176         | d: f16, dmin: f16, scales: [u8; 12], qh: [u8; 32], qs: [u8; 128] | (d·sc)·q − dmin·m |
+//! | Q6_K | 256         | 210         | ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16    | (d·sc)·(q − 32)           |
 //!
-//! In the 4-bit formats byte `j` of `qs` holds element `j` in its low nibble and element `j + 16`
-//! in its high nibble.
+//! Q4_0, Q4_1, Q5_0, Q5_1: byte `j` of `qs` holds element `j` in its low nibble and element
+//! `j + 16` in its high nibble; in Q5 bit `i` of `qh` is bit 4 of element `i`.
+//!
+//! The K-quants are super-blocks of 256 elements, read here as 8 sub-blocks of 32: sub-block
+//! `s` holds elements 32s .. 32s + 31, and element `l` of it (`l < 32`) lives at
+//! - Q2_K: bits 2(s % 4) of `qs[32(s / 4) + l]`; scale byte `scales[2s + l / 16]` = sc | m << 4;
+//! - Q3_K: bits 2(s % 4) of `qs[32(s / 4) + l]`, bit `s` of `hmask[l]` (set: q + 4 ≥ 4, i.e. no
+//!   −4); 16 six-bit scales, scale `i = 2s + l / 16` = low 4 bits from nibble `i / 8` of
+//!   `scales[i % 8]`, high 2 bits from bits 2(i / 4) of `scales[8 + i % 4]`;
+//! - Q4_K: nibble `s % 2` of `qs[32(s / 2) + l]`; six-bit (sc, m) of sub-block `s`, packed in
+//!   `scales` as ggml's `get_scale_min_k4`;
+//! - Q5_K: as Q4_K, plus bit `s` of `qh[l]` as bit 4;
+//! - Q6_K: nibble `(s % 4) / 2` of `ql[64(s / 4) + 32(s % 2) + l]`, bits 2(s % 4) of
+//!   `qh[32(s / 4) + l]` as bits 4–5; scale `scales[2s + l / 16]`.
+//!
+//! The value column gives ggml's float operation order: products in brackets are rounded first.
 
 use half::f16;
 
+/// A ggml tensor type, named as in ggml.
+#[allow(non_camel_case_types)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GgmlType {
     F32,
     F16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q2_K,
+    Q3_K,
+    Q4_K,
+    Q5_K,
+    Q6_K,
 }
 
+/// Elements of a 32-element block (and of a K-quant sub-block).
 pub const QK: usize = 32;
+/// Elements of a K-quant super-block.
+pub const QK_K: usize = 256;
+
+/// Every supported type: (type, ggml id, name, elements per block, bytes per block).
+const FORMATS: [(GgmlType, u32, &str, usize, usize); 12] = [
+    (GgmlType::F32, 0, "F32", 1, 4),
+    (GgmlType::F16, 1, "F16", 1, 2),
+    (GgmlType::Q4_0, 2, "Q4_0", QK, 18),
+    (GgmlType::Q4_1, 3, "Q4_1", QK, 20),
+    (GgmlType::Q5_0, 6, "Q5_0", QK, 22),
+    (GgmlType::Q5_1, 7, "Q5_1", QK, 24),
+    (GgmlType::Q8_0, 8, "Q8_0", QK, 34),
+    (GgmlType::Q2_K, 10, "Q2_K", QK_K, 84),
+    (GgmlType::Q3_K, 11, "Q3_K", QK_K, 110),
+    (GgmlType::Q4_K, 12, "Q4_K", QK_K, 144),
+    (GgmlType::Q5_K, 13, "Q5_K", QK_K, 176),
+    (GgmlType::Q6_K, 14, "Q6_K", QK_K, 210),
+];
 
 impl GgmlType {
+    /// Every supported type, in ggml id order.
+    pub const ALL: [GgmlType; 12] = {
+        let mut all = [GgmlType::F32; 12];
+        let mut i = 0;
+        while i < 12 {
+            all[i] = FORMATS[i].0;
+            i += 1;
+        }
+        all
+    };
+
+    fn format(self) -> (GgmlType, u32, &'static str, usize, usize) {
+        FORMATS[self as usize]
+    }
+
     pub fn from_u32(t: u32) -> Option<Self> {
-        Some(match t {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            8 => GgmlType::Q8_0,
-            _ => return None,
-        })
+        FORMATS.iter().find(|f| f.1 == t).map(|f| f.0)
     }
 
     pub fn id(self) -> u32 {
-        match self {
-            GgmlType::F32 => 0,
-            GgmlType::F16 => 1,
-            GgmlType::Q4_0 => 2,
-            GgmlType::Q4_1 => 3,
-            GgmlType::Q8_0 => 8,
-        }
+        self.format().1
+    }
+
+    pub fn name(self) -> &'static str {
+        self.format().2
     }
 
     pub fn block_elems(self) -> usize {
-        match self {
-            GgmlType::F32 | GgmlType::F16 => 1,
-            _ => QK,
-        }
+        self.format().3
     }
 
     pub fn block_bytes(self) -> usize {
-        match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 => 2,
-            GgmlType::Q4_0 => 18,
-            GgmlType::Q4_1 => 20,
-            GgmlType::Q8_0 => 34,
-        }
+        self.format().4
     }
 
     /// Encoded bytes of `n` elements (`n` a multiple of the block size).
     pub fn bytes_for(self, n: usize) -> usize {
         n / self.block_elems() * self.block_bytes()
     }
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            GgmlType::F32 => "F32",
-            GgmlType::F16 => "F16",
-            GgmlType::Q4_0 => "Q4_0",
-            GgmlType::Q4_1 => "Q4_1",
-            GgmlType::Q8_0 => "Q8_0",
-        }
-    }
+/// The supported type names, comma-separated, for error messages.
+pub fn supported_names() -> String {
+    FORMATS.iter().map(|f| f.2).collect::<Vec<_>>().join(", ")
 }
 
 /// The ggml name of any type id, supported or not (for error messages).
@@ -133,22 +175,41 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// Q4_K and Q5_K: the six-bit (scale, min) of sub-block `j < 8` from the 12 packed bytes `q`
+/// (ggml's `get_scale_min_k4`).
+fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+/// Q3_K: the six-bit scale `i < 16` (of elements 16i .. 16i + 15) from the 12 packed bytes `q`,
+/// minus 32.
+fn scale_q3_k(i: usize, q: &[u8]) -> i32 {
+    let lo = (q[i % 8] >> (4 * (i / 8))) & 0xf;
+    let hi = (q[8 + i % 4] >> (2 * (i / 4))) & 3;
+    (lo | (hi << 4)) as i32 - 32
+}
+
 /// Decodes `src` (whole blocks of `ty`) into `out` (one f32 per element).
 pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) {
     assert_eq!(src.len(), ty.bytes_for(out.len()), "dequantize: {} bytes do not hold {} {} elements", src.len(), out.len(), ty.name());
+    let blocks = out.chunks_exact_mut(ty.block_elems()).zip(src.chunks_exact(ty.block_bytes()));
     match ty {
         GgmlType::F32 => {
-            for (o, c) in out.iter_mut().zip(src.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            for (o, c) in blocks {
+                o[0] = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             }
         }
         GgmlType::F16 => {
-            for (o, c) in out.iter_mut().zip(src.chunks_exact(2)) {
-                *o = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            for (o, c) in blocks {
+                o[0] = f16_at(c, 0);
             }
         }
         GgmlType::Q4_0 => {
-            for (y, b) in out.chunks_exact_mut(QK).zip(src.chunks_exact(18)) {
+            for (y, b) in blocks {
                 let d = f16_at(b, 0);
                 for j in 0..16 {
                     let q = b[2 + j];
@@ -158,9 +219,8 @@ pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) {
             }
         }
         GgmlType::Q4_1 => {
-            for (y, b) in out.chunks_exact_mut(QK).zip(src.chunks_exact(20)) {
-                let d = f16_at(b, 0);
-                let m = f16_at(b, 2);
+            for (y, b) in blocks {
+                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
                 for j in 0..16 {
                     let q = b[4 + j];
                     y[j] = (q & 0x0f) as f32 * d + m;
@@ -168,11 +228,97 @@ pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        GgmlType::Q5_0 => {
+            for (y, b) in blocks {
+                let d = f16_at(b, 0);
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                for j in 0..16 {
+                    let q = b[6 + j] as u32;
+                    let h0 = ((qh >> j) << 4) & 0x10;
+                    let h1 = (qh >> (j + 12)) & 0x10;
+                    y[j] = ((q & 0x0f | h0) as i32 - 16) as f32 * d;
+                    y[j + 16] = ((q >> 4 | h1) as i32 - 16) as f32 * d;
+                }
+            }
+        }
+        GgmlType::Q5_1 => {
+            for (y, b) in blocks {
+                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+                let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+                for j in 0..16 {
+                    let q = b[8 + j] as u32;
+                    let h0 = ((qh >> j) << 4) & 0x10;
+                    let h1 = (qh >> (j + 12)) & 0x10;
+                    y[j] = (q & 0x0f | h0) as f32 * d + m;
+                    y[j + 16] = (q >> 4 | h1) as f32 * d + m;
+                }
+            }
+        }
         GgmlType::Q8_0 => {
-            for (y, b) in out.chunks_exact_mut(QK).zip(src.chunks_exact(34)) {
+            for (y, b) in blocks {
                 let d = f16_at(b, 0);
                 for j in 0..QK {
                     y[j] = (b[2 + j] as i8) as f32 * d;
+                }
+            }
+        }
+        GgmlType::Q2_K => {
+            for (y, b) in blocks {
+                let (scales, qs) = (&b[..16], &b[16..80]);
+                let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
+                    let (q, shift) = (&qs[32 * (s / 4)..][..32], 2 * (s % 4));
+                    for (l, y) in y.iter_mut().enumerate() {
+                        let sc = scales[2 * s + l / 16];
+                        let (dl, ml) = (d * (sc & 0xf) as f32, dmin * (sc >> 4) as f32);
+                        *y = dl * ((q[l] >> shift) & 3) as f32 - ml;
+                    }
+                }
+            }
+        }
+        GgmlType::Q3_K => {
+            for (y, b) in blocks {
+                let (hmask, qs, scales) = (&b[..32], &b[32..96], &b[96..108]);
+                let d = f16_at(b, 108);
+                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
+                    let (q, shift) = (&qs[32 * (s / 4)..][..32], 2 * (s % 4));
+                    for (l, y) in y.iter_mut().enumerate() {
+                        let dl = d * scale_q3_k(2 * s + l / 16, scales) as f32;
+                        let high = if hmask[l] & (1 << s) != 0 { 0 } else { 4 };
+                        *y = dl * (((q[l] >> shift) & 3) as i32 - high) as f32;
+                    }
+                }
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            for (y, b) in blocks {
+                let (d, dmin, scales) = (f16_at(b, 0), f16_at(b, 2), &b[4..16]);
+                // Q5_K: qh[32] before qs[128]; bit s of qh[l] is bit 4 of element l of sub-block s.
+                let (qh, qs) = if ty == GgmlType::Q5_K { (Some(&b[16..48]), &b[48..]) } else { (None, &b[16..]) };
+                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
+                    let (sc, m) = scale_min_k4(s, scales);
+                    let (d1, m1) = (d * sc as f32, dmin * m as f32);
+                    let (q, shift) = (&qs[32 * (s / 2)..][..32], 4 * (s % 2));
+                    for (l, y) in y.iter_mut().enumerate() {
+                        let high = qh.map_or(0, |h| ((h[l] >> s) & 1) << 4);
+                        *y = d1 * (((q[l] >> shift) & 0xf) | high) as f32 - m1;
+                    }
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for (y, b) in blocks {
+                let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
+                let d = f16_at(b, 208);
+                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
+                    let (n, c) = (s / 4, s % 4);
+                    let lo = &ql[64 * n + 32 * (c % 2)..][..32];
+                    let hi = &qh[32 * n..][..32];
+                    for (l, y) in y.iter_mut().enumerate() {
+                        let q = ((lo[l] >> (4 * (c / 2))) & 0xf) | (((hi[l] >> (2 * c)) & 3) << 4);
+                        let sc = scales[2 * s + l / 16] as i8;
+                        *y = d * sc as f32 * (q as i32 - 32) as f32;
+                    }
                 }
             }
         }
@@ -185,44 +331,109 @@ pub fn dequantize_vec(ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
     out
 }
 
-/// Encodes `x` (a multiple of the block size) as ggml's reference quantisers do.
-/// Used to build synthetic models for tests.
+/// round(x / step) clamped to lo ..= hi; 0 where the step is 0.
+fn nearest(x: f32, step: f32, lo: i32, hi: i32) -> i32 {
+    if step == 0.0 {
+        return 0;
+    }
+    ((x / step).round() as i32).clamp(lo, hi)
+}
+
+/// The f16 of `v` and its value.
+fn half(v: f32) -> (f16, f32) {
+    let h = f16::from_f32(v);
+    (h, h.to_f32())
+}
+
+/// Min-and-scale codes of `groups` groups of `x` (each `x.len() / groups` elements, codes
+/// 0 ..= `levels`), with the group scales and mins themselves coded 0 ..= `scale_max` against
+/// one f16 `d` and one f16 `dmin`: x ≈ (d·sc)·q − dmin·m. Returns (d, dmin, sc, m, q).
+#[allow(clippy::type_complexity)]
+fn quantize_min_scale(x: &[f32], groups: usize, levels: i32, scale_max: i32) -> (f16, f16, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let len = x.len() / groups;
+    // Per group: the lowest value (at most 0, so the min is subtracted) and the step.
+    let (mins, steps): (Vec<f32>, Vec<f32>) = x
+        .chunks_exact(len)
+        .map(|g| {
+            let lo = g.iter().copied().fold(0.0f32, f32::min);
+            let hi = g.iter().copied().fold(lo, f32::max);
+            (-lo, (hi - lo) / levels as f32)
+        })
+        .unzip();
+    let (d16, d) = half(steps.iter().copied().fold(0.0, f32::max) / scale_max as f32);
+    let (dmin16, dmin) = half(mins.iter().copied().fold(0.0, f32::max) / scale_max as f32);
+    let sc: Vec<u8> = steps.iter().map(|&s| nearest(s, d, 0, scale_max) as u8).collect();
+    let m: Vec<u8> = mins.iter().map(|&v| nearest(v, dmin, 0, scale_max) as u8).collect();
+    let mut q = Vec::with_capacity(x.len());
+    for (i, g) in x.chunks_exact(len).enumerate() {
+        let (dl, ml) = (d * sc[i] as f32, dmin * m[i] as f32);
+        q.extend(g.iter().map(|&v| nearest(v + ml, dl, 0, levels) as u8));
+    }
+    (d16, dmin16, sc, m, q)
+}
+
+/// Symmetric codes of `groups` groups of `x` (codes lo ..= hi, lo = −hi − 1), with the group
+/// scales coded −smax − 1 ..= smax against one f16 `d`: x ≈ (d·sc)·q. Returns (d, sc, q).
+fn quantize_symmetric(x: &[f32], groups: usize, hi: i32, smax: i32) -> (f16, Vec<i32>, Vec<i32>) {
+    let len = x.len() / groups;
+    let steps: Vec<f32> = x.chunks_exact(len).map(|g| g.iter().fold(0.0f32, |m, v| m.max(v.abs())) / hi as f32).collect();
+    let (d16, d) = half(steps.iter().copied().fold(0.0, f32::max) / smax as f32);
+    let sc: Vec<i32> = steps.iter().map(|&s| nearest(s, d, 0, smax)).collect();
+    let mut q = Vec::with_capacity(x.len());
+    for (i, g) in x.chunks_exact(len).enumerate() {
+        q.extend(g.iter().map(|&v| nearest(v, d * sc[i] as f32, -hi - 1, hi)));
+    }
+    (d16, sc, q)
+}
+
+/// Q4_K and Q5_K: the 12 bytes holding eight six-bit (scale, min) pairs, as `scale_min_k4`
+/// reads them.
+fn pack_scale_min_k4(sc: &[u8], m: &[u8]) -> [u8; 12] {
+    let mut q = [0u8; 12];
+    for j in 0..4 {
+        q[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
+        q[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
+        q[j + 8] = (sc[j + 4] & 0xf) | ((m[j + 4] & 0xf) << 4);
+    }
+    q
+}
+
+/// Encodes `x` (a multiple of the block size). F16 to Q8_0 as ggml's reference quantisers do;
+/// the K-quants with plain round-to-nearest codes under max-based scales (not ggml's search
+/// for the best scales). Used to build synthetic models and kernel inputs for tests.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ty.bytes_for(x.len()));
+    let blocks = x.chunks_exact(ty.block_elems());
     match ty {
         GgmlType::F32 => x.iter().for_each(|v| out.extend(v.to_le_bytes())),
         GgmlType::F16 => x.iter().for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
-        GgmlType::Q4_0 => {
-            for b in x.chunks_exact(QK) {
-                // d = (the value of largest magnitude) / -8, so that value maps to q = 0.
+        GgmlType::Q4_0 | GgmlType::Q5_0 => {
+            // d = (the value of largest magnitude) / −2^(bits−1), so that value maps to q = 0.
+            let (half_range, top) = if ty == GgmlType::Q4_0 { (8.0, 15) } else { (16.0, 31) };
+            for b in blocks {
                 let max = b.iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
-                let d = max / -8.0;
+                let d = max / -half_range;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let q: Vec<u32> = b.iter().map(|v| ((v * id + (half_range + 0.5)) as i32).min(top) as u32).collect();
                 out.extend(f16::from_f32(d).to_le_bytes());
-                for j in 0..16 {
-                    let q0 = ((b[j] * id + 8.5) as i32).min(15) as u8;
-                    let q1 = ((b[j + 16] * id + 8.5) as i32).min(15) as u8;
-                    out.push(q0 | (q1 << 4));
-                }
+                push_nibbles(&mut out, &q, ty == GgmlType::Q5_0);
             }
         }
-        GgmlType::Q4_1 => {
-            for b in x.chunks_exact(QK) {
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            let top = if ty == GgmlType::Q4_1 { 15 } else { 31 };
+            for b in blocks {
                 let min = b.iter().copied().fold(f32::INFINITY, f32::min);
                 let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let d = (max - min) / 15.0;
+                let d = (max - min) / top as f32;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let q: Vec<u32> = b.iter().map(|v| (((v - min) * id + 0.5) as i32).min(top) as u32).collect();
                 out.extend(f16::from_f32(d).to_le_bytes());
                 out.extend(f16::from_f32(min).to_le_bytes());
-                for j in 0..16 {
-                    let q0 = (((b[j] - min) * id + 0.5) as i32).min(15) as u8;
-                    let q1 = (((b[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
-                    out.push(q0 | (q1 << 4));
-                }
+                push_nibbles(&mut out, &q, ty == GgmlType::Q5_1);
             }
         }
         GgmlType::Q8_0 => {
-            for b in x.chunks_exact(QK) {
+            for b in blocks {
                 let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let d = amax / 127.0;
                 let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -232,8 +443,83 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
                 }
             }
         }
+        GgmlType::Q2_K => {
+            for b in blocks {
+                // 16 groups of 16, codes 0..=3, four-bit scales and mins.
+                let (d, dmin, sc, m, q) = quantize_min_scale(b, 16, 3, 15);
+                out.extend((0..16).map(|i| sc[i] | (m[i] << 4)));
+                for n in 0..2 {
+                    for l in 0..32 {
+                        out.push((0..4).fold(0u8, |acc, c| acc | (q[128 * n + 32 * c + l] << (2 * c))));
+                    }
+                }
+                out.extend(d.to_le_bytes());
+                out.extend(dmin.to_le_bytes());
+            }
+        }
+        GgmlType::Q3_K => {
+            for b in blocks {
+                // 16 groups of 16, codes −4..=3, six-bit signed scales.
+                let (d, sc, q) = quantize_symmetric(b, 16, 3, 31);
+                let code = |e: usize| (q[e] + 4) as u8;
+                out.extend((0..32).map(|l| (0..8).fold(0u8, |acc, s| acc | ((code(32 * s + l) >> 2) << s))));
+                for n in 0..2 {
+                    for l in 0..32 {
+                        out.push((0..4).fold(0u8, |acc, c| acc | ((code(128 * n + 32 * c + l) & 3) << (2 * c))));
+                    }
+                }
+                let s6: Vec<u8> = sc.iter().map(|&s| (s + 32) as u8).collect();
+                out.extend((0..8).map(|i| (s6[i] & 0xf) | ((s6[i + 8] & 0xf) << 4)));
+                out.extend((0..4).map(|i| (0..4).fold(0u8, |acc, k| acc | ((s6[i + 4 * k] >> 4) << (2 * k)))));
+                out.extend(d.to_le_bytes());
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let five = ty == GgmlType::Q5_K;
+            for b in blocks {
+                // 8 groups of 32, codes 0..=15 (or 31), six-bit scales and mins.
+                let (d, dmin, sc, m, q) = quantize_min_scale(b, 8, if five { 31 } else { 15 }, 63);
+                out.extend(d.to_le_bytes());
+                out.extend(dmin.to_le_bytes());
+                out.extend(pack_scale_min_k4(&sc, &m));
+                if five {
+                    out.extend((0..32).map(|l| (0..8).fold(0u8, |acc, s| acc | ((q[32 * s + l] >> 4) << s))));
+                }
+                for p in 0..4 {
+                    out.extend((0..32).map(|l| (q[64 * p + l] & 0xf) | ((q[64 * p + 32 + l] & 0xf) << 4)));
+                }
+            }
+        }
+        GgmlType::Q6_K => {
+            for b in blocks {
+                // 16 groups of 16, codes −32..=31, eight-bit signed scales.
+                let (d, sc, q) = quantize_symmetric(b, 16, 31, 127);
+                let code = |e: usize| (q[e] + 32) as u8;
+                for n in 0..2 {
+                    for half in 0..2 {
+                        let e = 128 * n + 32 * half;
+                        out.extend((0..32).map(|l| (code(e + l) & 0xf) | ((code(e + 64 + l) & 0xf) << 4)));
+                    }
+                }
+                for n in 0..2 {
+                    out.extend((0..32).map(|l| (0..4).fold(0u8, |acc, c| acc | ((code(128 * n + 32 * c + l) >> 4) << (2 * c)))));
+                }
+                out.extend(sc.iter().map(|&s| s as i8 as u8));
+                out.extend(d.to_le_bytes());
+            }
+        }
     }
     out
+}
+
+/// The 32 codes of a Q4/Q5 block: for 5 bits, bit 4 of each as `qh` (u32, bit i = code i);
+/// then `qs`, byte j = code j | code j + 16 << 4.
+fn push_nibbles(out: &mut Vec<u8>, q: &[u32], five: bool) {
+    if five {
+        let qh = q.iter().enumerate().fold(0u32, |acc, (i, c)| acc | ((c >> 4) << i));
+        out.extend(qh.to_le_bytes());
+    }
+    out.extend((0..16).map(|j| ((q[j] & 0xf) | ((q[j + 16] & 0xf) << 4)) as u8));
 }
 
 #[cfg(test)]
@@ -274,19 +560,104 @@ mod tests {
         }
     }
 
+    /// Blocks of random bytes (f16 scale fields finite) and the values that the `gguf` Python
+    /// package's dequantisers give for them, written by `tests/data/make_quant_blocks.py`.
+    /// numpy evaluates the same operations in the same order on f32 (products such as d·sc
+    /// rounded before the multiply by q, no fused multiply-add), so the values must be equal
+    /// bit for bit.
+    #[test]
+    fn dequantize_matches_gguf_py_bit_for_bit() {
+        let data: &[u8] = include_bytes!("../tests/data/quant_blocks.bin");
+        let u32_at = |i: usize| u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        let (mut at, mut seen) = (0, Vec::new());
+        while at < data.len() {
+            let (id, n, m) = (u32_at(at), u32_at(at + 4) as usize, u32_at(at + 8) as usize);
+            let ty = GgmlType::from_u32(id).unwrap_or_else(|| panic!("type id {id} in the test data"));
+            let bytes = &data[at + 12..][..m];
+            let want: Vec<f32> = data[at + 12 + m..][..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let got = dequantize_vec(ty, bytes, n);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(g.to_bits(), w.to_bits(), "{ty:?} element {i} (block {}): {g} vs gguf-py {w}", i / ty.block_elems());
+            }
+            assert!(want.iter().any(|v| *v != 0.0), "{ty:?}: all zero");
+            seen.push(ty);
+            at += 12 + m + 4 * n;
+        }
+        assert_eq!(seen, GgmlType::ALL, "the test data covers every type, in id order");
+    }
+
+    #[test]
+    fn type_table_is_consistent() {
+        for (i, f) in FORMATS.iter().enumerate() {
+            assert_eq!(f.0 as usize, i, "{} is at its enum index", f.2);
+            assert_eq!(GgmlType::from_u32(f.1), Some(f.0));
+            assert_eq!(ggml_type_name(f.1), f.2);
+            assert_eq!(f.0.name(), f.2);
+        }
+        assert_eq!(GgmlType::from_u32(9), None, "Q8_1 is not supported");
+        assert_eq!(supported_names(), "F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K");
+    }
+
+    /// Hand-built K-quant super-blocks: one sub-block's scale (and min) set, the rest zero.
+    #[test]
+    fn k_quant_blocks_by_hand() {
+        // Q4_K: d = 0.5, dmin = 0.25; sub-block 5: sc = 3, m = 2; byte 32·2 + l = l & 15 in the
+        // high nibble (sub-block 5 = pair 2, odd).
+        let mut b = vec![0u8; 144];
+        b[..2].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        b[2..4].copy_from_slice(&f16::from_f32(0.25).to_le_bytes());
+        b[4 + 8 + 1] = 3 | (2 << 4); // scales[9]: low nibbles of sc and m of sub-block 5
+        for l in 0..32 {
+            b[16 + 64 + l] = ((l & 15) as u8) << 4;
+        }
+        let y = dequantize_vec(GgmlType::Q4_K, &b, 256);
+        for (i, v) in y.iter().enumerate() {
+            let want = if i / 32 == 5 { 1.5 * (i % 16) as f32 - 0.5 } else { 0.0 };
+            assert_eq!(*v, want, "Q4_K element {i}");
+        }
+
+        // Q6_K: d = 2, scales[3] = −1 (elements 16..31 of sub-block 1); ql low nibble 5 and qh
+        // bits 2..3 = 1 there: q = 5 + 16 − 32 = −11, value 22.
+        let mut b = vec![0u8; 210];
+        b[208..].copy_from_slice(&f16::from_f32(2.0).to_le_bytes());
+        b[192 + 3] = (-1i8) as u8;
+        for l in 16..32 {
+            b[32 + l] = 5;
+            b[128 + l] = 1 << 2;
+        }
+        let y = dequantize_vec(GgmlType::Q6_K, &b, 256);
+        for (i, v) in y.iter().enumerate() {
+            let want = if (48..64).contains(&i) { 22.0 } else { 0.0 };
+            assert_eq!(*v, want, "Q6_K element {i}");
+        }
+    }
+
+    /// dequantize(quantize(x)) is within one quantisation step of x for every type, and the
+    /// root-mean-square error well below it. Step: the value range over the codes
+    /// (2^bits − 1) for the min-and-scale formats, half the range for the symmetric ones.
     #[test]
     fn quantize_round_trips_within_one_step() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0).collect();
-        for ty in [GgmlType::F16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        let x: Vec<f32> = (0..512).map(|i| ((i * 37 % 64) as f32 - 31.5) / 10.0 + ((i / 64) as f32 - 4.0) * 0.05).collect();
+        let range = x.iter().copied().fold(f32::MIN, f32::max) - x.iter().copied().fold(f32::MAX, f32::min);
+        for ty in GgmlType::ALL {
             let y = dequantize_vec(ty, &quantize(ty, &x), x.len());
-            let step = match ty {
-                GgmlType::Q8_0 => 3.2 / 127.0,
-                GgmlType::F16 => 0.01,
-                _ => 6.4 / 15.0,
+            let bits = match ty {
+                GgmlType::F32 | GgmlType::F16 => 11,
+                GgmlType::Q2_K => 2,
+                GgmlType::Q3_K => 3,
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K => 4,
+                GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => 5,
+                GgmlType::Q6_K => 6,
+                GgmlType::Q8_0 => 8,
             };
-            for (a, b) in x.iter().zip(&y) {
-                assert!((a - b).abs() <= step, "{ty:?}: {a} vs {b}");
+            let step = range / ((1 << bits) - 1) as f32;
+            let mut sq = 0.0;
+            for (i, (a, b)) in x.iter().zip(&y).enumerate() {
+                assert!((a - b).abs() <= step, "{ty:?} element {i}: {a} vs {b} (step {step})");
+                sq += (a - b) * (a - b);
             }
+            let rms = (sq / x.len() as f32).sqrt();
+            assert!(rms <= 0.4 * step, "{ty:?}: rms error {rms} of step {step}");
         }
     }
 }

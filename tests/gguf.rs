@@ -141,9 +141,10 @@ fn one_tensor(dims: &[u64], ty: u32, data: Vec<u8>) -> Writer {
 
 #[test]
 fn tensor_table_errors() {
-    // Type Q4_K (12) is named in the error with the tensor.
-    let e = err(&one_tensor(&[256, 1], 12, vec![0; 144]).to_bytes());
-    assert!(e.contains("blk.0.attn_q.weight") && e.contains("Q4_K"), "{e}");
+    // Type Q8_K (15) is named in the error with the tensor, and the supported types listed.
+    let e = err(&one_tensor(&[256, 1], 15, vec![0; 292]).to_bytes());
+    assert!(e.contains("blk.0.attn_q.weight") && e.contains("Q8_K"), "{e}");
+    assert!(e.contains(&format!("(supported: {})", kvscope::quant::supported_names())) && e.contains("Q4_K, Q5_K, Q6_K"), "{e}");
     let e = err(&one_tensor(&[32], 99, vec![0; 4]).to_bytes());
     assert!(e.contains("unknown type 99"), "{e}");
 
@@ -154,6 +155,9 @@ fn tensor_table_errors() {
     // Row length not a multiple of the block.
     let e = err(&one_tensor(&[48, 1], 3, vec![0; 40]).to_bytes());
     assert!(e.contains("not a multiple"), "{e}");
+    // A K-quant row of 288 elements: nine blocks of 32, but not whole super-blocks of 256.
+    let e = err(&one_tensor(&[288, 1], 12, vec![0; 288]).to_bytes());
+    assert!(e.contains("blk.0.attn_q.weight") && e.contains("row length 288 is not a multiple of the Q4_K block of 256"), "{e}");
 
     let e = err(&one_tensor(&[0, 4], 0, vec![]).to_bytes());
     assert!(e.contains("no elements"), "{e}");

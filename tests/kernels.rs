@@ -2,16 +2,27 @@
 
 mod common;
 
-use common::{assert_close, gpu, gpus, random};
+use common::{assert_close, gpu, gpus, random, random_blocks};
 use kvscope::config::Act;
 use kvscope::cpu;
 use kvscope::gpu::ops::{self, AttentionBuffers, Heads, NormRows, RopeKvBuffers, Rows, Tokens, Write};
 use kvscope::gpu::{params, GpuContext, Grid, Kernel, Recorder, StepTable};
 use kvscope::model::weights::Tensor;
-use kvscope::quant::{dequantize_vec, quantize, GgmlType};
+use kvscope::quant::{dequantize_vec, GgmlType};
 use kvscope::KvType;
 
-const TYPES: [GgmlType; 5] = [GgmlType::F32, GgmlType::F16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0];
+/// Every weight type.
+const TYPES: [GgmlType; 12] = GgmlType::ALL;
+
+/// Row length for a weight type's tests: 3 blocks of 32, or 2 super-blocks of 256 for the
+/// K-quants (so blocks of the second super-block are addressed too).
+fn cols_for(ty: GgmlType) -> usize {
+    if ty.block_elems() > 32 {
+        512
+    } else {
+        96
+    }
+}
 
 fn read(ctx: &GpuContext, b: &wgpu::Buffer) -> Vec<f32> {
     pollster::block_on(ctx.read_f32(b)).expect("readback")
@@ -27,17 +38,17 @@ fn tensor(ctx: &GpuContext, ty: GgmlType, bytes: &[u8], rows: usize, cols: usize
 }
 
 /// y = W·x (and y += W·x at an offset) for every weight type, against CPU dequantise-then-multiply
-/// of the same blocks, with the adapter's rows per invocation and with one.
+/// of the same random blocks, with the adapter's rows per invocation and with one.
 #[test]
 fn matvec_matches_cpu_for_every_type() {
     for ctx in gpus() {
         eprintln!("rows per invocation: {:?}", ctx.tuning);
         // 101 rows: not a multiple of the 64-invocation workgroup nor of the rows per invocation.
-        let (rows, cols) = (101usize, 96usize);
-        let x = random(cols, 1, 1.0);
+        let rows = 101usize;
         for (i, ty) in TYPES.into_iter().enumerate() {
-            let w_f32 = random(rows * cols, 10 + i as u64, 0.5);
-            let w_bytes = quantize(ty, &w_f32);
+            let cols = cols_for(ty);
+            let x = random(cols, 1, 1.0);
+            let w_bytes = random_blocks(ty, rows * cols, 10 + i as u64, 0.5);
             let w_deq = dequantize_vec(ty, &w_bytes, rows * cols);
             let mut want = vec![0.0; rows];
             cpu::matvec(&mut want, &w_deq, &x);
@@ -66,14 +77,16 @@ fn matvec_matches_cpu_for_every_type() {
     }
 }
 
-/// x = E[tokens[pos]] for every type: decoding is exact, so the rows must be bit-identical.
+/// x = E[tokens[pos]] for every type: decoding is exact (the same f32 operations in the same
+/// order as the CPU), so the rows must be bit-identical.
 #[test]
 fn embed_matches_dequantised_row() {
     let Some(ctx) = gpu() else { return };
-    let (vocab, dim) = (40usize, 96usize);
+    let vocab = 40usize;
     let tokens: Vec<u32> = vec![5, 39, 0, 17];
     for (i, ty) in TYPES.into_iter().enumerate() {
-        let e_bytes = quantize(ty, &random(vocab * dim, 20 + i as u64, 1.0));
+        let dim = cols_for(ty);
+        let e_bytes = random_blocks(ty, vocab * dim, 20 + i as u64, 1.0);
         let e = dequantize_vec(ty, &e_bytes, vocab * dim);
         let table = tensor(&ctx, ty, &e_bytes, vocab, dim);
         let tok = ctx.storage_with("tokens", bytemuck::cast_slice(&tokens)).unwrap();
@@ -265,11 +278,12 @@ fn matmul_matches_cpu_for_every_type() {
     for ctx in gpus() {
         eprintln!("rows per invocation: {:?}", ctx.tuning);
         // 71 rows: the last invocation's second row lies past the end.
-        let (rows, cols, n, b) = (71usize, 96usize, 11usize, 16usize);
-        let (y_stride, x_stride, off) = (rows + 5, cols + 4, 2usize);
-        let x = random(b * x_stride, 31, 1.0);
+        let (rows, n, b) = (71usize, 11usize, 16usize);
         for (i, ty) in TYPES.into_iter().enumerate() {
-            let w_bytes = quantize(ty, &random(rows * cols, 40 + i as u64, 0.5));
+            let cols = cols_for(ty);
+            let (y_stride, x_stride, off) = (rows + 5, cols + 4, 2usize);
+            let x = random(b * x_stride, 31, 1.0);
+            let w_bytes = random_blocks(ty, rows * cols, 40 + i as u64, 0.5);
             let w_deq = dequantize_vec(ty, &w_bytes, rows * cols);
             let mut want = vec![7.0; b * y_stride];
             for t in 0..n {

@@ -74,9 +74,12 @@ impl Weights {
         }
         for (name, _) in cfg.expected_tensors() {
             let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
-            if info.dims.len() == 2 && info.dims[0] % 32 != 0 {
+            // The kernels read rows in blocks of 32 elements, within the type's own blocks.
+            let block = info.ty.block_elems().max(32) as u64;
+            if info.dims.len() == 2 && info.dims[0] % block != 0 {
                 return Err(Error::NotSupported(format!(
-                    "tensor `{name}` with rows of {} elements (the GPU kernels need a multiple of 32)",
+                    "tensor `{name}` of type {} with rows of {} elements (the GPU kernels need a multiple of {block})",
+                    info.ty.name(),
                     info.dims[0]
                 )));
             }

@@ -54,6 +54,39 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
 use kvscope::gguf::{Value, Writer};
 use kvscope::quant::{quantize, GgmlType};
 
+/// `n` elements of type `ty` as seeded random ggml blocks: random bytes, so every code and
+/// sub-block scale bit pattern occurs (negative Q3_K and Q6_K scales, set and clear high bits),
+/// with each f16 field set to a random f16 of either sign whose size keeps the elements within
+/// about ±`scale`, some subnormal. F32 and F16: random values in ±`scale`, encoded.
+pub fn random_blocks(ty: GgmlType, n: usize, seed: u64, scale: f32) -> Vec<u8> {
+    use GgmlType::*;
+    // (byte offset of an f16 field in the block, the largest code (product) it multiplies)
+    let halves: &[(usize, f32)] = match ty {
+        F32 | F16 => return quantize(ty, &random(n, seed, scale)),
+        Q4_0 => &[(0, 8.0)],
+        Q4_1 => &[(0, 15.0), (2, 1.0)],
+        Q5_0 => &[(0, 16.0)],
+        Q5_1 => &[(0, 31.0), (2, 1.0)],
+        Q8_0 => &[(0, 128.0)],
+        Q2_K => &[(80, 15.0 * 3.0), (82, 15.0)],
+        Q3_K => &[(108, 32.0 * 4.0)],
+        Q4_K => &[(0, 63.0 * 15.0), (2, 63.0)],
+        Q5_K => &[(0, 63.0 * 31.0), (2, 63.0)],
+        Q6_K => &[(208, 128.0 * 32.0)],
+    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut bytes: Vec<u8> = (0..ty.bytes_for(n)).map(|_| rng.u8(..)).collect();
+    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
+        for &(at, codes) in halves {
+            // One field in eight subnormal (below 2^-14), as most Q6_K scales of real models are.
+            let v = if rng.u8(..8) == 0 { rng.f32() * 6.1e-5 } else { (rng.f32() * scale / codes).max(6.2e-5) };
+            let v = if rng.bool() { v } else { -v };
+            block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+    }
+    bytes
+}
+
 /// Shapes of the synthetic model: d = 64, f = 96, 4 query heads sharing 2 KV heads of 16 dims.
 pub const SYN_DIM: usize = 64;
 pub const SYN_FFN: usize = 96;
