@@ -1,34 +1,98 @@
-//! Byte-level BPE tokenizer built from the GGUF vocabulary (`tokenizers` crate), the model's chat
-//! template (minijinja), and a streaming detokeniser that never emits a broken UTF-8 character.
+//! The tokenizer built from a GGUF vocabulary (`tokenizers` crate) the way llama.cpp builds it:
+//! byte-level BPE (`tokenizer.ggml.model = gpt2`) with llama.cpp's pre-tokeniser regexes, or
+//! SentencePiece (`llama`) with scores, `▁` for spaces and `<0xXX>` byte fallback. Also the model's
+//! chat template (minijinja) and a streaming detokeniser that never emits a broken UTF-8 character.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{Vocab, BPE};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+use tokenizers::{AddedToken, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, Value};
 
 /// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`).
+const TOKEN_TYPE_NORMAL: i64 = 1;
+const TOKEN_TYPE_UNKNOWN: i64 = 2;
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+const TOKEN_TYPE_UNUSED: i64 = 5;
+const TOKEN_TYPE_BYTE: i64 = 6;
+
+/// SentencePiece's visible space, U+2581.
+const SPM_SPACE: char = '▁';
+
+/// Texts llama.cpp takes as end-of-turn (`special_eot_id`), in the order they are looked for.
+const EOT_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
+];
+
+/// Texts llama.cpp adds to its end-of-generation set (`special_eog_ids`) whatever the model.
+const EOG_TEXTS: &[&str] = &[
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
+];
+
+fn is_eog_text(t: &str) -> bool {
+    matches!(t.as_bytes().first(), Some(b'<' | b'_' | b'[')) && EOG_TEXTS.contains(&t)
+}
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
-    /// The bytes each token stands for (byte-level BPE undone; control tokens as their text).
+    /// The bytes each token stands for, as llama.cpp's `token_to_piece(special = true)` gives
+    /// them: byte-level BPE undone, `▁` as a space, `<0xXX>` as that byte, control and
+    /// user-defined tokens as their text, unused tokens as nothing.
     token_bytes: Vec<Vec<u8>>,
     is_control: Vec<bool>,
     pub bos: Option<u32>,
     pub eos: Option<u32>,
-    /// Extra end-of-turn tokens (e.g. `<|im_end|>`) that also stop generation.
+    /// The end-of-turn token (e.g. `<|im_end|>`, `<end_of_turn>`) when it is not `eos`.
     pub eot: Option<u32>,
+    /// Every token that ends generation (llama.cpp's end-of-generation set: eos, eot, eom and
+    /// the tokens named like them).
+    eog: Vec<u32>,
     pub add_bos: bool,
+    /// SentencePiece: a space is put before the text (and after each special token); the
+    /// detokeniser takes it off the first token again.
+    pub add_space_prefix: bool,
+    /// llama.cpp's `clean_spaces`: the detokeniser drops the space before `?!.,` and some
+    /// apostrophe contractions.
+    clean_spaces: bool,
     chat_template: Option<String>,
 }
 
@@ -54,114 +118,336 @@ pub fn byte_to_char() -> [char; 256] {
     table
 }
 
-/// The pre-tokeniser regexes llama.cpp uses for each `tokenizer.ggml.pre`.
-fn pre_tokenizer(pre: &str) -> Result<Vec<PreTokenizerWrapper>> {
-    let split = |re: &str| -> Result<PreTokenizerWrapper> {
-        let s = Split::new(SplitPattern::Regex(re.into()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex: {e}")))?;
-        Ok(s.into())
-    };
-    // Byte-level mapping without its own regex, after the splits above.
-    let bytes = ByteLevel::new(false, false, false).into();
-    Ok(match pre {
-        // GPT-2 regex, with every digit split on its own first.
-        "smollm" | "starcoder" | "refact" | "codeshell" => vec![Digits::new(true).into(), ByteLevel::new(false, false, true).into()],
-        "gpt2" | "default" => vec![ByteLevel::new(false, false, true).into()],
-        "llama3" | "llama-bpe" | "smaug-bpe" => vec![
-            split(r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")?,
-            bytes,
-        ],
-        other => return Err(Error::Tokenizer(format!("pre-tokenizer `{other}` (tokenizer.ggml.pre) is not supported"))),
+/// llama.cpp's settings for one family of `tokenizer.ggml.pre` values of a byte-level BPE
+/// vocabulary (`llama_vocab::impl::load` and `llm_tokenizer_bpe`, src/llama-vocab.cpp).
+struct PreTokenizer {
+    names: &'static [&'static str],
+    /// Applied in order: each splits every piece so far into its matches and the text between.
+    regexes: &'static [&'static str],
+    /// A whole pre-token that is in the vocabulary is taken as it is, without merges.
+    ignore_merges: bool,
+    clean_spaces: bool,
+    /// `add_bos` when `tokenizer.ggml.add_bos_token` is absent.
+    add_bos: bool,
+}
+
+const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const TEKKEN_RE: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+#[rustfmt::skip]
+const PRE_TOKENIZERS: &[PreTokenizer] = &[
+    PreTokenizer { names: &["default"], regexes: &[r"[\p{P}\$\+<=>\^~\|]+", GPT2_RE, r"\p{N}+", r"[0-9][0-9][0-9]"],
+                   ignore_merges: false, clean_spaces: true, add_bos: false },
+    PreTokenizer { names: &["gpt-2", "phi-2", "roberta-bpe", "mpt", "olmo"], regexes: &[GPT2_RE],
+                   ignore_merges: false, clean_spaces: true, add_bos: false },
+    PreTokenizer { names: &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"], regexes: &[LLAMA3_RE],
+                   ignore_merges: true, clean_spaces: true, add_bos: true },
+    PreTokenizer { names: &["smaug-bpe", "dbrx"], regexes: &[LLAMA3_RE],
+                   ignore_merges: false, clean_spaces: true, add_bos: false },
+    PreTokenizer { names: &["smollm", "command-r"], regexes: &[r"\p{N}", GPT2_RE],
+                   ignore_merges: false, clean_spaces: false, add_bos: false },
+    PreTokenizer { names: &["starcoder", "refact", "codeshell"], regexes: &[r"\p{N}", GPT2_RE],
+                   ignore_merges: false, clean_spaces: true, add_bos: false },
+    PreTokenizer { names: &["qwen2", "deepseek-r1-qwen"], regexes: &[QWEN2_RE],
+                   ignore_merges: false, clean_spaces: false, add_bos: false },
+    PreTokenizer { names: &["stablelm2"], regexes: &[QWEN2_RE],
+                   ignore_merges: false, clean_spaces: true, add_bos: false },
+    PreTokenizer { names: &["tekken"], regexes: &[TEKKEN_RE],
+                   ignore_merges: true, clean_spaces: false, add_bos: true },
+];
+
+/// The `tokenizer.ggml.pre` values kvscope builds, for error messages.
+pub fn supported_pre_tokenizers() -> Vec<&'static str> {
+    PRE_TOKENIZERS.iter().flat_map(|p| p.names.iter().copied()).collect()
+}
+
+fn pre_tokenizer(pre: &str) -> Result<&'static PreTokenizer> {
+    PRE_TOKENIZERS.iter().find(|p| p.names.contains(&pre)).ok_or_else(|| {
+        Error::Tokenizer(format!(
+            "pre-tokenizer `{pre}` (tokenizer.ggml.pre) is not supported (supported: {})",
+            supported_pre_tokenizers().join(", ")
+        ))
     })
+}
+
+/// The split regexes, then the byte-to-character mapping of byte-level BPE.
+fn byte_level_pre_tokenizer(p: &PreTokenizer) -> Result<Sequence> {
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(p.regexes.len() + 1);
+    for re in p.regexes {
+        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| Error::Tokenizer(format!("pre-tokenizer regex `{re}`: {e}")))?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, false, false).into());
+    Ok(Sequence::new(steps))
+}
+
+/// A float array such as `tokenizer.ggml.scores` (stored as f32, or as i32 by some converters).
+fn float_array(g: &Gguf, key: &str) -> Result<Vec<f32>> {
+    match g.get(key) {
+        None => Err(Error::MissingKey(key.into())),
+        Some(Value::Array(_, v)) => v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect::<Option<Vec<_>>>().ok_or(Error::WrongKeyType {
+            key: key.into(),
+            expected: "array of numbers",
+            found: "array",
+        }),
+        Some(v) => Err(Error::WrongKeyType { key: key.into(), expected: "array of numbers", found: v.type_name() }),
+    }
+}
+
+/// The merges that make a BPE model tokenise like llama.cpp's SentencePiece tokeniser
+/// (`llm_tokenizer_spm`). That one starts from single characters and, over and over, joins the
+/// adjacent pair whose joined text is a token with the highest score, the leftmost pair on ties.
+///
+/// A token `t` can only come out of that process on a span of text if the process run on `t`'s
+/// text alone ends in `t`: until `t` is formed, no pair reaching out of its span may be joined
+/// (it would make a symbol that is not `t`), so the joins inside the span are those of the run
+/// on `t` alone, in the same order. The last join of that run, `l + r → t`, is therefore the only
+/// way `t` is ever made; any other cut of `t` into two tokens never gets joined. One merge per
+/// token that its own run produces, ranked by the token's score (highest first, then by id), so
+/// that BPE's lowest-rank-first, leftmost-on-ties order is llama.cpp's order wherever distinct
+/// tokens have distinct scores.
+fn spm_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Vec<(String, String)> {
+    // The score of a text's token, as llama.cpp's `text_to_token` (the last token of that text).
+    let score = |s: &str| vocab.get(s).map(|&i| scores[i as usize]);
+    // (merged id, cut in bytes)
+    let mut merges: Vec<(u32, u32)> = Vec::with_capacity(tokens.len());
+    // Symbol k of the run is t[bounds[k]..bounds[k + 1]]; pair[k] is the score of joining
+    // symbols k and k + 1, None when the joined text is no token.
+    let mut bounds: Vec<usize> = Vec::new();
+    let mut pair: Vec<Option<f32>> = Vec::new();
+    let single: HashSet<&str> = tokens.iter().filter(|t| t.chars().nth(1).is_none()).copied().collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if t.chars().nth(1).is_none() || vocab.get(*t) != Some(&(i as u32)) {
+            continue;
+        }
+        bounds.clear();
+        bounds.extend(t.char_indices().map(|(b, _)| b));
+        bounds.push(t.len());
+        if bounds.iter().zip(&bounds[1..]).any(|(&a, &b)| !single.contains(&t[a..b])) {
+            // A character that is no token becomes bytes in the BPE model and never joins.
+            continue;
+        }
+        pair.clear();
+        pair.extend((0..bounds.len() - 2).map(|k| score(&t[bounds[k]..bounds[k + 2]])));
+        loop {
+            // The best pair: highest score, leftmost on ties.
+            let mut best: Option<(usize, f32)> = None;
+            for (k, s) in pair.iter().enumerate() {
+                if let Some(s) = *s {
+                    if best.is_none_or(|(_, b)| s > b) {
+                        best = Some((k, s));
+                    }
+                }
+            }
+            let Some((k, _)) = best else { break };
+            if pair.len() == 1 {
+                // The last two symbols join into t.
+                merges.push((i as u32, bounds[1] as u32));
+                break;
+            }
+            bounds.remove(k + 1);
+            pair.remove(k);
+            if k > 0 {
+                pair[k - 1] = score(&t[bounds[k - 1]..bounds[k + 1]]);
+            }
+            if k < pair.len() {
+                pair[k] = score(&t[bounds[k]..bounds[k + 2]]);
+            }
+        }
+    }
+    merges.sort_unstable_by(|a, b| scores[b.0 as usize].total_cmp(&scores[a.0 as usize]).then(a.0.cmp(&b.0)));
+    merges
+        .into_iter()
+        .map(|(t, cut)| {
+            let t = tokens[t as usize];
+            (t[..cut as usize].to_string(), t[cut as usize..].to_string())
+        })
+        .collect()
+}
+
+/// The byte a SentencePiece byte token `<0xXX>` stands for.
+fn spm_byte(text: &str) -> Option<u8> {
+    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// Which vocabulary `tokenizer.ggml.model` names.
+#[derive(Clone, Copy, PartialEq)]
+enum Model {
+    /// `gpt2`: byte-level BPE with merges.
+    Bpe,
+    /// `llama`: SentencePiece with scores.
+    Spm,
 }
 
 impl Tokenizer {
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
-        let model = g.str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::Tokenizer(format!(
-                "tokenizer model `{model}` (tokenizer.ggml.model) is not supported; only byte-level BPE (`gpt2`) is"
-            )));
-        }
-        let tokens = g.str_array("tokenizer.ggml.tokens")?;
-        let merges = g.str_array("tokenizer.ggml.merges")?;
-        let types = match g.int_array("tokenizer.ggml.token_type") {
-            Ok(t) if t.len() == tokens.len() => t,
-            Ok(t) => {
-                return Err(Error::Tokenizer(format!("tokenizer.ggml.token_type has {} entries for {} tokens", t.len(), tokens.len())))
+        let model = match g.str("tokenizer.ggml.model")? {
+            "gpt2" => Model::Bpe,
+            "llama" => Model::Spm,
+            other => {
+                return Err(Error::Tokenizer(format!(
+                    "tokenizer model `{other}` (tokenizer.ggml.model) is not supported \
+                     (supported: `gpt2`, byte-level BPE, and `llama`, SentencePiece)"
+                )))
             }
-            Err(Error::MissingKey(_)) => vec![1; tokens.len()],
+        };
+        let tokens = g.str_array("tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(Error::Tokenizer("tokenizer.ggml.tokens is empty".into()));
+        }
+        let types = match g.int_array("tokenizer.ggml.token_type") {
+            Ok(t) if t.len() == n => t,
+            Ok(t) => return Err(Error::Tokenizer(format!("tokenizer.ggml.token_type has {} entries for {n} tokens", t.len()))),
+            Err(Error::MissingKey(_)) => vec![TOKEN_TYPE_NORMAL; n],
             Err(e) => return Err(e),
         };
-        let pre = g.str("tokenizer.ggml.pre").unwrap_or("default");
+        // llama.cpp makes control tokens of the end-of-generation tokens whatever their type.
+        let is_eog_text: Vec<bool> = tokens.iter().map(|t| is_eog_text(t)).collect();
+        let is_control: Vec<bool> =
+            types.iter().zip(&is_eog_text).map(|(&ty, &eog)| eog || matches!(ty, TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN)).collect();
+        // Written in the text, these are taken as single tokens before the text is tokenised.
+        let is_special: Vec<bool> = types.iter().zip(&is_control).map(|(&ty, &c)| c || ty == TOKEN_TYPE_USER_DEFINED).collect();
 
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| Error::Tokenizer(format!("merge #{i} `{m}` has no space between its two parts")))
-            })
-            .collect::<Result<_>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| Error::Tokenizer(format!("building BPE from the GGUF vocabulary: {e}")))?;
-
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(Sequence::new(pre_tokenizer(pre)?)));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let is_control: Vec<bool> = types.iter().map(|&t| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED).collect();
-        let specials: Vec<AddedToken> =
-            tokens.iter().zip(&is_control).filter(|(_, &c)| c).map(|(t, _)| AddedToken::from(t.to_string(), true)).collect();
-        inner.add_special_tokens(&specials);
-
-        let ch2byte: HashMap<char, u8> = byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
-        let token_bytes = tokens
-            .iter()
-            .zip(&is_control)
-            .map(|(t, &control)| {
-                if control {
-                    t.as_bytes().to_vec()
-                } else {
-                    // A character outside the byte alphabet stands for its own UTF-8.
-                    let mut out = Vec::with_capacity(t.len());
-                    for c in t.chars() {
-                        match ch2byte.get(&c) {
-                            Some(&b) => out.push(b),
-                            None => out.extend(c.to_string().as_bytes()),
-                        }
-                    }
-                    out
-                }
-            })
-            .collect();
-
-        let n = tokens.len() as u64;
         let id = |key: &str| -> Result<Option<u32>> {
             match g.get(key) {
                 None => Ok(None),
                 Some(v) => match v.as_u64() {
-                    Some(i) if i < n => Ok(Some(i as u32)),
+                    Some(i) if i < n as u64 => Ok(Some(i as u32)),
                     _ => Err(Error::Tokenizer(format!("`{key}` = {} is not a token id below {n}", v.summary()))),
                 },
             }
         };
-        let eos = id("tokenizer.ggml.eos_token_id")?;
+        let flag = |key: &str| g.get(key).and_then(Value::as_bool);
+        // llama.cpp's defaults for SentencePiece vocabularies: bos 1, eos 2, unknown 0.
+        let spm_default = |i: u32| (model == Model::Spm && (i as usize) < n).then_some(i);
+        let bos = id("tokenizer.ggml.bos_token_id")?.or(spm_default(1));
+        let eos = id("tokenizer.ggml.eos_token_id")?.or(spm_default(2));
+        let unk = id("tokenizer.ggml.unknown_token_id")?.or(spm_default(0));
+
+        let mut vocab = Vocab::with_capacity(n);
+        vocab.extend(tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)));
+        let (mut inner, token_bytes, add_bos, add_space_prefix, clean_spaces) = match model {
+            Model::Bpe => {
+                let pre = pre_tokenizer(g.str("tokenizer.ggml.pre").unwrap_or("default"))?;
+                let merges = g
+                    .str_array("tokenizer.ggml.merges")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        m.split_once(' ')
+                            .map(|(a, b)| (a.to_string(), b.to_string()))
+                            .ok_or_else(|| Error::Tokenizer(format!("merge #{i} `{m}` has no space between its two parts")))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let bpe = BPE::builder()
+                    .vocab_and_merges(vocab, merges)
+                    .ignore_merges(pre.ignore_merges)
+                    .build()
+                    .map_err(|e| Error::Tokenizer(format!("building BPE from the GGUF vocabulary: {e}")))?;
+                let mut inner = tokenizers::Tokenizer::new(bpe);
+                inner.with_pre_tokenizer(Some(byte_level_pre_tokenizer(pre)?));
+                inner.with_decoder(Some(ByteLevelDecoder::default()));
+                let ch2byte: HashMap<char, u8> = byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+                let token_bytes = tokens
+                    .iter()
+                    .zip(&types)
+                    .zip(&is_special)
+                    .map(|((t, &ty), &special)| {
+                        if special {
+                            t.as_bytes().to_vec()
+                        } else if ty == TOKEN_TYPE_UNUSED {
+                            Vec::new()
+                        } else {
+                            // A character outside the byte alphabet stands for its own UTF-8.
+                            let mut out = Vec::with_capacity(t.len());
+                            for c in t.chars() {
+                                match ch2byte.get(&c) {
+                                    Some(&b) => out.push(b),
+                                    None => out.extend(c.to_string().as_bytes()),
+                                }
+                            }
+                            out
+                        }
+                    })
+                    .collect();
+                let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(pre.add_bos);
+                (inner, token_bytes, add_bos, flag("tokenizer.ggml.add_space_prefix").unwrap_or(false), pre.clean_spaces)
+            }
+            Model::Spm => {
+                let scores = float_array(g, "tokenizer.ggml.scores").map_err(|e| match e {
+                    Error::MissingKey(k) => {
+                        Error::Tokenizer(format!("`{k}` is missing: a SentencePiece vocabulary needs its token scores to order its merges"))
+                    }
+                    e => e,
+                })?;
+                if scores.len() != n {
+                    return Err(Error::Tokenizer(format!("tokenizer.ggml.scores has {} entries for {n} tokens", scores.len())));
+                }
+                let add_space_prefix = flag("tokenizer.ggml.add_space_prefix").unwrap_or(true);
+                let token_bytes = tokens
+                    .iter()
+                    .zip(&types)
+                    .zip(&is_special)
+                    .map(|((t, &ty), &special)| match ty {
+                        _ if special => Ok(t.as_bytes().to_vec()),
+                        TOKEN_TYPE_NORMAL => Ok(t.replace(SPM_SPACE, " ").into_bytes()),
+                        TOKEN_TYPE_BYTE => spm_byte(t)
+                            .map(|b| vec![b])
+                            .ok_or_else(|| Error::Tokenizer(format!("byte token `{t}` is not of the form <0xXX>"))),
+                        _ => Ok(Vec::new()),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let merges = spm_merges(&tokens, &scores, &vocab);
+                let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true);
+                if let Some(u) = unk {
+                    builder = builder.unk_token(tokens[u as usize].to_string());
+                }
+                let bpe = builder.build().map_err(|e| Error::Tokenizer(format!("building the SentencePiece model: {e}")))?;
+                let mut inner = tokenizers::Tokenizer::new(bpe);
+                let space = Replace::new(" ", SPM_SPACE.to_string()).map_err(|e| Error::Tokenizer(format!("space normalizer: {e}")))?;
+                let mut norm: Vec<NormalizerWrapper> = Vec::new();
+                if add_space_prefix {
+                    // Each piece of text between special tokens, as llama.cpp puts its space
+                    // before the text and after every special token.
+                    norm.push(Prepend::new(SPM_SPACE.to_string()).into());
+                }
+                norm.push(space.into());
+                inner.with_normalizer(Some(NormalizerSequence::new(norm)));
+                let add_bos = flag("tokenizer.ggml.add_bos_token").unwrap_or(true);
+                (inner, token_bytes, add_bos, add_space_prefix, false)
+            }
+        };
+        let specials: Vec<AddedToken> =
+            tokens.iter().zip(&is_special).filter(|(_, &s)| s).map(|(t, _)| AddedToken::from(t.to_string(), true)).collect();
+        inner.add_special_tokens(&specials);
+
         let eot = match id("tokenizer.ggml.eot_token_id")? {
             Some(t) => Some(t),
-            None => tokens.iter().position(|t| *t == "<|im_end|>" || *t == "<|eot_id|>").map(|i| i as u32),
+            None => EOT_TEXTS.iter().find_map(|e| inner.token_to_id(e)),
         };
+        let mut eog: Vec<u32> = [eos, eot, id("tokenizer.ggml.eom_token_id")?].into_iter().flatten().collect();
+        eog.extend(is_eog_text.iter().enumerate().filter(|(_, &e)| e).map(|(i, _)| i as u32));
+        eog.sort_unstable();
+        eog.dedup();
         Ok(Tokenizer {
             inner,
             token_bytes,
             is_control,
-            bos: id("tokenizer.ggml.bos_token_id")?,
+            bos,
             eos,
             eot: eot.filter(|t| Some(*t) != eos),
-            add_bos: g.get("tokenizer.ggml.add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false),
+            eog,
+            add_bos,
+            add_space_prefix,
+            clean_spaces,
             chat_template: g.str("tokenizer.chat_template").ok().map(str::to_string),
         })
     }
@@ -170,8 +456,9 @@ impl Tokenizer {
         self.token_bytes.len()
     }
 
-    /// Text → ids. Control tokens written in the text (`<|im_start|>`) become their single id;
-    /// BOS is prepended when the model asks for it.
+    /// Text → ids, as llama.cpp's `llama_tokenize(add_special = true, parse_special = true)`:
+    /// control and user-defined tokens written in the text (`<|im_start|>`) become their single
+    /// id; BOS is prepended when the model asks for it.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer(format!("encoding: {e}")))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
@@ -182,6 +469,8 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// The bytes of one token (llama.cpp's `token_to_piece(special = true)`); a piece of a
+    /// character for byte tokens and some byte-level BPE tokens.
     pub fn token_bytes(&self, id: u32) -> &[u8] {
         self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -191,17 +480,43 @@ impl Tokenizer {
         String::from_utf8_lossy(self.token_bytes(id)).into_owned()
     }
 
+    /// A control token (or the unknown token): llama.cpp leaves these out of text unless asked.
     pub fn is_control(&self, id: u32) -> bool {
         self.is_control.get(id as usize).copied().unwrap_or(false)
     }
 
+    /// Whether generation stops at this token (end of sequence, of turn, or the like).
     pub fn is_stop(&self, id: u32) -> bool {
-        Some(id) == self.eos || Some(id) == self.eot
+        self.eog.binary_search(&id).is_ok()
     }
 
+    /// The tokens that end generation, ascending.
+    pub fn stop_tokens(&self) -> &[u32] {
+        &self.eog
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template.is_some()
+    }
+
+    /// Ids → text, as llama.cpp's `llama_detokenize(remove_special = false, unparse_special =
+    /// true)`: the pieces one after another, the first one's leading space dropped when the
+    /// vocabulary adds a space prefix, then llama.cpp's `clean_spaces` passes where the
+    /// vocabulary has them.
     pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let piece = self.token_bytes(id);
+            bytes.extend_from_slice(match piece {
+                [b' ', rest @ ..] if i == 0 && self.add_space_prefix => rest,
+                _ => piece,
+            });
+        }
+        if self.clean_spaces {
+            clean_spaces(&mut bytes);
+        }
         let mut s = Utf8Stream::default();
-        let mut out: String = ids.iter().map(|&i| s.push(self.token_bytes(i))).collect();
+        let mut out = s.push(&bytes);
         out.push_str(&s.finish());
         out
     }
@@ -226,6 +541,55 @@ impl Tokenizer {
             })
             .map_err(|e| Error::Template(e.to_string()))
     }
+}
+
+/// llama.cpp's `clean_spaces` for display (`llama_vocab::impl::detokenize`), its three in-place
+/// passes as they are: drop the space before `?`, `!`, `.`, `,`; turn ` ' ` into `'`; drop the
+/// space before `'s`, `'m`, `'re`, `'ve`.
+fn clean_spaces(text: &mut Vec<u8>) {
+    let n = text.len();
+    let mut total = n.min(1);
+    for i in 1..n {
+        let x = text[i];
+        if text[i - 1] == b' ' && matches!(x, b'?' | b'!' | b'.' | b',') {
+            total -= 1;
+        }
+        text[total] = x;
+        total += 1;
+    }
+    text.truncate(total);
+
+    let n = text.len();
+    let mut total = n.min(1);
+    let mut i = 1;
+    while i < n {
+        let x = text[i];
+        if x == b'\'' && i + 1 < n && text[i - 1] == b' ' && text[i + 1] == b' ' {
+            total -= 1;
+            i += 1;
+            text[i] = 0;
+        }
+        text[total] = x;
+        total += 1;
+        i += 1;
+    }
+    text.truncate(total);
+
+    let n = text.len();
+    let mut total = n.min(1);
+    for i in 1..n {
+        let x = text[i];
+        if text[i - 1] == b' ' && x == b'\'' && i + 1 < n {
+            let x1 = text[i + 1];
+            let x2 = if i + 2 < n { text[i + 2] } else { 0 };
+            if matches!(x1, b's' | b'm') || matches!((x1, x2), (b'r', b'e') | (b'v', b'e')) {
+                total -= 1;
+            }
+        }
+        text[total] = x;
+        total += 1;
+    }
+    text.truncate(total);
 }
 
 /// Turns a stream of byte pieces into text, holding back an incomplete UTF-8 character until
