@@ -574,7 +574,8 @@ mod tests {
             let (id, n, m) = (u32_at(at), u32_at(at + 4) as usize, u32_at(at + 8) as usize);
             let ty = GgmlType::from_u32(id).unwrap_or_else(|| panic!("type id {id} in the test data"));
             let bytes = &data[at + 12..][..m];
-            let want: Vec<f32> = data[at + 12 + m..][..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let want: Vec<f32> =
+                data[at + 12 + m..][..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             let got = dequantize_vec(ty, bytes, n);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(g.to_bits(), w.to_bits(), "{ty:?} element {i} (block {}): {g} vs gguf-py {w}", i / ty.block_elems());

@@ -114,7 +114,8 @@ fn malformed_models_name_the_problem() {
     let load = |bytes: Vec<u8>| pollster::block_on(Engine::load(&bytes, opts(Backend::Cpu))).err().expect("refused").to_string();
     let err = load(synthetic_arch_model_with(Arch::Qwen2, 1, &|n, d| (n != "blk.1.attn_k.bias").then(|| d.to_vec())));
     assert!(err.contains("blk.1.attn_k.bias"), "{err}");
-    let err = load(synthetic_arch_model_with(Arch::Gemma3, 1, &|n, d| Some(if n == "blk.3.attn_q_norm.weight" { vec![16] } else { d.to_vec() })));
+    let err =
+        load(synthetic_arch_model_with(Arch::Gemma3, 1, &|n, d| Some(if n == "blk.3.attn_q_norm.weight" { vec![16] } else { d.to_vec() })));
     assert!(err.contains("blk.3.attn_q_norm.weight") && err.contains("[16]"), "{err}");
     let err = load(synthetic_arch_model_with(Arch::Gemma3, 1, &|n, d| (n != "blk.5.post_ffw_norm.weight").then(|| d.to_vec())));
     assert!(err.contains("blk.5.post_ffw_norm.weight"), "{err}");

@@ -7,7 +7,7 @@ use kvscope::config::Act;
 use kvscope::cpu;
 use kvscope::gpu::ops::{self, AttentionBuffers, Heads, NormRows, RopeKvBuffers, Rows, Tokens, Write};
 use kvscope::gpu::{params, GpuContext, Grid, Kernel, Recorder, StepTable};
-use kvscope::model::weights::Tensor;
+use kvscope::model::weights::{Part, Tensor};
 use kvscope::quant::{dequantize_vec, GgmlType};
 use kvscope::KvType;
 
@@ -93,6 +93,7 @@ fn embed_matches_dequantised_row() {
         let x = ctx.storage("x", dim as u64 * 4).unwrap();
         let steps = StepTable::new(&ctx, tokens.len()).unwrap();
         let mut rec = Recorder::new(&ctx);
+        let table = [Part { first_row: 0, tensor: table }];
         ops::embed(&mut rec, Tokens::One, &x, &table, &tok, 1.0).unwrap();
         let prog = rec.finish("embed", Some(&steps)).unwrap();
         for (pos, &t) in tokens.iter().enumerate() {

@@ -18,8 +18,11 @@ fn logits_with(bytes: &[u8], opts: LoadOptions, ids: &[u32]) -> Vec<f32> {
 
 /// The logits after feeding `ids` in one call: batched prefill chunks on the GPU.
 fn prefill_logits(bytes: &[u8], ids: &[u32]) -> Vec<f32> {
-    let mut e =
-        pollster::block_on(Engine::load(bytes, LoadOptions { backend: Backend::Gpu, context: 128, ..Default::default() })).expect("load");
+    prefill_logits_with(bytes, LoadOptions { backend: Backend::Gpu, context: 128, ..Default::default() }, ids)
+}
+
+fn prefill_logits_with(bytes: &[u8], opts: LoadOptions, ids: &[u32]) -> Vec<f32> {
+    let mut e = pollster::block_on(Engine::load(bytes, opts)).expect("load");
     pollster::block_on(e.feed(ids)).expect("prefill");
     e.logits().to_vec()
 }
@@ -396,4 +399,25 @@ fn gpu_next_token_table_matches_the_logits() {
         }
     }
     assert!(bytes_top < bytes_full / 5, "{bytes_top} vs {bytes_full} bytes read back");
+}
+
+/// As on a device that cannot bind the embedding table whole (parts of at most a third of the
+/// table): the table is split by rows into parts, the embedding and the tied output read every
+/// part, and the logits equal the CPU's.
+#[test]
+fn split_tables_match_cpu() {
+    if gpu().is_none() {
+        return;
+    }
+    let bytes = synthetic_model(&SynTypes::q4_1(), 2, 100);
+    let table_bytes = (261 * 64 / 32 * 34) as u64; // Q8_0 [261 × 64]
+    let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 261).collect();
+    let cpu = logits(&bytes, Backend::Cpu, &ids);
+    let gpu = kvscope::GpuOptions { table_part_bytes: Some(table_bytes / 3), ..Default::default() };
+    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu, kv: KvType::F32 };
+    let mut e = pollster::block_on(Engine::load(&bytes, opts.clone())).expect("load");
+    let parts = e.gpu().unwrap().weights.table("token_embd.weight").len();
+    assert_eq!(parts, 3, "87 of the 261 rows per part");
+    assert_close("split tables", &pollster::block_on(e.logits_for(&ids)).unwrap(), &cpu, 1e-4);
+    assert_close("split tables, prefill", &prefill_logits_with(&bytes, opts, &ids), &cpu[39 * 261..], 1e-4);
 }

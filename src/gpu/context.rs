@@ -18,13 +18,16 @@ pub struct GpuOptions {
     pub rows: Option<(u32, u32)>,
     /// Tokens per invocation of the mat-mul; None picks by adapter type.
     pub tokens: Option<u32>,
+    /// Split the vocabulary tables (`weights::TABLES`) into parts of at most this many bytes, as
+    /// on a device whose binding limit is that (the device's own limit applies regardless).
+    pub table_part_bytes: Option<u64>,
 }
 
 impl GpuOptions {
     /// The plain kernels: no subgroup operations, one weight row per invocation, a small
     /// mat-mul tile (the shapes a GPU adapter gets).
     pub fn plain() -> Self {
-        GpuOptions { subgroups: false, rows: Some((1, 1)), tokens: Some(4) }
+        GpuOptions { subgroups: false, rows: Some((1, 1)), tokens: Some(4), table_part_bytes: None }
     }
 }
 
@@ -35,7 +38,7 @@ impl Default for GpuOptions {
         let subgroups = std::env::var("KVSCOPE_SUBGROUPS").map_or(true, |v| v != "0");
         #[cfg(target_arch = "wasm32")]
         let subgroups = true;
-        GpuOptions { subgroups, rows: None, tokens: None }
+        GpuOptions { subgroups, rows: None, tokens: None, table_part_bytes: None }
     }
 }
 
@@ -69,6 +72,8 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// `GpuOptions::table_part_bytes`.
+    pub table_part_bytes: Option<u64>,
     pub features: wgpu::Features,
     /// Whether the kernels are built with subgroup operations.
     pub subgroups: bool,
@@ -155,6 +160,7 @@ impl GpuContext {
             limits,
             features,
             subgroups,
+            table_part_bytes: opts.table_part_bytes,
             tuning: Tuning { matvec_rows, matmul_rows, matmul_tokens, prefill_chunk: by_adapter.prefill_chunk },
             errors,
             pipelines: RefCell::default(),

@@ -5,7 +5,7 @@
 use crate::config::{Act, KvType};
 use crate::error::{Error, Result};
 use crate::gpu::{params, Grid, Kernel, Recorder};
-use crate::model::weights::Tensor;
+use crate::model::weights::{Part, Tensor};
 
 /// Which tokens an op covers: one (decoding: mat-vec kernels, bound to the per-position step
 /// table) or the rows of a prefill chunk of up to B tokens (mat-mul kernels; the chunk's step
@@ -52,11 +52,18 @@ pub enum Write {
     Add,
 }
 
-/// X[t] = E[tokens[pos + t]] · scale, one invocation per 32-element block of a row.
-pub fn embed(rec: &mut Recorder, tokens: Tokens, out: &wgpu::Buffer, table: &Tensor, ids: &wgpu::Buffer, scale: f32) -> Result<()> {
-    let (dim, row_bytes) = (table.cols(), table.row_bytes());
-    let grid = Grid::invocations(dim / 32).layers(tokens.rows());
-    rec.push("embed", Kernel::Embed(table.ty), &[out, &table.buffer, ids], &params::Embed { dim, row_bytes, scale }, grid)
+/// X[t] = E[tokens[pos + t]] · scale, one invocation per 32-element block of a row; one dispatch
+/// per part of the table, each writing the tokens whose rows it holds.
+pub fn embed(rec: &mut Recorder, tokens: Tokens, out: &wgpu::Buffer, table: &[Part], ids: &wgpu::Buffer, scale: f32) -> Result<()> {
+    for (i, part) in table.iter().enumerate() {
+        let t = &part.tensor;
+        let (dim, row_bytes) = (t.cols(), t.row_bytes());
+        let p = params::Embed { dim, row_bytes, scale, first_row: part.first_row, rows: t.rows() };
+        let grid = Grid::invocations(dim / 32).layers(tokens.rows());
+        let label = if table.len() == 1 { "embed".to_string() } else { format!("embed part {i}") };
+        rec.push(label, Kernel::Embed(t.ty), &[out, &t.buffer, ids], &p, grid)?;
+    }
+    Ok(())
 }
 
 /// Which token rows a norm covers.

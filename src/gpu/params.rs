@@ -38,6 +38,9 @@ pub struct Embed {
     pub row_bytes: u32,
     /// The row is multiplied by this (√d for Gemma).
     pub scale: f32,
+    /// The part of the table this dispatch holds: rows first_row .. first_row + rows.
+    pub first_row: u32,
+    pub rows: u32,
 }
 
 #[repr(C)]

@@ -368,7 +368,11 @@ fn check_limits(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, si
         .tensors
         .iter()
         .filter(|i| needed.iter().any(|(n, _)| *n == i.name))
-        .map(|i| (format!("tensor `{}`", i.name), i.size, true))
+        .map(|i| match weights::TABLES.contains(&i.name.as_str()) {
+            // Split by rows where it must be: each part is checked.
+            true => (format!("a row of tensor `{}`", i.name), i.size / i.dims[1] * weights::rows_per_part(ctx, i), true),
+            false => (format!("tensor `{}`", i.name), i.size, true),
+        })
         .collect();
     plan.extend(sizes.checked(context));
     plan.sort_by_key(|p| std::cmp::Reverse(p.1));
@@ -403,7 +407,7 @@ impl Layers<'_> {
         // to be normed and then added.
         let (sub_out, sub_write) = if cfg.post_norms { (xb, Write::Set) } else { (x, Write::Add) };
         let mut rec = Recorder::new(ctx);
-        ops::embed(&mut rec, tokens, &a.x, w.get("token_embd.weight"), &a.tokens, cfg.embed_scale)?;
+        ops::embed(&mut rec, tokens, &a.x, w.table("token_embd.weight"), &a.tokens, cfg.embed_scale)?;
         for l in 0..cfg.n_layers {
             let t = |n: &str| w.layer(l, n);
             let r = &mut rec;
@@ -483,8 +487,12 @@ fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations, ste
     let mut rec = Recorder::new(ctx);
     let norm = (w.get("output_norm.weight"), cfg.rms_eps);
     ops::rms_norm(&mut rec, Tokens::One, "output_norm".into(), &a.xb, &a.x, norm, NormRows::LastIntoFirst, Write::Set)?;
-    let out = if cfg.tied_output { w.get("token_embd.weight") } else { w.get("output.weight") };
+    let out = w.table(if cfg.tied_output { "token_embd.weight" } else { "output.weight" });
     let d = cfg.dim as u32;
-    ops::project(&mut rec, Tokens::One, "output".into(), out, Rows::new(&a.logits, 0), Rows::new(&a.xb, d), Write::Set)?;
+    for (i, part) in out.iter().enumerate() {
+        let logits = Rows::new(&a.logits, 0).at(part.first_row);
+        let label = if out.len() == 1 { "output".to_string() } else { format!("output part {i}") };
+        ops::project(&mut rec, Tokens::One, label, &part.tensor, logits, Rows::new(&a.xb, d), Write::Set)?;
+    }
     rec.finish("head", Some(steps))
 }

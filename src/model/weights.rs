@@ -1,6 +1,7 @@
 //! Weights uploaded once, one GPU buffer per tensor holding its raw ggml bytes. Projections that
 //! read the same input — q, k and v; gate and up — are stored back to back in one buffer when
-//! they share a type and a row length, so one mat-vec dispatch computes all of them.
+//! they share a type and a row length, so one mat-vec dispatch computes all of them. The
+//! vocabulary-sized tables (`TABLES`) are split by rows where the device cannot bind them whole.
 
 use std::collections::HashMap;
 
@@ -33,7 +34,27 @@ impl Tensor {
 
 pub struct Weights {
     tensors: HashMap<String, Tensor>,
+    tables: HashMap<String, Vec<Part>>,
     pub bytes: u64,
+}
+
+/// Tables read by rows — the embedding (one row per token) and the output projection (the logits
+/// a row each) — which may be split into parts of whole rows, each a buffer the device can bind:
+/// Gemma 3's [262,144 × 640] Q8_0 embedding is 170 MiB, above the 128 MiB some devices bind.
+pub const TABLES: [&str; 2] = ["token_embd.weight", "output.weight"];
+
+/// Rows first_row .. first_row + tensor.rows() of a table.
+pub struct Part {
+    pub first_row: u32,
+    pub tensor: Tensor,
+}
+
+/// Rows of table `info` per part on this device: all of them where one binding holds the table.
+pub fn rows_per_part(ctx: &GpuContext, info: &crate::gguf::TensorInfo) -> u64 {
+    let rows = info.dims.get(1).copied().unwrap_or(1);
+    let row_bytes = (info.size / rows).max(1);
+    let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size).min(ctx.table_part_bytes.unwrap_or(u64::MAX));
+    (limit / row_bytes).clamp(1, rows)
 }
 
 /// Per-layer groups stored as one tensor (rows of the members in order): `blk.L.attn_qkv.weight`
@@ -51,6 +72,7 @@ impl Weights {
     /// GPU buffer.
     pub fn upload(ctx: &GpuContext, g: &Gguf, cfg: &Config, src: &mut dyn ByteSource) -> Result<Self> {
         let mut tensors = HashMap::new();
+        let mut tables = HashMap::new();
         let mut bytes = 0;
         let mut scratch = Vec::new();
         let mut part = Vec::new();
@@ -98,6 +120,21 @@ impl Weights {
                     let dims = if info.dims.len() == 1 { vec![rows] } else { vec![info.dims[0], rows] };
                     (fused.clone(), dims)
                 }
+                None if TABLES.contains(&name.as_str()) => {
+                    src.read(g.tensor_range(info), &mut scratch)?;
+                    let (per, rows, row_bytes) = (rows_per_part(ctx, info), info.dims[1], info.size / info.dims[1]);
+                    let mut parts = Vec::new();
+                    for first in (0..rows).step_by(per as usize) {
+                        let n = per.min(rows - first);
+                        let label = if n == rows { name.clone() } else { format!("{name} rows {first}..{}", first + n) };
+                        let buffer =
+                            ctx.storage_with(&label, &scratch[(first * row_bytes) as usize..((first + n) * row_bytes) as usize])?;
+                        bytes += buffer.size();
+                        parts.push(Part { first_row: first as u32, tensor: Tensor { buffer, ty: info.ty, dims: vec![info.dims[0], n] } });
+                    }
+                    tables.insert(name, parts);
+                    continue;
+                }
                 None => {
                     src.read(g.tensor_range(info), &mut scratch)?;
                     (name.clone(), info.dims.clone())
@@ -107,12 +144,17 @@ impl Weights {
             bytes += buffer.size();
             tensors.insert(label, Tensor { buffer, ty: info.ty, dims });
         }
-        Ok(Weights { tensors, bytes })
+        Ok(Weights { tensors, tables, bytes })
     }
 
     /// Layer `l`'s fused group `name` (see `FUSED`), when its members were stored together.
     pub fn fused(&self, l: usize, name: &str) -> Option<&Tensor> {
         self.tensors.get(&format!("blk.{l}.{name}.weight"))
+    }
+
+    /// The parts of table `name` (`TABLES`), in row order.
+    pub fn table(&self, name: &str) -> &[Part] {
+        &self.tables[name]
     }
 
     pub fn get(&self, name: &str) -> &Tensor {
