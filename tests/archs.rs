@@ -41,10 +41,14 @@ fn check(arch: Arch) {
     let ids = ids();
     let cpu = logits(&bytes, opts(Backend::Cpu), &ids);
 
-    // The CPU against llama.cpp (f32 weights on both sides: only rounding differs).
+    // The CPU against llama.cpp (f32 weights and cache on both sides: only rounding differs,
+    // measured ≤ 1.5e-5). Gemma's GELU is the exception: ggml's CPU GELU looks its result up in a
+    // table indexed by the f16 rounding of its input (GGML_GELU_FP16), which moves these logits by
+    // ~2e-3 from the first position on, as much before the ring wraps (position 40) as after.
     let (positions, want) = golden(arch);
     let got: Vec<f32> = positions.iter().flat_map(|&p| cpu[p * VOCAB..][..VOCAB].to_vec()).collect();
-    assert_close(&format!("{}: CPU against llama.cpp", arch.name()), &got, &want, 2e-3);
+    let tol = if arch == Arch::Gemma3 { 5e-3 } else { 1e-4 };
+    assert_close(&format!("{}: CPU against llama.cpp", arch.name()), &got, &want, tol);
     gpu_against_cpu(arch, &bytes, &ids, &cpu);
 }
 

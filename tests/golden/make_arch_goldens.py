@@ -6,7 +6,7 @@
 
 Writes tests/golden/arch_<arch>.json: the ids fed, and the logits ([positions × V]) after every
 4th position and the last, computed by llama.cpp's CPU backend on the same GGUF (F32 weights, so
-its matrix products are f32 like kvscope's reference)."""
+its matrix products are f32 like kvscope's reference) with an f32 KV cache (type 0)."""
 
 import json
 import os
@@ -24,7 +24,7 @@ def main() -> None:
     for arch in ["llama", "qwen2", "qwen3", "gemma3"]:
         path = os.path.join(SYN, f"{arch}.gguf")
         llm = llama_cpp.Llama(model_path=path, n_ctx=128, n_batch=128, n_ubatch=128, logits_all=True,
-                              n_threads=2, n_gpu_layers=0, verbose=False)
+                              n_threads=2, n_gpu_layers=0, type_k=0, type_v=0, verbose=False)
         llm.reset()
         llm.eval(ids)
         scores = np.array(llm.scores[: len(ids)], dtype=np.float32)
