@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Token ids from llama.cpp's own tokenizer, the oracle for tests/tokenizer.rs.
 
-For every model file in www/models, and for the SmolLM2 vocabulary under other byte-level BPE
-pre-tokenizers (a metadata-only copy of its GGUF with `tokenizer.ggml.pre` replaced), this
+For every model file in www/models, for the SmolLM2 vocabulary under other byte-level BPE
+pre-tokenizers and for the Gemma 3 vocabulary with a space prefix (metadata-only copies of their
+GGUFs with `tokenizer.ggml.pre` or `tokenizer.ggml.add_space_prefix` replaced), this
 tokenizes a fixed list of strings with llama.cpp (`llama_tokenize(add_special=True,
 parse_special=True)`), reads back each token's piece (`llama_token_to_piece(special=True)`) and
 the detokenised text (`llama_detokenize(remove_special=False, unparse_special=True)`), and writes
@@ -25,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GOLDEN = os.path.join(ROOT, "tests", "golden")
 MODELS = os.path.join(ROOT, "www", "models")
 SMOLLM = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA = "gemma-3-270m-q4_k_m.gguf"
 # Byte-level BPE pre-tokenizers checked on the SmolLM2 vocabulary.
 PRE_VARIANTS = ["default", "gpt-2", "llama-bpe", "qwen2", "stablelm2", "tekken", "starcoder", "smaug-bpe", "olmo"]
 
@@ -115,12 +117,12 @@ def strings():
 
 
 # GGUF value types and the byte size of the fixed-size ones.
-GGUF_STRING, GGUF_ARRAY = 8, 9
+GGUF_BOOL, GGUF_STRING, GGUF_ARRAY = 7, 8, 9
 GGUF_FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 
 
-def metadata_copy(src, dst, pre):
-    """The GGUF's metadata with `tokenizer.ggml.pre` replaced, and no tensors."""
+def metadata_copy(src, dst, overrides):
+    """The GGUF's metadata with the values in `overrides` (str or bool) replaced, and no tensors."""
     data = open(src, "rb").read()
     assert data[:4] == b"GGUF", src
     version = struct.unpack_from("<I", data, 4)[0]
@@ -150,9 +152,11 @@ def metadata_copy(src, dst, pre):
         key, p = string(pos)
         ty = struct.unpack_from("<I", data, p)[0]
         end = skip(ty, p + 4)
-        if key == b"tokenizer.ggml.pre":
-            value = pre.encode()
-            out += data[pos:p] + struct.pack("<IQ", GGUF_STRING, len(value)) + value
+        new = overrides.get(key.decode())
+        if isinstance(new, bool):
+            out += data[pos:p] + struct.pack("<IB", GGUF_BOOL, new)
+        elif isinstance(new, str):
+            out += data[pos:p] + struct.pack("<IQ", GGUF_STRING, len(new.encode())) + new.encode()
         else:
             out += data[pos:end]
         pos = end
@@ -204,29 +208,33 @@ def run(path, llama_cpp):
 def main():
     import llama_cpp  # noqa: E402
 
+    # (golden name, model file, metadata overrides)
     jobs = []
     for name in sorted(os.listdir(MODELS)):
         if name.endswith(".gguf"):
-            jobs.append((name[: -len(".gguf")], os.path.join(MODELS, name), None))
-    tmp = tempfile.mkdtemp()
+            jobs.append((name[: -len(".gguf")], name, {}))
     if os.path.exists(os.path.join(MODELS, SMOLLM)):
-        for pre in PRE_VARIANTS:
-            dst = os.path.join(tmp, f"smollm2-vocab-pre-{pre}.gguf")
-            metadata_copy(os.path.join(MODELS, SMOLLM), dst, pre)
-            jobs.append((f"smollm2-vocab-pre-{pre}", dst, pre))
+        jobs += [(f"smollm2-vocab-pre-{pre}", SMOLLM, {"tokenizer.ggml.pre": pre}) for pre in PRE_VARIANTS]
+    if os.path.exists(os.path.join(MODELS, GEMMA)):
+        # A SentencePiece vocabulary that puts a space before the text, as Llama 2's does.
+        jobs.append(("gemma3-vocab-space-prefix", GEMMA, {"tokenizer.ggml.add_space_prefix": True}))
 
-    for name, path, pre in jobs:
+    tmp = tempfile.mkdtemp()
+    for name, model, overrides in jobs:
+        path = os.path.join(MODELS, model)
+        if overrides:
+            path = os.path.join(tmp, name + ".gguf")
+            metadata_copy(os.path.join(MODELS, model), path, overrides)
         facts, cases = run(path, llama_cpp)
         out = {
             "oracle": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
-            "model": SMOLLM if pre else os.path.basename(path),
-            "pre_override": pre,
+            "model": model,
+            "overrides": overrides,
             "vocab": facts,
-            "cases": cases,
         }
         dst = os.path.join(GOLDEN, f"tokenizer_{name}.json")
         # One string per line, so that a change shows as the strings it changes.
-        head = json.dumps({k: v for k, v in out.items() if k != "cases"}, ensure_ascii=False)
+        head = json.dumps(out, ensure_ascii=False)
         lines = ",\n".join(json.dumps(c, ensure_ascii=False) for c in cases)
         with open(dst, "w", encoding="utf-8") as f:
             f.write(head[:-1] + ', "cases": [\n' + lines + "\n]}\n")
