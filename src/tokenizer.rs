@@ -3,7 +3,7 @@
 //! SentencePiece (`llama`) with scores, `▁` for spaces and `<0xXX>` byte fallback. Also the model's
 //! chat template (minijinja) and a streaming detokeniser that never emits a broken UTF-8 character.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde::Serialize;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -42,7 +42,9 @@ const EOT_TEXTS: &[&str] = &[
     "<end_of_utterance>",
 ];
 
-/// Texts llama.cpp adds to its end-of-generation set (`special_eog_ids`) whatever the model.
+/// Texts llama.cpp adds to its end-of-generation set (`special_eog_ids`) whatever the model:
+/// end of turn, of text, of message, and the fill-in-the-middle pad, repository and file
+/// separator tokens.
 const EOG_TEXTS: &[&str] = &[
     "<|eot_id|>",
     "<|im_end|>",
@@ -66,6 +68,17 @@ const EOG_TEXTS: &[&str] = &[
     "<|tool_response>",
     "<｜end▁of▁sentence｜>",
     "[e~[",
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<PAD>",
+    "[PAD]",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
 ];
 
 fn is_eog_text(t: &str) -> bool {
@@ -218,7 +231,6 @@ fn spm_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Vec<(String, St
     // symbols k and k + 1, None when the joined text is no token.
     let mut bounds: Vec<usize> = Vec::new();
     let mut pair: Vec<Option<f32>> = Vec::new();
-    let single: HashSet<&str> = tokens.iter().filter(|t| t.chars().nth(1).is_none()).copied().collect();
     for (i, t) in tokens.iter().enumerate() {
         if t.chars().nth(1).is_none() || vocab.get(*t) != Some(&(i as u32)) {
             continue;
@@ -226,10 +238,6 @@ fn spm_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Vec<(String, St
         bounds.clear();
         bounds.extend(t.char_indices().map(|(b, _)| b));
         bounds.push(t.len());
-        if bounds.iter().zip(&bounds[1..]).any(|(&a, &b)| !single.contains(&t[a..b])) {
-            // A character that is no token becomes bytes in the BPE model and never joins.
-            continue;
-        }
         pair.clear();
         pair.extend((0..bounds.len() - 2).map(|k| score(&t[bounds[k]..bounds[k + 2]])));
         loop {
@@ -244,8 +252,12 @@ fn spm_merges(tokens: &[&str], scores: &[f32], vocab: &Vocab) -> Vec<(String, St
             }
             let Some((k, _)) = best else { break };
             if pair.len() == 1 {
-                // The last two symbols join into t.
-                merges.push((i as u32, bounds[1] as u32));
+                // The last two symbols join into t. A single character that is no token becomes
+                // bytes in the BPE model and joins nothing there.
+                let cut = bounds[1];
+                if vocab.contains_key(&t[..cut]) && vocab.contains_key(&t[cut..]) {
+                    merges.push((i as u32, cut as u32));
+                }
                 break;
             }
             bounds.remove(k + 1);
@@ -433,7 +445,16 @@ impl Tokenizer {
             Some(t) => Some(t),
             None => EOT_TEXTS.iter().find_map(|e| inner.token_to_id(e)),
         };
-        let mut eog: Vec<u32> = [eos, eot, id("tokenizer.ggml.eom_token_id")?].into_iter().flatten().collect();
+        let mut eog: Vec<u32> = [eos, eot]
+            .into_iter()
+            .chain(
+                ["eom", "fim_pad", "fim_rep", "fim_sep"]
+                    .iter()
+                    .map(|k| id(&format!("tokenizer.ggml.{k}_token_id")))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+            .flatten()
+            .collect();
         eog.extend(is_eog_text.iter().enumerate().filter(|(_, &e)| e).map(|(i, _)| i as u32));
         eog.sort_unstable();
         eog.dedup();
