@@ -2,8 +2,8 @@
 # Installs everything kvscope needs to build, run and test, and does nothing for what is already
 # there: Mesa's Vulkan drivers (lavapipe, a software GPU) and Debian's Chromium (apt), the wasm32
 # target, wasm-bindgen-cli (at the version in Cargo.lock), trunk and cargo-fuzz (cargo), the npm
-# packages of package-lock.json (playwright-core, which never downloads a browser), and the
-# default model.
+# packages of package-lock.json (playwright-core, which never downloads a browser), the
+# default model and Gemma 3 270M (the second real model the tests hold to llama.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,3 +46,4 @@ if [ ! -d node_modules/playwright-core ] || [ package-lock.json -nt node_modules
 fi
 
 scripts/fetch-model.sh
+scripts/fetch-model.sh gemma

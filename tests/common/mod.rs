@@ -271,3 +271,17 @@ pub fn synthetic_arch_model_with(arch: kvscope::config::Arch, seed: u64, tweak: 
     }
     out.to_bytes()
 }
+
+/// Gemma 3 270M Q4_K_M's bytes, or None with a printed reason outside CI (under CI it must
+/// exist: `scripts/setup.sh` fetches it).
+pub fn gemma_model() -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/gemma-3-270m-q4_k_m.gguf");
+    match std::fs::read(&path) {
+        Ok(b) => Some(b),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: {} ({e}); run scripts/fetch-model.sh gemma", path.display());
+            None
+        }
+        Err(e) => panic!("Gemma missing under CI: {}: {e}", path.display()),
+    }
+}
