@@ -7,7 +7,10 @@
 1. writes sw.js from www/sw.js with the app shell (every built file except models/) and a version
    hashed from their names and contents, so a new build replaces the old cache cleanly;
 2. adds a Content-Security-Policy to index.html that allows only the site itself, wasm
-   compilation, and (by its sha256) the one inline script Trunk writes to start the wasm module.
+   compilation, and (by its sha256) the one inline script Trunk writes to start the wasm module;
+3. writes models/manifest.json, the models the site ships (every models/*.gguf): file, name (the
+   GGUF's general.name), bytes, header_bytes (where the tensor data starts: the page fetches only
+   that much to show what a model needs before loading it) and sha256; it is part of the app shell.
 """
 import base64
 import hashlib
@@ -15,6 +18,7 @@ import json
 import os
 import pathlib
 import re
+import struct
 
 root = pathlib.Path(__file__).resolve().parent.parent
 stage = pathlib.Path(os.environ["TRUNK_STAGING_DIR"])
@@ -51,7 +55,94 @@ meta = f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
 html = html.replace('<meta charset="utf-8">', '<meta charset="utf-8">\n  ' + meta, 1)
 index.write_text(html)
 
-shell = sorted(p for p in stage.rglob("*") if p.is_file() and p.relative_to(stage).parts[0] != "models" and p.name != "sw.js")
+
+# GGUF metadata value types: struct format of the fixed-size ones; 8 is a string, 9 an array.
+GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_header(path):
+    """(general.name or None, bytes before the tensor data) of a GGUF v2/v3 file, reading only its
+    header; raises ValueError naming what is wrong."""
+    with open(path, "rb") as f:
+        def take(fmt):
+            size = struct.calcsize("<" + fmt)
+            raw = f.read(size)
+            if len(raw) != size:
+                raise ValueError(f"truncated header at byte {f.tell()}")
+            return struct.unpack("<" + fmt, raw)[0]
+
+        def string():
+            n = take("Q")
+            if n > 1 << 30:
+                raise ValueError(f"string of {n} bytes at byte {f.tell()}")
+            raw = f.read(n)
+            if len(raw) != n:
+                raise ValueError(f"truncated string at byte {f.tell()}")
+            return raw.decode("utf-8", "replace")
+
+        def value(ty):
+            if ty == 8:
+                return string()
+            if ty == 9:
+                inner, n = take("I"), take("Q")
+                if inner in GGUF_SCALARS:
+                    f.seek(n * struct.calcsize("<" + GGUF_SCALARS[inner]), 1)
+                else:
+                    for _ in range(n):
+                        value(inner)
+                return None
+            if ty not in GGUF_SCALARS:
+                raise ValueError(f"unknown metadata type {ty}")
+            return take(GGUF_SCALARS[ty])
+
+        if f.read(4) != b"GGUF":
+            raise ValueError("not a GGUF file (no GGUF magic)")
+        version = take("I")
+        if version not in (2, 3):
+            raise ValueError(f"GGUF version {version} (kvscope reads 2 and 3)")
+        n_tensors, n_kv = take("Q"), take("Q")
+        meta = {}
+        for _ in range(n_kv):
+            key = string()
+            meta[key] = value(take("I"))
+        for _ in range(n_tensors):
+            string()
+            n_dims = take("I")
+            f.seek(8 * n_dims + 4 + 8, 1)
+        alignment = meta.get("general.alignment") or 32
+        end = f.tell()
+        if end > os.fstat(f.fileno()).st_size:
+            raise ValueError("the header runs past the end of the file")
+        return meta.get("general.name"), -(-end // alignment) * alignment
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+models_dir = stage / "models"
+models_dir.mkdir(exist_ok=True)
+shipped = []
+for path in sorted(models_dir.glob("*.gguf")):
+    try:
+        name, header_bytes = gguf_header(path)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"post-build: models/{path.name}: {e}")
+    shipped.append({
+        "file": path.name,
+        "name": name or path.stem,
+        "bytes": path.stat().st_size,
+        "header_bytes": header_bytes,
+        "sha256": file_sha256(path),
+    })
+manifest = models_dir / "manifest.json"
+manifest.write_text(json.dumps({"models": shipped}, indent=1) + "\n")
+
+shell = sorted(p for p in stage.rglob("*") if p.is_file() and (p.relative_to(stage).parts[0] != "models" or p == manifest) and p.name != "sw.js")
 files = [p.relative_to(stage).as_posix() for p in shell]
 template = (root / "www" / "sw.js").read_text()
 out = template.replace("__VERSION__", tree_digest(stage, shell)).replace("__SHELL__", json.dumps(["./"] + files))

@@ -1,6 +1,7 @@
 // kvscope service worker: keeps the app shell (HTML, JS, wasm, CSS) of one build in a versioned
-// cache and serves it when the network is gone. Model files are not handled here: the page keeps
-// them in its own store ("kvscope-models") and verifies them before use.
+// cache and serves it when the network is gone. The shell includes models/manifest.json (the list
+// of shipped models, written with the build); the model files themselves are not handled here: the
+// page keeps them in its own store ("kvscope-models") and verifies them before use.
 const VERSION = '__VERSION__';
 const SHELL = __SHELL__;
 const CACHE = `kvscope-shell-${VERSION}`;
@@ -25,7 +26,7 @@ self.addEventListener('fetch', (event) => {
   const scope = new URL(self.registration.scope);
   if (url.origin !== scope.origin || !url.pathname.startsWith(scope.pathname)) return;
   const rel = url.pathname.slice(scope.pathname.length);
-  if (rel.startsWith('models/')) return;
+  if (rel.startsWith('models/') && rel !== 'models/manifest.json') return;
   if (req.mode === 'navigate' || rel === '' || rel === 'index.html') {
     // The network first, so that a new build shows at once; this build's page when offline.
     event.respondWith(fetch(req).catch(() => caches.open(CACHE).then((c) => c.match('./', { ignoreSearch: true }))));

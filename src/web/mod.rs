@@ -102,7 +102,16 @@ struct ModelInfo {
     kv_cache_bytes: u64,
     kv_type: KvType,
     context: usize,
+    /// The metadata has `tokenizer.chat_template`, so `chat` can render turns.
+    chat_template: bool,
+    /// Cache rows of each layer at `context` (`Config::cache_rows`).
+    layer_rows: Vec<usize>,
     config: Config,
+}
+
+/// Whether the model can chat: its metadata has a `tokenizer.chat_template` string.
+fn has_chat_template(g: &Gguf) -> bool {
+    g.str("tokenizer.chat_template").is_ok()
 }
 
 /// Load settings from JavaScript (every field optional).
@@ -113,25 +122,35 @@ struct JsLoadOptions {
     /// Tokens per invocation of the prefill mat-mul.
     tokens: Option<u32>,
     kv_f16: bool,
+    /// inspectModel only: the whole file's length when `bytes` is only its first part (at least
+    /// the header, e.g. from an HTTP Range request).
+    file_bytes: Option<u64>,
 }
 
 /// Reads only the header: the model's name and shape, and the GPU memory it will need at
 /// `context` positions with the cache `options` ask for (`{kv_f16}`, as `WebEngine.load`) —
-/// shown before anything is allocated.
+/// shown before anything is allocated. With `{file_bytes}`, `bytes` may be the file's first
+/// part only, as long as it holds the whole header.
 #[wasm_bindgen(js_name = inspectModel)]
 pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<JsValue, JsValue> {
-    let kv = KvType::new(from_js::<JsLoadOptions>("load options", options)?.kv_f16);
+    let o = from_js::<JsLoadOptions>("load options", options)?;
+    let kv = KvType::new(o.kv_f16);
     let mut src = JsBytes(bytes);
-    let header = read_header(&mut src).map_err(js_err)?;
-    let g = Gguf::parse_prefix(&header, src.len()).map_err(js_err)?;
+    let (header, file_bytes) = match o.file_bytes {
+        Some(len) => (src.0.to_vec(), len),
+        None => (read_header(&mut src).map_err(js_err)?, src.len()),
+    };
+    let g = Gguf::parse_prefix(&header, file_bytes).map_err(js_err)?;
     let cfg = Config::from_gguf(&g).map_err(js_err)?;
     to_js(&ModelInfo {
         name: cfg.name.clone(),
-        file_bytes: src.len(),
+        file_bytes,
         weights_bytes: g.tensors.iter().map(|t| t.size).sum(),
         kv_cache_bytes: cfg.kv_cache_bytes(context, kv),
         kv_type: kv,
         context,
+        chat_template: has_chat_template(&g),
+        layer_rows: (0..cfg.n_layers).map(|l| cfg.cache_rows(l, context)).collect(),
         config: cfg,
     })
 }
@@ -202,6 +221,13 @@ struct EngineState {
     /// Bytes of K and V per cached position over all layers.
     kv_bytes_per_token: u64,
     kv_bytes_allocated: u64,
+    /// The model has a chat template (`chat` works); without one, only `complete`.
+    chat_template: bool,
+    /// W: a sliding-window layer attends over the last W positions (0: no such layers).
+    sliding_window: usize,
+    /// Cache rows of each layer (`Config::cache_rows`): the context, or the ring of a
+    /// sliding-window layer, where position p is in row p mod rows.
+    layer_rows: Vec<usize>,
 }
 
 /// The engine for one loaded model. Calls that run the model take it out of its cell while they
@@ -211,6 +237,8 @@ pub struct WebEngine {
     inner: Rc<RefCell<Option<Engine>>>,
     /// The engine's stop flag, reachable while the engine itself is busy.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The model's metadata has `tokenizer.chat_template` (read from its header at load).
+    chat_template: bool,
 }
 
 #[wasm_bindgen]
@@ -228,8 +256,10 @@ impl WebEngine {
         let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() })
             .await
             .map_err(js_err)?;
+        let header = read_header(&mut src).map_err(js_err)?;
+        let chat_template = has_chat_template(&Gguf::parse_prefix(&header, src.len()).map_err(js_err)?);
         let stop = engine.stop_handle();
-        Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
+        Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop, chat_template })
     }
 
     /// Ends the running generation after the current step or prefill chunk.
@@ -252,6 +282,7 @@ impl WebEngine {
 
     /// Backend, model name, cache fill and cache geometry.
     pub fn state(&self) -> Result<JsValue, JsValue> {
+        let chat_template = self.chat_template;
         let s = self.with(|e| {
             let c = &e.cfg;
             EngineState {
@@ -268,6 +299,9 @@ impl WebEngine {
                 kv_value_bytes: e.kv_type().bytes(),
                 kv_bytes_per_token: c.kv_cache_bytes(1, e.kv_type()),
                 kv_bytes_allocated: c.kv_cache_bytes(e.context, e.kv_type()),
+                chat_template,
+                sliding_window: c.sliding_window,
+                layer_rows: (0..c.n_layers).map(|l| c.cache_rows(l, e.context)).collect(),
             }
         })?;
         to_js(&s)

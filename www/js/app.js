@@ -9,6 +9,7 @@ import { loadModel, reloadEngine, keepLocal } from './loading.js';
 import { generate, stepOnce, stop, reset } from './generation.js';
 import { setupFlaws } from './flaw.js';
 import { showModels } from './models-panel.js';
+import { setupPicker, showPlan } from './picker.js';
 import { runBench } from './bench.js';
 import { store } from './store.js';
 
@@ -63,6 +64,7 @@ async function main() {
   }
   store.persist().catch((e) => console.warn('persistent storage not granted:', e));
   report(showModels());
+  const picking = report(setupPicker(url));
 
   if (!navigator.gpu) {
     status('WebGPU is not available.');
@@ -81,6 +83,9 @@ async function main() {
     return;
   }
   await loadModel({ url });
+  // The picker shows what the chosen model needs (read from its header, stored by now).
+  await picking;
+  await showPlan();
   if (session.engine && params.get('bench') === '1') await runBench();
   else if (session.engine && params.get('autostart') === '1') await generate();
 }

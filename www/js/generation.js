@@ -51,7 +51,8 @@ function turn(body) {
 export function generate() {
   return turn(async (out, engine) => {
     const prompt = $('prompt').value;
-    const chat = $('chat').checked;
+    // Chat needs the model's template (the checkbox is off and disabled without one).
+    const chat = $('chat').checked && session.chatTemplate;
     const next = { role: 'user', content: prompt };
     const run = (opts, onToken) => (chat ? engine.chat([...session.messages, next], opts, onToken) : engine.complete(prompt, opts, onToken));
     const { context } = engine.state();

@@ -1,11 +1,12 @@
 // Loading a model: from browser storage, the network or a file, with progress and Cancel; the
 // model info line; keeping a file opened from disk for offline use.
 import { $, mb } from './dom.js';
-import { CONTEXT, KNOWN_SHA256, loadOptions } from './settings.js';
+import { contextTokens, KNOWN_SHA256, loadOptions } from './settings.js';
 import { session, inside, runExclusive } from './session.js';
 import { status, showFailure, clearError, messageOf } from './feedback.js';
 import { store, sha256Hex, CorruptModelError } from './store.js';
 import { updateStats, renderTranscript } from './stats.js';
+import { shippedAt } from './manifest.js';
 
 /** Reads a byte stream of `total` bytes (0 if unknown) into one Uint8Array, reporting progress. */
 async function readStream(stream, total, signal, onProgress) {
@@ -81,7 +82,8 @@ async function modelBytes(src, name, signal) {
     throw new Error(`${messageOf(e)}${navigator.onLine ? '' : ' (the browser is offline and this model is not stored)'}`);
   }
   const sha = await sha256Hex(bytes);
-  const want = KNOWN_SHA256[baseName(name)];
+  // The published hash of a known model, else the hash the build recorded for a shipped one.
+  const want = KNOWN_SHA256[baseName(name)] || (shippedAt(src.url) || {}).sha256;
   if (want && sha !== want) throw new Error(`the download is damaged: sha256 ${sha.slice(0, 12)}… instead of ${want.slice(0, 12)}…`);
   try {
     await store.put(key, bytes, baseName(name), sha);
@@ -120,11 +122,12 @@ export function loadModel(src, { keepConversation = false } = {}) {
     try {
       let { bytes, from } = await modelBytes(src, name, abort.signal);
       const options = loadOptions();
-      const info = session.wasm.inspectModel(bytes, CONTEXT, options);
+      const context = contextTokens();
+      const info = session.wasm.inspectModel(bytes, context, options);
       const infoEl = showModelInfo(info, from);
       status(`Uploading ${info.name} to the GPU…`);
       $('cancel').disabled = true;
-      const next = await session.wasm.WebEngine.load(bytes, CONTEXT, options);
+      const next = await session.wasm.WebEngine.load(bytes, context, options);
       bytes = null;
       if (session.engine) session.engine.free();
       session.engine = next;
@@ -139,6 +142,7 @@ export function loadModel(src, { keepConversation = false } = {}) {
       infoEl.append(` · wasm memory ${mb(peak)} MB (the file stays outside it) · ready in ${(infoEl.dataset.loadMs / 1000).toFixed(1)} s`);
       $('keep').hidden = !src.file;
       const st = next.state();
+      session.chatTemplate = st.chat_template;
       inside.setModel(st);
       status(`Ready: ${st.name} on ${st.backend}`);
       updateStats({ cached: 0, context: st.context });

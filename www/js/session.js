@@ -18,6 +18,8 @@ export const session = {
   stopRequested: false,
   /** The running load's AbortController (Cancel), or null. */
   loadAbort: null,
+  /** The loaded model has a chat template (until a model without one loads, Chat is offered). */
+  chatTemplate: true,
 };
 
 /** The "Inside the model" views. */
@@ -30,7 +32,20 @@ export function updateButtons() {
   $('stop').disabled = !busy || !engine || !!loadAbort;
   $('reset').disabled = busy || !engine;
   $('load-url').disabled = busy;
+  $('load-model').disabled = busy;
   $('model-file').disabled = busy;
+  // Without a chat template, Chat is off and says why; the choice comes back with a model that
+  // has one.
+  const chat = $('chat');
+  if (!session.chatTemplate && !chat.disabled) {
+    chat.dataset.wanted = chat.checked ? 'true' : '';
+    chat.checked = false;
+    chat.disabled = true;
+  } else if (session.chatTemplate && chat.disabled) {
+    chat.disabled = false;
+    chat.checked = chat.dataset.wanted === 'true';
+  }
+  $('chat-reason').hidden = session.chatTemplate;
 }
 
 /** Runs `task` as the one thing the page is doing, with the buttons to match; does nothing while

@@ -1,11 +1,18 @@
 // The page's fixed settings and the URL parameters that change them (documented in the README).
+import { $ } from './dom.js';
 
 export const params = new URLSearchParams(location.search);
 
 export const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 
-/** KV cache positions allocated at load. */
+/** KV cache positions allocated at load, unless #context says otherwise. */
 export const CONTEXT = 2048;
+
+/** The context chosen in #context (tokens of KV cache the next load allocates). */
+export function contextTokens() {
+  const n = Number($('context').value);
+  return Number.isSafeInteger(n) && n > 0 ? n : CONTEXT;
+}
 
 /** Published hashes of models the site ships, checked after every download. */
 export const KNOWN_SHA256 = { 'SmolLM2-135M-Instruct.Q4_1.gguf': 'b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53' };

@@ -17,6 +17,22 @@ export async function sha256Hex(bytes) {
   return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
+/** The first `n` bytes of `stream` (fewer if it ends sooner); the rest is never read. */
+export async function readPrefix(stream, n) {
+  const reader = stream.getReader();
+  const out = new Uint8Array(n);
+  let got = 0;
+  while (got < n) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    const take = Math.min(value.length, n - got);
+    out.set(value.subarray(0, take), got);
+    got += take;
+  }
+  await reader.cancel().catch(() => {});
+  return out.subarray(0, got);
+}
+
 /** Fires 'change' whenever an entry is added or deleted, for the views that list the store. */
 const changes = new EventTarget();
 const changed = () => changes.dispatchEvent(new Event('change'));
@@ -60,6 +76,15 @@ export const store = {
       throw new CorruptModelError(`the stored copy is damaged (sha256 ${have.slice(0, 12)}…, expected ${(want || 'none').slice(0, 12)}…)`);
     }
     return { bytes, sha256: have, name: res.headers.get('x-kvscope-name') };
+  },
+
+  /** The first `n` bytes of the stored `key` (fewer if it is shorter), unverified — enough to read
+   * a header before loading; a load reads and verifies the whole — and its stored size; null if
+   * it is not stored. */
+  async prefix(key, n) {
+    const res = await (await caches.open(STORE)).match(key);
+    if (!res) return null;
+    return { bytes: await readPrefix(res.body, n), total: Number(res.headers.get('content-length')) || 0 };
   },
 
   /** Stores `bytes` under `key`. On a quota error, says how much is needed and available. */

@@ -7,7 +7,36 @@ import { AttentionRows, headRow, drawMatrix, drawOverview, wireGrid } from './at
 import { Timeline } from './timeline.js';
 
 const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
-const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', grid: '#8886', text: '#888' };
+const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', stale: '#8a8a8a', newest: '#111', grid: '#8886', text: '#888' };
+
+/**
+ * Which position each cache row of each layer holds once `cached` positions have been written,
+ * from engine.state()'s `context`, `layer_rows` and `sliding_window`. A layer with fewer rows than
+ * the context is a ring: position p is written to row p mod rows, over whatever the row held, and
+ * its query attends only over the last `sliding_window` positions. (A sliding-window layer whose
+ * ring would be as long as the context keeps every position and is drawn as a full layer.)
+ * Per layer: {rows, ring, positions: Int32Array [rows] (the position in each row, -1 if never
+ * written), newest (the row written last, -1 if none), firstAttended (the oldest position the
+ * newest query attends over), overwritten (positions no longer in the cache: 0…overwritten−1)}.
+ */
+export function cacheLayout(st, cached) {
+  const rowsOf = st.layer_rows && st.layer_rows.length === st.n_layers ? st.layer_rows : Array(st.n_layers).fill(st.context);
+  const last = cached - 1;
+  return rowsOf.map((rows) => {
+    const ring = rows < st.context;
+    const positions = new Int32Array(rows);
+    // Row r holds the newest position p ≤ last with p ≡ r (mod rows).
+    for (let r = 0; r < rows; r++) positions[r] = r > last ? -1 : last - ((last - r) % rows);
+    return {
+      rows,
+      ring,
+      positions,
+      newest: cached > 0 ? last % rows : -1,
+      firstAttended: ring && st.sliding_window > 0 ? Math.max(0, cached - st.sliding_window) : 0,
+      overwritten: Math.max(0, cached - rows),
+    };
+  });
+}
 
 /** Draws a chart's axes, the y axis at `left`, and returns its scales from data to pixels for
  * data up to `maxX` and `maxY`; leaves the style set for labels. */
@@ -204,38 +233,73 @@ export class Inside {
     const m = this.model;
     if (!m) return;
     const { cached, kinds } = this.shown;
-    const used = cached * m.kv_bytes_per_token;
+    const layout = cacheLayout(m, cached);
+    const rings = layout.filter((l) => l.ring);
+    // K + V of one row of one layer; a ring layer holds at most its rows.
+    const perRow = m.kv_bytes_per_token / m.n_layers;
+    const used = layout.reduce((a, l) => a + Math.min(cached, l.rows), 0) * perRow;
     view.dataset.cachedTokens = String(cached);
     view.dataset.capacityTokens = String(m.context);
     view.dataset.bytesUsed = String(used);
     view.dataset.bytesAllocated = String(m.kv_bytes_allocated);
     view.dataset.layers = String(m.n_layers);
-    const perLayerTok = m.kv_bytes_per_token / m.n_layers / 2;
-    $('kv-bytes').textContent =
-      `${cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ` +
-      `${fmtBytes(m.kv_bytes_allocated)} allocated · per layer: K ${fmtBytes(perLayerTok * cached)}, V ${fmtBytes(perLayerTok * cached)} ` +
-      `of ${fmtBytes(perLayerTok * m.context)} each`;
+    view.dataset.ringLayers = String(rings.length);
+    view.dataset.ringRows = rings.length ? String(rings[0].rows) : '';
+    const perLayerTok = perRow / 2;
+    const held = (l) => Math.min(cached, l.rows);
+    const full = layout.find((l) => !l.ring);
+    const parts = [
+      `${cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ${fmtBytes(m.kv_bytes_allocated)} allocated`,
+    ];
+    if (full) parts.push(`per ${rings.length ? 'full-attention ' : ''}layer: K ${fmtBytes(perLayerTok * held(full))}, V ${fmtBytes(perLayerTok * held(full))} of ${fmtBytes(perLayerTok * full.rows)} each`);
+    if (rings.length) parts.push(`per sliding-window layer: K ${fmtBytes(perLayerTok * held(rings[0]))}, V ${fmtBytes(perLayerTok * held(rings[0]))} of ${fmtBytes(perLayerTok * rings[0].rows)} each (a ring of ${rings[0].rows} rows)`);
+    $('kv-bytes').textContent = parts.join(' · ');
+    const ringNote = $('kv-ring');
+    ringNote.hidden = rings.length === 0;
+    if (rings.length) {
+      const r = rings[0];
+      const gone = r.overwritten ? ` Positions 0–${r.overwritten - 1} have been overwritten there.` : '';
+      ringNote.replaceChildren(
+        `${rings.length} of ${m.n_layers} layers attend over a sliding window of the last ${m.sliding_window} positions; their cache is a ring of ${r.rows} rows: `,
+        `position p goes to row p mod ${r.rows}, so the band wraps and the newest row (`, el('span', { class: 'key newest', text: 'newest' }),
+        `) moves along it; rows older than the window (`, el('span', { class: 'key stale', text: 'outside the window' }),
+        `) are overwritten next.${gone}`);
+    }
 
-    // Layers × positions: each layer's row has a K half and a V half; a column is one token.
-    const window = Math.min(m.context, Math.max(64, 2 ** Math.ceil(Math.log2(cached + 1))));
+    // Layers × cache rows: each layer's row has a K half and a V half; a column is one cache row,
+    // which in a full-attention layer is the position itself. A ring layer's band ends at its last row.
+    const cols = Math.min(m.context, Math.max(64, 2 ** Math.ceil(Math.log2(cached + 1))));
     const rowH = 4;
     const { g, w } = fit($('kv-grid'), m.n_layers * rowH + 16);
-    const cw = w / window;
+    const cw = w / cols;
     const colW = Math.max(cw - (cw > 3 ? 1 : 0), 0.5);
-    for (let p = 0; p < window; p++) {
-      const kind = kinds[p] || 'free';
-      g.fillStyle = COLORS[kind];
-      for (let l = 0; l < m.n_layers; l++) {
+    layout.forEach((lay, l) => {
+      const y = l * rowH;
+      for (let c = 0; c < Math.min(cols, lay.rows); c++) {
+        const p = lay.positions[c];
+        const kind = p < 0 ? 'free' : p < lay.firstAttended ? 'stale' : kinds[p] || 'prompt';
+        g.fillStyle = COLORS[kind];
         g.globalAlpha = 1;
-        g.fillRect(p * cw, l * rowH, colW, rowH / 2 - 0.5);
+        g.fillRect(c * cw, y, colW, rowH / 2 - 0.5);
         g.globalAlpha = kind === 'free' ? 1 : 0.7;
-        g.fillRect(p * cw, l * rowH + rowH / 2, colW, rowH / 2 - 0.5);
+        g.fillRect(c * cw, y + rowH / 2, colW, rowH / 2 - 0.5);
       }
-    }
-    g.globalAlpha = 1;
+      g.globalAlpha = 1;
+      if (lay.ring) {
+        if (lay.newest >= 0 && lay.newest < cols) {
+          g.fillStyle = COLORS.newest;
+          g.fillRect(lay.newest * cw, y, Math.max(colW, 2), rowH - 0.5);
+        }
+        if (lay.rows < cols) {
+          g.fillStyle = COLORS.grid;
+          g.fillRect(lay.rows * cw, y, 1, rowH - 0.5);
+        }
+      }
+    });
     g.fillStyle = COLORS.text;
     g.font = '11px system-ui, sans-serif';
-    g.fillText(`positions 0–${window - 1} of ${m.context} · ${m.n_layers} layers (top half of each row K, bottom half V)`, 0, m.n_layers * rowH + 12);
+    g.fillText(`cache rows 0–${cols - 1} of ${m.context} · ${m.n_layers} layers (top half of each row K, bottom half V)` +
+      (rings.length ? ` · ${rings.length} ring layers of ${rings[0].rows} rows` : ''), 0, m.n_layers * rowH + 12);
 
     this.renderMemoryChart(cached);
   }
@@ -256,12 +320,18 @@ export class Inside {
     g.beginPath(); g.moveTo(x(0), y(0)); g.lineTo(x(maxT), y(maxB)); g.stroke();
     g.setLineDash([]);
     g.fillText(`without GQA (×${group})`, x(maxT * 0.55), y(maxT * 0.62 * m.kv_bytes_per_token * group) - 4);
+    // Ring layers stop growing at their rows: the line bends there.
+    const rowsOf = m.layer_rows && m.layer_rows.length === m.n_layers ? m.layer_rows : [m.context];
+    const bytesAt = (t) => (rowsOf.reduce((a, r) => a + Math.min(t, r), 0) * m.kv_bytes_per_token) / rowsOf.length;
+    const bends = [...new Set(rowsOf)].filter((r) => r < cached).sort((a, b) => a - b);
     g.strokeStyle = COLORS.prompt;
     g.lineWidth = 2;
-    g.beginPath(); g.moveTo(x(0), y(0)); g.lineTo(x(cached), y(cached * m.kv_bytes_per_token)); g.stroke();
+    g.beginPath(); g.moveTo(x(0), y(0));
+    for (const t of [...bends, cached]) g.lineTo(x(t), y(bytesAt(t)));
+    g.stroke();
     g.lineWidth = 1;
     g.fillStyle = COLORS.prompt;
-    g.fillText(`${fmtBytes(cached * m.kv_bytes_per_token)} at ${cached}`, Math.min(x(cached) + 4, w - 110), y(cached * m.kv_bytes_per_token) - 4);
+    g.fillText(`${fmtBytes(bytesAt(cached))} at ${cached}`, Math.min(x(cached) + 4, w - 110), y(bytesAt(cached)) - 4);
   }
 
   renderTopk() {
@@ -421,16 +491,22 @@ export class Inside {
     const m = this.model;
     const i = ev.pos;
     const rowBytes = m.kv_bytes_per_token;
+    const ring = cacheLayout(m, after).find((l) => l.ring);
     const items = [
       `argmax over the logits from the previous step: Pr(y | cache) is highest for ${JSON.stringify(ev.token)} (id ${ev.id}${ev.top[0] ? `, p = ${ev.top[0].p.toFixed(4)}` : ''}) — this is token ${i}.`,
       `Embed token ${i}: one row of the token-embedding table → x (the residual stream).`,
       `In each of the ${m.n_layers} layers, compute q${i} (${m.n_heads} heads × ${m.head_dim}) and k${i}, v${i} (${m.n_kv_heads} KV heads × ${m.head_dim}) for this token only, and rotate q and k by position ${i} (RoPE).`,
-      `Write k${i} and v${i} into cache row ${i} of every layer: ${fmtBytes(rowBytes)} in all. Rows 0–${i - 1} are not recomputed.`,
+      `Write k${i} and v${i} into cache row ${i} of every layer${ring ? ` (row ${i % ring.rows} of each ring, below)` : ''}: ${fmtBytes(rowBytes)} in all. Rows 0–${i - 1} are not recomputed.`,
       `Attend: q${i} against the ${i + 1} cached keys k0…k${i}, its own k${i} included; softmax; a weighted sum of v0…v${i}. ` +
         `(Counting from 1, this is token ${i + 1}: q${i + 1} attends over k1…k${i + 1}.)`,
       `MLP (SwiGLU) in each layer, residual adds, final norm.`,
       `Logits: one score per vocabulary token, read back once; the next Step's argmax picks from them${next ? ` — most probable now: ${JSON.stringify(next.text)} (p = ${next.p.toFixed(4)})` : ''}.`,
     ];
+    if (ring) {
+      items.splice(4, 0, `In the ${m.layer_rows.filter((r) => r < m.context).length} sliding-window layers the cache is a ring of ${ring.rows} rows: ` +
+        `k${i} and v${i} go to row ${i % ring.rows} (${i} mod ${ring.rows}), and q${i} attends only over the last ${m.sliding_window} positions ` +
+        `(from ${Math.max(0, i + 1 - m.sliding_window)}).`);
+    }
     $('step-log').replaceChildren(...items.map((t) => el('li', { text: t })));
     $('step-cache').textContent = `Cache before: ${before} rows (positions 0–${before - 1}). After: ${after} rows — one more.`;
   }
