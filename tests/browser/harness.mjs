@@ -40,9 +40,10 @@ export async function launch({ webgpu = true } = {}) {
 }
 
 /** The native CLI's greedy text for `prompt` (the reference the page must reproduce). */
-export function cliGreedy(prompt, maxTokens, { chat = false } = {}) {
+export function cliGreedy(prompt, maxTokens, { chat = false, model = null } = {}) {
   const args = ['generate', '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'];
   if (chat) args.push('--chat');
+  if (model) args.push('--model', model);
   const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   return JSON.parse(out.trim().split('\n').at(-1)).summary;
 }
