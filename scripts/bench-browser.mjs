@@ -1,7 +1,8 @@
 // Runs the page's benchmark (?bench=1) in headless Chromium on WebGPU (SwiftShader here, the
 // GPU where Chromium has one) and writes the report as JSON.
 //   npm run bench:browser -- [--prompt-tokens 64] [--gen-tokens 8] [--contexts 0,256]
-//                            [--gpu-argmax 0|1] [--rows M,N] [--out bench/out/browser.json]
+//                            [--gpu-argmax 0|1] [--rows M,N] [--model models/FILE.gguf]
+//                            [--out bench/out/browser.json]
 // As in `kvscope bench`, the GPU argmax is off unless --gpu-argmax 1.
 // Needs the built site in dist/ (`trunk build --release`) and the model in dist/models/.
 import fs from 'node:fs';
@@ -16,6 +17,7 @@ const { values } = parseArgs({
     'gpu-argmax': { type: 'string', default: '0' },
     contexts: { type: 'string', default: '0,256' },
     rows: { type: 'string' },
+    model: { type: 'string' },
     out: { type: 'string', default: path.join('bench', 'out', 'browser.json') },
   },
 });
@@ -31,7 +33,7 @@ try {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   const query = `?bench=1&prompt_tokens=${values['prompt-tokens']}&gen_tokens=${values['gen-tokens']}&gpu_argmax=${values['gpu-argmax']}&contexts=${values.contexts}` +
-    (values.rows ? `&rows=${values.rows}` : '');
+    (values.rows ? `&rows=${values.rows}` : '') + (values.model ? `&model=${encodeURIComponent(values.model)}` : '');
   await page.goto(site.url + query);
   await page.waitForFunction(() => {
     const s = document.getElementById('bench').dataset.state;
