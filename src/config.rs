@@ -158,7 +158,7 @@ impl Config {
 
     /// Whether layer `l` attends over a sliding window of the last W positions.
     pub fn is_sliding(&self, l: usize) -> bool {
-        self.sliding_window > 0 && (l + 1) % self.swa_pattern != 0
+        self.sliding_window > 0 && !(l + 1).is_multiple_of(self.swa_pattern)
     }
 
     /// The positions layer `l` attends to from position `pos`: the window's, or all of 0..=pos.

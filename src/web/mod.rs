@@ -237,8 +237,6 @@ pub struct WebEngine {
     inner: Rc<RefCell<Option<Engine>>>,
     /// The engine's stop flag, reachable while the engine itself is busy.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// The model's metadata has `tokenizer.chat_template` (read from its header at load).
-    chat_template: bool,
 }
 
 #[wasm_bindgen]
@@ -249,17 +247,13 @@ impl WebEngine {
     /// adapter type), `kv_f16: true` for an f16 KV cache.
     pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
         let o: JsLoadOptions = from_js("load options", options)?;
-        let mut gpu = crate::GpuOptions::default();
-        gpu.rows = o.rows;
-        gpu.tokens = o.tokens;
+        let gpu = crate::GpuOptions { rows: o.rows, tokens: o.tokens, ..Default::default() };
         let mut src = JsBytes(bytes);
         let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() })
             .await
             .map_err(js_err)?;
-        let header = read_header(&mut src).map_err(js_err)?;
-        let chat_template = has_chat_template(&Gguf::parse_prefix(&header, src.len()).map_err(js_err)?);
         let stop = engine.stop_handle();
-        Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop, chat_template })
+        Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
 
     /// Ends the running generation after the current step or prefill chunk.
@@ -282,7 +276,6 @@ impl WebEngine {
 
     /// Backend, model name, cache fill and cache geometry.
     pub fn state(&self) -> Result<JsValue, JsValue> {
-        let chat_template = self.chat_template;
         let s = self.with(|e| {
             let c = &e.cfg;
             EngineState {
@@ -299,7 +292,7 @@ impl WebEngine {
                 kv_value_bytes: e.kv_type().bytes(),
                 kv_bytes_per_token: c.kv_cache_bytes(1, e.kv_type()),
                 kv_bytes_allocated: c.kv_cache_bytes(e.context, e.kv_type()),
-                chat_template,
+                chat_template: e.tokenizer.has_chat_template(),
                 sliding_window: c.sliding_window,
                 layer_rows: (0..c.n_layers).map(|l| c.cache_rows(l, e.context)).collect(),
             }

@@ -211,9 +211,12 @@ pub fn synthetic_arch_model(arch: kvscope::config::Arch, seed: u64) -> Vec<u8> {
     synthetic_arch_model_with(arch, seed, &|_, dims| Some(dims.to_vec()))
 }
 
+/// What `synthetic_arch_model_with` does to each tensor: (name, dims) → the dims to write, or None.
+pub type Tweak = dyn Fn(&str, &[u64]) -> Option<Vec<u64>>;
+
 /// `synthetic_arch_model` with each tensor passed through `tweak(name, dims)`: None leaves it
 /// out, Some(dims) writes it with those dims (for malformed models).
-pub fn synthetic_arch_model_with(arch: kvscope::config::Arch, seed: u64, tweak: &dyn Fn(&str, &[u64]) -> Option<Vec<u64>>) -> Vec<u8> {
+pub fn synthetic_arch_model_with(arch: kvscope::config::Arch, seed: u64, tweak: &Tweak) -> Vec<u8> {
     use kvscope::config::Arch;
     let name = arch.name();
     let (d, f, h, hkv) = (SYN_DIM as u64, SYN_FFN as u64, 4u64, 2u64);
