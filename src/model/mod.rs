@@ -32,7 +32,7 @@ struct Activations {
     att: wgpu::Buffer,                // [L × h × T] the last token's attention weights per layer, then [B × h × T] scratch
     att_part: wgpu::Buffer,           // [B × h × splits × (4 + d_h)] attention statistics and outputs per split
     gate_up: wgpu::Buffer,            // [B × 2f], rows [gate | up]
-    hb: wgpu::Buffer,                 // [B × f] silu(gate) ⊙ up
+    hb: wgpu::Buffer,                 // [B × f] act(gate) ⊙ up
     logits: wgpu::Buffer,             // [V]
     tokens: wgpu::Buffer,             // [T] u32, token id per position
     rope: wgpu::Buffer,               // [T × d_h/2] (cos, sin) of the full-attention layers
