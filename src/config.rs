@@ -188,6 +188,11 @@ impl Config {
         }
     }
 
+    /// `cache_rows` of every layer, in order.
+    pub fn layer_rows(&self, context: usize) -> Vec<usize> {
+        (0..self.n_layers).map(|l| self.cache_rows(l, context)).collect()
+    }
+
     /// Bytes of one layer's K (or V) cache at `context` positions: [T × h_kv · d_h] values.
     pub fn kv_layer_bytes(&self, context: usize, kv: KvType) -> u64 {
         context as u64 * self.kv_dim() as u64 * kv.bytes() as u64

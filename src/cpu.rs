@@ -200,6 +200,11 @@ fn load_tensor(g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<Vec<f32
     Ok(dequantize_vec(t.ty, &bytes, t.n_elements() as usize))
 }
 
+/// `rope_freqs.weight` [d_h/2] (each pair's frequency divisor), or empty where the model has none.
+pub fn rope_factors(g: &Gguf, cfg: &Config, src: &mut dyn ByteSource) -> Result<Vec<f32>> {
+    Ok(load_if(cfg.rope_freqs, g, src, "rope_freqs.weight")?.unwrap_or_default())
+}
+
 /// `load_tensor`, or None where the architecture does not have it.
 fn load_if(has: bool, g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<Option<Vec<f32>>> {
     has.then(|| load_tensor(g, src, name)).transpose()
@@ -241,7 +246,7 @@ impl CpuModel {
             token_embd: load_tensor(g, src, "token_embd.weight")?,
             output_norm: load_tensor(g, src, "output_norm.weight")?,
             output: load_if(!cfg.tied_output, g, src, "output.weight")?,
-            rope_freqs: load_if(cfg.rope_freqs, g, src, "rope_freqs.weight")?.unwrap_or_default(),
+            rope_freqs: rope_factors(g, cfg, src)?,
             layers,
             k_cache: vec![vec![0.0; context * kv]; cfg.n_layers],
             v_cache: vec![vec![0.0; context * kv]; cfg.n_layers],

@@ -71,8 +71,9 @@ pub struct GenerateOptions {
     pub attention_prompt: bool,
     /// Decode without the cache: re-run the whole sequence at every step (for comparison).
     pub no_cache: bool,
-    /// Greedy only: pick the argmax on the GPU and read back 8 bytes instead of the logits row
-    /// (no next-token table then).
+    /// Greedy only: pick the argmax on the GPU and read back 8 bytes instead of the logits row;
+    /// with a `report_top` of at most `ops::TOP_K`, the next-token table is made on the GPU too
+    /// (136 bytes read back), a larger one is left empty.
     pub gpu_argmax: bool,
     /// Feed each generated token back through a deliberately broken cache (teaching; see
     /// `crate::flaw`). The rows the flaw wrote are then never reused (a next chat turn keeps only

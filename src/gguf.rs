@@ -450,6 +450,19 @@ impl<'a> Gguf<'a> {
     }
 
     /// An integer array such as `tokenizer.ggml.token_type`.
+    /// A number array as f32 (`tokenizer.ggml.scores`: f32, or i32 from some converters).
+    pub fn f32_array(&self, key: &str) -> Result<Vec<f32>> {
+        match self.get(key) {
+            None => Err(Error::MissingKey(key.into())),
+            Some(Value::Array(_, v)) => v
+                .iter()
+                .map(|x| x.as_f64().map(|f| f as f32))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Error::WrongKeyType { key: key.into(), expected: "array of numbers", found: "array" }),
+            Some(v) => Err(Error::WrongKeyType { key: key.into(), expected: "array of numbers", found: v.type_name() }),
+        }
+    }
+
     pub fn int_array(&self, key: &str) -> Result<Vec<i64>> {
         match self.get(key) {
             None => Err(Error::MissingKey(key.into())),

@@ -197,19 +197,6 @@ fn byte_level_pre_tokenizer(p: &PreTokenizer) -> Result<Sequence> {
     Ok(Sequence::new(steps))
 }
 
-/// A float array such as `tokenizer.ggml.scores` (stored as f32, or as i32 by some converters).
-fn float_array(g: &Gguf, key: &str) -> Result<Vec<f32>> {
-    match g.get(key) {
-        None => Err(Error::MissingKey(key.into())),
-        Some(Value::Array(_, v)) => v.iter().map(|x| x.as_f64().map(|f| f as f32)).collect::<Option<Vec<_>>>().ok_or(Error::WrongKeyType {
-            key: key.into(),
-            expected: "array of numbers",
-            found: "array",
-        }),
-        Some(v) => Err(Error::WrongKeyType { key: key.into(), expected: "array of numbers", found: v.type_name() }),
-    }
-}
-
 /// The merges that make a BPE model tokenise like llama.cpp's SentencePiece tokeniser
 /// (`llm_tokenizer_spm`). That one starts from single characters and, over and over, joins the
 /// adjacent pair whose joined text is a token with the highest score, the leftmost pair on ties.
@@ -394,7 +381,7 @@ impl Tokenizer {
                 (inner, token_bytes, add_bos, flag("tokenizer.ggml.add_space_prefix").unwrap_or(false), pre.clean_spaces)
             }
             Model::Spm => {
-                let scores = float_array(g, "tokenizer.ggml.scores").map_err(|e| match e {
+                let scores = g.f32_array("tokenizer.ggml.scores").map_err(|e| match e {
                     Error::MissingKey(k) => {
                         Error::Tokenizer(format!("`{k}` is missing: a SentencePiece vocabulary needs its token scores to order its merges"))
                     }

@@ -20,7 +20,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(ctx: &GpuContext, cfg: &Config, capacity: usize, ty: KvType) -> Result<Self> {
-        let rows: Vec<usize> = (0..cfg.n_layers).map(|l| cfg.cache_rows(l, capacity)).collect();
+        let rows = cfg.layer_rows(capacity);
         let mut k = Vec::with_capacity(cfg.n_layers);
         let mut v = Vec::with_capacity(cfg.n_layers);
         for (l, &r) in rows.iter().enumerate() {

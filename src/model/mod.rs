@@ -10,7 +10,7 @@ pub mod weights;
 
 use crate::clock::now_ms;
 use crate::config::{Config, KvType};
-use crate::cpu::rope_table;
+use crate::cpu::{rope_factors, rope_table};
 use crate::error::{Error, Result};
 use crate::flaw::Flaw;
 use crate::gguf::{ByteSource, Gguf};
@@ -370,7 +370,7 @@ fn check_limits(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, si
         .filter(|i| needed.iter().any(|(n, _)| *n == i.name))
         .map(|i| match weights::TABLES.contains(&i.name.as_str()) {
             // Split by rows where it must be: each part is checked.
-            true => (format!("a row of tensor `{}`", i.name), i.size / i.dims[1] * weights::rows_per_part(ctx, i), true),
+            true => (format!("a part of tensor `{}`", i.name), weights::table_parts(ctx, i).part_bytes(), true),
             false => (format!("tensor `{}`", i.name), i.size, true),
         })
         .collect();
@@ -469,17 +469,6 @@ impl Layers<'_> {
         }
         Ok(())
     }
-}
-
-/// `rope_freqs.weight` [d_h/2] (each pair's frequency divisor), or empty.
-fn rope_factors(g: &Gguf<'_>, cfg: &Config, src: &mut dyn ByteSource) -> Result<Vec<f32>> {
-    if !cfg.rope_freqs {
-        return Ok(Vec::new());
-    }
-    let info = g.tensor("rope_freqs.weight").ok_or_else(|| Error::MissingTensor("rope_freqs.weight".into()))?;
-    let mut bytes = Vec::new();
-    src.read(g.tensor_range(info), &mut bytes)?;
-    Ok(crate::quant::dequantize_vec(info.ty, &bytes, info.n_elements() as usize))
 }
 
 /// logits = W_out · rmsnorm(x of the last token), W_out = token_embd when the output is tied.

@@ -49,12 +49,26 @@ pub struct Part {
     pub tensor: Tensor,
 }
 
-/// Rows of table `info` per part on this device: all of them where one binding holds the table.
-pub fn rows_per_part(ctx: &GpuContext, info: &crate::gguf::TensorInfo) -> u64 {
+/// How table `info` is cut on this device: `per_part` of its `rows` in each part (all of them
+/// where one binding holds the table), each row `row_bytes`.
+pub struct TableParts {
+    pub rows: u64,
+    pub row_bytes: u64,
+    pub per_part: u64,
+}
+
+impl TableParts {
+    /// Bytes of the largest part.
+    pub fn part_bytes(&self) -> u64 {
+        self.per_part * self.row_bytes
+    }
+}
+
+pub fn table_parts(ctx: &GpuContext, info: &crate::gguf::TensorInfo) -> TableParts {
     let rows = info.dims.get(1).copied().unwrap_or(1);
     let row_bytes = (info.size / rows).max(1);
     let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size).min(ctx.table_part_bytes.unwrap_or(u64::MAX));
-    (limit / row_bytes).clamp(1, rows)
+    TableParts { rows, row_bytes, per_part: (limit / row_bytes).clamp(1, rows) }
 }
 
 /// Per-layer groups stored as one tensor (rows of the members in order): `blk.L.attn_qkv.weight`
@@ -122,7 +136,7 @@ impl Weights {
                 }
                 None if TABLES.contains(&name.as_str()) => {
                     src.read(g.tensor_range(info), &mut scratch)?;
-                    let (per, rows, row_bytes) = (rows_per_part(ctx, info), info.dims[1], info.size / info.dims[1]);
+                    let TableParts { rows, row_bytes, per_part: per } = table_parts(ctx, info);
                     let mut parts = Vec::new();
                     for first in (0..rows).step_by(per as usize) {
                         let n = per.min(rows - first);

@@ -150,7 +150,7 @@ pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue
         kv_type: kv,
         context,
         chat_template: has_chat_template(&g),
-        layer_rows: (0..cfg.n_layers).map(|l| cfg.cache_rows(l, context)).collect(),
+        layer_rows: cfg.layer_rows(context),
         config: cfg,
     })
 }
@@ -294,7 +294,7 @@ impl WebEngine {
                 kv_bytes_allocated: c.kv_cache_bytes(e.context, e.kv_type()),
                 chat_template: e.tokenizer.has_chat_template(),
                 sliding_window: c.sliding_window,
-                layer_rows: (0..c.n_layers).map(|l| c.cache_rows(l, e.context)).collect(),
+                layer_rows: c.layer_rows(e.context),
             }
         })?;
         to_js(&s)
