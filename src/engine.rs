@@ -20,8 +20,14 @@ use crate::tokenizer::{Tokenizer, Utf8Stream};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// WGSL kernels on WebGPU / Vulkan / Metal / DX12.
     Gpu,
+    /// The CPU backend: weights kept in their GGUF blocks (memory ≈ the file), SIMD dot products
+    /// on the fly, batched prefill.
     Cpu,
+    /// The exact f32 forward pass (weights expanded to f32): the oracle the other two are tested
+    /// against.
+    Reference,
 }
 
 impl std::str::FromStr for Backend {
@@ -30,7 +36,8 @@ impl std::str::FromStr for Backend {
         match s {
             "gpu" => Ok(Backend::Gpu),
             "cpu" => Ok(Backend::Cpu),
-            _ => Err(Error::Option(format!("unknown backend `{s}` (use gpu or cpu)"))),
+            "reference" => Ok(Backend::Reference),
+            _ => Err(Error::Option(format!("unknown backend `{s}` (use gpu, cpu or reference)"))),
         }
     }
 }
@@ -211,7 +218,7 @@ impl Engine {
             return Err(Error::Option(format!("context length {} is outside 1..=1048576", opts.context)));
         }
         let model = match opts.backend {
-            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, src)?)),
+            Backend::Cpu | Backend::Reference => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, src)?)),
             Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, opts.kv, src).await?)),
         };
         let prefill_chunk = match &model {

@@ -39,7 +39,7 @@ fn golden(arch: Arch) -> (Vec<usize>, Vec<f32>) {
 fn check(arch: Arch) {
     let bytes = synthetic_arch_model(arch, 300);
     let ids = ids();
-    let cpu = logits(&bytes, opts(Backend::Cpu), &ids);
+    let cpu = logits(&bytes, opts(Backend::Reference), &ids);
 
     // The CPU against llama.cpp (f32 weights and cache on both sides: only rounding differs,
     // measured ≤ 1.5e-5). Gemma's GELU is the exception: ggml's CPU GELU looks its result up in a
@@ -73,7 +73,7 @@ fn gpu_against_cpu(arch: Arch, bytes: &[u8], ids: &[u32], cpu: &[f32]) {
 fn gpu_only() {
     for arch in Arch::ALL {
         let bytes = synthetic_arch_model(arch, 300);
-        let cpu = logits(&bytes, opts(Backend::Cpu), &ids());
+        let cpu = logits(&bytes, opts(Backend::Reference), &ids());
         gpu_against_cpu(arch, &bytes, &ids(), &cpu);
     }
 }
@@ -115,7 +115,7 @@ fn write_models() {
 /// tensor's name; an unknown architecture by name, with the supported list.
 #[test]
 fn malformed_models_name_the_problem() {
-    let load = |bytes: Vec<u8>| pollster::block_on(Engine::load(&bytes, opts(Backend::Cpu))).err().expect("refused").to_string();
+    let load = |bytes: Vec<u8>| pollster::block_on(Engine::load(&bytes, opts(Backend::Reference))).err().expect("refused").to_string();
     let err = load(synthetic_arch_model_with(Arch::Qwen2, 1, &|n, d| (n != "blk.1.attn_k.bias").then(|| d.to_vec())));
     assert!(err.contains("blk.1.attn_k.bias"), "{err}");
     let err =

@@ -275,7 +275,7 @@ fn loading_reads_tensor_by_tensor() {
     let mut src = Counting { bytes: &b, data_start: g.data_offset, largest: 0 };
     let e = pollster::block_on(kvscope::Engine::load_from(
         &mut src,
-        kvscope::LoadOptions { backend: kvscope::Backend::Cpu, context: 8, ..Default::default() },
+        kvscope::LoadOptions { backend: kvscope::Backend::Reference, context: 8, ..Default::default() },
     ))
     .unwrap();
     let biggest = g.tensors.iter().map(|t| t.size).max().unwrap();

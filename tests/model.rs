@@ -70,7 +70,7 @@ fn gpu_logits_match_cpu() {
         return;
     }
     let prompt = "The quick brown fox jumps over the lazy dog. In 1879, the first";
-    let mut c = engine(&bytes, Backend::Cpu);
+    let mut c = engine(&bytes, Backend::Reference);
     let mut g = engine(&bytes, Backend::Gpu);
     let ids = c.tokenizer.encode(prompt).unwrap();
     let lc = pollster::block_on(c.logits_for(&ids)).unwrap();
@@ -88,7 +88,7 @@ fn gpu_logits_match_cpu() {
     // boundary is stored one f16 step (2^-11 relative) apart, and that grows through the layers
     // (measured 9.5e-3 here, against llama.cpp's ~1); the argmax must still agree everywhere.
     let f16 = |backend| Engine::load(&bytes, LoadOptions { backend, context: 512, kv: KvType::F16, ..Default::default() });
-    let (mut c16, mut g16) = (pollster::block_on(f16(Backend::Cpu)).unwrap(), pollster::block_on(f16(Backend::Gpu)).unwrap());
+    let (mut c16, mut g16) = (pollster::block_on(f16(Backend::Reference)).unwrap(), pollster::block_on(f16(Backend::Gpu)).unwrap());
     let (lc16, lg16) = (pollster::block_on(c16.logits_for(&ids)).unwrap(), pollster::block_on(g16.logits_for(&ids)).unwrap());
     let (e16, _, _) = max_err(&lg16, &lc16);
     eprintln!("real model, f16 cache: max abs logit error {e16:.3e}");
@@ -116,7 +116,7 @@ fn greedy_tokens_identical_between_backends() {
     if gpu().is_none() {
         return;
     }
-    let mut c = engine(&bytes, Backend::Cpu);
+    let mut c = engine(&bytes, Backend::Reference);
     let mut g = engine(&bytes, Backend::Gpu);
     for p in PROMPTS {
         let (tc, text) = greedy(&mut c, p, 64);
@@ -132,7 +132,7 @@ fn greedy_tokens_identical_between_backends() {
 fn golden_greedy_output() {
     let Some(bytes) = default_model() else { return };
     let golden = include_str!("golden/capital_of_france.txt");
-    let (_, text) = greedy(&mut engine(&bytes, Backend::Cpu), PROMPTS[0], 32);
+    let (_, text) = greedy(&mut engine(&bytes, Backend::Reference), PROMPTS[0], 32);
     assert_eq!(text, golden, "CPU");
     if gpu().is_some() {
         let (_, text) = greedy(&mut engine(&bytes, Backend::Gpu), PROMPTS[0], 32);
@@ -146,7 +146,7 @@ fn golden_greedy_output() {
 #[test]
 fn llama_cpp_continuation_is_argmax_within_its_rounding() {
     let Some(bytes) = default_model() else { return };
-    let mut c = engine(&bytes, Backend::Cpu);
+    let mut c = engine(&bytes, Backend::Reference);
     let prompt = c.tokenizer.encode("The capital of France is").unwrap();
     let full = c
         .tokenizer
@@ -211,7 +211,7 @@ fn flawed_caches_agree_between_backends_and_part_from_the_correct_run() {
         return;
     }
     let (prompt, n) = ("The capital of France is", 10);
-    let mut c = engine(&bytes, Backend::Cpu);
+    let mut c = engine(&bytes, Backend::Reference);
     let mut g = engine(&bytes, Backend::Gpu);
     let (correct, correct_text) = greedy(&mut g, prompt, n);
     let prompt_len = g.tokenizer.encode(prompt).unwrap().len();

@@ -35,7 +35,7 @@ fn check(name: &str, types: SynTypes) {
     // 75 positions: more than one 64-wide pass of the attention workgroup over the cache, and
     // two full prefill chunks of 32 plus a partial one.
     let ids: Vec<u32> = (0..75).map(|i| (i * 37 + 5) % 261).collect();
-    let cpu = logits(&bytes, Backend::Cpu, &ids);
+    let cpu = logits(&bytes, Backend::Reference, &ids);
     let gpu = logits(&bytes, Backend::Gpu, &ids);
     // f32 on both sides, same dequantised weights, same RoPE table: only summation order differs.
     assert_close(name, &gpu, &cpu, 1e-4);
@@ -52,7 +52,7 @@ fn check(name: &str, types: SynTypes) {
     // batched; and the rounding is really there (the f32 logits differ). Looser than f32: a value
     // whose two f32 computations straddle an f16 rounding boundary lands one f16 step apart.
     let f16 = |backend| LoadOptions { backend, context: 128, kv: KvType::F16, ..Default::default() };
-    let cpu16 = logits_with(&bytes, f16(Backend::Cpu), &ids);
+    let cpu16 = logits_with(&bytes, f16(Backend::Reference), &ids);
     assert_close(&format!("{name}, f16 cache"), &logits_with(&bytes, f16(Backend::Gpu), &ids), &cpu16, 2e-3);
     let mut e = pollster::block_on(Engine::load(&bytes, f16(Backend::Gpu))).unwrap();
     pollster::block_on(e.feed(&ids)).unwrap();
@@ -91,7 +91,7 @@ fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
 #[test]
 fn context_limits_stop_cleanly() {
     use kvscope::{GenerateOptions, StopReason};
-    let backends = if gpu().is_some() { vec![Backend::Cpu, Backend::Gpu] } else { vec![Backend::Cpu] };
+    let backends = if gpu().is_some() { vec![Backend::Reference, Backend::Gpu] } else { vec![Backend::Reference] };
     for b in backends {
         let mut e = tiny(b, 16);
         let prompt: Vec<u32> = (10..20).collect();
@@ -127,7 +127,7 @@ fn context_limits_stop_cleanly() {
 #[test]
 fn stop_from_callback_and_continue() {
     use kvscope::{GenerateOptions, StopReason};
-    let mut e = tiny(Backend::Cpu, 64);
+    let mut e = tiny(Backend::Reference, 64);
     let mut ids = Vec::new();
     let s = pollster::block_on(e.generate(&[10, 11, 12], &GenerateOptions { max_tokens: 50, ..Default::default() }, &mut |ev| {
         ids.push(ev.id);
@@ -139,7 +139,7 @@ fn stop_from_callback_and_continue() {
     assert_eq!(e.position(), 6, "3 prompt tokens + the 3 generated ones, fed back");
 
     // The same run without stopping gives the same first tokens.
-    let mut f = tiny(Backend::Cpu, 64);
+    let mut f = tiny(Backend::Reference, 64);
     let mut all = Vec::new();
     pollster::block_on(f.generate(&[10, 11, 12], &GenerateOptions { max_tokens: 3, ..Default::default() }, &mut |ev| {
         all.push(ev.id);
@@ -154,7 +154,7 @@ fn stop_from_callback_and_continue() {
 #[test]
 fn reuse_prefix_feeds_only_the_new_turn() {
     use kvscope::GenerateOptions;
-    let mut e = tiny(Backend::Cpu, 64);
+    let mut e = tiny(Backend::Reference, 64);
     let turn1: Vec<u32> = (10..20).collect();
     let mut reply = Vec::new();
     pollster::block_on(e.generate(&turn1, &GenerateOptions { max_tokens: 4, ..Default::default() }, &mut |ev| {
@@ -170,7 +170,7 @@ fn reuse_prefix_feeds_only_the_new_turn() {
     pollster::block_on(e.feed(&convo[n..])).unwrap();
     assert_eq!(e.position(), convo.len());
 
-    let mut fresh = tiny(Backend::Cpu, 64);
+    let mut fresh = tiny(Backend::Reference, 64);
     pollster::block_on(fresh.feed(&convo)).unwrap();
     assert_eq!(e.logits(), fresh.logits());
 
@@ -188,7 +188,7 @@ fn reuse_prefix_feeds_only_the_new_turn() {
 #[test]
 fn no_cache_mode_emits_the_same_tokens() {
     use kvscope::GenerateOptions;
-    let backends = if gpu().is_some() { vec![Backend::Cpu, Backend::Gpu] } else { vec![Backend::Cpu] };
+    let backends = if gpu().is_some() { vec![Backend::Reference, Backend::Gpu] } else { vec![Backend::Reference] };
     for b in backends {
         let run = |no_cache: bool| {
             let mut e = tiny(b, 64);
@@ -230,7 +230,7 @@ fn attention_weights_per_layer_match_cpu() {
         out
     };
     for layer in [0, 1] {
-        let (c, g) = (collect(Backend::Cpu, layer), collect(Backend::Gpu, layer));
+        let (c, g) = (collect(Backend::Reference, layer), collect(Backend::Gpu, layer));
         for ((pos, wc), (_, wg)) in c.iter().zip(&g) {
             assert_eq!(wg.len(), 4 * pos, "[h × pos] at pos {pos}");
             common::assert_close(&format!("layer {layer} attention at pos {pos}"), wg, wc, 1e-5);
@@ -258,7 +258,7 @@ fn attention_weights_per_layer_match_cpu() {
         .unwrap();
         out
     };
-    let (c, g) = (all(Backend::Cpu), all(Backend::Gpu));
+    let (c, g) = (all(Backend::Reference), all(Backend::Gpu));
     let prompt_rows = g[0].2.as_ref().expect("prompt rows with the first token");
     assert_eq!(prompt_rows.len(), 4);
     for (i, (wg, wc)) in prompt_rows.iter().zip(c[0].2.as_ref().unwrap()).enumerate() {
@@ -274,7 +274,7 @@ fn attention_weights_per_layer_match_cpu() {
         }
     }
 
-    let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Cpu, context: 32, ..Default::default() })).unwrap();
+    let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Reference, context: 32, ..Default::default() })).unwrap();
     let err = pollster::block_on(e.generate(&[1], &GenerateOptions { attention_layer: Some(7), ..Default::default() }, &mut |_| true))
         .unwrap_err();
     assert!(err.to_string().contains("layer 7 does not exist"), "{err}");
@@ -285,7 +285,7 @@ fn attention_weights_per_layer_match_cpu() {
 #[test]
 fn stop_during_prefill_keeps_the_engine_usable() {
     use std::sync::atomic::Ordering;
-    let backends = if gpu().is_some() { vec![Backend::Cpu, Backend::Gpu] } else { vec![Backend::Cpu] };
+    let backends = if gpu().is_some() { vec![Backend::Reference, Backend::Gpu] } else { vec![Backend::Reference] };
     let prompt: Vec<u32> = (0..40).map(|i| 10 + i).collect();
     for b in backends {
         let mut e = tiny(b, 64);
@@ -412,7 +412,7 @@ fn split_tables_match_cpu() {
     let bytes = synthetic_model(&SynTypes::q4_1(), 2, 100);
     let table_bytes = (261 * 64 / 32 * 34) as u64; // Q8_0 [261 × 64]
     let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 261).collect();
-    let cpu = logits(&bytes, Backend::Cpu, &ids);
+    let cpu = logits(&bytes, Backend::Reference, &ids);
     let gpu = kvscope::GpuOptions { table_part_bytes: Some(table_bytes / 3), ..Default::default() };
     let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu, kv: KvType::F32 };
     let mut e = pollster::block_on(Engine::load(&bytes, opts.clone())).expect("load");

@@ -122,6 +122,8 @@ struct JsLoadOptions {
     /// Tokens per invocation of the prefill mat-mul.
     tokens: Option<u32>,
     kv_f16: bool,
+    /// "gpu" (default), "cpu" (the wasm CPU backend) or "reference" (the exact f32 pass).
+    backend: Option<String>,
     /// inspectModel only: the whole file's length when `bytes` is only its first part (at least
     /// the header, e.g. from an HTTP Range request).
     file_bytes: Option<u64>,
@@ -248,8 +250,9 @@ impl WebEngine {
     pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
         let o: JsLoadOptions = from_js("load options", options)?;
         let gpu = crate::GpuOptions { rows: o.rows, tokens: o.tokens, ..Default::default() };
+        let backend = o.backend.as_deref().unwrap_or("gpu").parse().map_err(js_err)?;
         let mut src = JsBytes(bytes);
-        let engine = Engine::load_from(&mut src, LoadOptions { context, gpu, kv: KvType::new(o.kv_f16), ..Default::default() })
+        let engine = Engine::load_from(&mut src, LoadOptions { backend, context, gpu, kv: KvType::new(o.kv_f16) })
             .await
             .map_err(js_err)?;
         let stop = engine.stop_handle();
