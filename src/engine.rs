@@ -402,6 +402,9 @@ impl Engine {
             }
             self.cached.extend_from_slice(part);
             self.attended = at + part.len();
+            if let Model::Cpu(_) = self.model {
+                crate::clock::yield_now().await;
+            }
             if !last && self.stop_requested() {
                 return Err(Error::Stopped);
             }
