@@ -1,5 +1,6 @@
-//! `kvscope bench`: prefill and decode speed of the GPU engine, measured in one run, with the
-//! per-token costs (dispatches, submits, maps, bytes read back, CPU encode time) and memory.
+//! `kvscope bench`: prefill and decode speed of the engine, measured in one run, with the
+//! per-token GPU costs (dispatches, submits, maps, bytes read back, CPU encode time; zero on the
+//! CPU backends) and memory.
 
 use serde::Serialize;
 
@@ -50,8 +51,9 @@ pub struct BenchReport {
     pub gpu_bytes_over_weights_plus_kv: f64,
 }
 
+/// The GPU's counters (all zero on a CPU backend).
 fn counters(e: &Engine) -> Result<GpuCounters> {
-    e.gpu().map(|g| g.counters).ok_or_else(|| Error::Option("bench needs the GPU backend".into()))
+    Ok(e.gpu().map(|g| g.counters).unwrap_or_default())
 }
 
 /// `steps` greedy decode steps after `context` cached positions; returns the run, the counters
@@ -135,11 +137,11 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
     let (steps, b, a, created) = per_token.expect("one run");
     let steps = steps.max(1);
     let d = |x: u64, y: u64| (y - x) as f64 / steps as f64;
-    let g = e.gpu().expect("checked in counters");
-    let kv = e.cfg.kv_cache_bytes(g.kv.capacity, g.kv.ty);
+    let (weight_bytes, kv) = e.memory();
+    let gpu_buffer_bytes = e.gpu().map_or(0, |g| g.buffer_bytes());
     let at = |c: usize| runs.iter().find(|r| r.context == c.max(1)).map(|r| r.tokens_per_s);
     Ok(BenchReport {
-        adapter: g.ctx.adapter_name(),
+        adapter: e.backend(),
         model: e.cfg.name.clone(),
         prompt_tokens,
         gen_tokens,
@@ -158,9 +160,9 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
         encode_ms_per_token: (a.encode_ms - b.encode_ms) / steps as f64,
         gpu_objects_created_per_token: created as f64 / steps as f64,
         gpu_argmax,
-        gpu_buffer_bytes: g.buffer_bytes(),
-        weight_bytes: g.weights.bytes,
+        gpu_buffer_bytes,
+        weight_bytes,
         kv_cache_bytes: kv,
-        gpu_bytes_over_weights_plus_kv: g.buffer_bytes() as f64 / (g.weights.bytes + kv) as f64,
+        gpu_bytes_over_weights_plus_kv: gpu_buffer_bytes as f64 / (weight_bytes + kv) as f64,
     })
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::clock::now_ms;
 use crate::config::{Config, KvType};
-use crate::cpu::CpuModel;
+use crate::cpu::{CpuModel, Weights};
 use crate::error::{Error, Result};
 use crate::flaw::Flaw;
 use crate::gguf::{read_header, ByteSource, Gguf};
@@ -218,12 +218,13 @@ impl Engine {
             return Err(Error::Option(format!("context length {} is outside 1..=1048576", opts.context)));
         }
         let model = match opts.backend {
-            Backend::Cpu | Backend::Reference => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, src)?)),
+            Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, Weights::Blocks, src)?)),
+            Backend::Reference => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, Weights::F32, src)?)),
             Backend::Gpu => Model::Gpu(Box::new(GpuModel::load(&g, &cfg, opts.context, opts.gpu, opts.kv, src).await?)),
         };
         let prefill_chunk = match &model {
             Model::Gpu(m) => m.chunk(),
-            Model::Cpu(_) => 1,
+            Model::Cpu(m) => m.batch,
         };
         Ok(Engine {
             logits: vec![0.0; cfg.vocab_size],
@@ -260,8 +261,17 @@ impl Engine {
 
     pub fn backend(&self) -> String {
         match &self.model {
+            Model::Cpu(m) if m.weights == Weights::F32 => "reference".into(),
             Model::Cpu(_) => "cpu".into(),
             Model::Gpu(m) => format!("gpu: {}", m.ctx.adapter_name()),
+        }
+    }
+
+    /// Bytes of weights and of KV cache the model holds (GPU buffers, or CPU memory).
+    pub fn memory(&self) -> (u64, u64) {
+        match &self.model {
+            Model::Gpu(m) => (m.weights.bytes, self.cfg.kv_cache_bytes(m.kv.capacity, m.kv.ty)),
+            Model::Cpu(m) => (m.weight_bytes() as u64, m.kv_bytes() as u64),
         }
     }
 
@@ -362,17 +372,14 @@ impl Engine {
         };
         // Positions are processed in chunks; between chunks a stop request is honoured, leaving
         // the chunks done so far in the cache (and no fresh logits: `Error::Stopped`).
-        let chunk = match self.model {
-            Model::Cpu(_) => 1,
-            Model::Gpu(_) => self.prefill_chunk,
-        };
+        let chunk = self.prefill_chunk;
         let n_chunks = ids.len().div_ceil(chunk);
         for (c, part) in ids.chunks(chunk).enumerate() {
             let last = c + 1 == n_chunks;
             let at = start + c * chunk;
             match &mut self.model {
                 Model::Cpu(m) => {
-                    m.forward(part[0], at, last, flaw);
+                    m.forward(part, at, last, flaw);
                     if last {
                         self.logits.copy_from_slice(&m.logits);
                     }

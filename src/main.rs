@@ -111,6 +111,8 @@ mod cli {
     struct BenchArgs {
         #[command(flatten)]
         m: ModelArgs,
+        #[arg(long, default_value = "gpu")]
+        backend: Backend,
         #[arg(long, default_value_t = 256)]
         prompt_tokens: usize,
         #[arg(long, default_value_t = 128)]
@@ -231,7 +233,7 @@ mod cli {
     fn bench(a: BenchArgs) -> Result<()> {
         let longest = a.contexts.iter().copied().max().unwrap_or(0);
         let context = (a.prompt_tokens.max(longest) + a.gen_tokens + 2).next_multiple_of(256);
-        let mut engine = a.m.load(Backend::Gpu, context)?;
+        let mut engine = a.m.load(a.backend, context)?;
         let r = pollster::block_on(kvscope::bench::run(&mut engine, a.prompt_tokens, a.gen_tokens, a.gpu_argmax, &a.contexts))?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&r).expect("json"));

@@ -171,8 +171,13 @@ pub fn ggml_type_name(t: u32) -> String {
     }
 }
 
+/// The f16 stored at b[i..i + 2], through a table of all 65,536 values (256 KiB, built on first
+/// use): one load instead of a software conversion where the CPU has none (WebAssembly).
+#[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+    static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
+    let t = TABLE.get_or_init(|| (0..=u16::MAX).map(|h| f16::from_bits(h).to_f32()).collect());
+    t[u16::from_le_bytes([b[i], b[i + 1]]) as usize]
 }
 
 /// Q4_K and Q5_K: the six-bit (scale, min) of sub-block `j < 8` from the 12 packed bytes `q`
@@ -193,6 +198,131 @@ fn scale_q3_k(i: usize, q: &[u8]) -> i32 {
     (lo | (hi << 4)) as i32 - 32
 }
 
+/// Elements that share one (scale, offset) in `unpack`'s output.
+pub const GROUP: usize = 16;
+
+impl GgmlType {
+    /// A block type (not F32 / F16).
+    pub fn is_quantised(self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// Whether the value has an offset (q · d + m) besides its scale.
+    pub fn has_offset(self) -> bool {
+        matches!(self, GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K)
+    }
+}
+
+/// One block of a quantised type as integers and scales: element i is dm[i / 16].0 · q[i] +
+/// dm[i / 16].1, in ggml's order of float operations (the offset is 0 where `!has_offset`).
+/// q: [block_elems], dm: [block_elems / 16]. Not for F32 / F16.
+#[inline(always)]
+pub fn unpack(ty: GgmlType, b: &[u8], q: &mut [i8], dm: &mut [(f32, f32)]) {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 => unreachable!("unpack: {} is not a block type", ty.name()),
+        // The 32-element types through fixed-size arrays, so that the loops have no bounds checks
+        // and compile to SIMD.
+        GgmlType::Q4_0 | GgmlType::Q4_1 => {
+            let at = if ty == GgmlType::Q4_0 { 2 } else { 4 };
+            let qs: &[u8; 16] = b[at..at + 16].try_into().expect("16 bytes");
+            let off = if ty == GgmlType::Q4_0 { 8 } else { 0 };
+            let (lo, hi) = q.split_at_mut(16);
+            let (lo, hi): (&mut [i8; 16], &mut [i8; 16]) = (lo.try_into().expect("16"), (&mut hi[..16]).try_into().expect("16"));
+            for j in 0..16 {
+                lo[j] = (qs[j] & 0x0f) as i8 - off;
+                hi[j] = (qs[j] >> 4) as i8 - off;
+            }
+            let m = if ty == GgmlType::Q4_0 { 0.0 } else { f16_at(b, 2) };
+            dm.fill((f16_at(b, 0), m));
+        }
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            let (dm0, at) = match ty {
+                GgmlType::Q5_0 => ((f16_at(b, 0), 0.0), 2),
+                _ => ((f16_at(b, 0), f16_at(b, 2)), 4),
+            };
+            let qh = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let qs: &[u8; 16] = b[at + 4..at + 20].try_into().expect("16 bytes");
+            let off = if ty == GgmlType::Q5_0 { 16 } else { 0 };
+            let (lo, hi) = q.split_at_mut(16);
+            let (lo, hi): (&mut [i8; 16], &mut [i8; 16]) = (lo.try_into().expect("16"), (&mut hi[..16]).try_into().expect("16"));
+            for j in 0..16 {
+                let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                lo[j] = (qs[j] & 0x0f | h0) as i8 - off;
+                hi[j] = (qs[j] >> 4 | h1) as i8 - off;
+            }
+            dm.fill(dm0);
+        }
+        GgmlType::Q8_0 => {
+            let qs: &[u8; 32] = b[2..34].try_into().expect("32 bytes");
+            let q: &mut [i8; 32] = (&mut q[..32]).try_into().expect("32");
+            for j in 0..QK {
+                q[j] = qs[j] as i8;
+            }
+            dm.fill((f16_at(b, 0), 0.0));
+        }
+        GgmlType::Q2_K => {
+            let (scales, qs) = (&b[..16], &b[16..80]);
+            let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+            for (s, q) in q.chunks_exact_mut(QK).enumerate() {
+                let (src, shift) = (&qs[32 * (s / 4)..][..32], 2 * (s % 4));
+                for (l, q) in q.iter_mut().enumerate() {
+                    *q = ((src[l] >> shift) & 3) as i8;
+                }
+            }
+            for (i, dm) in dm.iter_mut().enumerate() {
+                let sc = scales[i];
+                *dm = (d * (sc & 0xf) as f32, -(dmin * (sc >> 4) as f32));
+            }
+        }
+        GgmlType::Q3_K => {
+            let (hmask, qs, scales) = (&b[..32], &b[32..96], &b[96..108]);
+            let d = f16_at(b, 108);
+            for (s, q) in q.chunks_exact_mut(QK).enumerate() {
+                let (src, shift) = (&qs[32 * (s / 4)..][..32], 2 * (s % 4));
+                for (l, q) in q.iter_mut().enumerate() {
+                    let high = if hmask[l] & (1 << s) != 0 { 0 } else { 4 };
+                    *q = (((src[l] >> shift) & 3) as i32 - high) as i8;
+                }
+            }
+            for (i, dm) in dm.iter_mut().enumerate() {
+                *dm = (d * scale_q3_k(i, scales) as f32, 0.0);
+            }
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (d, dmin, scales) = (f16_at(b, 0), f16_at(b, 2), &b[4..16]);
+            // Q5_K: qh[32] before qs[128]; bit s of qh[l] is bit 4 of element l of sub-block s.
+            let (qh, qs) = if ty == GgmlType::Q5_K { (Some(&b[16..48]), &b[48..]) } else { (None, &b[16..]) };
+            for (s, q) in q.chunks_exact_mut(QK).enumerate() {
+                let (src, shift) = (&qs[32 * (s / 2)..][..32], 4 * (s % 2));
+                for (l, q) in q.iter_mut().enumerate() {
+                    let high = qh.map_or(0, |h| ((h[l] >> s) & 1) << 4);
+                    *q = (((src[l] >> shift) & 0xf) | high) as i8;
+                }
+                let (sc, m) = scale_min_k4(s, scales);
+                let pair = (d * sc as f32, -(dmin * m as f32));
+                dm[2 * s] = pair;
+                dm[2 * s + 1] = pair;
+            }
+        }
+        GgmlType::Q6_K => {
+            let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
+            let d = f16_at(b, 208);
+            for (s, q) in q.chunks_exact_mut(QK).enumerate() {
+                let (n, c) = (s / 4, s % 4);
+                let lo = &ql[64 * n + 32 * (c % 2)..][..32];
+                let hi = &qh[32 * n..][..32];
+                for (l, q) in q.iter_mut().enumerate() {
+                    *q = (((lo[l] >> (4 * (c / 2))) & 0xf) | (((hi[l] >> (2 * c)) & 3) << 4)) as i8 - 32;
+                }
+            }
+            for (i, dm) in dm.iter_mut().enumerate() {
+                *dm = (d * scales[i] as i8 as f32, 0.0);
+            }
+        }
+    }
+}
+
 /// Decodes `src` (whole blocks of `ty`) into `out` (one f32 per element).
 pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) {
     assert_eq!(src.len(), ty.bytes_for(out.len()), "dequantize: {} bytes do not hold {} {} elements", src.len(), out.len(), ty.name());
@@ -208,116 +338,15 @@ pub fn dequantize(ty: GgmlType, src: &[u8], out: &mut [f32]) {
                 o[0] = f16_at(c, 0);
             }
         }
-        GgmlType::Q4_0 => {
+        _ => {
+            let (mut q, mut dm) = ([0i8; QK_K], [(0.0f32, 0.0f32); QK_K / GROUP]);
+            let (q, dm) = (&mut q[..ty.block_elems()], &mut dm[..ty.block_elems() / GROUP]);
             for (y, b) in blocks {
-                let d = f16_at(b, 0);
-                for j in 0..16 {
-                    let q = b[2 + j];
-                    y[j] = ((q & 0x0f) as i32 - 8) as f32 * d;
-                    y[j + 16] = ((q >> 4) as i32 - 8) as f32 * d;
-                }
-            }
-        }
-        GgmlType::Q4_1 => {
-            for (y, b) in blocks {
-                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-                for j in 0..16 {
-                    let q = b[4 + j];
-                    y[j] = (q & 0x0f) as f32 * d + m;
-                    y[j + 16] = (q >> 4) as f32 * d + m;
-                }
-            }
-        }
-        GgmlType::Q5_0 => {
-            for (y, b) in blocks {
-                let d = f16_at(b, 0);
-                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-                for j in 0..16 {
-                    let q = b[6 + j] as u32;
-                    let h0 = ((qh >> j) << 4) & 0x10;
-                    let h1 = (qh >> (j + 12)) & 0x10;
-                    y[j] = ((q & 0x0f | h0) as i32 - 16) as f32 * d;
-                    y[j + 16] = ((q >> 4 | h1) as i32 - 16) as f32 * d;
-                }
-            }
-        }
-        GgmlType::Q5_1 => {
-            for (y, b) in blocks {
-                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-                let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-                for j in 0..16 {
-                    let q = b[8 + j] as u32;
-                    let h0 = ((qh >> j) << 4) & 0x10;
-                    let h1 = (qh >> (j + 12)) & 0x10;
-                    y[j] = (q & 0x0f | h0) as f32 * d + m;
-                    y[j + 16] = (q >> 4 | h1) as f32 * d + m;
-                }
-            }
-        }
-        GgmlType::Q8_0 => {
-            for (y, b) in blocks {
-                let d = f16_at(b, 0);
-                for j in 0..QK {
-                    y[j] = (b[2 + j] as i8) as f32 * d;
-                }
-            }
-        }
-        GgmlType::Q2_K => {
-            for (y, b) in blocks {
-                let (scales, qs) = (&b[..16], &b[16..80]);
-                let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
-                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
-                    let (q, shift) = (&qs[32 * (s / 4)..][..32], 2 * (s % 4));
-                    for (l, y) in y.iter_mut().enumerate() {
-                        let sc = scales[2 * s + l / 16];
-                        let (dl, ml) = (d * (sc & 0xf) as f32, dmin * (sc >> 4) as f32);
-                        *y = dl * ((q[l] >> shift) & 3) as f32 - ml;
-                    }
-                }
-            }
-        }
-        GgmlType::Q3_K => {
-            for (y, b) in blocks {
-                let (hmask, qs, scales) = (&b[..32], &b[32..96], &b[96..108]);
-                let d = f16_at(b, 108);
-                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
-                    let (q, shift) = (&qs[32 * (s / 4)..][..32], 2 * (s % 4));
-                    for (l, y) in y.iter_mut().enumerate() {
-                        let dl = d * scale_q3_k(2 * s + l / 16, scales) as f32;
-                        let high = if hmask[l] & (1 << s) != 0 { 0 } else { 4 };
-                        *y = dl * (((q[l] >> shift) & 3) as i32 - high) as f32;
-                    }
-                }
-            }
-        }
-        GgmlType::Q4_K | GgmlType::Q5_K => {
-            for (y, b) in blocks {
-                let (d, dmin, scales) = (f16_at(b, 0), f16_at(b, 2), &b[4..16]);
-                // Q5_K: qh[32] before qs[128]; bit s of qh[l] is bit 4 of element l of sub-block s.
-                let (qh, qs) = if ty == GgmlType::Q5_K { (Some(&b[16..48]), &b[48..]) } else { (None, &b[16..]) };
-                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
-                    let (sc, m) = scale_min_k4(s, scales);
-                    let (d1, m1) = (d * sc as f32, dmin * m as f32);
-                    let (q, shift) = (&qs[32 * (s / 2)..][..32], 4 * (s % 2));
-                    for (l, y) in y.iter_mut().enumerate() {
-                        let high = qh.map_or(0, |h| ((h[l] >> s) & 1) << 4);
-                        *y = d1 * (((q[l] >> shift) & 0xf) | high) as f32 - m1;
-                    }
-                }
-            }
-        }
-        GgmlType::Q6_K => {
-            for (y, b) in blocks {
-                let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
-                let d = f16_at(b, 208);
-                for (s, y) in y.chunks_exact_mut(QK).enumerate() {
-                    let (n, c) = (s / 4, s % 4);
-                    let lo = &ql[64 * n + 32 * (c % 2)..][..32];
-                    let hi = &qh[32 * n..][..32];
-                    for (l, y) in y.iter_mut().enumerate() {
-                        let q = ((lo[l] >> (4 * (c / 2))) & 0xf) | (((hi[l] >> (2 * c)) & 3) << 4);
-                        let sc = scales[2 * s + l / 16] as i8;
-                        *y = d * sc as f32 * (q as i32 - 32) as f32;
+                unpack(ty, b, q, dm);
+                for ((y, q), &(d, m)) in y.chunks_exact_mut(GROUP).zip(q.chunks_exact(GROUP)).zip(dm.iter()) {
+                    for (y, &q) in y.iter_mut().zip(q) {
+                        // Without an offset, no `+ 0.0` (which would turn −0 into +0).
+                        *y = if ty.has_offset() { d * q as f32 + m } else { d * q as f32 };
                     }
                 }
             }
