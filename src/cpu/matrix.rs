@@ -18,9 +18,9 @@ pub enum Matrix {
 
 /// Working memory of `Matrix::matmul`, sized at load for the widest matrix and the batch.
 pub struct Scratch {
-    /// x in 16-bit integers: x[t, c] ≈ xq[t, c] · xs[t, c / 32].                 [B × cols]
+    /// x in 16-bit integers: x[t, c] ≈ xq[t, c] · xs[t, c / 16].                 [B × cols]
     xq: Vec<i16>,
-    /// The step of each 32-element block of x: max |x| / 32767.                   [B × cols / 32]
+    /// The step of each group of 16 elements of x: max |x| / 32767.              [B × cols / 16]
     xs: Vec<f32>,
     /// Σ x over each group of 16 elements (for the types with an offset).         [B × cols / 16]
     xsum: Vec<f32>,
@@ -34,18 +34,18 @@ impl Scratch {
         let cols = cols.next_multiple_of(QK_K);
         Scratch {
             xq: vec![0; batch * cols],
-            xs: vec![0.0; batch * cols / QK],
+            xs: vec![0.0; batch * cols / GROUP],
             xsum: vec![0.0; batch * cols / GROUP],
             q: vec![0; cols],
             dm: vec![(0.0, 0.0); cols / GROUP],
         }
     }
 
-    /// Fills xq, xs and xsum from x ([n × cols], cols a multiple of 32).
+    /// Fills xq, xs and xsum from x ([n × cols], cols a multiple of 16).
     fn quantise(&mut self, x: &[f32], cols: usize) {
         let n = x.len() / cols;
-        let xq = self.xq[..n * cols].chunks_exact_mut(QK);
-        for ((xb, qb), s) in x.chunks_exact(QK).zip(xq).zip(&mut self.xs) {
+        let xq = self.xq[..n * cols].chunks_exact_mut(GROUP);
+        for ((xb, qb), s) in x.chunks_exact(GROUP).zip(xq).zip(&mut self.xs) {
             let max = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
             *s = max / 32767.0;
             let inv = if max > 0.0 { 32767.0 / max } else { 0.0 };
@@ -116,10 +116,10 @@ impl Matrix {
                 }
             }
             Matrix::Blocks { ty, row_bytes, data, .. } => {
-                // x in 16 bits (a relative error of at most 2^-16 of its block's largest value);
-                // each weight row unpacked once for all n tokens and dotted with them exactly in
-                // i32:   out[t, r] = Σ_g d_g · (s_t,g · Σ_{i∈g} q_i · xq_t,i) + m_g · Σ_{i∈g} x_t,i
-                // (g: the groups of 16 of the row; s: the step of x's 32-block holding g).
+                // x in 16 bits (an error of at most 2^-16 of its group's largest value); each
+                // weight row unpacked once for all n tokens and dotted with them exactly in i32:
+                //   out[t, r] = Σ_g d_g · (s_t,g · Σ_{i∈g} q_i · xq_t,i) + m_g · Σ_{i∈g} x_t,i
+                // (g: the groups of 16 of the row; s_t,g: the step of x_t's group g).
                 scratch.quantise(x, cols);
                 let (be, bb) = (ty.block_elems(), ty.block_bytes());
                 let groups = cols / GROUP;
@@ -131,11 +131,11 @@ impl Matrix {
                         unpack(*ty, blk, qb, dmb);
                     }
                     for t in 0..n {
-                        let (xq, xs, xsum) = (&xq[t * cols..][..cols], &xs[t * cols / QK..][..cols / QK], &xsum[t * groups..][..groups]);
+                        let (xq, xs, xsum) = (&xq[t * cols..][..cols], &xs[t * groups..][..groups], &xsum[t * groups..][..groups]);
                         let mut acc = Acc4::default();
                         let mut moff = 0.0f32;
                         for (g, ((qg, xg), &(d, m))) in q.chunks_exact(GROUP).zip(xq.chunks_exact(GROUP)).zip(dm.iter()).enumerate() {
-                            group_dot(&mut acc, qg, xg, d * xs[g / 2]);
+                            group_dot(&mut acc, qg, xg, d * xs[g]);
                             if offset {
                                 moff += m * xsum[g];
                             }

@@ -7,8 +7,7 @@
 
 mod matrix;
 
-pub use matrix::{dot, Matrix};
-use matrix::Scratch;
+pub use matrix::{dot, Matrix, Scratch};
 
 use crate::config::{Act, Config, KvType, RopeSpec, PREFILL_CHUNK};
 use crate::error::{Error, Result};
