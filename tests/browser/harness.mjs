@@ -39,11 +39,13 @@ export async function launch({ webgpu = true } = {}) {
   return chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args, headless: true });
 }
 
-/** The native CLI's greedy text for `prompt` (the reference the page must reproduce). */
-export function cliGreedy(prompt, maxTokens, { chat = false, model = null } = {}) {
+/** The native CLI's greedy text for `prompt` (the reference the page must reproduce), on the
+ * CLI's default backend or `backend` ('reference': the exact f32 pass, no GPU needed). */
+export function cliGreedy(prompt, maxTokens, { chat = false, model = null, backend = null } = {}) {
   const args = ['generate', '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'];
   if (chat) args.push('--chat');
   if (model) args.push('--model', model);
+  if (backend) args.push('--backend', backend);
   const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   return JSON.parse(out.trim().split('\n').at(-1)).summary;
 }

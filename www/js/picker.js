@@ -81,11 +81,11 @@ async function headOf(e, want) {
 /** inspectModel on the header of `e` at `context` tokens. A stored model of unknown header size
  * is read in growing prefixes until its header parses (or the whole file has been tried). */
 async function inspect(e, context) {
-  const options = { ...loadOptions(), file_bytes: e.bytes };
-  if (e.headerBytes) return session.wasm.inspectModel(await headOf(e, e.headerBytes), context, options);
+  const options = { ...loadOptions(session.backend), file_bytes: e.bytes };
+  if (e.headerBytes) return session.worker.inspectModel(await headOf(e, e.headerBytes), context, options);
   for (let want = Math.min(e.bytes, 8 << 20); ; want = Math.min(e.bytes, want * 4)) {
     try {
-      return session.wasm.inspectModel(await headOf(e, want), context, options);
+      return session.worker.inspectModel(await headOf(e, want), context, options);
     } catch (err) {
       if (want >= e.bytes) throw err;
     }
@@ -140,7 +140,7 @@ export async function showPlan() {
     return;
   }
   plan.dataset.file = e.file;
-  if (!session.wasm) {
+  if (!session.backend) {
     plan.dataset.state = 'waiting';
     plan.textContent = `${e.name}: file ${mb(e.bytes)} MB. What it needs shows once the engine has started.`;
     return;
