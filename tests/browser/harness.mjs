@@ -123,27 +123,29 @@ export function cliIds(prompt, maxTokens, { flaw = null } = {}) {
   return { ids: lines.filter((l) => 'id' in l).map((l) => l.id), summary: lines.at(-1).summary };
 }
 
-/** Makes every page of `context` record the engine's token events as the engine delivers them,
- * before the page sees them: `window.__tokenEvents` gets a copy of each, with `flaw` (the run's
- * flaw option, or "none"). An independent read of what the page shows. */
+/** Makes every page of `context` record the engine's token events as the engine worker sends
+ * them, before the page sees them: `window.__tokenEvents` gets a copy of each, with `flaw` (the
+ * run's flaw option, or "none"). An independent read of what the page shows. */
 export async function recordTokenEvents(context) {
   await context.addInitScript(() => {
     window.__tokenEvents = [];
-    addEventListener('TrunkApplicationStarted', () => {
-      const proto = window.wasmBindings.WebEngine.prototype;
-      for (const method of ['complete', 'chat', 'step']) {
-        const call = proto[method];
-        proto[method] = function (...args) {
-          const onToken = args.at(-1);
-          const flaw = (args.at(-2) && args.at(-2).flaw) || 'none';
-          args[args.length - 1] = (ev) => {
-            window.__tokenEvents.push({ ...JSON.parse(JSON.stringify(ev)), flaw });
-            return onToken(ev);
-          };
-          return call.apply(this, args);
+    const PageWorker = window.Worker;
+    window.Worker = class extends PageWorker {
+      constructor(...args) {
+        super(...args);
+        // Call id → the flaw its options ask for, for each run that streams tokens.
+        const runs = new Map();
+        const post = this.postMessage.bind(this);
+        this.postMessage = (msg, transfer) => {
+          if (msg && ['complete', 'chat', 'step'].includes(msg.op)) runs.set(msg.id, (msg.args.options && msg.args.options.flaw) || 'none');
+          return post(msg, transfer);
         };
+        // Registered before the page's own onmessage, so it sees each event first.
+        this.addEventListener('message', ({ data }) => {
+          if (data && data.event && runs.has(data.id)) window.__tokenEvents.push({ ...data.event, flaw: runs.get(data.id) });
+        });
       }
-    });
+    };
   });
 }
 
