@@ -37,7 +37,8 @@ export function runBench() {
   return runExclusive(async () => {
     section.hidden = false;
     section.dataset.state = 'running';
-    $('bench-status').textContent = `Running: ${promptTokens}-token prompt, ${genTokens} decode steps at each of contexts ${contexts.join(', ')}…`;
+    const argmaxNote = params.get('gpu_argmax') === '1' && !gpuArgmax ? ' (gpu_argmax=1 is ignored: the CPU backend picks every token on the CPU)' : '';
+    $('bench-status').textContent = `Running: ${promptTokens}-token prompt, ${genTokens} decode steps at each of contexts ${contexts.join(', ')}${argmaxNote}…`;
     try {
       const r = await engine.bench(promptTokens, genTokens, gpuArgmax, contexts);
       window.kvscopeBench = r;
