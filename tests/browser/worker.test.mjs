@@ -16,6 +16,8 @@ test('on SwiftShader the page chooses the CPU and says why; ?backend=gpu gets th
   assert.equal(b.reason, 'software');
   assert.match(b.text, /the only WebGPU adapter is software \(.*swiftshader.*\), slower than the CPU path here/i);
   assert.match(await page.textContent('#status'), /^Ready: .* on cpu$/);
+  assert.match(await page.textContent('#model-info'), /MB of wasm memory/);
+  assert.match(await page.textContent('#kv-bytes'), /in wasm memory \(the CPU backend\), not GPU memory/);
   await page.close();
 
   const gpu = await openSite(site.browser, site.server.url, '?backend=gpu');
@@ -24,7 +26,8 @@ test('on SwiftShader the page chooses the CPU and says why; ?backend=gpu gets th
   assert.equal(g.reason, 'requested');
   assert.match(g.text, /chosen by \?backend=gpu/);
   assert.match(await gpu.textContent('#status'), /^Ready: .* on gpu: /);
-  assert.match(await gpu.textContent('#model-info'), /GPU memory/);
+  assert.match(await gpu.textContent('#model-info'), /MB of GPU memory/);
+  assert.match(await gpu.textContent('#kv-bytes'), /allocated in GPU memory/);
   await gpu.close();
 });
 

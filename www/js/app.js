@@ -70,7 +70,7 @@ async function main() {
   session.worker = new EngineWorker();
   let requested = params.get('backend');
   if (requested && !BACKENDS.includes(requested)) {
-    showError(`The address asks for ?backend=${requested}, which is none of ${BACKENDS.join(', ')}: the page chooses instead.`, { name: 'Option' });
+    showError(`The address asks for ?backend=${requested}, which is none of ${BACKENDS.join(', ')}: the page chooses instead.`, { name: 'InvalidInput' });
     requested = null;
   }
   let hello;

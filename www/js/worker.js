@@ -40,7 +40,7 @@ async function chooseBackend(requested) {
 
 function engine(handle) {
   const e = engines.get(handle);
-  if (!e) throw Object.assign(new Error('this engine was freed'), { name: 'Option' });
+  if (!e) throw Object.assign(new Error('this engine was freed'), { name: 'InvalidInput' });
   return e;
 }
 
