@@ -1,7 +1,8 @@
-// Runs the page's benchmark (?bench=1) in headless Chromium on WebGPU (SwiftShader here, the
-// GPU where Chromium has one) and writes the report as JSON.
+// Runs the page's benchmark (?bench=1) in headless Chromium, on WebGPU (SwiftShader here, the
+// GPU where Chromium has one) unless --backend cpu, and writes the report as JSON.
 //   npm run bench:browser -- [--prompt-tokens 64] [--gen-tokens 8] [--contexts 0,256]
 //                            [--gpu-argmax 0|1] [--rows M,N] [--model models/FILE.gguf]
+//                            [--backend gpu|cpu|auto (the page's own choice)]
 //                            [--out bench/out/browser.json]
 // As in `kvscope bench`, the GPU argmax is off unless --gpu-argmax 1.
 // Needs the built site in dist/ (`trunk build --release`) and the model in dist/models/.
@@ -15,6 +16,7 @@ const { values } = parseArgs({
     'prompt-tokens': { type: 'string', default: '64' },
     'gen-tokens': { type: 'string', default: '8' },
     'gpu-argmax': { type: 'string', default: '0' },
+    backend: { type: 'string', default: 'gpu' },
     contexts: { type: 'string', default: '0,256' },
     rows: { type: 'string' },
     model: { type: 'string' },
@@ -33,7 +35,7 @@ try {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   const query = `?bench=1&prompt_tokens=${values['prompt-tokens']}&gen_tokens=${values['gen-tokens']}&gpu_argmax=${values['gpu-argmax']}&contexts=${values.contexts}` +
-    (values.rows ? `&rows=${values.rows}` : '') + (values.model ? `&model=${encodeURIComponent(values.model)}` : '');
+    (values.backend !== 'auto' ? `&backend=${values.backend}` : '') + (values.rows ? `&rows=${values.rows}` : '') + (values.model ? `&model=${encodeURIComponent(values.model)}` : '');
   await page.goto(site.url + query);
   await page.waitForFunction(() => {
     const s = document.getElementById('bench').dataset.state;

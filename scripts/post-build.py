@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Trunk post-build hook, on the staging dir (TRUNK_STAGING_DIR):
 
-0. renames the page's modules (js/, copied from www/js/) to js-<hash of their names and contents>/
+0. points the engine worker (js/worker.js) at this build's wasm-bindgen glue, kvscope-<hash>.js
+   (Trunk injects no start-up script: the worker alone instantiates the wasm module); renames the page's modules (js/, copied from www/js/) to js-<hash of their names and contents>/
    and points index.html's entry script there, so that a page of one build never runs modules of
-   another from a cache (the service worker's or the browser's); their relative imports still hold;
+   another from a cache (the service worker's or the browser's); their relative imports still hold.
+   js/kvscope.js stays, as a one-line module that re-exports this build's JavaScript API, so that
+   other pages import it from an address that does not change;
 1. writes sw.js from www/sw.js with the app shell (every built file except models/) and a version
    hashed from their names and contents, so a new build replaces the old cache cleanly;
-2. adds a Content-Security-Policy to index.html that allows only the site itself, wasm
-   compilation, and (by its sha256) the one inline script Trunk writes to start the wasm module;
+2. adds a Content-Security-Policy to index.html that allows only the site itself (its engine
+   worker included), wasm compilation, and (by their sha256) any inline scripts;
 3. writes models/manifest.json, the models the site ships (every models/*.gguf): file, name (the
    GGUF's general.name), bytes, header_bytes (where the tensor data starts: the page fetches only
    that much to show what a model needs before loading it) and sha256; it is part of the app shell.
@@ -36,18 +39,38 @@ def tree_digest(base, files):
     return digest.hexdigest()[:16]
 
 
+def replace_once(text, old, new, where):
+    if text.count(old) != 1:
+        raise SystemExit(f"post-build: {where} must contain exactly one {old}")
+    return text.replace(old, new)
+
+
 modules = stage / "js"
+worker = modules / "worker.js"
+glues = [p for p in stage.glob("kvscope-*.js") if re.fullmatch(r"kvscope-[0-9a-f]+\.js", p.name)]
+if len(glues) != 1 or not worker.is_file():
+    raise SystemExit(f"post-build: expected one wasm-bindgen glue kvscope-<hash>.js (found {len(glues)}) and js/worker.js")
+glue_wasm = glues[0].name.removesuffix(".js") + "_bg.wasm"
+if not (stage / glue_wasm).is_file():
+    raise SystemExit(f"post-build: {glue_wasm} is missing")
+text = replace_once(worker.read_text(), "'../kvscope.js'", f"'../{glues[0].name}'", "js/worker.js")
+worker.write_text(replace_once(text, "'../kvscope_bg.wasm'", f"'../{glue_wasm}'", "js/worker.js"))
+# Trunk leaves the (inert) rust link in the page when it injects no start-up script.
+html = re.sub(r'<link[^>]*\brel="rust"[^>]*>\s*', "", html)
+
 entry = 'src="js/app.js"'
 if html.count(entry) != 1 or not (modules / "app.js").is_file():
     raise SystemExit(f"post-build: index.html must load the page's modules with exactly one {entry}")
 hashed = f"js-{tree_digest(modules, sorted(p for p in modules.rglob('*') if p.is_file()))}"
 modules.rename(stage / hashed)
 html = html.replace(entry, f'src="{hashed}/app.js"')
+modules.mkdir()
+(modules / "kvscope.js").write_text(f"// This build's JavaScript API (README: \"The JavaScript API\").\nexport * from '../{hashed}/kvscope.js';\n")
 inline = re.findall(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", html, flags=re.S)
 hashes = " ".join("'sha256-" + base64.b64encode(hashlib.sha256(s.encode()).digest()).decode() + "'" for s in inline)
 csp = (
     "default-src 'self'; "
-    f"script-src 'self' 'wasm-unsafe-eval' {hashes}; "
+    f"script-src 'self' 'wasm-unsafe-eval'{' ' + hashes if hashes else ''}; "
     "style-src 'self'; img-src 'self'; connect-src 'self'; worker-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'none'"
 )

@@ -11,8 +11,13 @@ pub fn now_ms() -> f64 {
 
 #[cfg(target_arch = "wasm32")]
 pub fn now_ms() -> f64 {
+    // `performance` of whichever global this runs in: the page's Window or a worker's scope.
     use wasm_bindgen::JsCast;
-    js_sys::global().dyn_into::<web_sys::Window>().ok().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or_else(js_sys::Date::now)
+    js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+        .ok()
+        .and_then(|p| p.dyn_into::<web_sys::Performance>().ok())
+        .map(|p| p.now())
+        .unwrap_or_else(js_sys::Date::now)
 }
 
 /// Lets the event loop run (natively: nothing). The CPU backend computes without awaiting

@@ -110,9 +110,12 @@ impl GpuContext {
             })
             .await
             .map_err(|e| {
-                Error::NoAdapter(format!(
-                    "{e}. Natively, install a Vulkan, Metal or DX12 driver (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers` for lavapipe); in a browser, use one with WebGPU enabled"
-                ))
+                let advice = if cfg!(target_arch = "wasm32") {
+                    "This browser has no usable WebGPU adapter: use Chrome or Edge 113+ (Windows, macOS, ChromeOS; Android 121+), Chrome on Linux with chrome://flags/#enable-unsafe-webgpu, Firefox 141+ on Windows or Safari 26, with hardware acceleration on"
+                } else {
+                    "Install a Vulkan, Metal or DX12 driver (on Debian/Ubuntu without a GPU: `apt-get install mesa-vulkan-drivers` for lavapipe)"
+                };
+                Error::NoAdapter(format!("{e}. {advice}"))
             })?;
         let info = adapter.get_info();
         let limits = adapter.limits();

@@ -15,7 +15,7 @@ test('?bench=1 reports prefill, decode and per-token costs like the CLI', { time
     ['bench', '--prompt-tokens', String(args.prompt), '--gen-tokens', String(args.gen), '--contexts', args.contexts, '--gpu-argmax', '--json'],
     { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
 
-  const q = `?bench=1&prompt_tokens=${args.prompt}&gen_tokens=${args.gen}&contexts=${args.contexts}&gpu_argmax=1`;
+  const q = `?backend=gpu&bench=1&prompt_tokens=${args.prompt}&gen_tokens=${args.gen}&contexts=${args.contexts}&gpu_argmax=1`;
   const page = await openSite(site.browser, site.server.url, q, { wait: false });
   await page.waitForFunction(() => ['done', 'error'].includes(document.getElementById('bench').dataset.state), null, { timeout: 840_000 });
   const r = await page.evaluate(() => ({ state: document.getElementById('bench').dataset.state, report: window.kvscopeBench,

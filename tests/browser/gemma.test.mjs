@@ -12,7 +12,7 @@ const MODEL = 'www/models/gemma-3-270m-q4_k_m.gguf';
 test('Gemma 3 generates the CLI greedy text; no Chat; rings in the cache view', { timeout: 900_000 }, async () => {
   const prompt = 'The capital of France is';
   const want = cliGreedy(prompt, 3, { model: MODEL });
-  const q = `?model=models/gemma-3-270m-q4_k_m.gguf&prompt=${encodeURIComponent(prompt)}&max_tokens=3&greedy=1&autostart=1`;
+  const q = `?backend=gpu&model=models/gemma-3-270m-q4_k_m.gguf&prompt=${encodeURIComponent(prompt)}&max_tokens=3&greedy=1&autostart=1`;
   const page = await openSite(site.browser, site.server.url, q, { wait: false });
   const r = await finished(page);
   assert.equal(r.error, '');

@@ -39,11 +39,13 @@ export async function launch({ webgpu = true } = {}) {
   return chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args, headless: true });
 }
 
-/** The native CLI's greedy text for `prompt` (the reference the page must reproduce). */
-export function cliGreedy(prompt, maxTokens, { chat = false, model = null } = {}) {
+/** The native CLI's greedy text for `prompt` (the reference the page must reproduce), on the
+ * CLI's default backend or `backend` ('reference': the exact f32 pass, no GPU needed). */
+export function cliGreedy(prompt, maxTokens, { chat = false, model = null, backend = null } = {}) {
   const args = ['generate', '--prompt', prompt, '--max-tokens', String(maxTokens), '--json'];
   if (chat) args.push('--chat');
   if (model) args.push('--model', model);
+  if (backend) args.push('--backend', backend);
   const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
   return JSON.parse(out.trim().split('\n').at(-1)).summary;
 }
@@ -121,27 +123,29 @@ export function cliIds(prompt, maxTokens, { flaw = null } = {}) {
   return { ids: lines.filter((l) => 'id' in l).map((l) => l.id), summary: lines.at(-1).summary };
 }
 
-/** Makes every page of `context` record the engine's token events as the engine delivers them,
- * before the page sees them: `window.__tokenEvents` gets a copy of each, with `flaw` (the run's
- * flaw option, or "none"). An independent read of what the page shows. */
+/** Makes every page of `context` record the engine's token events as the engine worker sends
+ * them, before the page sees them: `window.__tokenEvents` gets a copy of each, with `flaw` (the
+ * run's flaw option, or "none"). An independent read of what the page shows. */
 export async function recordTokenEvents(context) {
   await context.addInitScript(() => {
     window.__tokenEvents = [];
-    addEventListener('TrunkApplicationStarted', () => {
-      const proto = window.wasmBindings.WebEngine.prototype;
-      for (const method of ['complete', 'chat', 'step']) {
-        const call = proto[method];
-        proto[method] = function (...args) {
-          const onToken = args.at(-1);
-          const flaw = (args.at(-2) && args.at(-2).flaw) || 'none';
-          args[args.length - 1] = (ev) => {
-            window.__tokenEvents.push({ ...JSON.parse(JSON.stringify(ev)), flaw });
-            return onToken(ev);
-          };
-          return call.apply(this, args);
+    const PageWorker = window.Worker;
+    window.Worker = class extends PageWorker {
+      constructor(...args) {
+        super(...args);
+        // Call id → the flaw its options ask for, for each run that streams tokens.
+        const runs = new Map();
+        const post = this.postMessage.bind(this);
+        this.postMessage = (msg, transfer) => {
+          if (msg && ['complete', 'chat', 'step'].includes(msg.op)) runs.set(msg.id, (msg.args.options && msg.args.options.flaw) || 'none');
+          return post(msg, transfer);
         };
+        // Registered before the page's own onmessage, so it sees each event first.
+        this.addEventListener('message', ({ data }) => {
+          if (data && data.event && runs.has(data.id)) window.__tokenEvents.push({ ...data.event, flaw: runs.get(data.id) });
+        });
       }
-    });
+    };
   });
 }
 

@@ -13,7 +13,8 @@ const PROMPTS = ['The capital of France is', 'Once upon a time, in a small villa
 test('greedy text equals the CLI for two prompts, from a link and from the form', { timeout: 900_000 }, async () => {
   const want = PROMPTS.map((p) => cliGreedy(p, 16));
   // First prompt: a link that reproduces a run.
-  const q = `?prompt=${encodeURIComponent(PROMPTS[0])}&max_tokens=16&greedy=1&autostart=1`;
+  // On the GPU (SwiftShader): the page's other tests run on the backend it chooses, the CPU.
+  const q = `?backend=gpu&prompt=${encodeURIComponent(PROMPTS[0])}&max_tokens=16&greedy=1&autostart=1`;
   const page = await openSite(site.browser, site.server.url, q, { wait: false });
   let r = await finished(page);
   assert.equal(r.error, '');

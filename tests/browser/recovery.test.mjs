@@ -7,7 +7,7 @@ import { useSite, openGuarded, ready, finished, generate, screenshot } from './h
 const site = useSite();
 
 test('a lost GPU device shows a message and a reload button; the conversation is kept', { timeout: 600_000 }, async () => {
-  const { context, page } = await openGuarded(site.browser, site.server.url);
+  const { context, page } = await openGuarded(site.browser, site.server.url, '?backend=gpu');
   try {
     await page.check('#chat');
     assert.equal((await generate(page, 'hi', 2)).error, '');

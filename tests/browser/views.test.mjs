@@ -177,7 +177,7 @@ test('each flaw, from a link: its text differs from the correct run\'s where the
       assert.equal(step, parting(correct.ids, cli.ids), `${flaw}: the CLI's texts part at the same step`);
       assert.ok(step >= 2, 'the prompt is prefilled correctly, so the first token is the same');
       const why = await page.textContent('#flaw-why');
-      const want = (await page.evaluate(() => window.wasmBindings.flaws())).find((f) => f.name === flaw).why;
+      const want = (await page.evaluate(() => window.kvscopeDebug.flaws())).find((f) => f.name === flaw).why;
       assert.ok(why.includes(want), why);
       for (const id of ['output', 'flaw-output']) assert.equal(await page.locator(`#${id} mark.parted`).count(), 1, `#${id} marks where the texts part`);
       console.log(`# ${flaw}: parts at step ${step}: ${JSON.stringify(r.text)} → ${JSON.stringify(flawedText)}`);

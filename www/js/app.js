@@ -1,10 +1,11 @@
-// kvscope page: loads a GGUF model into the wasm engine (WebGPU), streams tokens into the page,
-// and keeps the element ids and data attributes documented in the README stable for automation.
-// This module wires the page together and starts it.
+// kvscope page: loads a GGUF model into the engine (a worker running the wasm module on WebGPU
+// or the CPU), streams tokens into the page, and keeps the element ids and data attributes
+// documented in the README stable for automation. This module wires the page together and starts
+// it.
 import { $ } from './dom.js';
 import { params, DEFAULT_MODEL } from './settings.js';
 import { session, inside, updateButtons } from './session.js';
-import { status, showError, showFailure, messageOf, guarded, report, showUnhandledRejections } from './feedback.js';
+import { status, showError, guarded, report, showUnhandledRejections } from './feedback.js';
 import { loadModel, reloadEngine, keepLocal } from './loading.js';
 import { generate, stepOnce, stop, reset } from './generation.js';
 import { setupFlaws } from './flaw.js';
@@ -12,12 +13,11 @@ import { showModels } from './models-panel.js';
 import { setupPicker, showPlan } from './picker.js';
 import { runBench } from './bench.js';
 import { store } from './store.js';
+import { EngineWorker } from './remote.js';
+import { showBackend } from './backend.js';
 
-/** The wasm module's exports, once Trunk's loader has started it. */
-function bindings() {
-  if (window.wasmBindings) return Promise.resolve(window.wasmBindings);
-  return new Promise((resolve) => addEventListener('TrunkApplicationStarted', () => resolve(window.wasmBindings), { once: true }));
-}
+/** What ?backend= may ask for. */
+const BACKENDS = ['gpu', 'cpu', 'reference'];
 
 function wire() {
   const on = (id, type, fn) => $(id).addEventListener(type, guarded(fn));
@@ -66,22 +66,25 @@ async function main() {
   report(showModels());
   const picking = report(setupPicker(url));
 
-  if (!navigator.gpu) {
-    status('WebGPU is not available.');
-    showError('This browser has no WebGPU (navigator.gpu is missing). Use a current Chrome or Edge, or enable WebGPU in ' +
-      "your browser's settings; the page must be served from https:// or from localhost.");
-    return;
+  status('Starting the engine…');
+  session.worker = new EngineWorker();
+  let requested = params.get('backend');
+  if (requested && !BACKENDS.includes(requested)) {
+    showError(`The address asks for ?backend=${requested}, which is none of ${BACKENDS.join(', ')}: the page chooses instead.`, { name: 'InvalidInput' });
+    requested = null;
   }
-  status('Loading the engine…');
-  session.wasm = await bindings();
-  setupFlaws(session.wasm);
+  let hello;
   try {
-    status(`GPU: ${await session.wasm.adapterInfo()}`);
+    hello = await session.worker.hello(requested);
   } catch (e) {
-    status('No usable GPU.');
-    showFailure(e, `WebGPU found no usable GPU adapter: ${messageOf(e)}. Check that hardware acceleration is on in your browser's settings.`);
-    return;
+    status('The engine did not start.');
+    throw e;
   }
+  const { flaws, choice } = hello;
+  session.backend = choice.backend;
+  session.flaws = flaws;
+  showBackend(choice);
+  setupFlaws(flaws);
   await loadModel({ url });
   // The picker shows what the chosen model needs (read from its header, stored by now).
   await picking;
@@ -91,9 +94,10 @@ async function main() {
 }
 
 // For tests: loseDevice() destroys the GPU device as a driver reset would (recovery);
-// attentionMatrix() is the attention matrix on show, {layer, head, rows}.
+// attentionMatrix() is the attention matrix on show, {layer, head, rows}; flaws() the engine's.
 window.kvscopeDebug = {
   loseDevice: () => session.engine && session.engine.loseDevice(),
+  flaws: () => session.flaws,
   attentionMatrix: () => inside.matrixView(),
 };
 

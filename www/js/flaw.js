@@ -8,9 +8,9 @@ import { params } from './settings.js';
 const WHY = new Map();
 
 /** Fills #flaw from the engine's flaws and applies ?flaw=NAME. */
-export function setupFlaws(wasm) {
+export function setupFlaws(flaws) {
   const select = $('flaw');
-  for (const f of wasm.flaws()) {
+  for (const f of flaws) {
     WHY.set(f.name, f.why);
     select.append(new Option(f.name, f.name));
   }

@@ -126,7 +126,7 @@ export function stepOnce() {
     const summary = before === 0 ? await engine.complete($('prompt').value, opts, onToken) : await engine.step(opts, onToken);
     const after = engine.state().cached_tokens;
     inside.finish(after);
-    if (last) inside.renderStep(last, before, after, engine.peek(1)[0]);
+    if (last) inside.renderStep(last, before, after, (await engine.peek(1))[0]);
     updateStats({ summary, cached: after, context });
     status(before === 0 ? `Prefilled the prompt and took the first step: ${after} rows cached.` : `One step: ${before} → ${after} cached rows.`);
   });
@@ -140,10 +140,10 @@ export function stop() {
 }
 
 /** Empties the KV cache and the conversation. */
-export function reset() {
+export async function reset() {
   const { engine } = session;
   if (!engine || session.busy) return;
-  engine.reset();
+  await runExclusive(() => engine.reset());
   session.messages = [];
   renderTranscript();
   $('output').textContent = '';

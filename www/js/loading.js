@@ -94,12 +94,15 @@ async function modelBytes(src, name, signal) {
   return { bytes, from: 'network' };
 }
 
-/** Shows the model's name, size and the GPU memory it needs (for the cache type it will get)
- * before anything is uploaded. */
+/** Where the weights and the KV cache live on the chosen backend. */
+export const memoryName = () => (session.backend === 'gpu' ? 'GPU memory' : 'wasm memory');
+
+/** Shows the model's name, size and the memory it needs (for the cache type it will get) before
+ * anything is uploaded. */
 function showModelInfo(info, from) {
   const infoEl = $('model-info');
   const need = info.weights_bytes + info.kv_cache_bytes;
-  infoEl.textContent = `${info.name} · file ${mb(info.file_bytes)} MB (from ${from}) · needs ${mb(need)} MB of GPU memory ` +
+  infoEl.textContent = `${info.name} · file ${mb(info.file_bytes)} MB (from ${from}) · needs ${mb(need)} MB of ${memoryName()} ` +
     `(weights ${mb(info.weights_bytes)} MB + ${info.kv_type} KV cache ${mb(info.kv_cache_bytes)} MB for ${info.context} tokens)`;
   infoEl.dataset.fileBytes = String(info.file_bytes);
   infoEl.dataset.loadSource = from;
@@ -120,26 +123,28 @@ export function loadModel(src, { keepConversation = false } = {}) {
     status(`Loading ${name}…`);
     const started = performance.now();
     try {
-      let { bytes, from } = await modelBytes(src, name, abort.signal);
-      const options = loadOptions();
+      const { bytes, from } = await modelBytes(src, name, abort.signal);
+      const options = loadOptions(session.backend);
       const context = contextTokens();
-      const info = session.wasm.inspectModel(bytes, context, options);
-      const infoEl = showModelInfo(info, from);
-      status(`Uploading ${info.name} to the GPU…`);
-      $('cancel').disabled = true;
-      const next = await session.wasm.WebEngine.load(bytes, context, options);
-      bytes = null;
-      if (session.engine) session.engine.free();
+      let infoEl = null;
+      // The bytes move to the engine's worker: the page keeps no copy.
+      const next = await session.worker.load(bytes, context, options, (info) => {
+        infoEl = showModelInfo(info, from);
+        status(session.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
+        $('cancel').disabled = true;
+      });
+      if (session.engine) session.engine.free().catch((e) => console.warn('freeing the previous engine:', e));
       session.engine = next;
       session.source = src;
       if (!keepConversation) {
         session.messages = [];
         renderTranscript();
       }
-      const peak = session.wasm.wasmMemoryBytes();
+      const peak = next.loadedWasmBytes;
       infoEl.dataset.wasmPeakBytes = String(peak);
       infoEl.dataset.loadMs = (performance.now() - started).toFixed(0);
-      infoEl.append(` · wasm memory ${mb(peak)} MB (the file stays outside it) · ready in ${(infoEl.dataset.loadMs / 1000).toFixed(1)} s`);
+      const outside = session.backend === 'gpu' ? ' (the file stays outside it)' : '';
+      infoEl.append(` · wasm memory ${mb(peak)} MB${outside} · ready in ${(infoEl.dataset.loadMs / 1000).toFixed(1)} s`);
       $('keep').hidden = !src.file;
       const st = next.state();
       session.chatTemplate = st.chat_template;
@@ -164,7 +169,7 @@ export function loadModel(src, { keepConversation = false } = {}) {
 export async function reloadEngine() {
   if (session.busy || !session.source) return;
   if (session.engine) {
-    session.engine.free();
+    await session.engine.free().catch((e) => console.warn('freeing the engine:', e));
     session.engine = null;
   }
   await loadModel(session.source, { keepConversation: true });

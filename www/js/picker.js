@@ -9,7 +9,7 @@ import { session } from './session.js';
 import { store, readPrefix } from './store.js';
 import { guarded, messageOf, report } from './feedback.js';
 import { loadManifest, shipped } from './manifest.js';
-import { loadModel, loadStored } from './loading.js';
+import { loadModel, loadStored, memoryName } from './loading.js';
 
 /** The picker's entries by option value: {value, name, bytes, url | key, local, headerBytes, stored}. */
 let entries = new Map();
@@ -81,11 +81,11 @@ async function headOf(e, want) {
 /** inspectModel on the header of `e` at `context` tokens. A stored model of unknown header size
  * is read in growing prefixes until its header parses (or the whole file has been tried). */
 async function inspect(e, context) {
-  const options = { ...loadOptions(), file_bytes: e.bytes };
-  if (e.headerBytes) return session.wasm.inspectModel(await headOf(e, e.headerBytes), context, options);
+  const options = { ...loadOptions(session.backend), file_bytes: e.bytes };
+  if (e.headerBytes) return session.worker.inspectModel(await headOf(e, e.headerBytes), context, options);
   for (let want = Math.min(e.bytes, 8 << 20); ; want = Math.min(e.bytes, want * 4)) {
     try {
-      return session.wasm.inspectModel(await headOf(e, want), context, options);
+      return session.worker.inspectModel(await headOf(e, want), context, options);
     } catch (err) {
       if (want >= e.bytes) throw err;
     }
@@ -100,7 +100,7 @@ export function describe(info) {
   const lines = [
     `${info.name} · ${c.arch} · ${c.n_layers} layers · ${c.n_heads} query heads sharing ${c.n_kv_heads} KV heads × ${c.head_dim} dims · ` +
       `vocabulary ${count(c.vocab_size)} tokens`,
-    `Needs ${mb(total)} MB of GPU memory: weights ${mb(info.weights_bytes)} MB + ${info.kv_type} KV cache ${mb(info.kv_cache_bytes)} MB ` +
+    `Needs ${mb(total)} MB of ${memoryName()}: weights ${mb(info.weights_bytes)} MB + ${info.kv_type} KV cache ${mb(info.kv_cache_bytes)} MB ` +
       `for ${count(info.context)} tokens${info.context > c.train_context ? ` (trained for ${count(c.train_context)})` : ''}; file ${mb(info.file_bytes)} MB.`,
   ];
   if (rings.length) {
@@ -140,7 +140,7 @@ export async function showPlan() {
     return;
   }
   plan.dataset.file = e.file;
-  if (!session.wasm) {
+  if (!session.backend) {
     plan.dataset.state = 'waiting';
     plan.textContent = `${e.name}: file ${mb(e.bytes)} MB. What it needs shows once the engine has started.`;
     return;

@@ -4,9 +4,13 @@ import { $ } from './dom.js';
 import { Inside } from './viz.js';
 
 export const session = {
-  /** The wasm module's exports, once Trunk's loader has started it. */
-  wasm: null,
-  /** The loaded WebEngine, or null. */
+  /** The engine's worker (remote.js EngineWorker), once started. */
+  worker: null,
+  /** The backend the worker chose (or ?backend= asked for): 'gpu', 'cpu' or 'reference'. */
+  backend: null,
+  /** The engine's teaching flaws, [{name, why}]. */
+  flaws: [],
+  /** The loaded engine (remote.js RemoteEngine), or null. */
   engine: null,
   /** What the engine was loaded from, {url} or {file}, for "Reload engine". */
   source: null,

@@ -17,10 +17,12 @@ export function contextTokens() {
 /** Published hashes of models the site ships, checked after every download. */
 export const KNOWN_SHA256 = { 'SmolLM2-135M-Instruct.Q4_1.gguf': 'b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53' };
 
-/** Options for `inspectModel` and `WebEngine.load`. ?rows=M,N: weight rows per invocation of the
- * mat-vec and mat-mul kernels (default: by adapter). ?kv=f16: an f16 KV cache (half the memory). */
-export function loadOptions() {
+/** Options for `inspectModel` and `WebEngine.load`: the backend the worker chose, and ?rows=M,N:
+ * weight rows per invocation of the mat-vec and mat-mul kernels (default: by adapter);
+ * ?kv=f16: an f16 KV cache (half the memory). */
+export function loadOptions(backend) {
   const o = {};
+  if (backend) o.backend = backend;
   if (params.has('rows')) o.rows = params.get('rows').split(',').map(Number);
   if (params.get('kv') === 'f16') o.kv_f16 = true;
   return o;

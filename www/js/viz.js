@@ -248,8 +248,11 @@ export class Inside {
     const perLayerTok = perRow / 2;
     const held = (l) => Math.min(cached, l.rows);
     const full = layout.find((l) => !l.ring);
+    // engine.state().backend: "cpu", "reference" or "gpu: <adapter>".
+    const where = m.backend.startsWith('gpu') ? 'in GPU memory' : 'in wasm memory (the CPU backend), not GPU memory';
+    view.dataset.memory = m.backend.startsWith('gpu') ? 'gpu' : 'wasm';
     const parts = [
-      `${cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ${fmtBytes(m.kv_bytes_allocated)} allocated`,
+      `${cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ${fmtBytes(m.kv_bytes_allocated)} allocated ${where}`,
     ];
     if (full) parts.push(`per ${rings.length ? 'full-attention ' : ''}layer: K ${fmtBytes(perLayerTok * held(full))}, V ${fmtBytes(perLayerTok * held(full))} of ${fmtBytes(perLayerTok * full.rows)} each`);
     if (rings.length) parts.push(`per sliding-window layer: K ${fmtBytes(perLayerTok * held(rings[0]))}, V ${fmtBytes(perLayerTok * held(rings[0]))} of ${fmtBytes(perLayerTok * rings[0].rows)} each (a ring of ${rings[0].rows} rows)`);
