@@ -162,6 +162,9 @@ struct Layer {
     post_ffw_norm: Option<Vec<f32>>,  // [d]
 }
 
+/// Positions by which the CPU cache grows.
+pub const CACHE_STEP: usize = 256;
+
 /// How a `CpuModel` keeps its matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weights {
@@ -183,8 +186,8 @@ pub struct CpuModel {
     layers: Vec<Layer>,
     output_norm: Vec<f32>, // [d]
     output: Option<Matrix>, // [V × d]; None: tied to token_embd
-    k_cache: Vec<Vec<f32>>, // per layer [T × kv]
-    v_cache: Vec<Vec<f32>>, // per layer [T × kv]
+    k_cache: Vec<Vec<f32>>, // per layer [rows × kv], rows ≤ T growing in steps of CACHE_STEP
+    v_cache: Vec<Vec<f32>>, // per layer [rows × kv]
     /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores them.
     pub kv_type: KvType,
     rope_freqs: Vec<f32>, // [d_h/2] or empty
@@ -281,8 +284,8 @@ impl CpuModel {
             output,
             rope_freqs: rope_factors(g, cfg, src)?,
             layers,
-            k_cache: vec![vec![0.0; context * kv]; cfg.n_layers],
-            v_cache: vec![vec![0.0; context * kv]; cfg.n_layers],
+            k_cache: vec![Vec::new(); cfg.n_layers],
+            v_cache: vec![Vec::new(); cfg.n_layers],
             x: vec![0.0; b * d],
             xb: vec![0.0; b * d],
             xb2: vec![0.0; b * d],
@@ -316,9 +319,24 @@ impl CpuModel {
             + self.output.as_ref().map_or(0, Matrix::bytes)
     }
 
-    /// Bytes of the KV cache (f32 values, every position of every layer).
+    /// Bytes of KV cache allocated so far (f32 values).
     pub fn kv_bytes(&self) -> usize {
         self.k_cache.iter().chain(&self.v_cache).map(|c| c.len() * 4).sum()
+    }
+
+    /// Makes room for cache rows 0..rows: the cache grows with the text, CACHE_STEP positions at
+    /// a time (up to the context), so that memory follows the positions used rather than the
+    /// context allowed.
+    fn grow(&mut self, rows: usize) {
+        let kv = self.cfg.kv_dim();
+        if self.k_cache.first().is_some_and(|c| c.len() >= rows * kv) {
+            return;
+        }
+        let len = rows.next_multiple_of(CACHE_STEP).min(self.context) * kv;
+        for c in self.k_cache.iter_mut().chain(&mut self.v_cache) {
+            c.reserve_exact(len - c.len());
+            c.resize(len, 0.0);
+        }
     }
 
     /// Runs `tokens` at positions start, start + 1, …: writes their K and V into those cache
@@ -329,6 +347,7 @@ impl CpuModel {
     pub fn forward(&mut self, tokens: &[u32], start: usize, want_logits: bool, flaw: Flaw) {
         let n = tokens.len();
         assert!(n <= self.batch, "forward: {n} tokens in one call, at most {}", self.batch);
+        self.grow(start + n);
         let c = &self.cfg;
         let (d, kv, hd, qd, f) = (c.dim, c.kv_dim(), c.head_dim, c.q_dim(), c.ffn_dim);
         let x = &mut self.x[..n * d];
@@ -412,7 +431,8 @@ impl CpuModel {
     pub fn clear_rows(&mut self, from: usize) {
         let kv = self.cfg.kv_dim();
         for c in self.k_cache.iter_mut().chain(&mut self.v_cache) {
-            c[from * kv..].fill(0.0);
+            let from = (from * kv).min(c.len());
+            c[from..].fill(0.0);
         }
     }
 
