@@ -92,7 +92,8 @@ fn default_model_matches_the_reference() {
     for p in 0..ids.len() {
         assert_eq!(argmax(&got[p * v..][..v]), argmax(&want[p * v..][..v]), "argmax differs at position {p}");
     }
-    for prompt in ["The capital of France is", "<|im_start|>user\nWhat is a KV cache in a transformer?<|im_end|>\n<|im_start|>assistant\n"] {
+    for prompt in ["The capital of France is", "<|im_start|>user\nWhat is a KV cache in a transformer?<|im_end|>\n<|im_start|>assistant\n"]
+    {
         let greedy = |e: &mut Engine| {
             e.reset();
             let ids = e.tokenizer.encode(prompt).unwrap();

@@ -274,7 +274,8 @@ fn attention_weights_per_layer_match_cpu() {
         }
     }
 
-    let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Reference, context: 32, ..Default::default() })).unwrap();
+    let mut e =
+        pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Reference, context: 32, ..Default::default() })).unwrap();
     let err = pollster::block_on(e.generate(&[1], &GenerateOptions { attention_layer: Some(7), ..Default::default() }, &mut |_| true))
         .unwrap_err();
     assert!(err.to_string().contains("layer 7 does not exist"), "{err}");

@@ -91,7 +91,6 @@ impl Matrix {
         }
     }
 
-
     /// out = W[r, :] as f32 (an embedding lookup).          out: [cols]
     pub fn row(&self, r: usize, out: &mut [f32]) {
         match self {
@@ -101,7 +100,7 @@ impl Matrix {
     }
 
     /// out[t, r] = W[r, :] · x[t, :] for the n = x.len() / cols tokens of x.
-    /// x: [n × cols], out: [n × rows], scratch: [≥ scratch_len()].
+    /// x: [n × cols], out: [n × rows]; scratch from `Scratch::new` for at least cols and n.
     pub fn matmul(&self, out: &mut [f32], x: &[f32], scratch: &mut Scratch) {
         let (rows, cols) = (self.rows(), self.cols());
         let n = x.len() / cols;
@@ -213,7 +212,9 @@ fn group_dot(acc: &mut Acc4, q: &[i8], x: &[i16], f: f32) {
         use core::arch::wasm32::*;
         assert!(q.len() >= 16 && x.len() >= 16);
         // SAFETY: the lengths are checked above; v128_load has no alignment requirement.
-        let (qv, x0, x1) = unsafe { (v128_load(q.as_ptr() as *const v128), v128_load(x.as_ptr() as *const v128), v128_load(x.as_ptr().add(8) as *const v128)) };
+        let (qv, x0, x1) = unsafe {
+            (v128_load(q.as_ptr() as *const v128), v128_load(x.as_ptr() as *const v128), v128_load(x.as_ptr().add(8) as *const v128))
+        };
         let t = i32x4_add(i32x4_dot_i16x8(i16x8_extend_low_i8x16(qv), x0), i32x4_dot_i16x8(i16x8_extend_high_i8x16(qv), x1));
         acc.0 = f32x4_add(acc.0, f32x4_mul(f32x4_convert_i32x4(t), f32x4_splat(f)));
     }

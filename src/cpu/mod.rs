@@ -184,7 +184,7 @@ pub struct CpuModel {
     pub weights: Weights,
     token_embd: Matrix, // [V × d]
     layers: Vec<Layer>,
-    output_norm: Vec<f32>, // [d]
+    output_norm: Vec<f32>,  // [d]
     output: Option<Matrix>, // [V × d]; None: tied to token_embd
     k_cache: Vec<Vec<f32>>, // per layer [rows × kv], rows ≤ T growing in steps of CACHE_STEP
     v_cache: Vec<Vec<f32>>, // per layer [rows × kv]

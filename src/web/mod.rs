@@ -252,9 +252,7 @@ impl WebEngine {
         let gpu = crate::GpuOptions { rows: o.rows, tokens: o.tokens, ..Default::default() };
         let backend = o.backend.as_deref().unwrap_or("gpu").parse().map_err(js_err)?;
         let mut src = JsBytes(bytes);
-        let engine = Engine::load_from(&mut src, LoadOptions { backend, context, gpu, kv: KvType::new(o.kv_f16) })
-            .await
-            .map_err(js_err)?;
+        let engine = Engine::load_from(&mut src, LoadOptions { backend, context, gpu, kv: KvType::new(o.kv_f16) }).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
