@@ -97,13 +97,17 @@ async function modelBytes(src, name, signal) {
 /** Where the weights and the KV cache live on the chosen backend. */
 export const memoryName = () => (session.backend === 'gpu' ? 'GPU memory' : 'wasm memory');
 
+/** How the KV cache is allocated on the chosen backend: all at load on the GPU; on the CPU it
+ * grows with the text (256 positions at a time) up to the context. */
+export const cacheGrowth = () => (session.backend === 'gpu' ? '' : ', growing with the text');
+
 /** Shows the model's name, size and the memory it needs (for the cache type it will get) before
  * anything is uploaded. */
 function showModelInfo(info, from) {
   const infoEl = $('model-info');
   const need = info.weights_bytes + info.kv_cache_bytes;
   infoEl.textContent = `${info.name} · file ${mb(info.file_bytes)} MB (from ${from}) · needs ${mb(need)} MB of ${memoryName()} ` +
-    `(weights ${mb(info.weights_bytes)} MB + ${info.kv_type} KV cache ${mb(info.kv_cache_bytes)} MB for ${info.context} tokens)`;
+    `(weights ${mb(info.weights_bytes)} MB + ${info.kv_type} KV cache ${mb(info.kv_cache_bytes)} MB for ${info.context} tokens${cacheGrowth()})`;
   infoEl.dataset.fileBytes = String(info.file_bytes);
   infoEl.dataset.loadSource = from;
   return infoEl;

@@ -9,7 +9,7 @@ import { session } from './session.js';
 import { store, readPrefix } from './store.js';
 import { guarded, messageOf, report } from './feedback.js';
 import { loadManifest, shipped } from './manifest.js';
-import { loadModel, loadStored, memoryName } from './loading.js';
+import { loadModel, loadStored, memoryName, cacheGrowth } from './loading.js';
 
 /** The picker's entries by option value: {value, name, bytes, url | key, local, headerBytes, stored}. */
 let entries = new Map();
@@ -101,7 +101,7 @@ export function describe(info) {
     `${info.name} · ${c.arch} · ${c.n_layers} layers · ${c.n_heads} query heads sharing ${c.n_kv_heads} KV heads × ${c.head_dim} dims · ` +
       `vocabulary ${count(c.vocab_size)} tokens`,
     `Needs ${mb(total)} MB of ${memoryName()}: weights ${mb(info.weights_bytes)} MB + ${info.kv_type} KV cache ${mb(info.kv_cache_bytes)} MB ` +
-      `for ${count(info.context)} tokens${info.context > c.train_context ? ` (trained for ${count(c.train_context)})` : ''}; file ${mb(info.file_bytes)} MB.`,
+      `for ${count(info.context)} tokens${cacheGrowth()}${info.context > c.train_context ? ` (trained for ${count(c.train_context)})` : ''}; file ${mb(info.file_bytes)} MB.`,
   ];
   if (rings.length) {
     lines.push(`${rings.length} of ${c.n_layers} layers attend over a sliding window of ${count(c.sliding_window)} positions: each keeps a ring of ` +
