@@ -163,7 +163,7 @@ struct Layer {
 }
 
 /// Positions by which the CPU cache grows.
-pub const CACHE_STEP: usize = 256;
+pub const CACHE_STEP: usize = 64;
 
 /// How a `CpuModel` keeps its matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,9 +3,14 @@ import { createEngine } from '../js/kvscope.js';
 
 const $ = (id) => document.getElementById(id);
 
-const engine = await createEngine({ model: '../models/SmolLM2-135M-Instruct.Q4_1.gguf', context: 1024 });
-$('status').textContent = `Ready: ${engine.state().name} on ${engine.state().backend}.`;
-$('ask').disabled = false;
+let engine;
+try {
+  engine = await createEngine({ model: '../models/SmolLM2-135M-Instruct.Q4_1.gguf', context: 1024 });
+  $('status').textContent = `Ready: ${engine.state().name} on ${engine.state().backend}.`;
+  $('ask').disabled = false;
+} catch (e) {
+  $('status').textContent = `The model did not load: ${e.message}`;
+}
 
 let abort = null;
 $('stop').addEventListener('click', () => abort && abort.abort());

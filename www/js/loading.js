@@ -98,7 +98,7 @@ async function modelBytes(src, name, signal) {
 export const memoryName = () => (session.backend === 'gpu' ? 'GPU memory' : 'wasm memory');
 
 /** How the KV cache is allocated on the chosen backend: all at load on the GPU; on the CPU it
- * grows with the text (256 positions at a time) up to the context. */
+ * grows with the text (64 positions at a time) up to the context. */
 export const cacheGrowth = () => (session.backend === 'gpu' ? '' : ', growing with the text');
 
 /** Shows the model's name, size and the memory it needs (for the cache type it will get) before
