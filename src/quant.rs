@@ -174,7 +174,7 @@ pub fn ggml_type_name(t: u32) -> String {
 /// The f16 stored at b[i..i + 2], through a table of all 65,536 values (256 KiB, built on first
 /// use): one load instead of a software conversion where the CPU has none (WebAssembly).
 #[inline(always)]
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub fn f16_at(b: &[u8], i: usize) -> f32 {
     static TABLE: std::sync::OnceLock<Box<[f32]>> = std::sync::OnceLock::new();
     let t = TABLE.get_or_init(|| (0..=u16::MAX).map(|h| f16::from_bits(h).to_f32()).collect());
     t[u16::from_le_bytes([b[i], b[i + 1]]) as usize]

@@ -125,6 +125,13 @@ impl Matrix {
                 let offset = ty.has_offset();
                 let Scratch { xq, xs, xsum, q, dm } = scratch;
                 let (q, dm) = (&mut q[..cols], &mut dm[..groups]);
+                if n == 1 && simd::fused(*ty) {
+                    // Decode on wasm: the common 32-element types decoded in registers.
+                    for (o, row) in out.iter_mut().zip(data.chunks_exact(*row_bytes)) {
+                        *o = simd::row_dot(*ty, row, xq, xs, xsum);
+                    }
+                    return;
+                }
                 for (r, row) in data.chunks_exact(*row_bytes).enumerate() {
                     for ((blk, qb), dmb) in row.chunks_exact(bb).zip(q.chunks_exact_mut(be)).zip(dm.chunks_exact_mut(be / GROUP)) {
                         unpack(*ty, blk, qb, dmb);
@@ -225,5 +232,76 @@ fn group_dot(acc: &mut Acc4, q: &[i8], x: &[i16], f: f32) {
             let t = p(2 * k) + p(2 * k + 1) + p(2 * k + 8) + p(2 * k + 9);
             acc.0[k] += t as f32 * f;
         }
+    }
+}
+
+/// Decode's mat-vec row for Q4_0, Q4_1 and Q8_0 on wasm SIMD: each block's integers go from its
+/// bytes into registers (no `unpack` buffer) and through the same operations as `group_dot`, in the
+/// same order, so the result has the same bits as the general path (which the native tests run).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd {
+    use super::{Acc4, GgmlType, GROUP};
+    use core::arch::wasm32::*;
+
+    pub fn fused(ty: GgmlType) -> bool {
+        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    }
+
+    /// Σ over the row's blocks, as `Matrix::matmul` for one token.     row: one row's blocks;
+    /// xq: [cols]; xs, xsum: [cols / 16].
+    pub fn row_dot(ty: GgmlType, row: &[u8], xq: &[i16], xs: &[f32], xsum: &[f32]) -> f32 {
+        let bb = ty.block_bytes();
+        let mut acc = Acc4::default();
+        let mut moff = 0.0f32;
+        for (b, blk) in row.chunks_exact(bb).enumerate() {
+            assert!(blk.len() >= 18 && xq.len() >= 32 * (b + 1) && xs.len() >= 2 * (b + 1) && xsum.len() >= 2 * (b + 1));
+            let d = crate::quant::f16_at(blk, 0);
+            // SAFETY: lengths checked above (each type's block holds its quants at the offsets
+            // read); v128_load has no alignment requirement.
+            let (q0, q1, m) = unsafe {
+                match ty {
+                    GgmlType::Q4_0 => {
+                        let v = v128_load(blk.as_ptr().add(2) as *const v128);
+                        let eight = i8x16_splat(8);
+                        (i8x16_sub(v128_and(v, u8x16_splat(0x0f)), eight), i8x16_sub(u8x16_shr(v, 4), eight), 0.0)
+                    }
+                    GgmlType::Q4_1 => {
+                        let v = v128_load(blk.as_ptr().add(4) as *const v128);
+                        (v128_and(v, u8x16_splat(0x0f)), u8x16_shr(v, 4), crate::quant::f16_at(blk, 2))
+                    }
+                    _ => {
+                        assert!(blk.len() >= 34);
+                        (v128_load(blk.as_ptr().add(2) as *const v128), v128_load(blk.as_ptr().add(18) as *const v128), 0.0)
+                    }
+                }
+            };
+            for (g, q) in [q0, q1].into_iter().enumerate() {
+                let gi = 2 * b + g;
+                // SAFETY: xq holds 32 values from 32b (checked above).
+                let (x0, x1) = unsafe {
+                    (v128_load(xq.as_ptr().add(GROUP * gi) as *const v128), v128_load(xq.as_ptr().add(GROUP * gi + 8) as *const v128))
+                };
+                let t = i32x4_add(i32x4_dot_i16x8(i16x8_extend_low_i8x16(q), x0), i32x4_dot_i16x8(i16x8_extend_high_i8x16(q), x1));
+                acc.0 = f32x4_add(acc.0, f32x4_mul(f32x4_convert_i32x4(t), f32x4_splat(d * xs[gi])));
+                if ty == GgmlType::Q4_1 {
+                    moff += m * xsum[gi];
+                }
+            }
+        }
+        let a = acc.get();
+        ((a[0] + a[2]) + (a[1] + a[3])) + moff
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod simd {
+    use super::GgmlType;
+
+    pub fn fused(_: GgmlType) -> bool {
+        false
+    }
+
+    pub fn row_dot(_: GgmlType, _: &[u8], _: &[i16], _: &[f32], _: &[f32]) -> f32 {
+        unreachable!("the fused rows exist on wasm SIMD only")
     }
 }
