@@ -25,6 +25,7 @@ test('a lost GPU device shows a message and a reload button; the conversation is
     await screenshot(page, 'recovery-device-lost.png');
 
     await page.click('#reload');
+    await page.waitForSelector('#error', { state: 'hidden', timeout: 60_000 });
     await ready(page);
     assert.equal(await page.isHidden('#error'), true);
     assert.equal(await page.locator('#transcript .turn').count(), 2);

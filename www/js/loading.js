@@ -172,6 +172,9 @@ export function loadModel(src, { keepConversation = false } = {}) {
  * conversation. */
 export async function reloadEngine() {
   if (session.busy || !session.source) return;
+  // The error goes at once: freeing the old engine is a round trip to its worker.
+  clearError();
+  status('Reloading the engine…');
   if (session.engine) {
     await session.engine.free().catch((e) => console.warn('freeing the engine:', e));
     session.engine = null;
