@@ -146,8 +146,7 @@ impl Matrix {
                                 moff += m * xsum[g];
                             }
                         }
-                        let a = acc.get();
-                        out[t * rows + r] = ((a[0] + a[2]) + (a[1] + a[3])) + moff;
+                        out[t * rows + r] = acc.total(moff);
                     }
                 }
             }
@@ -196,6 +195,13 @@ impl Acc4 {
         use core::arch::wasm32::f32x4_extract_lane as lane;
         [lane::<0>(self.0), lane::<1>(self.0), lane::<2>(self.0), lane::<3>(self.0)]
     }
+
+    /// acc += f · t for the exact i32 lanes t of a group's dot product (`group_dot`).
+    #[inline(always)]
+    fn add_scaled(&mut self, t: core::arch::wasm32::v128, f: f32) {
+        use core::arch::wasm32::*;
+        self.0 = f32x4_add(self.0, f32x4_mul(f32x4_convert_i32x4(t), f32x4_splat(f)));
+    }
 }
 
 #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
@@ -209,6 +215,26 @@ impl Acc4 {
     }
 }
 
+impl Acc4 {
+    /// The row's sum: the four lanes, then the offsets' term `moff`, in this order on every target.
+    fn total(self, moff: f32) -> f32 {
+        let a = self.get();
+        ((a[0] + a[2]) + (a[1] + a[3])) + moff
+    }
+}
+
+/// The i32 lanes of a group's dot product, q's 16 integers (in a register) with x[16]:
+/// lane k = Σ_{j ∈ {2k, 2k+1, 2k+8, 2k+9}} q[j] · x[j] (`i32x4.dot_i16x8_s` over each half).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn group_lanes(q: core::arch::wasm32::v128, x: &[i16]) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    assert!(x.len() >= 16);
+    // SAFETY: x holds 16 values (checked above); v128_load has no alignment requirement.
+    let (x0, x1) = unsafe { (v128_load(x.as_ptr() as *const v128), v128_load(x.as_ptr().add(8) as *const v128)) };
+    i32x4_add(i32x4_dot_i16x8(i16x8_extend_low_i8x16(q), x0), i32x4_dot_i16x8(i16x8_extend_high_i8x16(q), x1))
+}
+
 /// acc[k] += f · t[k], t[k] = Σ_{j ∈ {2k, 2k+1, 2k+8, 2k+9}} q[j] · x[j] in exact i32: the lanes
 /// of wasm's `i32x4.dot_i16x8_s` over the two halves of a group, so that both versions give the
 /// same bits.                                                     q, x: [16]
@@ -216,14 +242,10 @@ impl Acc4 {
 fn group_dot(acc: &mut Acc4, q: &[i8], x: &[i16], f: f32) {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     {
-        use core::arch::wasm32::*;
-        assert!(q.len() >= 16 && x.len() >= 16);
-        // SAFETY: the lengths are checked above; v128_load has no alignment requirement.
-        let (qv, x0, x1) = unsafe {
-            (v128_load(q.as_ptr() as *const v128), v128_load(x.as_ptr() as *const v128), v128_load(x.as_ptr().add(8) as *const v128))
-        };
-        let t = i32x4_add(i32x4_dot_i16x8(i16x8_extend_low_i8x16(qv), x0), i32x4_dot_i16x8(i16x8_extend_high_i8x16(qv), x1));
-        acc.0 = f32x4_add(acc.0, f32x4_mul(f32x4_convert_i32x4(t), f32x4_splat(f)));
+        assert!(q.len() >= 16);
+        // SAFETY: q holds 16 values (checked above); v128_load has no alignment requirement.
+        let qv = unsafe { core::arch::wasm32::v128_load(q.as_ptr() as *const core::arch::wasm32::v128) };
+        acc.add_scaled(group_lanes(qv, x), f);
     }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     {
@@ -236,11 +258,11 @@ fn group_dot(acc: &mut Acc4, q: &[i8], x: &[i16], f: f32) {
 }
 
 /// Decode's mat-vec row for Q4_0, Q4_1 and Q8_0 on wasm SIMD: each block's integers go from its
-/// bytes into registers (no `unpack` buffer) and through the same operations as `group_dot`, in the
-/// same order, so the result has the same bits as the general path (which the native tests run).
+/// bytes into registers (no `unpack` buffer) and through `group_dot`'s operations (`group_lanes`,
+/// `Acc4::add_scaled`, `Acc4::total`) in the same order, so the result has the same bits as the general path (which the native tests run).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd {
-    use super::{Acc4, GgmlType, GROUP};
+    use super::{group_lanes, Acc4, GgmlType, GROUP};
     use core::arch::wasm32::*;
 
     pub fn fused(ty: GgmlType) -> bool {
@@ -254,10 +276,10 @@ mod simd {
         let mut acc = Acc4::default();
         let mut moff = 0.0f32;
         for (b, blk) in row.chunks_exact(bb).enumerate() {
-            assert!(blk.len() >= 18 && xq.len() >= 32 * (b + 1) && xs.len() >= 2 * (b + 1) && xsum.len() >= 2 * (b + 1));
+            assert_eq!(blk.len(), bb);
             let d = crate::quant::f16_at(blk, 0);
-            // SAFETY: lengths checked above (each type's block holds its quants at the offsets
-            // read); v128_load has no alignment requirement.
+            // SAFETY: a whole block (checked above): Q4_0's 16 quant bytes are 2..18 of 18, Q4_1's
+            // 4..20 of 20, Q8_0's 2..34 of 34; v128_load has no alignment requirement.
             let (q0, q1, m) = unsafe {
                 match ty {
                     GgmlType::Q4_0 => {
@@ -269,27 +291,18 @@ mod simd {
                         let v = v128_load(blk.as_ptr().add(4) as *const v128);
                         (v128_and(v, u8x16_splat(0x0f)), u8x16_shr(v, 4), crate::quant::f16_at(blk, 2))
                     }
-                    _ => {
-                        assert!(blk.len() >= 34);
-                        (v128_load(blk.as_ptr().add(2) as *const v128), v128_load(blk.as_ptr().add(18) as *const v128), 0.0)
-                    }
+                    _ => (v128_load(blk.as_ptr().add(2) as *const v128), v128_load(blk.as_ptr().add(18) as *const v128), 0.0),
                 }
             };
             for (g, q) in [q0, q1].into_iter().enumerate() {
                 let gi = 2 * b + g;
-                // SAFETY: xq holds 32 values from 32b (checked above).
-                let (x0, x1) = unsafe {
-                    (v128_load(xq.as_ptr().add(GROUP * gi) as *const v128), v128_load(xq.as_ptr().add(GROUP * gi + 8) as *const v128))
-                };
-                let t = i32x4_add(i32x4_dot_i16x8(i16x8_extend_low_i8x16(q), x0), i32x4_dot_i16x8(i16x8_extend_high_i8x16(q), x1));
-                acc.0 = f32x4_add(acc.0, f32x4_mul(f32x4_convert_i32x4(t), f32x4_splat(d * xs[gi])));
+                acc.add_scaled(group_lanes(q, &xq[GROUP * gi..]), d * xs[gi]);
                 if ty == GgmlType::Q4_1 {
                     moff += m * xsum[gi];
                 }
             }
         }
-        let a = acc.get();
-        ((a[0] + a[2]) + (a[1] + a[3])) + moff
+        acc.total(moff)
     }
 }
 
