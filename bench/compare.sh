@@ -72,7 +72,8 @@ out=bench/out
 mkdir -p "$out"
 cargo build --release --quiet
 echo "compare: kvscope bench"
-target/release/kvscope bench --model "$model" --prompt-tokens "$prompt_tokens" --gen-tokens "$gen_tokens" --gpu-argmax --json > "$out/kvscope.json"
+target/release/kvscope bench --model "$model" --prompt-tokens "$prompt_tokens" --gen-tokens "$gen_tokens" --gpu-argmax \
+  --contexts "0,$prompt_tokens,1024" --json > "$out/kvscope.json"
 # ggml skips CPU-type Vulkan devices (lavapipe) unless they are listed.
 echo "compare: llama.cpp, Vulkan"
 GGML_VK_VISIBLE_DEVICES=0 "$py" bench/peer.py --model "$model" --prompt-tokens "$prompt_tokens" --gen-tokens "$gen_tokens" \
@@ -100,13 +101,17 @@ rows = [
     ("time to first token ms", ours["ttft_ms"], vk["ttft_ms"], cpu["ttft_ms"]),
 ]
 print(f"kvscope on {ours['adapter']}; llama.cpp Vulkan on {vk['device']} ({vk['offloaded']}); llama.cpp CPU")
+if ours.get("decode_1024_over_0"):
+    print(f"kvscope decode at context 1024 / at context 1: {ours['decode_1024_over_0']:.2f}")
 print(f"{'':30} {'kvscope':>10} {'llama vk':>10} {'llama cpu':>10} {'ours/vk':>8} {'ours/cpu':>8}")
 for name, a, b, c in rows:
     r = (b / a if "ms" in name else a / b) if a and b else float("nan")
     rc = (c / a if "ms" in name else a / c) if a and c else float("nan")
     print(f"{name:30} {a:10.2f} {b:10.2f} {c:10.2f} {r:8.2f} {rc:8.2f}")
-same = vk["tokens"] == cpu["tokens"]
-print(f"llama.cpp Vulkan and CPU greedy tokens identical: {same}")
+# The greedy continuation of the same prompt: kvscope's decode run at context = the prompt.
+ours_tokens = next((r["tokens"] for r in ours["decode"] if r["context"] == ctx), None)
+print(f"greedy tokens after the prompt: kvscope {ours_tokens}, llama.cpp Vulkan {vk['tokens']}, CPU {cpu['tokens']}")
+print(f"identical: kvscope = llama.cpp Vulkan: {ours_tokens == vk['tokens']}; llama.cpp Vulkan = CPU: {vk['tokens'] == cpu['tokens']}")
 json.dump({"kvscope": ours, "llama_vulkan": vk, "llama_cpu": cpu,
            "ratios": {"prefill_over_vulkan": ours["prefill_tokens_per_s"] / vk["prefill_tokens_per_s"],
                       "decode_over_vulkan": (ours_decode or 0) / vk["decode_tokens_per_s"],

@@ -15,6 +15,13 @@ TEXT = ("The KV cache stores the keys and values of every token seen so far, so 
         "attends over them without recomputing the prefix. ")
 
 
+def last_argmax(llm: llama_cpp.Llama) -> int:
+    """The greedy token after the last `eval`: its one row of logits, read from the context (without
+    `logits_all`, `Llama.eval` no longer copies them into `llm.scores`)."""
+    logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+    return int(np.argmax(logits))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -29,16 +36,17 @@ def main() -> None:
     base = llm.tokenize(TEXT.encode(), add_bos=False, special=False)
     prompt = (base * (a.prompt_tokens // len(base) + 1))[: a.prompt_tokens]
 
-    # Warm-up: ggml's Vulkan backend compiles its pipelines on first use; kvscope builds its own at
-    # load, before its timings start. One short prefill and one decode step compile them here.
+    # Warm-up: ggml's Vulkan backend compiles its pipelines on first use, one per shape (a 256-token
+    # batch takes another mat-mul tile than a 64-token one); kvscope builds its own at load, before
+    # its timings start. The same prompt and one decode step, untimed, compile them here.
     llm.reset()
-    llm.eval(prompt[:64])
+    llm.eval(prompt)
     llm.eval(prompt[:1])
     llm.reset()
 
     t0 = time.perf_counter()
     llm.eval(prompt)
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = last_argmax(llm)
     prefill_s = time.perf_counter() - t0
 
     times = []
@@ -46,7 +54,7 @@ def main() -> None:
     for _ in range(a.gen_tokens):
         t = time.perf_counter()
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = last_argmax(llm)
         times.append(time.perf_counter() - t)
         out.append(tok)
     decode_s = sum(times)

@@ -3,8 +3,9 @@
 //   npm run bench:browser -- [--prompt-tokens 64] [--gen-tokens 8] [--contexts 0,256]
 //                            [--gpu-argmax 0|1] [--rows M,N] [--model models/FILE.gguf]
 //                            [--backend gpu|cpu|auto (the page's own choice)]
-//                            [--out bench/out/browser.json]
-// As in `kvscope bench`, the GPU argmax is off unless --gpu-argmax 1.
+//                            [--profile 0|1] [--out bench/out/browser.json]
+// As in `kvscope bench`, the GPU argmax is off unless --gpu-argmax 1; --profile 1 adds where the
+// GPU time of a decode step and a prefill chunk goes, by kind of dispatch.
 // Needs the built site in dist/ (`trunk build --release`) and the model in dist/models/.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,6 +17,7 @@ const { values } = parseArgs({
     'prompt-tokens': { type: 'string', default: '64' },
     'gen-tokens': { type: 'string', default: '8' },
     'gpu-argmax': { type: 'string', default: '0' },
+    profile: { type: 'string', default: '0' },
     backend: { type: 'string', default: 'gpu' },
     contexts: { type: 'string', default: '0,256' },
     rows: { type: 'string' },
@@ -34,7 +36,7 @@ try {
   const page = await browser.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
-  const query = `?bench=1&prompt_tokens=${values['prompt-tokens']}&gen_tokens=${values['gen-tokens']}&gpu_argmax=${values['gpu-argmax']}&contexts=${values.contexts}` +
+  const query = `?bench=1&prompt_tokens=${values['prompt-tokens']}&gen_tokens=${values['gen-tokens']}&gpu_argmax=${values['gpu-argmax']}&contexts=${values.contexts}&profile=${values.profile}` +
     (values.backend !== 'auto' ? `&backend=${values.backend}` : '') + (values.rows ? `&rows=${values.rows}` : '') + (values.model ? `&model=${encodeURIComponent(values.model)}` : '');
   await page.goto(site.url + query);
   await page.waitForFunction(() => {
@@ -62,6 +64,12 @@ try {
       `${r.decode.map((d) => d.context).join(' / ')} (last / first ${r.decode_longest_over_shortest.toFixed(2)})`);
     console.log(`per token: ${r.dispatches_per_token} dispatches, ${r.submits_per_token} submits, ${r.maps_per_token} maps, ` +
       `${r.readback_bytes_per_token} bytes read back, ${r.encode_ms_per_token.toFixed(3)} ms encode${r.gpu_argmax ? ' (GPU argmax)' : ''}`);
+    for (const p of r.profile || []) {
+      console.log(`profile: ${p.what}: ${p.total_ms.toFixed(1)} ms, each dispatch alone (less ${p.submit_ms.toFixed(2)} ms per submit)`);
+      for (const row of p.rows) {
+        console.log(`  ${row.kind.padEnd(24)} ${String(row.dispatches).padStart(4)} ${row.ms.toFixed(2).padStart(10)} ms ${(100 * row.ms / p.total_ms).toFixed(1).padStart(5)}%`);
+      }
+    }
     console.log(`written: ${values.out}`);
   }
 } finally {

@@ -1,5 +1,7 @@
-// Quantised matrix × a chunk of token vectors, for prefill: for every token t < n of the chunk,
-//   Y[t, out_offset + r] = Σ_c W[r, c] · X[t, c]   (+ Y[t, out_offset + r] when accumulate = 1)
+// Quantised matrix × token vectors: for every token t < n of a prefill chunk, or the one token
+// of a decode step (n = 1: the mat-vec, a tile of R rows × 1 token),
+//   Y[t, out_offset + r] = Σ_c W[r, c] · X[t, c]   (+ Y[t, out_offset + r] when accumulate = 1,
+//   which fuses the residual add x ← x + W·h into the projection)
 // W is [rows × cols] in ggml blocks of type WTYPE; X is [B × x_stride], Y is [B × y_stride].
 //
 // Register-tiled: one invocation owns a tile of R weight rows × T tokens and keeps its R·T sums

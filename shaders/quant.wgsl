@@ -65,8 +65,7 @@ fn block_at(row: u32, blk: u32) -> u32 {
 fn w_u32(b: u32) -> u32 {
     let i = b >> 2u;
     let s = (b & 3u) * 8u;
-    if (s == 0u) { return w[i]; }
-    return (w[i] >> s) | (w[i + 1u] << (32u - s));
+    return (w[i] >> s) | select(0u, w[i + 1u] << (32u - s), s != 0u);
 }
 
 // The byte at byte address b.
@@ -172,8 +171,8 @@ fn dequant_pair(row: u32, blk: u32, k: u32, s: vec4<f32>) -> array<vec4<f32>, 2>
     let b = block_at(row, blk);
     let j = blk & 7u;
     switch (WTYPE) {
-        case T_Q4_1: {
-            let q = w_u32(b + 4u + 4u * k);
+        case T_Q4_1: { // 20-byte blocks, rows of whole blocks: qs is 4-aligned, one load
+            let q = w[(b >> 2u) + 1u + k];
             return array<vec4<f32>, 2>(nibbles_lo(q) * s.x + s.y, nibbles_hi(q) * s.x + s.y);
         }
         case T_Q4_0: {
@@ -240,32 +239,14 @@ fn dequant_pair(row: u32, blk: u32, k: u32, s: vec4<f32>) -> array<vec4<f32>, 2>
     }
 }
 
-// The 32 elements of block blk of the row at byte `row`; element 4k + i is v[k][i]. The values
-// of `dequant_pair`, written out for the 4-bit types (the mat-vec's hot path: through the
-// pairs, decode measured 0.8× as fast on lavapipe).
+// The 32 elements of block blk of the row at byte `row`; element 4k + i is v[k][i].
 fn dequant_block(row: u32, blk: u32) -> array<vec4<f32>, 8> {
     var v: array<vec4<f32>, 8>;
     let s = block_scales(row, blk);
-    if (WTYPE == T_Q4_1) {
-        let b = row + blk * 20u;
-        for (var k = 0u; k < 4u; k++) {
-            let q = w_u32(b + 4u + 4u * k);
-            v[k] = nibbles_lo(q) * s.x + s.y;
-            v[k + 4u] = nibbles_hi(q) * s.x + s.y;
-        }
-    } else if (WTYPE == T_Q4_0) {
-        let b = row + blk * 18u;
-        for (var k = 0u; k < 4u; k++) {
-            let q = w_u32(b + 2u + 4u * k);
-            v[k] = (nibbles_lo(q) - 8.0) * s.x;
-            v[k + 4u] = (nibbles_hi(q) - 8.0) * s.x;
-        }
-    } else {
-        for (var k = 0u; k < 4u; k++) {
-            let p = dequant_pair(row, blk, k, s);
-            v[k] = p[0];
-            v[k + 4u] = p[1];
-        }
+    for (var k = 0u; k < 4u; k++) {
+        let p = dequant_pair(row, blk, k, s);
+        v[k] = p[0];
+        v[k + 4u] = p[1];
     }
     return v;
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::clock::now_ms;
 use crate::engine::{Engine, GenerateOptions};
 use crate::error::{Error, Result};
+use crate::gpu::Profile;
 use crate::model::GpuCounters;
 use crate::sampler::argmax;
 
@@ -17,6 +18,8 @@ pub struct DecodeRun {
     pub steps: usize,
     pub tokens_per_s: f64,
     pub ms_per_token: f64,
+    /// The greedy tokens of the run (the first picked after the context, then one per step).
+    pub tokens: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +52,22 @@ pub struct BenchReport {
     pub weight_bytes: u64,
     pub kv_cache_bytes: u64,
     pub gpu_bytes_over_weights_plus_kv: f64,
+    /// Where the GPU time goes, when asked for: a decode step at the last context and a prefill
+    /// chunk (`crate::gpu::profile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Vec<Profile>>,
+}
+
+/// What `run` measures.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub prompt_tokens: usize,
+    pub gen_tokens: usize,
+    pub gpu_argmax: bool,
+    /// Cached positions before each decode run.
+    pub contexts: Vec<usize>,
+    /// Also profile the GPU passes.
+    pub profile: bool,
 }
 
 /// The GPU's counters (all zero on a CPU backend).
@@ -72,8 +91,10 @@ async fn decode(
     let before = counters(e)?;
     let objects = e.gpu().map_or(0, |g| g.ctx.objects_created());
     let mut times = Vec::with_capacity(steps + 1);
+    let mut tokens = Vec::with_capacity(steps + 1);
     let mut record = |ev: &crate::engine::TokenEvent| {
         times.push(ev.ms);
+        tokens.push(ev.id);
         true
     };
     e.generate(&[], &opts, &mut record).await?;
@@ -85,7 +106,7 @@ async fn decode(
     // Every reported token is fed back: one forward pass each.
     let passes = times.len();
     Ok((
-        DecodeRun { context: fill.len(), steps: n, tokens_per_s: n as f64 / (measured / 1e3), ms_per_token: measured / n as f64 },
+        DecodeRun { context: fill.len(), steps: n, tokens_per_s: n as f64 / (measured / 1e3), ms_per_token: measured / n as f64, tokens },
         before,
         after,
         passes,
@@ -98,7 +119,8 @@ pub const CONTEXTS: [usize; 3] = [0, 256, 1024];
 
 /// Runs the benchmark on `e`: a `prompt_tokens` prompt batched and token by token, then
 /// `gen_tokens` greedy decode steps after each of `contexts` cached positions.
-pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool, contexts: &[usize]) -> Result<BenchReport> {
+pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
+    let (prompt_tokens, gen_tokens, gpu_argmax, contexts) = (o.prompt_tokens, o.gen_tokens, o.gpu_argmax, o.contexts.as_slice());
     if prompt_tokens == 0 || gen_tokens == 0 || contexts.is_empty() {
         return Err(Error::Option("bench needs at least one prompt token, one decode step and one context".into()));
     }
@@ -134,6 +156,7 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
         }
         runs.push(r);
     }
+    let profile = if o.profile { Some(e.profile().await?) } else { None };
     let (steps, b, a, created) = per_token.expect("one run");
     let steps = steps.max(1);
     let d = |x: u64, y: u64| (y - x) as f64 / steps as f64;
@@ -164,5 +187,6 @@ pub async fn run(e: &mut Engine, prompt_tokens: usize, gen_tokens: usize, gpu_ar
         weight_bytes,
         kv_cache_bytes: kv,
         gpu_bytes_over_weights_plus_kv: gpu_buffer_bytes as f64 / (weight_bytes + kv) as f64,
+        profile,
     })
 }

@@ -290,6 +290,21 @@ impl Engine {
         }
     }
 
+    /// Where the GPU time goes (`crate::gpu::profile`): one decode step at the current position
+    /// and one whole prefill chunk over the cached positions from 0 (rewritten with their own
+    /// tokens). Needs a cache holding at least a chunk; the GPU backend only.
+    pub async fn profile(&mut self) -> Result<Vec<crate::gpu::Profile>> {
+        let at = self.cached.len();
+        let Model::Gpu(m) = &mut self.model else {
+            return Err(Error::Option("profiles are of the GPU backend's dispatches".into()));
+        };
+        let chunk = m.chunk().min(at);
+        if chunk < 2 || at >= self.context {
+            return Err(Error::Option(format!("profiling needs 2..{} cached positions and room for one more", self.context)));
+        }
+        Ok(vec![m.profile(at, 1).await?, m.profile(0, chunk).await?])
+    }
+
     /// Empties the cache (the buffers stay; rows are overwritten as positions are reused).
     pub fn reset(&mut self) {
         self.rewind(0);

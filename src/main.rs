@@ -123,6 +123,10 @@ mod cli {
         /// Cached positions before each measured decode run, comma-separated.
         #[arg(long, value_delimiter = ',', default_values_t = kvscope::bench::CONTEXTS)]
         contexts: Vec<usize>,
+        /// Also time every dispatch of a decode step (at the last context) and of a prefill
+        /// chunk alone, by kind: where the GPU time goes.
+        #[arg(long)]
+        profile: bool,
         #[arg(long)]
         json: bool,
     }
@@ -234,7 +238,14 @@ mod cli {
         let longest = a.contexts.iter().copied().max().unwrap_or(0);
         let context = (a.prompt_tokens.max(longest) + a.gen_tokens + 2).next_multiple_of(256);
         let mut engine = a.m.load(a.backend, context)?;
-        let r = pollster::block_on(kvscope::bench::run(&mut engine, a.prompt_tokens, a.gen_tokens, a.gpu_argmax, &a.contexts))?;
+        let o = kvscope::bench::BenchOptions {
+            prompt_tokens: a.prompt_tokens,
+            gen_tokens: a.gen_tokens,
+            gpu_argmax: a.gpu_argmax,
+            contexts: a.contexts,
+            profile: a.profile,
+        };
+        let r = pollster::block_on(kvscope::bench::run(&mut engine, &o))?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&r).expect("json"));
         } else {
@@ -280,6 +291,14 @@ mod cli {
             mib(r.weight_bytes),
             mib(r.kv_cache_bytes)
         );
+        for p in r.profile.iter().flatten() {
+            println!("\nprofile: {} (each dispatch alone, less {:.3} ms per submit)", p.what, p.submit_ms);
+            println!("{:<24} {:>10} {:>10} {:>7}", "kind", "dispatches", "ms", "share");
+            for row in &p.rows {
+                println!("{:<24} {:>10} {:>10.2} {:>6.1}%", row.kind, row.dispatches, row.ms, 100.0 * row.ms / p.total_ms.max(1e-9));
+            }
+            println!("{:<24} {:>10} {:>10.2}", "total", p.rows.iter().map(|r| r.dispatches).sum::<usize>(), p.total_ms);
+        }
     }
 
     fn logits(a: LogitsArgs) -> Result<()> {

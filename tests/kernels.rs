@@ -58,10 +58,10 @@ fn matvec_matches_cpu_for_every_type() {
             // y = [3 old values | W·x written at offset 3]; then the accumulate form adds W·x again.
             let y = buf(&ctx, "y", &vec![7.0; rows + 3]);
             let (out, x_rows) = (Rows::new(&y, 0).at(3), Rows::new(&xb, 0));
+            let steps = StepTable::new(&ctx, 1).unwrap();
             let mut rec = Recorder::new(&ctx);
             ops::project(&mut rec, Tokens::One, "mv".into(), &w, out, x_rows, Write::Set).unwrap();
-            let prog = rec.finish("mv", None).unwrap();
-            let steps = StepTable::new(&ctx, 1).unwrap();
+            let prog = rec.finish("mv", Some(&steps)).unwrap();
             prog.run(&ctx, &steps, 0);
             let got = read(&ctx, &y);
             assert_eq!(&got[..3], &[7.0, 7.0, 7.0], "{ty:?}: wrote before out_offset");
@@ -69,7 +69,7 @@ fn matvec_matches_cpu_for_every_type() {
 
             let mut rec = Recorder::new(&ctx);
             ops::project(&mut rec, Tokens::One, "mv+".into(), &w, out, x_rows, Write::Add).unwrap();
-            rec.finish("mv+", None).unwrap().run(&ctx, &steps, 0);
+            rec.finish("mv+", Some(&steps)).unwrap().run(&ctx, &steps, 0);
             let twice: Vec<f32> = want.iter().map(|v| 2.0 * v).collect();
             assert_close(&format!("matvec+ {ty:?}"), &read(&ctx, &y)[3..], &twice, 2e-4);
         }
@@ -496,7 +496,7 @@ fn bindings_are_read_from_the_shader() {
     use kvscope::gpu::kernels::{bindings, Slot::*, Tuning};
     let tuning = Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32 };
     let src = |k: Kernel| k.spec(tuning).source(false);
-    assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params]);
+    assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16, neox: true })), [Out, Out, Out, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16 })), [Out, Out, In, In, In, Params, Step]);

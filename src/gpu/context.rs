@@ -149,9 +149,9 @@ impl GpuContext {
         let by_adapter = tuning_for(&info);
         let (matvec_rows, matmul_rows) = opts.rows.unwrap_or((by_adapter.matvec_rows, by_adapter.matmul_rows));
         let matmul_tokens = opts.tokens.unwrap_or(by_adapter.matmul_tokens);
-        if !(1..=4).contains(&matvec_rows) || !(1..=16).contains(&matmul_rows) || !(1..=16).contains(&matmul_tokens) {
+        if ![matvec_rows, matmul_rows, matmul_tokens].iter().all(|n| (1..=16).contains(n)) {
             return Err(Error::Option(format!(
-                "rows per invocation ({matvec_rows}, {matmul_rows}) must be (1..=4, 1..=16), and mat-mul tokens per invocation ({matmul_tokens}) 1..=16"
+                "rows per invocation ({matvec_rows}, {matmul_rows}) and mat-mul tokens per invocation ({matmul_tokens}) must each be 1..=16"
             )));
         }
         let attention_split = attention_split(&info);

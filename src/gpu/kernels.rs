@@ -28,7 +28,8 @@ pub enum Slot {
 pub enum Kernel {
     /// x = E[tokens[pos]] for an embedding table of the given type.
     Embed(GgmlType),
-    /// y (+)= W·x for weights of the given type (decode: one token).
+    /// y (+)= W·x for weights of the given type (decode: one token): the mat-mul's source with a
+    /// tile of one token.
     MatVec(GgmlType),
     /// Y (+)= W·X over the token rows of a prefill chunk.
     MatMul(GgmlType),
@@ -63,9 +64,10 @@ pub enum Kernel {
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../shaders/quant.wgsl");
+const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 
 /// The work of one invocation of the quantised kernels, chosen per adapter (see `GpuContext`):
-/// weight rows of the mat-vec, and the register tile (rows × tokens) of the mat-mul.
+/// the register tiles, weight rows of the mat-vec (× 1 token) and rows × tokens of the mat-mul.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
     pub matvec_rows: u32,
@@ -148,12 +150,8 @@ impl Kernel {
         let ty = |t: GgmlType| t.name().to_lowercase();
         match self {
             Kernel::Embed(t) => Spec::new(format!("embed_{}", ty(t)), include_str!("../../shaders/embed.wgsl")).weights(t),
-            Kernel::MatVec(t) => Spec::new(format!("matvec_{}", ty(t)), include_str!("../../shaders/matvec.wgsl"))
-                .weights(t)
-                .constant("ROWS", tuning.matvec_rows),
-            Kernel::MatMul(t) => Spec::new(format!("matmul_{}", ty(t)), include_str!("../../shaders/matmul.wgsl"))
-                .weights(t)
-                .tile(tuning.matmul_rows, tuning.matmul_tokens),
+            Kernel::MatVec(t) => Spec::new(format!("matvec_{}", ty(t)), MATMUL).weights(t).tile(tuning.matvec_rows, 1),
+            Kernel::MatMul(t) => Spec::new(format!("matmul_{}", ty(t)), MATMUL).weights(t).tile(tuning.matmul_rows, tuning.matmul_tokens),
             Kernel::RmsNorm => Spec::new("rmsnorm", include_str!("../../shaders/rmsnorm.wgsl")),
             Kernel::HeadNorm => Spec::new("head_norm", include_str!("../../shaders/head_norm.wgsl")),
             Kernel::AddBias => Spec::new("add_bias", include_str!("../../shaders/add_bias.wgsl")),

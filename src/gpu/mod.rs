@@ -5,8 +5,10 @@ pub mod context;
 pub mod kernels;
 pub mod ops;
 pub mod params;
+pub mod profile;
 pub mod program;
 
 pub use context::{GpuContext, GpuOptions};
 pub use kernels::Kernel;
+pub use profile::Profile;
 pub use program::{Grid, Program, Recorder, StepTable};

@@ -91,8 +91,8 @@ pub fn rms_norm(
     rec.push(label, Kernel::RmsNorm, &[out, x, &weight.buffer], &p, Grid::workgroups(1).layers(tokens.rows()))
 }
 
-/// out[t, offset + r] (+)= Σ_c W[r, c] · x[t, offset + c]: the mat-vec kernel for one token,
-/// the tiled mat-mul over a chunk's rows.
+/// out[t, offset + r] (+)= Σ_c W[r, c] · x[t, c]: one kernel source, tiled for one token (the
+/// mat-vec) or for a chunk's rows (the mat-mul).
 pub fn project(rec: &mut Recorder, tokens: Tokens, label: String, w: &Tensor, out: Rows, x: Rows, write: Write) -> Result<()> {
     if x.offset != 0 {
         return Err(Error::Gpu(format!("{label}: the projection kernels read x from the start of its row")));
@@ -100,13 +100,10 @@ pub fn project(rec: &mut Recorder, tokens: Tokens, label: String, w: &Tensor, ou
     let (rows, cols, row_bytes, accumulate) = (w.rows(), w.cols(), w.row_bytes(), (write == Write::Add) as u32);
     let tuning = rec.ctx().tuning;
     let buffers = [out.buf, &w.buffer, x.buf];
+    let p = params::MatMul { rows, cols, row_bytes, out_offset: out.offset, accumulate, y_stride: out.stride, x_stride: x.stride };
     match tokens {
-        Tokens::One => {
-            let p = params::MatVec { rows, cols, row_bytes, out_offset: out.offset, accumulate };
-            rec.push(label, Kernel::MatVec(w.ty), &buffers, &p, Grid::invocations(rows.div_ceil(tuning.matvec_rows)))
-        }
+        Tokens::One => rec.push(label, Kernel::MatVec(w.ty), &buffers, &p, Grid::invocations(rows.div_ceil(tuning.matvec_rows))),
         Tokens::Chunk(b) => {
-            let p = params::MatMul { rows, cols, row_bytes, out_offset: out.offset, accumulate, y_stride: out.stride, x_stride: x.stride };
             let grid = Grid::invocations(rows.div_ceil(tuning.matmul_rows)).layers(b.div_ceil(tuning.matmul_tokens));
             rec.push(label, Kernel::MatMul(w.ty), &buffers, &p, grid)
         }

@@ -3,19 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Pod, Zeroable)]
-pub struct MatVec {
-    pub rows: u32,
-    pub cols: u32,
-    pub row_bytes: u32,
-    /// Elements.
-    pub out_offset: u32,
-    /// 0: y = W·x; 1: y += W·x.
-    pub accumulate: u32,
-}
-
-/// The prefill form of `MatVec`: every token row of a chunk.
+/// The mat-mul over a chunk's token rows, and the mat-vec (one token; the strides unused).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 pub struct MatMul {

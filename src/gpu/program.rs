@@ -90,13 +90,19 @@ impl Program {
     /// Encodes every dispatch into `pass`, binding the step table at `step_offset`
     /// (`StepTable::offset`).
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>, step_offset: u32) {
-        let offset = [step_offset];
-        for d in &self.dispatches {
-            pass.set_pipeline(&d.pipeline.pipeline);
-            let dynamic: &[u32] = if d.uses_step { &offset } else { &[] };
-            pass.set_bind_group(0, &d.bind_group, dynamic);
-            pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        for i in 0..self.dispatches.len() {
+            self.encode_one(pass, i, step_offset);
         }
+    }
+
+    /// Encodes dispatch `i` alone.
+    pub fn encode_one(&self, pass: &mut wgpu::ComputePass<'_>, i: usize, step_offset: u32) {
+        let d = &self.dispatches[i];
+        pass.set_pipeline(&d.pipeline.pipeline);
+        let offset = [step_offset];
+        let dynamic: &[u32] = if d.uses_step { &offset } else { &[] };
+        pass.set_bind_group(0, &d.bind_group, dynamic);
+        pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
     }
 
     /// Encodes the program for `pos` in its own command buffer and submits it (no readback).

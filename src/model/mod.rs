@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::flaw::Flaw;
 use crate::gguf::{ByteSource, Gguf};
 use crate::gpu::ops::{self, AttentionBuffers, Heads, NormRows, RopeKvBuffers, Rows, Tokens, Write};
-use crate::gpu::{GpuContext, GpuOptions, Program, Recorder, StepTable};
+use crate::gpu::{GpuContext, GpuOptions, Profile, Program, Recorder, StepTable};
 use crate::sampler::TokenProb;
 use kv_cache::KvCache;
 use weights::Weights;
@@ -341,6 +341,29 @@ impl GpuModel {
         self.ctx.queue.submit([enc.finish()]);
         self.counters.submits += 1;
         self.ctx.wait_idle().await
+    }
+
+    /// Where the GPU time of one forward goes (`crate::gpu::profile`): `len` tokens at position
+    /// `at` (one: a decode step with its head and GPU argmax; more: one prefill chunk and its
+    /// head), their ids already in the token buffer. Overwrites cache rows at.. like a forward.
+    pub async fn profile(&mut self, at: usize, len: usize) -> Result<Profile> {
+        if len == 0 || len > self.chunk() || at + len > self.kv.capacity {
+            return Err(Error::Option(format!("cannot profile {len} tokens at position {at} (chunk {}, context {})", self.chunk(), self.kv.capacity)));
+        }
+        let what = if len == 1 { format!("decode step at context {at}") } else { format!("prefill chunk of {len} tokens at position {at}") };
+        let mut p = Profile::new(&self.ctx, what).await?;
+        if len == 1 {
+            let offset = self.steps.offset(at, 0);
+            for program in [&self.decode, &self.head, &self.argmax] {
+                p.add(&self.ctx, program, offset).await?;
+            }
+        } else {
+            self.chunk_step.set_chunk(&self.ctx.queue, at, len);
+            for program in [&self.prefill, &self.prefill_head] {
+                p.add(&self.ctx, program, 0).await?;
+            }
+        }
+        Ok(p)
     }
 
     /// Reads the attention weights of the last processed position in `layers`: [layers × h × n],

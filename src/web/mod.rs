@@ -351,12 +351,14 @@ impl WebEngine {
 
     /// The benchmark of `kvscope bench` on this device: prefill batched and token by token, decode
     /// after each of `contexts` cached positions, per-token counters and memory. Empties the
-    /// cache. Resolves to the report (the CLI's `--json` fields).
-    pub fn bench(&self, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool, contexts: Vec<usize>) -> js_sys::Promise {
+    /// cache. With `profile`, also where the GPU time of a decode step and a prefill chunk goes.
+    /// Resolves to the report (the CLI's `--json` fields).
+    pub fn bench(&self, prompt_tokens: usize, gen_tokens: usize, gpu_argmax: bool, contexts: Vec<usize>, profile: bool) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err(crate::Error::Busy))?;
-            let result = crate::bench::run(&mut engine, prompt_tokens, gen_tokens, gpu_argmax, &contexts).await;
+            let o = crate::bench::BenchOptions { prompt_tokens, gen_tokens, gpu_argmax, contexts, profile };
+            let result = crate::bench::run(&mut engine, &o).await;
             engine.reset();
             *inner.borrow_mut() = Some(engine);
             to_js(&result.map_err(js_err)?)

@@ -1,7 +1,8 @@
 // ?bench=1: after the model loads, runs the engine's benchmark (the same as `kvscope bench`) and
 // shows it; #bench[data-state] goes idle → running → done | error, and the report is in
 // #bench-json and window.kvscopeBench. As in the CLI, the GPU argmax is off unless asked for
-// (&gpu_argmax=1).
+// (&gpu_argmax=1). &profile=1 adds where the GPU time of a decode step and a prefill chunk goes
+// (each dispatch alone, by kind; the GPU backend only).
 import { $, el, mb } from './dom.js';
 import { params } from './settings.js';
 import { session, inside, runExclusive } from './session.js';
@@ -21,6 +22,10 @@ function rows(r) {
       `${r.readback_bytes_per_token} bytes read back, ${r.encode_ms_per_token.toFixed(3)} ms CPU encode${r.gpu_argmax ? ' (GPU argmax)' : ''}`],
     ['GPU buffers / (weights + KV cache)', `${mb(r.gpu_buffer_bytes)} MiB / (${mb(r.weight_bytes)} + ${mb(r.kv_cache_bytes)} MiB) = ` +
       r.gpu_bytes_over_weights_plus_kv.toFixed(3)],
+    ...(r.profile || []).flatMap((p) => [
+      [`profile: ${p.what}`, `${p.total_ms.toFixed(1)} ms, each dispatch alone (less ${p.submit_ms.toFixed(2)} ms per submit)`],
+      ...p.rows.map((row) => [`  ${row.kind} (${row.dispatches})`, `${row.ms.toFixed(2)} ms, ${(100 * row.ms / p.total_ms).toFixed(1)}%`]),
+    ]),
   ];
 }
 
@@ -33,6 +38,7 @@ export function runBench() {
   // The GPU argmax needs the GPU: on the CPU the engine picks on the CPU as always.
   const gpuArgmax = params.get('gpu_argmax') === '1' && session.backend === 'gpu';
   const contexts = (params.get('contexts') || '0,256,1024').split(',').map(Number);
+  const profile = params.get('profile') === '1' && session.backend === 'gpu';
   const section = $('bench');
   return runExclusive(async () => {
     section.hidden = false;
@@ -40,7 +46,7 @@ export function runBench() {
     const argmaxNote = params.get('gpu_argmax') === '1' && !gpuArgmax ? ' (gpu_argmax=1 is ignored: the CPU backend picks every token on the CPU)' : '';
     $('bench-status').textContent = `Running: ${promptTokens}-token prompt, ${genTokens} decode steps at each of contexts ${contexts.join(', ')}${argmaxNote}…`;
     try {
-      const r = await engine.bench(promptTokens, genTokens, gpuArgmax, contexts);
+      const r = await engine.bench(promptTokens, genTokens, gpuArgmax, contexts, profile);
       window.kvscopeBench = r;
       $('bench-table').replaceChildren(...rows(r).map(([k, v]) => el('tr', {}, el('th', { text: k }), el('td', { text: v }))));
       $('bench-json').textContent = JSON.stringify(r, null, 2);

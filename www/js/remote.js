@@ -143,8 +143,8 @@ export class RemoteEngine {
     return this.call('loseDevice');
   }
 
-  bench(promptTokens, genTokens, gpuArgmax, contexts) {
-    return this.call('bench', { promptTokens, genTokens, gpuArgmax, contexts: Array.from(contexts) });
+  bench(promptTokens, genTokens, gpuArgmax, contexts, profile = false) {
+    return this.call('bench', { promptTokens, genTokens, gpuArgmax, contexts: Array.from(contexts), profile });
   }
 
   /** Frees the engine's memory in the worker; later calls fail. */

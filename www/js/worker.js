@@ -71,7 +71,8 @@ const ops = {
   complete: ({ prompt, options }, h, send) => engine(h).complete(prompt, options, (event) => send(event)),
   chat: ({ messages, options }, h, send) => engine(h).chat(messages, options, (event) => send(event)),
   step: ({ options }, h, send) => engine(h).step(options, (event) => send(event)),
-  bench: ({ promptTokens, genTokens, gpuArgmax, contexts }, h) => engine(h).bench(promptTokens, genTokens, gpuArgmax, new Uint32Array(contexts)),
+  bench: ({ promptTokens, genTokens, gpuArgmax, contexts, profile }, h) =>
+    engine(h).bench(promptTokens, genTokens, gpuArgmax, new Uint32Array(contexts), profile),
 };
 
 /** The engine's state for the reply, or nothing while another call holds the engine. */
