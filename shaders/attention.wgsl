@@ -16,12 +16,14 @@
 // `att` rows: the chunk's last token writes its layer's [h × T] slice (read by the attention
 // view); earlier tokens of a chunk use the scratch rows after the L layer slices.
 // One workgroup of 64: rows are spread over the invocations for the scores (kept in workgroup
-// memory as one vec4 of G heads per row); for the weighted
-// sum, 16 invocations each own 4 head dimensions (a vec4) and 4 such lanes split the rows.
+// memory as one vec4 of G heads per row, two rows per invocation at a time so that each load of
+// q feeds both); for the weighted sum, 16 invocations each own 4 head dimensions (a vec4) and
+// PHASES such groups split the rows.
 
 // Specialised per model: loops over the head dimension and the G heads have constant bounds.
 override HEAD_DIM: u32;  // d_h, a multiple of 4, at most 256
 override GROUP: u32;     // G ≤ 4 query heads per workgroup, dividing h / h_kv
+override PHASES: u32;    // 1, 2 or 4 groups of 16 lanes splitting the rows of the weighted sum
 
 struct Params {
     n_heads: u32,         // h
@@ -55,7 +57,7 @@ fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
 @group(0) @binding(6) var<uniform> step: Step;
 
 var<workgroup> qs: array<vec4<f32>, 256>;    // [G × d_h / 4]
-var<workgroup> acc: array<vec4<f32>, 256>;   // [4 row lanes × 4 heads × 16 vec4]
+var<workgroup> acc: array<vec4<f32>, 256>;   // [PHASES ≤ 4 × 4 heads × 16 vec4]
 var<workgroup> pr: array<vec4<f32>, 256>;    // [S ≤ 256 rows] scores, then e, of the G heads
 
 @compute @workgroup_size(64)
@@ -84,21 +86,34 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     for (var k = i; k < g_n * hd4; k += 64u) { qs[k] = qkv[q0 + k]; }
     workgroupBarrier();
 
-    // Scores of the G heads for row j as one vec4 (lanes past G unused), kept in `pr`.
+    // Scores of the G heads for rows j and j + 64 as vec4s (lanes past G unused), kept in `pr`:
+    // each load of q (workgroup memory) feeds two rows.
     var m = vec4<f32>(-3.4e38);
-    for (var j = j0 + i; j < j1; j += 64u) {
-        let kb = (j % p.rows) * kv4 + kvh * hd4;
+    for (var j = j0 + i; j < j1; j += 128u) {
+        let two = j + 64u < j1;
+        let jb = select(j, j + 64u, two);
+        let ka = (j % p.rows) * kv4 + kvh * hd4;
+        let kb = (jb % p.rows) * kv4 + kvh * hd4;
         var s = vec4<f32>(0.0);
+        var sb = vec4<f32>(0.0);
         for (var k = 0u; k < hd4; k++) {
-            let kk = load_k(kb + k);
-            s.x += dot(qs[k], kk);
-            if (g_n > 1u) { s.y += dot(qs[hd4 + k], kk); }
-            if (g_n > 2u) { s.z += dot(qs[2u * hd4 + k], kk); }
-            if (g_n > 3u) { s.w += dot(qs[3u * hd4 + k], kk); }
+            let ka4 = load_k(ka + k);
+            let kb4 = load_k(kb + k);
+            let q0 = qs[k];
+            s.x += dot(q0, ka4);
+            sb.x += dot(q0, kb4);
+            if (g_n > 1u) { let q1 = qs[hd4 + k]; s.y += dot(q1, ka4); sb.y += dot(q1, kb4); }
+            if (g_n > 2u) { let q2 = qs[2u * hd4 + k]; s.z += dot(q2, ka4); sb.z += dot(q2, kb4); }
+            if (g_n > 3u) { let q3 = qs[3u * hd4 + k]; s.w += dot(q3, ka4); sb.w += dot(q3, kb4); }
         }
         s *= p.scale;
+        sb *= p.scale;
         pr[j - j0] = s;
         m = max(m, s);
+        if (two) {
+            pr[jb - j0] = sb;
+            m = max(m, sb);
+        }
     }
     m = reduce_max(m, i);
 
@@ -111,8 +126,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     }
     l = reduce_sum(l, i);
 
+    // Weighted sum: lane i % 16 owns head dimensions 4·(c + lane) .. +3 for c = 0, 16, …; PHASES
+    // groups of 16 lanes split the rows (row j to phase j mod PHASES) and add up through `acc`.
+    // With one phase (CPU-type adapters) the row is the same in every active lane, so e[j] is
+    // one load for all of them.
     let lane = i % 16u;
-    let phase = i / 16u;
+    let phase = select(i / 16u, 0u, PHASES == 1u);
+    let in_phase = i < 16u * PHASES;
     let rec = 1u + hd4;  // vec4s per (token, head, split) record: (m, l, 0, 0), then o
     for (var c = 0u; c < hd4; c += 16u) {
         let d4 = c + lane;
@@ -120,8 +140,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
         var o1 = vec4<f32>(0.0);
         var o2 = vec4<f32>(0.0);
         var o3 = vec4<f32>(0.0);
-        if (d4 < hd4) {
-            for (var j = j0 + phase; j < j1; j += 4u) {
+        if (in_phase && d4 < hd4) {
+            for (var j = j0 + phase; j < j1; j += PHASES) {
                 let v = load_v((j % p.rows) * kv4 + kvh * hd4 + d4);
                 let e = pr[j - j0];
                 o0 += e.x * v;
@@ -130,15 +150,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
                 if (g_n > 3u) { o3 += e.w * v; }
             }
         }
-        acc[(phase * 4u) * 16u + lane] = o0;
-        acc[(phase * 4u + 1u) * 16u + lane] = o1;
-        acc[(phase * 4u + 2u) * 16u + lane] = o2;
-        acc[(phase * 4u + 3u) * 16u + lane] = o3;
+        if (in_phase) {
+            acc[(phase * 4u) * 16u + lane] = o0;
+            acc[(phase * 4u + 1u) * 16u + lane] = o1;
+            acc[(phase * 4u + 2u) * 16u + lane] = o2;
+            acc[(phase * 4u + 3u) * 16u + lane] = o3;
+        }
         workgroupBarrier();
-        if (phase == 0u && d4 < hd4) {
+        if (i < 16u && d4 < hd4) {
             for (var g = 0u; g < g_n; g++) {
-                let o = (acc[g * 16u + lane] + acc[(4u + g) * 16u + lane])
-                      + (acc[(8u + g) * 16u + lane] + acc[(12u + g) * 16u + lane]);
+                var o = acc[g * 16u + lane];
+                for (var f = 1u; f < PHASES; f++) { o += acc[(f * 4u + g) * 16u + lane]; }
                 part[((t * p.n_heads + h0 + g) * p.n_splits + sx) * rec + 1u + d4] = o;
             }
         }

@@ -18,6 +18,8 @@ pub struct GpuOptions {
     pub rows: Option<(u32, u32)>,
     /// Tokens per invocation of the mat-mul; None picks by adapter type.
     pub tokens: Option<u32>,
+    /// The shapes a GPU-type adapter gets (`tuning_for`), whatever the adapter's type.
+    pub gpu_shapes: bool,
     /// Split the vocabulary tables (`weights::TABLES`) into parts of at most this many bytes, as
     /// on a device whose binding limit is that (the device's own limit applies regardless).
     pub table_part_bytes: Option<u64>,
@@ -25,9 +27,9 @@ pub struct GpuOptions {
 
 impl GpuOptions {
     /// The plain kernels: no subgroup operations, one weight row per invocation, a small
-    /// mat-mul tile (the shapes a GPU adapter gets).
+    /// mat-mul tile, and otherwise the shapes a GPU adapter gets.
     pub fn plain() -> Self {
-        GpuOptions { subgroups: false, rows: Some((1, 1)), tokens: Some(4), table_part_bytes: None }
+        GpuOptions { subgroups: false, rows: Some((1, 1)), tokens: Some(4), gpu_shapes: true, table_part_bytes: None }
     }
 }
 
@@ -38,32 +40,25 @@ impl Default for GpuOptions {
         let subgroups = std::env::var("KVSCOPE_SUBGROUPS").map_or(true, |v| v != "0");
         #[cfg(target_arch = "wasm32")]
         let subgroups = true;
-        GpuOptions { subgroups, rows: None, tokens: None, table_part_bytes: None }
+        GpuOptions { subgroups, rows: None, tokens: None, gpu_shapes: false, table_part_bytes: None }
     }
 }
 
-/// The work per invocation of the quantised kernels. CPU-type adapters (lavapipe, SwiftShader)
-/// run an invocation's loop on a SIMD lane where a load costs more than arithmetic, so sharing
-/// each load pays: measured on lavapipe, 4 rows made decode 1.55× faster than 1 row; for the
-/// mat-mul, a register tile of 16 rows × 16 tokens (every decoded weight feeding 16 dot
-/// products, every input load 16) — see bench/RESULTS.md. GPUs keep one row per mat-vec
-/// invocation, for the most invocations in flight, and a 4 × 4 mat-mul tile.
-fn tuning_for(info: &wgpu::AdapterInfo) -> Tuning {
-    if info.device_type == wgpu::DeviceType::Cpu {
-        Tuning { matvec_rows: 4, matmul_rows: 16, matmul_tokens: 16, prefill_chunk: crate::config::PREFILL_CHUNK as u32 }
+/// The work per invocation of the kernels, by adapter type. CPU-type adapters (lavapipe,
+/// SwiftShader) run an invocation's loop on a SIMD lane where a load from another address in
+/// each lane (a gather) costs more than arithmetic, so sharing each load pays: measured on
+/// lavapipe, a mat-vec tile of 4 rows (bench/RESULTS.md); for the mat-mul, a register tile of
+/// 16 rows × 16 tokens (every decoded weight feeding 16 dot products, every input load 16);
+/// attention splits of 256 rows (two cores run the workgroups; 1.2× faster than 128 at 1,024
+/// cached positions) and one phase of 16 lanes for its weighted sum, so that each row's weight is
+/// one load for the group. GPUs keep one row per mat-vec invocation, for the most invocations in
+/// flight, a 4 × 4 mat-mul tile, 64-row splits (more workgroups for long contexts) and 4 phases.
+fn tuning_for(device_type: wgpu::DeviceType) -> Tuning {
+    let prefill_chunk = crate::config::PREFILL_CHUNK as u32;
+    if device_type == wgpu::DeviceType::Cpu {
+        Tuning { matvec_rows: 4, matmul_rows: 16, matmul_tokens: 16, prefill_chunk, attention_split: 256, attention_phases: 1 }
     } else {
-        Tuning { matvec_rows: 1, matmul_rows: 4, matmul_tokens: 4, prefill_chunk: crate::config::PREFILL_CHUNK as u32 }
-    }
-}
-
-/// The least cache rows one attention workgroup covers. Fewer rows give long contexts more
-/// workgroups (what a GPU needs); on CPU-type adapters, where two cores run the workgroups, 256
-/// rows made the attention pass 1.2× faster than 128 at 1,024 cached positions on lavapipe.
-fn attention_split(info: &wgpu::AdapterInfo) -> usize {
-    if info.device_type == wgpu::DeviceType::Cpu {
-        256
-    } else {
-        64
+        Tuning { matvec_rows: 1, matmul_rows: 4, matmul_tokens: 4, prefill_chunk, attention_split: 64, attention_phases: 4 }
     }
 }
 
@@ -79,8 +74,6 @@ pub struct GpuContext {
     pub subgroups: bool,
     /// Weight rows per invocation of the mat-vec and mat-mul kernels (see `rows_per_invocation`).
     pub tuning: Tuning,
-    /// The least cache rows per attention workgroup (see `attention_split`).
-    pub attention_split: usize,
     /// Validation, out-of-memory and device-loss errors reported by wgpu, the loss first.
     errors: Arc<Mutex<Vec<Error>>>,
     pipelines: RefCell<HashMap<Kernel, Rc<Pipeline>>>,
@@ -146,7 +139,7 @@ impl GpuContext {
                 v.insert(0, Error::DeviceLost(format!("{reason:?}{}{msg}", if msg.is_empty() { "" } else { ": " })));
             }
         });
-        let by_adapter = tuning_for(&info);
+        let by_adapter = tuning_for(if opts.gpu_shapes { wgpu::DeviceType::DiscreteGpu } else { info.device_type });
         let (matvec_rows, matmul_rows) = opts.rows.unwrap_or((by_adapter.matvec_rows, by_adapter.matmul_rows));
         let matmul_tokens = opts.tokens.unwrap_or(by_adapter.matmul_tokens);
         if ![matvec_rows, matmul_rows, matmul_tokens].iter().all(|n| (1..=16).contains(n)) {
@@ -154,9 +147,7 @@ impl GpuContext {
                 "rows per invocation ({matvec_rows}, {matmul_rows}) and mat-mul tokens per invocation ({matmul_tokens}) must each be 1..=16"
             )));
         }
-        let attention_split = attention_split(&info);
         Ok(GpuContext {
-            attention_split,
             device,
             queue,
             info,
@@ -164,7 +155,7 @@ impl GpuContext {
             features,
             subgroups,
             table_part_bytes: opts.table_part_bytes,
-            tuning: Tuning { matvec_rows, matmul_rows, matmul_tokens, prefill_chunk: by_adapter.prefill_chunk },
+            tuning: Tuning { matvec_rows, matmul_rows, matmul_tokens, ..by_adapter },
             errors,
             pipelines: RefCell::default(),
             created: Cell::new(0),

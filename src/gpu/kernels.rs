@@ -66,8 +66,9 @@ const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../shaders/quant.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 
-/// The work of one invocation of the quantised kernels, chosen per adapter (see `GpuContext`):
-/// the register tiles, weight rows of the mat-vec (× 1 token) and rows × tokens of the mat-mul.
+/// The work of one invocation, chosen per adapter (`context::tuning_for`): the register tiles,
+/// weight rows of the mat-vec (× 1 token) and rows × tokens of the mat-mul, and the attention's
+/// shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Tuning {
     pub matvec_rows: u32,
@@ -75,6 +76,10 @@ pub struct Tuning {
     pub matmul_tokens: u32,
     /// B: tokens per prefill submit, the rows of the activation buffers.
     pub prefill_chunk: u32,
+    /// The least cache rows one attention workgroup covers.
+    pub attention_split: u32,
+    /// Groups of 16 lanes splitting the rows of the attention's weighted sum: 1, 2 or 4.
+    pub attention_phases: u32,
 }
 
 /// One kernel's facts.
@@ -165,6 +170,7 @@ impl Kernel {
                     .kv(kv)
                     .constant("HEAD_DIM", head_dim)
                     .constant("GROUP", group)
+                    .constant("PHASES", tuning.attention_phases)
             }
             Kernel::AttentionMerge => Spec::new("attention_merge", include_str!("../../shaders/attention_merge.wgsl")),
             Kernel::Glu => Spec::new("glu", include_str!("../../shaders/glu.wgsl")),

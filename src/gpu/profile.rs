@@ -10,12 +10,15 @@ use crate::error::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::program::Program;
 
+/// Runs of each dispatch; the least time counts.
+const REPEATS: usize = 3;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileRow {
     /// The dispatch label without its layer (`L3.attn_qkv` → `attn_qkv`).
     pub kind: String,
     pub dispatches: usize,
-    /// Summed over the dispatches, each less `submit_ms`.
+    /// Summed over the dispatches: each one's least time of `REPEATS` runs, less `submit_ms`.
     pub ms: f64,
 }
 
@@ -43,18 +46,23 @@ impl Profile {
         Ok(Profile { what, rows: Vec::new(), total_ms: 0.0, submit_ms })
     }
 
-    /// Runs each dispatch of `program` alone (bound at `step_offset`) and adds its time.
+    /// Runs each dispatch of `program` alone (bound at `step_offset`) `REPEATS` times and adds
+    /// the least of its times (what a busy machine's bursts leave alone).
     pub async fn add(&mut self, ctx: &GpuContext, program: &Program, step_offset: u32) -> Result<()> {
         for i in 0..program.len() {
-            let t = now_ms();
-            let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
-                program.encode_one(&mut pass, i, step_offset);
+            let mut ms = f64::INFINITY;
+            for _ in 0..REPEATS {
+                let t = now_ms();
+                let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
+                    program.encode_one(&mut pass, i, step_offset);
+                }
+                ctx.queue.submit([enc.finish()]);
+                ctx.wait_idle().await?;
+                ms = ms.min(now_ms() - t);
             }
-            ctx.queue.submit([enc.finish()]);
-            ctx.wait_idle().await?;
-            let ms = (now_ms() - t - self.submit_ms).max(0.0);
+            let ms = (ms - self.submit_ms).max(0.0);
             self.total_ms += ms;
             let kind = kind(&program.dispatches[i].label);
             match self.rows.iter_mut().find(|r| r.kind == kind) {

@@ -149,7 +149,7 @@ impl GpuModel {
 
     pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let heads = Heads { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32 };
-        let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, ctx.attention_split, cfg.attn_scale);
+        let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, ctx.tuning.attention_split as usize, cfg.attn_scale);
         let chunk = ctx.tuning.prefill_chunk;
         let factors = rope_factors(g, cfg, src)?;
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
