@@ -234,12 +234,12 @@ fn rope_kv_and_attention_match_cpu() {
             let out = ctx.storage("out", d as u64 * 4).unwrap();
             // Two layers' slices; this dispatch writes the second.
             let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
-            let steps = StepTable::new(&ctx, t).unwrap();
             let mut rec = Recorder::new(&ctx);
             let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
             let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table, rows: t as u32 };
             ops::rope_kv(&mut rec, Tokens::One, "rope_kv".into(), &rb, heads, KvType::F32, neox).unwrap();
             let ap = shape(heads, 1, t, h * t, 2 * h * t);
+            let steps = StepTable::new(&ctx, t).unwrap().with_grids(&ctx, ap.split_grid()).unwrap();
             attention(&ctx, &mut rec, Tokens::One, (&out, &att, &qb, &kb, &vb), &ap);
             // 70 positions: three splits of 32 rows, the first two more than half a 64-wide pass.
             let pos = 69;
@@ -353,14 +353,14 @@ fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize) {
     let table = buf(ctx, "table", &cpu::rope_table(t, hd, rs, &[]));
     let out = ctx.storage("out", (b * d) as u64 * 4).unwrap();
     let att = ctx.storage("att", ((1 + b) * h * t) as u64 * 4).unwrap();
-    let steps = StepTable::chunk(ctx).unwrap();
-    steps.set_chunk(&ctx.queue, start, n);
     let mut rec = Recorder::new(ctx);
     let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
     let tokens = Tokens::Chunk(b as u32);
     let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table, rows: rows as u32 };
     ops::rope_kv(&mut rec, tokens, "rope_kv".into(), &rb, heads, KvType::F32, rs.neox).unwrap();
     let ap = shape(heads, 3, t, 0, h * t).windowed(window as u32, rows as u32);
+    let steps = StepTable::chunk(ctx).unwrap().with_grids(ctx, ap.split_grid()).unwrap();
+    steps.set_chunk(&ctx.queue, start, n);
     attention(ctx, &mut rec, tokens, (&out, &att, &qb, &kb, &vb), &ap);
     rec.finish("chunk", Some(&steps)).unwrap().run(ctx, &steps, 0);
 

@@ -11,4 +11,4 @@ pub mod program;
 pub use context::{GpuContext, GpuOptions};
 pub use kernels::Kernel;
 pub use profile::Profile;
-pub use program::{Grid, Program, Recorder, StepTable};
+pub use program::{Grid, Program, Recorder, SplitGrid, StepTable};

@@ -4,7 +4,7 @@
 
 use crate::config::{Act, KvType};
 use crate::error::{Error, Result};
-use crate::gpu::{params, Grid, Kernel, Recorder};
+use crate::gpu::{params, Grid, Kernel, Recorder, SplitGrid};
 use crate::model::weights::{Part, Tensor};
 
 /// Which tokens an op covers: one (decoding: mat-vec kernels, bound to the per-position step
@@ -236,6 +236,11 @@ impl Attention {
         }
     }
 
+    /// The first pass's workgroups per step (`StepTable::with_grids`).
+    pub fn split_grid(&self) -> SplitGrid {
+        SplitGrid { groups: self.heads.n_heads / self.group, split: self.split }
+    }
+
     /// The same shape over a sliding window of W positions kept in a ring of R cache rows.
     pub fn windowed(self, window: u32, rows: u32) -> Self {
         Attention { window, rows, ..self }
@@ -291,7 +296,7 @@ pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionB
     };
     let z = tokens.rows();
     let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv };
-    let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z);
+    let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z).by_step();
     rec.push(format!("{label}.attention"), kernel, &[b.part, b.att, b.qkv, b.k_cache, b.v_cache], &p, grid)?;
     let m = params::AttentionMerge {
         n_heads,

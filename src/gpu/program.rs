@@ -28,6 +28,29 @@ pub struct StepTable {
     pub positions: usize,
     /// False for the one-slot chunk table: every pass binds slot 0.
     per_position: bool,
+    /// Indirect dispatch arguments, one entry of `GRID_ENTRY` bytes per slot, for the dispatches
+    /// whose workgroups follow the step (`Grid::by_step`), and their shape.
+    grids: Option<(wgpu::Buffer, SplitGrid)>,
+}
+
+/// Bytes per indirect dispatch entry (x, y, z and a pad word).
+const GRID_ENTRY: u64 = 16;
+
+/// The workgroups of the attention's first pass for a step of n tokens from position pos: the
+/// splits of S positions that hold positions ..pos + n, times the query-head groups, along x;
+/// the tokens along z. Dispatching only those (instead of every split of the context and every
+/// token row of a chunk) matters where an empty workgroup is not free: on SwiftShader each one
+/// cost ~0.3 ms (bench/RESULTS.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SplitGrid {
+    pub groups: u32,
+    pub split: u32,
+}
+
+impl SplitGrid {
+    fn entry(&self, pos: usize, n: usize) -> [u32; 4] {
+        [self.groups * ((pos + n) as u32).div_ceil(self.split), 1, n as u32, 0]
+    }
 }
 
 impl StepTable {
@@ -47,18 +70,35 @@ impl StepTable {
             }
         }
         ctx.queue.write_buffer(&buffer, 0, &bytes);
-        Ok(StepTable { buffer, positions, per_position: true })
+        Ok(StepTable { buffer, positions, per_position: true, grids: None })
     }
 
     /// The one-slot table for prefill chunks.
     pub fn chunk(ctx: &GpuContext) -> Result<Self> {
-        Ok(StepTable { buffer: ctx.uniform("chunk step uniform", SLOT)?, positions: 1, per_position: false })
+        Ok(StepTable { buffer: ctx.uniform("chunk step uniform", SLOT)?, positions: 1, per_position: false, grids: None })
+    }
+
+    /// Adds the indirect dispatch entries of `grid`: one per slot of the decode table, written
+    /// now; the chunk table's one entry is written by `set_chunk`.
+    pub fn with_grids(mut self, ctx: &GpuContext, grid: SplitGrid) -> Result<Self> {
+        let slots = if self.per_position { FLAW_CODES * self.positions } else { 1 };
+        let label = if self.per_position { "step grids" } else { "chunk step grid" };
+        let buffer = ctx.buffer(label, slots as u64 * GRID_ENTRY, wgpu::BufferUsages::INDIRECT | wgpu::BufferUsages::COPY_DST)?;
+        if self.per_position {
+            let entries: Vec<[u32; 4]> = (0..slots).map(|i| grid.entry(i % self.positions, 1)).collect();
+            ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&entries));
+        }
+        self.grids = Some((buffer, grid));
+        Ok(self)
     }
 
     /// Points the chunk table at `n` tokens from position `pos`, for the next submit.
     pub fn set_chunk(&self, queue: &wgpu::Queue, pos: usize, n: usize) {
         debug_assert!(!self.per_position);
         queue.write_buffer(&self.buffer, 0, bytemuck::bytes_of(&params::Step { pos: pos as u32, n: n as u32, flaw: 0, _pad: 0 }));
+        if let Some((buffer, grid)) = &self.grids {
+            queue.write_buffer(buffer, 0, bytemuck::cast_slice(&grid.entry(pos, n)));
+        }
     }
 
     /// The dynamic offset of position `pos` (with a teaching flaw's code, 0 for none).
@@ -78,6 +118,8 @@ pub struct Dispatch {
     workgroups: [u32; 3],
     /// Binds the step table's slot for the position (a dynamic offset).
     uses_step: bool,
+    /// The step table's indirect entries, where the workgroups follow the step.
+    by_step: Option<wgpu::Buffer>,
 }
 
 /// A recorded list of dispatches.
@@ -102,7 +144,10 @@ impl Program {
         let offset = [step_offset];
         let dynamic: &[u32] = if d.uses_step { &offset } else { &[] };
         pass.set_bind_group(0, &d.bind_group, dynamic);
-        pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+        match &d.by_step {
+            Some(grids) => pass.dispatch_workgroups_indirect(grids, step_offset as u64 / SLOT * GRID_ENTRY),
+            None => pass.dispatch_workgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]),
+        }
     }
 
     /// Encodes the program for `pos` in its own command buffer and submits it (no readback).
@@ -132,22 +177,29 @@ impl Program {
 pub struct Grid {
     workgroups: u32,
     layers: u32,
+    /// The step table's `SplitGrid` entry gives the workgroups when it runs; these are the most.
+    by_step: bool,
 }
 
 impl Grid {
     /// One invocation per unit of work, `n` of them.
     pub fn invocations(n: u32) -> Self {
-        Grid { workgroups: n.div_ceil(WORKGROUP), layers: 1 }
+        Grid { workgroups: n.div_ceil(WORKGROUP), layers: 1, by_step: false }
     }
 
     /// One workgroup per unit of work (a row, a head, a split), `n` of them.
     pub fn workgroups(n: u32) -> Self {
-        Grid { workgroups: n, layers: 1 }
+        Grid { workgroups: n, layers: 1, by_step: false }
     }
 
     /// The same over `z` layers of workgroups.
     pub fn layers(self, z: u32) -> Self {
         Grid { layers: z, ..self }
+    }
+
+    /// The workgroups of each step from the step table (`StepTable::with_grids`), at most these.
+    pub fn by_step(self) -> Self {
+        Grid { by_step: true, ..self }
     }
 }
 
@@ -157,6 +209,7 @@ struct Pending {
     buffers: Vec<wgpu::Buffer>,
     params_offset: u64,
     workgroups: [u32; 3],
+    by_step: bool,
 }
 
 /// Collects dispatches and their params; `finish` uploads the params arena and builds every bind
@@ -199,7 +252,8 @@ impl<'a> Recorder<'a> {
         let params_offset = self.arena.len() as u64;
         self.arena.extend_from_slice(bytemuck::bytes_of(p));
         self.arena.resize((params_offset + SLOT) as usize, 0);
-        self.pending.push(Pending { label, pipeline, buffers: buffers.iter().map(|b| (*b).clone()).collect(), params_offset, workgroups });
+        let buffers = buffers.iter().map(|b| (*b).clone()).collect();
+        self.pending.push(Pending { label, pipeline, buffers, params_offset, workgroups, by_step: grid.by_step });
         Ok(())
     }
 
@@ -235,7 +289,12 @@ impl<'a> Recorder<'a> {
                 entries: &entries,
             });
             let uses_step = p.pipeline.uses_step();
-            dispatches.push(Dispatch { label: p.label, pipeline: p.pipeline, bind_group, workgroups: p.workgroups, uses_step });
+            let by_step = match (p.by_step, steps.and_then(|s| s.grids.as_ref())) {
+                (false, _) => None,
+                (true, Some((grids, _))) => Some(grids.clone()),
+                (true, None) => return Err(Error::Gpu(format!("{}: needs the step table's grids", p.label))),
+            };
+            dispatches.push(Dispatch { label: p.label, pipeline: p.pipeline, bind_group, workgroups: p.workgroups, uses_step, by_step });
         }
         Ok(Program { dispatches })
     }

@@ -182,8 +182,8 @@ impl GpuModel {
             top_part: ctx.storage("top-k slices", (ops::TOP_K_SLICES as usize * ops::top_k_words()) as u64 * 4)?,
             top_staging: ctx.staging("top-k staging", ops::top_k_words() as u64 * 4)?,
         };
-        let steps = StepTable::new(&ctx, context)?;
-        let chunk_step = StepTable::chunk(&ctx)?;
+        let steps = StepTable::new(&ctx, context)?.with_grids(&ctx, attn.split_grid())?;
+        let chunk_step = StepTable::chunk(&ctx)?.with_grids(&ctx, attn.split_grid())?;
         let layers = Layers { cfg, w: &weights, kv: &kv_cache, a: &act, attn };
         let decode = layers.record(&ctx, Tokens::One, &steps)?;
         let prefill = layers.record(&ctx, Tokens::Chunk(chunk), &chunk_step)?;
