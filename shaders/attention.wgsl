@@ -150,21 +150,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
                 if (g_n > 3u) { o3 += e.w * v; }
             }
         }
-        if (in_phase) {
-            acc[(phase * 4u) * 16u + lane] = o0;
-            acc[(phase * 4u + 1u) * 16u + lane] = o1;
-            acc[(phase * 4u + 2u) * 16u + lane] = o2;
-            acc[(phase * 4u + 3u) * 16u + lane] = o3;
-        }
-        workgroupBarrier();
-        if (i < 16u && d4 < hd4) {
-            for (var g = 0u; g < g_n; g++) {
-                var o = acc[g * 16u + lane];
-                for (var f = 1u; f < PHASES; f++) { o += acc[(f * 4u + g) * 16u + lane]; }
-                part[((t * p.n_heads + h0 + g) * p.n_splits + sx) * rec + 1u + d4] = o;
+        let out = ((t * p.n_heads + h0) * p.n_splits + sx) * rec + 1u + d4;  // head h0's o, vec4 d4
+        let head = p.n_splits * rec;                                          // + g: head h0 + g
+        if (PHASES == 1u) {
+            // One phase holds whole sums: no exchange, no barrier.
+            if (in_phase && d4 < hd4) {
+                let o = array<vec4<f32>, 4>(o0, o1, o2, o3);
+                for (var g = 0u; g < g_n; g++) { part[out + g * head] = o[g]; }
             }
+        } else {
+            if (in_phase) {
+                acc[(phase * 4u) * 16u + lane] = o0;
+                acc[(phase * 4u + 1u) * 16u + lane] = o1;
+                acc[(phase * 4u + 2u) * 16u + lane] = o2;
+                acc[(phase * 4u + 3u) * 16u + lane] = o3;
+            }
+            workgroupBarrier();
+            if (i < 16u && d4 < hd4) {
+                for (var g = 0u; g < g_n; g++) {
+                    var o = acc[g * 16u + lane];
+                    for (var f = 1u; f < PHASES; f++) { o += acc[(f * 4u + g) * 16u + lane]; }
+                    part[out + g * head] = o;
+                }
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
     if (i < g_n) {
         part[((t * p.n_heads + h0 + i) * p.n_splits + sx) * rec] = vec4<f32>(m[i], l[i], 0.0, 0.0);

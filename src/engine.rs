@@ -291,8 +291,9 @@ impl Engine {
     }
 
     /// Where the GPU time goes (`crate::gpu::profile`): one decode step at the current position
-    /// and one whole prefill chunk over the cached positions from 0 (rewritten with their own
-    /// tokens). Needs a cache holding at least a chunk; the GPU backend only.
+    /// and one whole prefill chunk ending there (the last cached positions, rewritten with their
+    /// own tokens: its attention spans the whole cache). Needs at least two cached positions;
+    /// the GPU backend only.
     pub async fn profile(&mut self) -> Result<Vec<crate::gpu::Profile>> {
         let at = self.cached.len();
         let Model::Gpu(m) = &mut self.model else {
@@ -302,7 +303,7 @@ impl Engine {
         if chunk < 2 || at >= self.context {
             return Err(Error::Option(format!("profiling needs 2..{} cached positions and room for one more", self.context)));
         }
-        Ok(vec![m.profile(at, 1).await?, m.profile(0, chunk).await?])
+        Ok(vec![m.profile(at, 1).await?, m.profile(at - chunk, chunk).await?])
     }
 
     /// Empties the cache (the buffers stay; rows are overwritten as positions are reused).
