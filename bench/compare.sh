@@ -102,7 +102,7 @@ rows = [
 ]
 print(f"kvscope on {ours['adapter']}; llama.cpp Vulkan on {vk['device']} ({vk['offloaded']}); llama.cpp CPU")
 if ours.get("decode_1024_over_0"):
-    print(f"kvscope decode at context 1024 / at context 1: {ours['decode_1024_over_0']:.2f}")
+    print(f"kvscope decode at context 1024 / at context 1 (median steps): {ours['decode_1024_over_0']:.2f}")
 print(f"{'':30} {'kvscope':>10} {'llama vk':>10} {'llama cpu':>10} {'ours/vk':>8} {'ours/cpu':>8}")
 for name, a, b, c in rows:
     r = (b / a if "ms" in name else a / b) if a and b else float("nan")

@@ -11,6 +11,16 @@ use crate::gpu::Profile;
 use crate::model::GpuCounters;
 use crate::sampler::argmax;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_even_and_none() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(&[]), 0.0);
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeRun {
     /// Positions cached before the first measured step.
@@ -18,6 +28,8 @@ pub struct DecodeRun {
     pub steps: usize,
     pub tokens_per_s: f64,
     pub ms_per_token: f64,
+    /// The median step: what a machine's bursts of other work leave alone.
+    pub median_ms_per_token: f64,
     /// The greedy tokens of the run (the first picked after the context, then one per step).
     pub tokens: Vec<u32>,
 }
@@ -36,8 +48,9 @@ pub struct BenchReport {
     pub batched_over_token_by_token: f64,
     pub ttft_ms: f64,
     pub decode: Vec<DecodeRun>,
+    /// Decode speed at context 1024 over that at 1, from the median steps.
     pub decode_1024_over_0: Option<f64>,
-    /// Decode speed at the last context over that at the first.
+    /// Decode speed at the last context over that at the first, from the median steps.
     pub decode_longest_over_shortest: Option<f64>,
     /// Per decode token (averaged over the measured steps).
     pub dispatches_per_token: f64,
@@ -106,12 +119,30 @@ async fn decode(
     // Every reported token is fed back: one forward pass each.
     let passes = times.len();
     Ok((
-        DecodeRun { context: fill.len(), steps: n, tokens_per_s: n as f64 / (measured / 1e3), ms_per_token: measured / n as f64, tokens },
+        DecodeRun {
+            context: fill.len(),
+            steps: n,
+            tokens_per_s: n as f64 / (measured / 1e3),
+            ms_per_token: measured / n as f64,
+            median_ms_per_token: median(&times[1.min(times.len())..]),
+            tokens,
+        },
         before,
         after,
         passes,
         created,
     ))
+}
+
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
 }
 
 /// The contexts decode speed is measured at unless asked otherwise.
@@ -162,7 +193,7 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
     let d = |x: u64, y: u64| (y - x) as f64 / steps as f64;
     let (weight_bytes, kv) = e.memory();
     let gpu_buffer_bytes = e.gpu().map_or(0, |g| g.buffer_bytes());
-    let at = |c: usize| runs.iter().find(|r| r.context == c.max(1)).map(|r| r.tokens_per_s);
+    let at = |c: usize| runs.iter().find(|r| r.context == c.max(1)).map(|r| 1e3 / r.median_ms_per_token);
     Ok(BenchReport {
         adapter: e.backend(),
         model: e.cfg.name.clone(),
@@ -174,7 +205,7 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
         batched_over_token_by_token: tbt_ms / prefill_ms,
         ttft_ms,
         decode_1024_over_0: at(1024).zip(at(0)).map(|(x, y)| x / y),
-        decode_longest_over_shortest: runs.last().zip(runs.first()).map(|(x, y)| x.tokens_per_s / y.tokens_per_s),
+        decode_longest_over_shortest: runs.last().zip(runs.first()).map(|(x, y)| y.median_ms_per_token / x.median_ms_per_token),
         decode: runs,
         dispatches_per_token: d(b.dispatches, a.dispatches),
         submits_per_token: d(b.submits, a.submits),

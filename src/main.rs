@@ -265,12 +265,12 @@ mod cli {
         println!("time to first token                {:>8.1} ms", r.ttft_ms);
         for d in &r.decode {
             println!(
-                "decode at context {:>5}            {:>8.2} tok/s   ({:.1} ms/token, {} steps)",
-                d.context, d.tokens_per_s, d.ms_per_token, d.steps
+                "decode at context {:>5}            {:>8.2} tok/s   ({:.1} ms/token, median {:.1}, {} steps)",
+                d.context, d.tokens_per_s, d.ms_per_token, d.median_ms_per_token, d.steps
             );
         }
         if let Some(x) = r.decode_1024_over_0 {
-            println!("decode 1024 / decode 0             {:>8.2}", x);
+            println!("decode 1024 / decode 0             {:>8.2}   (median steps)", x);
         } else if let (Some(x), [first, .., last]) = (r.decode_longest_over_shortest, r.decode.as_slice()) {
             println!("decode {} / decode {}{:>width$.2}", last.context, first.context, x, width = 25);
         }

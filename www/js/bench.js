@@ -17,7 +17,7 @@ function rows(r) {
     ['prefill token by token', `${r.prefill_token_by_token_per_s.toFixed(2)} tok/s (batched is ${r.batched_over_token_by_token.toFixed(2)}×)`],
     ['time to first token', `${r.ttft_ms.toFixed(0)} ms`],
     ...r.decode.map((d) => [`decode at context ${d.context}`, `${d.tokens_per_s.toFixed(2)} tok/s`]),
-    [`decode at context ${r.decode.at(-1).context} / at ${r.decode[0].context}`, r.decode_longest_over_shortest.toFixed(2)],
+    [`decode at context ${r.decode.at(-1).context} / at ${r.decode[0].context} (median steps)`, r.decode_longest_over_shortest.toFixed(2)],
     ['per decode token', `${r.dispatches_per_token} dispatches, ${r.submits_per_token} submits, ${r.maps_per_token} maps, ` +
       `${r.readback_bytes_per_token} bytes read back, ${r.encode_ms_per_token.toFixed(3)} ms CPU encode${r.gpu_argmax ? ' (GPU argmax)' : ''}`],
     ['GPU buffers / (weights + KV cache)', `${mb(r.gpu_buffer_bytes)} MiB / (${mb(r.weight_bytes)} + ${mb(r.kv_cache_bytes)} MiB) = ` +
