@@ -1,39 +1,42 @@
 // Causal grouped-query attention, split over the cache (pass 1 of 2; attention_merge.wgsl is
-// pass 2). Token t of the chunk (workgroup z) sits at position p = pos + t and attends over
-// positions lo..=p (its own K and V were written just before): lo = 0, or p + 1 − W on a
-// sliding-window layer (window W > 0). Position j lives in cache row j mod R (R = the context, or
-// the ring of a sliding-window layer). Positions are cut into splits of S; workgroup
-// x = split · n_groups + gx covers split sx and the G query heads h0 = gx·G .. h0+G−1 that share
-// KV head kvh = h0 / (h / h_kv), so each K and V row is loaded once for the G of them. For its
-// positions j ∈ [max(sx·S, lo), min((sx+1)·S, p+1)) it computes
+// pass 2). Token t of the chunk sits at position p = pos + t and attends over positions lo..=p
+// (its own K and V were written just before): lo = 0, or p + 1 − W on a sliding-window layer
+// (window W > 0). Position j lives in cache row j mod R (R = the context C, or the ring of a
+// sliding-window layer). Positions are cut into splits of S; workgroup x = split · n_groups + gx
+// covers split sx and the G query heads h0 = gx·G .. h0+G−1 that share KV head
+// kvh = h0 / (h / h_kv), for the Q tokens t = Q·z .. Q·z + Q − 1 of workgroup z (Q = `T`, the
+// tile: 1, or 2 for prefill on CPU-type adapters), so each K and V row is loaded once for the
+// G·Q queries. For each token and its positions j ∈ [max(sx·S, lo), min((sx+1)·S, p+1)) it
+// computes
 //   s_g[j] = q_g · k[j, kvh] · scale
 //   m_g    = max_j s_g[j]
 //   e_g[j] = exp(s_g[j] − m_g)            (stored in `att`, rescaled by pass 2)
 //   l_g    = Σ_j e_g[j]
 //   o_g    = Σ_j e_g[j] · v[j, kvh]
-// and stores (m_g, l_g, o_g) in `part`. Splits outside lo..=p exit at once, so the cost follows
-// the positions attended, and long contexts spread over many workgroups.
-// `att` rows: the chunk's last token writes its layer's [h × T] slice (read by the attention
+// and stores (m_g, l_g, o_g) in `part`. Splits outside every token's lo..=p exit at once, so the
+// cost follows the positions attended, and long contexts spread over many workgroups.
+// `att` rows: the chunk's last token writes its layer's [h × C] slice (read by the attention
 // view); earlier tokens of a chunk use the scratch rows after the L layer slices.
 // One workgroup of 64: rows are spread over the invocations for the scores (kept in workgroup
-// memory as one vec4 of G heads per row, two rows per invocation at a time so that each load of
-// q feeds both); for the weighted sum, 16 invocations each own 4 head dimensions (a vec4) and
-// PHASES such groups split the rows.
+// memory as one vec4 of G heads per row and token, two rows per invocation at a time so that
+// each load of q feeds both); for the weighted sum, 16 invocations each own 4 head dimensions
+// (a vec4) and PHASES such groups split the rows. The per-token blocks repeat for each token of
+// the tile (`kernels::expand_tiles`).
 
 // Specialised per model: loops over the head dimension and the G heads have constant bounds.
 override HEAD_DIM: u32;  // d_h, a multiple of 4, at most 256
-override GROUP: u32;     // G ≤ 4 query heads per workgroup, dividing h / h_kv
+override GROUP: u32;     // G ≤ 4 query heads per workgroup, dividing h / h_kv; Q·G·d_h ≤ 1024
 override PHASES: u32;    // 1, 2 or 4 groups of 16 lanes splitting the rows of the weighted sum
 
 struct Params {
     n_heads: u32,         // h
     n_kv_heads: u32,      // h_kv
-    att_stride: u32,      // T: row length of `att`
-    att_offset: u32,      // elements: this layer's slice, l · h · T
-    scratch_offset: u32,  // elements: L · h · T, where the scratch rows [B × h × T] start
+    att_stride: u32,      // C: row length of `att`
+    att_offset: u32,      // elements: this layer's slice, l · h · C
+    scratch_offset: u32,  // elements: L · h · C, where the scratch rows [B × h × C] start
     scale: f32,           // 1 / sqrt(d_h) (the model's)
-    split: u32,           // S: positions per split, at most 256
-    n_splits: u32,        // ⌈T / S⌉
+    split: u32,           // S: positions per split, Q·S ≤ 512
+    n_splits: u32,        // ⌈C / S⌉
     window: u32,          // W: positions attended on a sliding-window layer; 0: all
     rows: u32,            // R: cache rows
 }
@@ -56,127 +59,166 @@ fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(6) var<uniform> step: Step;
 
-var<workgroup> qs: array<vec4<f32>, 256>;    // [G × d_h / 4]
-var<workgroup> acc: array<vec4<f32>, 256>;   // [PHASES ≤ 4 × 4 heads × 16 vec4]
-var<workgroup> pr: array<vec4<f32>, 256>;    // [S ≤ 256 rows] scores, then e, of the G heads
+var<workgroup> qs: array<vec4<f32>, 256>;    // [Q × G × d_h / 4] queries; then the weighted sum's exchange
+var<workgroup> pr: array<vec4<f32>, 512>;    // [Q × S rows] scores, then e, of the G heads
+
+// The positions token t of the chunk attends: [lo, n).
+fn attended(t: u32) -> vec2<u32> {
+    let n = step.pos + t + 1u;
+    return vec2<u32>(select(0u, n - min(n, p.window), p.window > 0u), n);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     enter(lanes);
     let i = lanes.i;
-    let t = wg.z;
     let n_groups = p.n_heads / GROUP;
     let gx = wg.x % n_groups;
     let sx = wg.x / n_groups;
-    let n = step.pos + t + 1u;
-    let lo = select(0u, n - min(n, p.window), p.window > 0u);
-    if (t >= step.n || sx * p.split >= n || (sx + 1u) * p.split <= lo) { return; }
-    let j0 = max(sx * p.split, lo);
-    let j1 = min((sx + 1u) * p.split, n);
+    let ta = wg.z * T;                        // the tile's first token
+    if (ta >= step.n) { return; }
+    let tz = min(ta + T, step.n) - 1u;        // its last
+    let first = attended(ta);
+    let last = attended(tz);
+    let s0 = sx * p.split;
+    if (s0 >= last.y || s0 + p.split <= first.x) { return; }
+    // Rows any token of the tile attends in this split.
+    let j0 = max(s0, first.x);
+    let j1 = min(s0 + p.split, last.y);
     let hd4 = HEAD_DIM / 4u;
     let g_n = GROUP;
     let h0 = gx * g_n;
     let kvh = h0 / (p.n_heads / p.n_kv_heads);
     let kv4 = p.n_kv_heads * hd4;
     let ts = p.att_stride;
-    // Row of `att` for head h0 + g is a0 + g · T.
-    let a0 = select(p.scratch_offset + (t * p.n_heads + h0) * ts, p.att_offset + h0 * ts, t + 1u == step.n);
+    let row4 = (p.n_heads + 2u * p.n_kv_heads) * hd4;  // vec4s per token row of qkv
+    let rec = 1u + hd4;  // vec4s per (token, head, split) record of `part`: (m, l, 0, 0), then o
+    //#for t
+    // Token $t of the tile: whether it is in the chunk and attends into this split; its rows.
+    let tok$t = ta + $tu;
+    let span$t = attended(min(tok$t, tz));
+    let live$t = tok$t <= tz && s0 < span$t.y && s0 + p.split > span$t.x;
+    // Row of `att` for head h0 + g is a$t + g · C; its record in `part` for head h0 + g is
+    // out$t + g · n_splits · rec.
+    let a$t = select(p.scratch_offset + (tok$t * p.n_heads + h0) * ts, p.att_offset + h0 * ts, tok$t + 1u == step.n);
+    let out$t = ((tok$t * p.n_heads + h0) * p.n_splits + sx) * rec;
+    //#end
 
-    let q0 = (t * (p.n_heads + 2u * p.n_kv_heads) + h0) * hd4;
-    for (var k = i; k < g_n * hd4; k += 64u) { qs[k] = qkv[q0 + k]; }
+    for (var k = i; k < T * g_n * hd4; k += 64u) {
+        let u = k / (g_n * hd4);
+        qs[k] = qkv[min(ta + u, tz) * row4 + h0 * hd4 + k % (g_n * hd4)];
+    }
     workgroupBarrier();
 
-    // Scores of the G heads for rows j and j + 64 as vec4s (lanes past G unused), kept in `pr`:
-    // each load of q (workgroup memory) feeds two rows.
-    var m = vec4<f32>(-3.4e38);
+    // Scores of the G heads for rows j and j + 64 as vec4s (lanes past G unused), kept in `pr`
+    // (−3.4e38 where the token does not attend the row): each load of K feeds every token of the
+    // tile, each load of q both rows.
+    //#for t
+    var m$t = vec4<f32>(-3.4e38);
+    //#end
     for (var j = j0 + i; j < j1; j += 128u) {
         let two = j + 64u < j1;
         let jb = select(j, j + 64u, two);
         let ka = (j % p.rows) * kv4 + kvh * hd4;
         let kb = (jb % p.rows) * kv4 + kvh * hd4;
-        var s = vec4<f32>(0.0);
-        var sb = vec4<f32>(0.0);
+        //#for t
+        var sa$t = vec4<f32>(0.0);
+        var sb$t = vec4<f32>(0.0);
+        //#end
         for (var k = 0u; k < hd4; k++) {
             let ka4 = load_k(ka + k);
             let kb4 = load_k(kb + k);
-            let q0 = qs[k];
-            s.x += dot(q0, ka4);
-            sb.x += dot(q0, kb4);
-            if (g_n > 1u) { let q1 = qs[hd4 + k]; s.y += dot(q1, ka4); sb.y += dot(q1, kb4); }
-            if (g_n > 2u) { let q2 = qs[2u * hd4 + k]; s.z += dot(q2, ka4); sb.z += dot(q2, kb4); }
-            if (g_n > 3u) { let q3 = qs[3u * hd4 + k]; s.w += dot(q3, ka4); sb.w += dot(q3, kb4); }
+            //#for t
+            let q0_$t = qs[($tu * g_n) * hd4 + k];
+            sa$t.x += dot(q0_$t, ka4);
+            sb$t.x += dot(q0_$t, kb4);
+            if (g_n > 1u) { let q = qs[($tu * g_n + 1u) * hd4 + k]; sa$t.y += dot(q, ka4); sb$t.y += dot(q, kb4); }
+            if (g_n > 2u) { let q = qs[($tu * g_n + 2u) * hd4 + k]; sa$t.z += dot(q, ka4); sb$t.z += dot(q, kb4); }
+            if (g_n > 3u) { let q = qs[($tu * g_n + 3u) * hd4 + k]; sa$t.w += dot(q, ka4); sb$t.w += dot(q, kb4); }
+            //#end
         }
-        s *= p.scale;
-        sb *= p.scale;
-        pr[j - j0] = s;
-        m = max(m, s);
+        //#for t
+        sa$t = select(vec4<f32>(-3.4e38), sa$t * p.scale, j >= span$t.x && j < span$t.y);
+        sb$t = select(vec4<f32>(-3.4e38), sb$t * p.scale, jb >= span$t.x && jb < span$t.y);
+        pr[$tu * p.split + j - j0] = sa$t;
+        m$t = max(m$t, sa$t);
         if (two) {
-            pr[jb - j0] = sb;
-            m = max(m, sb);
+            pr[$tu * p.split + jb - j0] = sb$t;
+            m$t = max(m$t, sb$t);
         }
+        //#end
     }
-    m = reduce_max(m, i);
+    //#for t
+    m$t = reduce_max(m$t, i);
+    //#end
 
-    var l = vec4<f32>(0.0);
+    //#for t
+    var l$t = vec4<f32>(0.0);
+    //#end
     for (var j = j0 + i; j < j1; j += 64u) {
-        let e = exp(pr[j - j0] - m);
-        pr[j - j0] = e;
-        l += e;
-        for (var g = 0u; g < g_n; g++) { att[a0 + g * ts + j] = e[g]; }
+        //#for t
+        let in$t = j >= span$t.x && j < span$t.y;
+        let e$t = select(vec4<f32>(0.0), exp(pr[$tu * p.split + j - j0] - m$t), in$t);
+        pr[$tu * p.split + j - j0] = e$t;
+        l$t += e$t;
+        if (live$t && in$t) {
+            for (var g = 0u; g < g_n; g++) { att[a$t + g * ts + j] = e$t[g]; }
+        }
+        //#end
     }
-    l = reduce_sum(l, i);
+    //#for t
+    l$t = reduce_sum(l$t, i);
+    //#end
 
     // Weighted sum: lane i % 16 owns head dimensions 4·(c + lane) .. +3 for c = 0, 16, …; PHASES
-    // groups of 16 lanes split the rows (row j to phase j mod PHASES) and add up through `acc`.
+    // groups of 16 lanes split the rows (row j to phase j mod PHASES) and add up through `qs`.
     // With one phase (CPU-type adapters) the row is the same in every active lane, so e[j] is
     // one load for all of them.
     let lane = i % 16u;
     let phase = select(i / 16u, 0u, PHASES == 1u);
     let in_phase = i < 16u * PHASES;
-    let rec = 1u + hd4;  // vec4s per (token, head, split) record: (m, l, 0, 0), then o
+    let head = p.n_splits * rec;
     for (var c = 0u; c < hd4; c += 16u) {
         let d4 = c + lane;
-        var o0 = vec4<f32>(0.0);
-        var o1 = vec4<f32>(0.0);
-        var o2 = vec4<f32>(0.0);
-        var o3 = vec4<f32>(0.0);
+        //#for t
+        var o$t = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        //#end
         if (in_phase && d4 < hd4) {
             for (var j = j0 + phase; j < j1; j += PHASES) {
                 let v = load_v((j % p.rows) * kv4 + kvh * hd4 + d4);
-                let e = pr[j - j0];
-                o0 += e.x * v;
-                if (g_n > 1u) { o1 += e.y * v; }
-                if (g_n > 2u) { o2 += e.z * v; }
-                if (g_n > 3u) { o3 += e.w * v; }
+                //#for t
+                let e$t = pr[$tu * p.split + j - j0];
+                o$t[0] += e$t.x * v;
+                if (g_n > 1u) { o$t[1] += e$t.y * v; }
+                if (g_n > 2u) { o$t[2] += e$t.z * v; }
+                if (g_n > 3u) { o$t[3] += e$t.w * v; }
+                //#end
             }
         }
-        let out = ((t * p.n_heads + h0) * p.n_splits + sx) * rec + 1u + d4;  // head h0's o, vec4 d4
-        let head = p.n_splits * rec;                                          // + g: head h0 + g
+        //#for t
         if (PHASES == 1u) {
             // One phase holds whole sums: no exchange, no barrier.
-            if (in_phase && d4 < hd4) {
-                let o = array<vec4<f32>, 4>(o0, o1, o2, o3);
-                for (var g = 0u; g < g_n; g++) { part[out + g * head] = o[g]; }
+            if (live$t && in_phase && d4 < hd4) {
+                for (var g = 0u; g < g_n; g++) { part[out$t + 1u + d4 + g * head] = o$t[g]; }
             }
         } else {
+            // qs, free since the scores, takes [PHASES × 4 heads × 16 vec4].
+            workgroupBarrier();
             if (in_phase) {
-                acc[(phase * 4u) * 16u + lane] = o0;
-                acc[(phase * 4u + 1u) * 16u + lane] = o1;
-                acc[(phase * 4u + 2u) * 16u + lane] = o2;
-                acc[(phase * 4u + 3u) * 16u + lane] = o3;
+                for (var g = 0u; g < 4u; g++) { qs[(phase * 4u + g) * 16u + lane] = o$t[g]; }
             }
             workgroupBarrier();
-            if (i < 16u && d4 < hd4) {
+            if (live$t && i < 16u && d4 < hd4) {
                 for (var g = 0u; g < g_n; g++) {
-                    var o = acc[g * 16u + lane];
-                    for (var f = 1u; f < PHASES; f++) { o += acc[(f * 4u + g) * 16u + lane]; }
-                    part[out + g * head] = o;
+                    var o = qs[g * 16u + lane];
+                    for (var f = 1u; f < PHASES; f++) { o += qs[(f * 4u + g) * 16u + lane]; }
+                    part[out$t + 1u + d4 + g * head] = o;
                 }
             }
-            workgroupBarrier();
         }
+        //#end
     }
-    if (i < g_n) {
-        part[((t * p.n_heads + h0 + i) * p.n_splits + sx) * rec] = vec4<f32>(m[i], l[i], 0.0, 0.0);
-    }
+    //#for t
+    if (live$t && i < g_n) { part[out$t + i * head] = vec4<f32>(m$t[i], l$t[i], 0.0, 0.0); }
+    //#end
 }

@@ -203,6 +203,7 @@ fn shape(heads: Heads, group: u32, t: usize, att_offset: usize, scratch_offset: 
         context: t as u32,
         split: 32,
         n_splits: t.div_ceil(32) as u32,
+        tokens: 1,
         att_offset: att_offset as u32,
         scratch_offset: scratch_offset as u32,
         scale: 1.0 / (heads.head_dim as f32).sqrt(),
@@ -325,14 +326,15 @@ fn matmul_matches_cpu_for_every_type() {
 #[test]
 fn chunk_rope_kv_and_attention_match_cpu() {
     for ctx in gpus() {
-        for (window, rows) in [(0usize, 96usize), (20, 36)] {
-            eprintln!("subgroups: {}, window {window}, rows {rows}", ctx.subgroups);
-            chunk_attention(&ctx, window, rows);
+        // One token per workgroup, two and four (9 tokens: the last tile holds one).
+        for (window, rows, q) in [(0usize, 96usize, 1u32), (20, 36, 1), (0, 96, 2), (20, 36, 2), (0, 96, 4), (20, 36, 4)] {
+            eprintln!("subgroups: {}, window {window}, rows {rows}, tokens per workgroup {q}", ctx.subgroups);
+            chunk_attention(&ctx, window, rows, q);
         }
     }
 }
 
-fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize) {
+fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize, q: u32) {
     let (h, hkv, hd, t) = (6usize, 2usize, 16usize, 96usize);
     let rs = rope_spec(10000.0, window > 0);
     let (d, kv) = (h * hd, hkv * hd);
@@ -358,7 +360,8 @@ fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize) {
     let tokens = Tokens::Chunk(b as u32);
     let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table, rows: rows as u32 };
     ops::rope_kv(&mut rec, tokens, "rope_kv".into(), &rb, heads, KvType::F32, rs.neox).unwrap();
-    let ap = shape(heads, 3, t, 0, h * t).windowed(window as u32, rows as u32);
+    let ap = shape(heads, 3, t, 0, h * t).windowed(window as u32, rows as u32).for_chunk(q);
+    assert_eq!(ap.tokens, q);
     let steps = StepTable::chunk(ctx).unwrap().with_grids(ctx, ap.split_grid()).unwrap();
     steps.set_chunk(&ctx.queue, start, n);
     attention(ctx, &mut rec, tokens, (&out, &att, &qb, &kb, &vb), &ap);
@@ -471,9 +474,10 @@ fn specialisation_keeps_one_side() {
     assert_eq!(specialise(src, &[]), "a\nc\ne\n");
     assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
     assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
-    let tuning = kvscope::gpu::kernels::Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32, attention_split: 64, attention_phases: 4 };
+    let tuning = kvscope::gpu::kernels::Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32, attention_split: 64, attention_phases: 4, attention_tokens: 1 };
     for k in [
-        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32 },
+        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 1 },
+        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 2 },
         Kernel::RmsNorm,
         Kernel::RopeKv { kv: KvType::F32, neox: false },
         Kernel::RopeKv { kv: KvType::F32, neox: true },
@@ -485,7 +489,7 @@ fn specialisation_keeps_one_side() {
         let code: String = plain.lines().map(|l| l.split("//").next().unwrap_or("")).collect();
         assert!(!code.contains("subgroup") && !code.contains("2x16float") && !plain.contains("//#"), "{}", spec.label);
     }
-    let f16 = Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16 }.spec(tuning).source(true);
+    let f16 = Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 1 }.spec(tuning).source(true);
     assert!(f16.contains("unpack2x16float") && f16.contains("subgroupAdd"));
 }
 
@@ -494,12 +498,12 @@ fn specialisation_keeps_one_side() {
 #[test]
 fn bindings_are_read_from_the_shader() {
     use kvscope::gpu::kernels::{bindings, Slot::*, Tuning};
-    let tuning = Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32, attention_split: 64, attention_phases: 4 };
+    let tuning = Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32, attention_split: 64, attention_phases: 4, attention_tokens: 1 };
     let src = |k: Kernel| k.spec(tuning).source(false);
     assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16, neox: true })), [Out, Out, Out, In, Params, Step]);
-    assert_eq!(bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16 })), [Out, Out, In, In, In, Params, Step]);
+    assert_eq!(bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 2 })), [Out, Out, In, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::Argmax)), [Out, In, Params]);
 }
 

@@ -51,14 +51,30 @@ impl Default for GpuOptions {
 /// 16 rows × 16 tokens (every decoded weight feeding 16 dot products, every input load 16);
 /// attention splits of 256 rows (two cores run the workgroups; 1.2× faster than 128 at 1,024
 /// cached positions) and one phase of 16 lanes for its weighted sum, so that each row's weight is
-/// one load for the group. GPUs keep one row per mat-vec invocation, for the most invocations in
+/// one load for the group, and two prefill tokens per workgroup sharing each K and V load. GPUs keep one row per mat-vec invocation, for the most invocations in
 /// flight, a 4 × 4 mat-mul tile, 64-row splits (more workgroups for long contexts) and 4 phases.
 fn tuning_for(device_type: wgpu::DeviceType) -> Tuning {
     let prefill_chunk = crate::config::PREFILL_CHUNK as u32;
     if device_type == wgpu::DeviceType::Cpu {
-        Tuning { matvec_rows: 4, matmul_rows: 16, matmul_tokens: 16, prefill_chunk, attention_split: 256, attention_phases: 1 }
+        Tuning {
+            matvec_rows: 4,
+            matmul_rows: 16,
+            matmul_tokens: 16,
+            prefill_chunk,
+            attention_split: 256,
+            attention_phases: 1,
+            attention_tokens: 2,
+        }
     } else {
-        Tuning { matvec_rows: 1, matmul_rows: 4, matmul_tokens: 4, prefill_chunk, attention_split: 64, attention_phases: 4 }
+        Tuning {
+            matvec_rows: 1,
+            matmul_rows: 4,
+            matmul_tokens: 4,
+            prefill_chunk,
+            attention_split: 64,
+            attention_phases: 4,
+            attention_tokens: 1,
+        }
     }
 }
 

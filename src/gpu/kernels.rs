@@ -44,11 +44,12 @@ pub enum Kernel {
         neox: bool,
     },
     /// Attention pass 1: softmax statistics and partial outputs per split of the cache, for a
-    /// head dimension and a number of query heads per workgroup.
+    /// head dimension, a number of query heads and a number of tokens per workgroup.
     Attention {
         head_dim: u32,
         group: u32,
         kv: KvType,
+        tokens: u32,
     },
     /// Attention pass 2: merges the splits into the output and normalised weights.
     AttentionMerge,
@@ -80,6 +81,8 @@ pub struct Tuning {
     pub attention_split: u32,
     /// Groups of 16 lanes splitting the rows of the attention's weighted sum: 1, 2 or 4.
     pub attention_phases: u32,
+    /// Tokens of a prefill chunk per attention workgroup (1 or 2), sharing each K and V load.
+    pub attention_tokens: u32,
 }
 
 /// One kernel's facts.
@@ -165,8 +168,9 @@ impl Kernel {
                     .kv(kv)
                     .constant("NEOX", neox as u32)
             }
-            Kernel::Attention { head_dim, group, kv } => {
+            Kernel::Attention { head_dim, group, kv, tokens } => {
                 Spec::new(format!("attention_d{head_dim}_g{group}"), include_str!("../../shaders/attention.wgsl"))
+                    .tile(1, tokens)
                     .kv(kv)
                     .constant("HEAD_DIM", head_dim)
                     .constant("GROUP", group)

@@ -198,6 +198,8 @@ pub struct Attention {
     pub context: u32,
     /// S: cache rows per split (at most 256), and ⌈T / S⌉ ≤ 64 splits.
     pub split: u32,
+    /// Q: tokens per workgroup of pass 1 (1; 2 for prefill where `for_chunk` allows it).
+    pub tokens: u32,
     pub n_splits: u32,
     /// Elements: where this layer's [h × T] slice of `att` starts, and the scratch rows.
     pub att_offset: u32,
@@ -228,6 +230,7 @@ impl Attention {
             context: context as u32,
             split,
             n_splits: (context as u32).div_ceil(split),
+            tokens: 1,
             att_offset: 0,
             scratch_offset: (layers as u32) * heads.n_heads * context as u32,
             scale,
@@ -238,7 +241,19 @@ impl Attention {
 
     /// The first pass's workgroups per step (`StepTable::with_grids`).
     pub fn split_grid(&self) -> SplitGrid {
-        SplitGrid { groups: self.heads.n_heads / self.group, split: self.split }
+        SplitGrid { groups: self.heads.n_heads / self.group, split: self.split, tokens: self.tokens }
+    }
+
+    /// The shape for prefill chunks: up to `q` tokens per workgroup, as many as the kernel's
+    /// workgroup memory holds the queries of (Q·G·d_h/4 vec4s ≤ 256) and the scores of, over
+    /// splits of S ≤ 512 / Q rows (fewer rows per split than decode's where needed, while the
+    /// context still fits 64 splits).
+    pub fn for_chunk(self, q: u32) -> Self {
+        let least = self.context.div_ceil(64);
+        let fits = |q: u32| q * self.group * self.heads.head_dim / 4 <= 256 && least * q <= 512;
+        let q = (1..=q.max(1)).rev().find(|&q| fits(q)).unwrap_or(1);
+        let split = self.split.min(512 / q).max(least);
+        Attention { tokens: q, split, n_splits: self.context.div_ceil(split), ..self }
     }
 
     /// The same shape over a sliding window of W positions kept in a ring of R cache rows.
@@ -295,8 +310,8 @@ pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionB
         rows: a.rows,
     };
     let z = tokens.rows();
-    let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv };
-    let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z).by_step();
+    let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv, tokens: a.tokens };
+    let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z.div_ceil(a.tokens)).by_step();
     rec.push(format!("{label}.attention"), kernel, &[b.part, b.att, b.qkv, b.k_cache, b.v_cache], &p, grid)?;
     let m = params::AttentionMerge {
         n_heads,

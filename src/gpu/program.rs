@@ -38,18 +38,20 @@ const GRID_ENTRY: u64 = 16;
 
 /// The workgroups of the attention's first pass for a step of n tokens from position pos: the
 /// splits of S positions that hold positions ..pos + n, times the query-head groups, along x;
-/// the tokens along z. Dispatching only those (instead of every split of the context and every
+/// the tokens (or tiles of them) along z. Dispatching only those (instead of every split of the context and every
 /// token row of a chunk) matters where an empty workgroup is not free: on SwiftShader each one
 /// cost ~0.3 ms (bench/RESULTS.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SplitGrid {
     pub groups: u32,
     pub split: u32,
+    /// Tokens per workgroup along z.
+    pub tokens: u32,
 }
 
 impl SplitGrid {
     fn entry(&self, pos: usize, n: usize) -> [u32; 4] {
-        [self.groups * ((pos + n) as u32).div_ceil(self.split), 1, n as u32, 0]
+        [self.groups * ((pos + n) as u32).div_ceil(self.split), 1, (n as u32).div_ceil(self.tokens), 0]
     }
 }
 

@@ -63,7 +63,7 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn new(cfg: &Config, context: usize, kv: KvType, attn: &ops::Attention, chunk: u32) -> Self {
+    fn new(cfg: &Config, context: usize, kv: KvType, attn: &ops::Attention, chunk: u32, chunk_tokens: u32) -> Self {
         let (d, q, kvd, f, b) = (cfg.dim as u64, cfg.q_dim() as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, chunk as u64);
         Sizes {
             stream: b * d * 4,
@@ -74,7 +74,7 @@ impl Sizes {
             logits: cfg.vocab_size as u64 * 4,
             tokens: context as u64 * 4,
             att: attn.att_bytes(cfg.n_layers, chunk),
-            part: attn.part_bytes(chunk),
+            part: attn.part_bytes(1).max(attn.for_chunk(chunk_tokens).part_bytes(chunk)),
             kv_layer: (0..cfg.n_layers).map(|l| cfg.kv_layer_bytes(cfg.cache_rows(l, context), kv)).max().unwrap_or(0),
             steps: StepTable::bytes(context),
         }
@@ -153,7 +153,7 @@ impl GpuModel {
         let chunk = ctx.tuning.prefill_chunk;
         let factors = rope_factors(g, cfg, src)?;
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
-        let sizes = Sizes::new(cfg, context, kv, &attn, chunk);
+        let sizes = Sizes::new(cfg, context, kv, &attn, chunk, ctx.tuning.attention_tokens);
         check_limits(&ctx, g, cfg, context, &sizes)?;
         attn.check()?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
@@ -183,7 +183,8 @@ impl GpuModel {
             top_staging: ctx.staging("top-k staging", ops::top_k_words() as u64 * 4)?,
         };
         let steps = StepTable::new(&ctx, context)?.with_grids(&ctx, attn.split_grid())?;
-        let chunk_step = StepTable::chunk(&ctx)?.with_grids(&ctx, attn.split_grid())?;
+        let chunk_attn = attn.for_chunk(ctx.tuning.attention_tokens);
+        let chunk_step = StepTable::chunk(&ctx)?.with_grids(&ctx, chunk_attn.split_grid())?;
         let layers = Layers { cfg, w: &weights, kv: &kv_cache, a: &act, attn };
         let decode = layers.record(&ctx, Tokens::One, &steps)?;
         let prefill = layers.record(&ctx, Tokens::Chunk(chunk), &chunk_step)?;
@@ -464,7 +465,11 @@ impl Layers<'_> {
             let bufs =
                 AttentionBuffers { out: &a.att_out, att: &a.att, part: &a.att_part, qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l] };
             let window = if sliding { cfg.sliding_window as u32 } else { 0 };
-            ops::attention(r, tokens, &format!("L{l}"), &bufs, &self.attn.layer(l).windowed(window, rows))?;
+            let shape = match tokens {
+                Tokens::One => self.attn,
+                Tokens::Chunk(_) => self.attn.for_chunk(ctx.tuning.attention_tokens),
+            };
+            ops::attention(r, tokens, &format!("L{l}"), &bufs, &shape.layer(l).windowed(window, rows))?;
             ops::project(r, tokens, format!("L{l}.attn_output"), t("attn_output"), sub_out, Rows::new(&a.att_out, q), sub_write)?;
             post_norm(r, "post_attention_norm")?;
             // x += W_down · (act(W_gate · xb) ⊙ W_up · xb), xb = rmsnorm(x).
