@@ -34,7 +34,7 @@ show('after loading');
 await engine.complete('The capital of France is', { max_tokens: 16 }, () => true);
 show(`after a ${engine.state().cached_tokens}-token completion`);
 for (const n of values.positions.split(',').map(Number)) {
-  const r = await engine.bench(16, 2, false, new Uint32Array([n]));
+  const r = await engine.bench(16, 2, false, new Uint32Array([n]), false);
   show(`after ${n} cached positions (KV cache ${mib(r.kv_cache_bytes)} MiB)`);
 }
 process.exit(0);

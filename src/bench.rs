@@ -11,16 +11,6 @@ use crate::gpu::Profile;
 use crate::model::GpuCounters;
 use crate::sampler::argmax;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn median_of_odd_even_and_none() {
-        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert_eq!(super::median(&[]), 0.0);
-    }
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeRun {
     /// Positions cached before the first measured step.
@@ -220,4 +210,14 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
         gpu_bytes_over_weights_plus_kv: gpu_buffer_bytes as f64 / (weight_bytes + kv) as f64,
         profile,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn median_of_odd_even_and_none() {
+        assert_eq!(super::median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(super::median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(super::median(&[]), 0.0);
+    }
 }

@@ -474,7 +474,15 @@ fn specialisation_keeps_one_side() {
     assert_eq!(specialise(src, &[]), "a\nc\ne\n");
     assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
     assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
-    let tuning = kvscope::gpu::kernels::Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32, attention_split: 64, attention_phases: 4, attention_tokens: 1 };
+    let tuning = kvscope::gpu::kernels::Tuning {
+        matvec_rows: 1,
+        matmul_rows: 1,
+        matmul_tokens: 1,
+        prefill_chunk: 32,
+        attention_split: 64,
+        attention_phases: 4,
+        attention_tokens: 1,
+    };
     for k in [
         Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 1 },
         Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 2 },
@@ -498,12 +506,23 @@ fn specialisation_keeps_one_side() {
 #[test]
 fn bindings_are_read_from_the_shader() {
     use kvscope::gpu::kernels::{bindings, Slot::*, Tuning};
-    let tuning = Tuning { matvec_rows: 1, matmul_rows: 1, matmul_tokens: 1, prefill_chunk: 32, attention_split: 64, attention_phases: 4, attention_tokens: 1 };
+    let tuning = Tuning {
+        matvec_rows: 1,
+        matmul_rows: 1,
+        matmul_tokens: 1,
+        prefill_chunk: 32,
+        attention_split: 64,
+        attention_phases: 4,
+        attention_tokens: 1,
+    };
     let src = |k: Kernel| k.spec(tuning).source(false);
     assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16, neox: true })), [Out, Out, Out, In, Params, Step]);
-    assert_eq!(bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 2 })), [Out, Out, In, In, In, Params, Step]);
+    assert_eq!(
+        bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 2 })),
+        [Out, Out, In, In, In, Params, Step]
+    );
     assert_eq!(bindings(&src(Kernel::Argmax)), [Out, In, Params]);
 }
 

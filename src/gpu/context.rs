@@ -51,8 +51,9 @@ impl Default for GpuOptions {
 /// 16 rows × 16 tokens (every decoded weight feeding 16 dot products, every input load 16);
 /// attention splits of 256 rows (two cores run the workgroups; 1.2× faster than 128 at 1,024
 /// cached positions) and one phase of 16 lanes for its weighted sum, so that each row's weight is
-/// one load for the group, and two prefill tokens per workgroup sharing each K and V load. GPUs keep one row per mat-vec invocation, for the most invocations in
-/// flight, a 4 × 4 mat-mul tile, 64-row splits (more workgroups for long contexts) and 4 phases.
+/// one load for the group, and two prefill tokens per workgroup sharing each K and V load. GPUs
+/// keep one row per mat-vec invocation, for the most invocations in flight, a 4 × 4 mat-mul
+/// tile, 64-row splits (more workgroups for long contexts), 4 phases and one token per workgroup.
 fn tuning_for(device_type: wgpu::DeviceType) -> Tuning {
     let prefill_chunk = crate::config::PREFILL_CHUNK as u32;
     if device_type == wgpu::DeviceType::Cpu {
@@ -88,7 +89,7 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     /// Whether the kernels are built with subgroup operations.
     pub subgroups: bool,
-    /// Weight rows per invocation of the mat-vec and mat-mul kernels (see `rows_per_invocation`).
+    /// The work per invocation of the kernels (`tuning_for`, with `GpuOptions`' overrides).
     pub tuning: Tuning,
     /// Validation, out-of-memory and device-loss errors reported by wgpu, the loss first.
     errors: Arc<Mutex<Vec<Error>>>,

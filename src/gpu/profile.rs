@@ -10,8 +10,9 @@ use crate::error::Result;
 use crate::gpu::context::GpuContext;
 use crate::gpu::program::Program;
 
-/// Runs of each dispatch; the least time counts.
+/// Runs of each dispatch, and of the empty submit; the least time counts.
 const REPEATS: usize = 3;
+const EMPTY_REPEATS: usize = 5;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ProfileRow {
@@ -34,35 +35,16 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Measures the cost of an empty submit and wait (the least of five).
+    /// Measures the cost of an empty submit and wait.
     pub async fn new(ctx: &GpuContext, what: String) -> Result<Self> {
-        let mut submit_ms = f64::INFINITY;
-        for _ in 0..5 {
-            let t = now_ms();
-            ctx.queue.submit([]);
-            ctx.wait_idle().await?;
-            submit_ms = submit_ms.min(now_ms() - t);
-        }
+        let submit_ms = least_ms(ctx, EMPTY_REPEATS, None).await?;
         Ok(Profile { what, rows: Vec::new(), total_ms: 0.0, submit_ms })
     }
 
-    /// Runs each dispatch of `program` alone (bound at `step_offset`) `REPEATS` times and adds
-    /// the least of its times (what a busy machine's bursts leave alone).
+    /// Runs each dispatch of `program` alone (bound at `step_offset`) and adds its least time.
     pub async fn add(&mut self, ctx: &GpuContext, program: &Program, step_offset: u32) -> Result<()> {
         for i in 0..program.len() {
-            let mut ms = f64::INFINITY;
-            for _ in 0..REPEATS {
-                let t = now_ms();
-                let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
-                    program.encode_one(&mut pass, i, step_offset);
-                }
-                ctx.queue.submit([enc.finish()]);
-                ctx.wait_idle().await?;
-                ms = ms.min(now_ms() - t);
-            }
-            let ms = (ms - self.submit_ms).max(0.0);
+            let ms = (least_ms(ctx, REPEATS, Some((program, i, step_offset))).await? - self.submit_ms).max(0.0);
             self.total_ms += ms;
             let kind = kind(&program.dispatches[i].label);
             match self.rows.iter_mut().find(|r| r.kind == kind) {
@@ -75,6 +57,24 @@ impl Profile {
         }
         Ok(())
     }
+}
+
+/// The least of `runs` times (what a busy machine's bursts leave alone) of a submit, holding
+/// dispatch i of a program bound at a step offset or nothing, and its wait.
+async fn least_ms(ctx: &GpuContext, runs: usize, dispatch: Option<(&Program, usize, u32)>) -> Result<f64> {
+    let mut least = f64::INFINITY;
+    for _ in 0..runs {
+        let t = now_ms();
+        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+        if let Some((program, i, step_offset)) = dispatch {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("profile"), timestamp_writes: None });
+            program.encode_one(&mut pass, i, step_offset);
+        }
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait_idle().await?;
+        least = least.min(now_ms() - t);
+    }
+    Ok(least)
 }
 
 /// `L12.ffn_down` → `ffn_down`; labels without a layer are their own kind.

@@ -63,7 +63,8 @@ struct Sizes {
 }
 
 impl Sizes {
-    fn new(cfg: &Config, context: usize, kv: KvType, attn: &ops::Attention, chunk: u32, chunk_tokens: u32) -> Self {
+    /// `attn`: decode's attention shape; `chunk_attn`: the prefill chunk's (`Attention::for_chunk`).
+    fn new(cfg: &Config, context: usize, kv: KvType, attn: &ops::Attention, chunk_attn: &ops::Attention, chunk: u32) -> Self {
         let (d, q, kvd, f, b) = (cfg.dim as u64, cfg.q_dim() as u64, cfg.kv_dim() as u64, cfg.ffn_dim as u64, chunk as u64);
         Sizes {
             stream: b * d * 4,
@@ -74,7 +75,7 @@ impl Sizes {
             logits: cfg.vocab_size as u64 * 4,
             tokens: context as u64 * 4,
             att: attn.att_bytes(cfg.n_layers, chunk),
-            part: attn.part_bytes(1).max(attn.for_chunk(chunk_tokens).part_bytes(chunk)),
+            part: attn.part_bytes(1).max(chunk_attn.part_bytes(chunk)),
             kv_layer: (0..cfg.n_layers).map(|l| cfg.kv_layer_bytes(cfg.cache_rows(l, context), kv)).max().unwrap_or(0),
             steps: StepTable::bytes(context),
         }
@@ -150,10 +151,11 @@ impl GpuModel {
     pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let heads = Heads { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32 };
         let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, ctx.tuning.attention_split as usize, cfg.attn_scale);
+        let chunk_attn = attn.for_chunk(ctx.tuning.attention_tokens);
         let chunk = ctx.tuning.prefill_chunk;
         let factors = rope_factors(g, cfg, src)?;
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
-        let sizes = Sizes::new(cfg, context, kv, &attn, chunk, ctx.tuning.attention_tokens);
+        let sizes = Sizes::new(cfg, context, kv, &attn, &chunk_attn, chunk);
         check_limits(&ctx, g, cfg, context, &sizes)?;
         attn.check()?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
@@ -183,9 +185,8 @@ impl GpuModel {
             top_staging: ctx.staging("top-k staging", ops::top_k_words() as u64 * 4)?,
         };
         let steps = StepTable::new(&ctx, context)?.with_grids(&ctx, attn.split_grid())?;
-        let chunk_attn = attn.for_chunk(ctx.tuning.attention_tokens);
         let chunk_step = StepTable::chunk(&ctx)?.with_grids(&ctx, chunk_attn.split_grid())?;
-        let layers = Layers { cfg, w: &weights, kv: &kv_cache, a: &act, attn };
+        let layers = Layers { cfg, w: &weights, kv: &kv_cache, a: &act, attn, chunk_attn };
         let decode = layers.record(&ctx, Tokens::One, &steps)?;
         let prefill = layers.record(&ctx, Tokens::Chunk(chunk), &chunk_step)?;
         let head = record_head(&ctx, cfg, &weights, &act, &steps)?;
@@ -349,9 +350,14 @@ impl GpuModel {
     /// head), their ids already in the token buffer. Overwrites cache rows at.. like a forward.
     pub async fn profile(&mut self, at: usize, len: usize) -> Result<Profile> {
         if len == 0 || len > self.chunk() || at + len > self.kv.capacity {
-            return Err(Error::Option(format!("cannot profile {len} tokens at position {at} (chunk {}, context {})", self.chunk(), self.kv.capacity)));
+            return Err(Error::Option(format!(
+                "cannot profile {len} tokens at position {at} (chunk {}, context {})",
+                self.chunk(),
+                self.kv.capacity
+            )));
         }
-        let what = if len == 1 { format!("decode step at context {at}") } else { format!("prefill chunk of {len} tokens at position {at}") };
+        let what =
+            if len == 1 { format!("decode step at context {at}") } else { format!("prefill chunk of {len} tokens at position {at}") };
         let mut p = Profile::new(&self.ctx, what).await?;
         if len == 1 {
             let offset = self.steps.offset(at, 0);
@@ -412,7 +418,9 @@ struct Layers<'a> {
     w: &'a Weights,
     kv: &'a KvCache,
     a: &'a Activations,
+    /// The attention's shape for one token and for a prefill chunk.
     attn: ops::Attention,
+    chunk_attn: ops::Attention,
 }
 
 impl Layers<'_> {
@@ -465,10 +473,7 @@ impl Layers<'_> {
             let bufs =
                 AttentionBuffers { out: &a.att_out, att: &a.att, part: &a.att_part, qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l] };
             let window = if sliding { cfg.sliding_window as u32 } else { 0 };
-            let shape = match tokens {
-                Tokens::One => self.attn,
-                Tokens::Chunk(_) => self.attn.for_chunk(ctx.tuning.attention_tokens),
-            };
+            let shape = if tokens == Tokens::One { self.attn } else { self.chunk_attn };
             ops::attention(r, tokens, &format!("L{l}"), &bufs, &shape.layer(l).windowed(window, rows))?;
             ops::project(r, tokens, format!("L{l}.attn_output"), t("attn_output"), sub_out, Rows::new(&a.att_out, q), sub_write)?;
             post_norm(r, "post_attention_norm")?;
