@@ -10,13 +10,13 @@
 // computes
 //   s_g[j] = q_g · k[j, kvh] · scale
 //   m_g    = max_j s_g[j]
-//   e_g[j] = exp(s_g[j] − m_g)            (stored in `att`, rescaled by pass 2)
+//   e_g[j] = exp(s_g[j] − m_g)
 //   l_g    = Σ_j e_g[j]
 //   o_g    = Σ_j e_g[j] · v[j, kvh]
 // and stores (m_g, l_g, o_g) in `part`. Splits outside every token's lo..=p exit at once, so the
 // cost follows the positions attended, and long contexts spread over many workgroups.
-// `att` rows: the chunk's last token writes its layer's [h × C] slice (read by the attention
-// view); earlier tokens of a chunk use the scratch rows after the L layer slices.
+// The chunk's last token also writes its scores s_g[j] to its layer's [h × C] slice of `att`,
+// for the attention view (pass 2 adds the softmax statistics that normalise them).
 // One workgroup of 64: rows are spread over the invocations for the scores (kept in workgroup
 // memory as one vec4 of G heads per row and token, two rows per invocation at a time so that
 // each load of q feeds both); for the weighted sum, 16 invocations each own 4 head dimensions
@@ -33,7 +33,6 @@ struct Params {
     n_kv_heads: u32,      // h_kv
     att_stride: u32,      // C: row length of `att`
     att_offset: u32,      // elements: this layer's slice, l · h · C
-    scratch_offset: u32,  // elements: L · h · C, where the scratch rows [B × h × C] start
     scale: f32,           // 1 / sqrt(d_h) (the model's)
     split: u32,           // S: positions per split, Q·S ≤ 512
     n_splits: u32,        // ⌈C / S⌉
@@ -42,7 +41,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
-@group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × T] + [B × h × T]
+@group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × C] scores, then statistics
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
 // Cache rows as vec4s of f32, or (kv_f16) as 4 f16 packed in two u32.
 //#if kv_f16
@@ -94,13 +93,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     let row4 = (p.n_heads + 2u * p.n_kv_heads) * hd4;  // vec4s per token row of qkv
     let rec = 1u + hd4;  // vec4s per (token, head, split) record of `part`: (m, l, 0, 0), then o
     //#for t
-    // Token $t of the tile: whether it is in the chunk and attends into this split; its rows.
+    // Token $t of the tile: whether it is in the chunk and attends into this split, whether it is
+    // the chunk's last; its rows.
     let tok$t = ta + $tu;
     let span$t = attended(min(tok$t, tz));
     let live$t = tok$t <= tz && s0 < span$t.y && s0 + p.split > span$t.x;
-    // Row of `att` for head h0 + g is a$t + g · C; its record in `part` for head h0 + g is
-    // out$t + g · n_splits · rec.
-    let a$t = select(p.scratch_offset + (tok$t * p.n_heads + h0) * ts, p.att_offset + h0 * ts, tok$t + 1u == step.n);
+    let shown$t = live$t && tok$t + 1u == step.n;
+    // Its record in `part` for head h0 + g is out$t + g · n_splits · rec.
     let out$t = ((tok$t * p.n_heads + h0) * p.n_splits + sx) * rec;
     //#end
 
@@ -138,13 +137,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
             //#end
         }
         //#for t
-        sa$t = select(vec4<f32>(-3.4e38), sa$t * p.scale, j >= span$t.x && j < span$t.y);
-        sb$t = select(vec4<f32>(-3.4e38), sb$t * p.scale, jb >= span$t.x && jb < span$t.y);
+        let ina$t = j >= span$t.x && j < span$t.y;
+        let inb$t = two && jb >= span$t.x && jb < span$t.y;
+        sa$t = select(vec4<f32>(-3.4e38), sa$t * p.scale, ina$t);
+        sb$t = select(vec4<f32>(-3.4e38), sb$t * p.scale, inb$t);
         pr[$tu * p.split + j - j0] = sa$t;
         m$t = max(m$t, sa$t);
         if (two) {
             pr[$tu * p.split + jb - j0] = sb$t;
             m$t = max(m$t, sb$t);
+        }
+        if (shown$t) {
+            for (var g = 0u; g < g_n; g++) {
+                if (ina$t) { att[p.att_offset + (h0 + g) * ts + j] = sa$t[g]; }
+                if (inb$t) { att[p.att_offset + (h0 + g) * ts + jb] = sb$t[g]; }
+            }
         }
         //#end
     }
@@ -161,9 +168,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
         let e$t = select(vec4<f32>(0.0), exp(pr[$tu * p.split + j - j0] - m$t), in$t);
         pr[$tu * p.split + j - j0] = e$t;
         l$t += e$t;
-        if (live$t && in$t) {
-            for (var g = 0u; g < g_n; g++) { att[a$t + g * ts + j] = e$t[g]; }
-        }
         //#end
     }
     //#for t

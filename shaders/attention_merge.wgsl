@@ -3,22 +3,21 @@
 // lo..=p that token t at position p attends (s0 = ⌊lo/S⌋; lo > 0 on a sliding-window layer):
 //   M = max_s m_s,   L = Σ_s l_s · e^(m_s − M)
 //   out = Σ_s o_s · e^(m_s − M) / L
-//   att[j] ← att[j] · e^(m_s(j) − M) / L        (now softmax weights summing to 1), 0 for j < lo
+// and, for the chunk's last token, (M, L) beside its scores in `att`: its softmax weights are
+// e^(s_j − M) / L (`ops::softmax_weights`, when a view reads them).
 // One workgroup of 64 per (head, token).
 
 struct Params {
     n_heads: u32,         // h
     head_dim: u32,        // d_h
-    att_stride: u32,      // T
-    att_offset: u32,      // elements: this layer's slice, l · h · T
-    scratch_offset: u32,  // elements: L · h · T
+    stats_offset: u32,    // elements: this layer's [h × 2] (M, L) in `att`
     split: u32,           // S
     n_splits: u32,        // ⌈T / S⌉, at most 64
     window: u32,          // W, or 0: every position
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<vec4<f32>>;  // [B × h · d_h / 4]
-@group(0) @binding(1) var<storage, read_write> att: array<f32>;        // [L × h × T] + [B × h × T]
+@group(0) @binding(1) var<storage, read_write> att: array<f32>;        // [L × h × T] scores, then [L × h × 2]
 @group(0) @binding(2) var<storage, read> part: array<vec4<f32>>;       // [B × h × n_splits × (1 + d_h/4)]
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<uniform> step: Step;
@@ -53,6 +52,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
         for (var s = s0; s < ns; s++) { o += part[base + s * rec + 1u + d4] * scale[s]; }
         out[(t * p.n_heads + h) * hd4 + d4] = o;
     }
-    let a = select(p.scratch_offset + (t * p.n_heads + h) * p.att_stride, p.att_offset + h * p.att_stride, t + 1u == step.n);
-    for (var j = i; j < n; j += 64u) { att[a + j] = select(att[a + j] * scale[j / p.split], 0.0, j < lo); }
+    if (t + 1u == step.n && i == 0u) {
+        att[p.stats_offset + 2u * h] = big_m;
+        att[p.stats_offset + 2u * h + 1u] = big_l;
+    }
 }

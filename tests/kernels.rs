@@ -193,9 +193,9 @@ fn attention(
     ops::attention(rec, tokens, "attn", &bufs, shape).unwrap();
 }
 
-/// A test's attention shape: T = `t`, splits of 32 rows, writing the weights slice at
-/// `att_offset` with scratch rows at `scratch_offset`.
-fn shape(heads: Heads, group: u32, t: usize, att_offset: usize, scratch_offset: usize) -> ops::Attention {
+/// A test's attention shape: T = `t`, splits of 32 rows, for layer 0 of `layers` (scores and
+/// statistics in an `att` of `att_bytes(layers)`).
+fn shape(heads: Heads, group: u32, t: usize, layers: usize) -> ops::Attention {
     ops::Attention {
         heads,
         group,
@@ -204,8 +204,8 @@ fn shape(heads: Heads, group: u32, t: usize, att_offset: usize, scratch_offset: 
         split: 32,
         n_splits: t.div_ceil(32) as u32,
         tokens: 1,
-        att_offset: att_offset as u32,
-        scratch_offset: scratch_offset as u32,
+        att_offset: 0,
+        stats_offset: (layers * heads.n_heads as usize * t) as u32,
         scale: 1.0 / (heads.head_dim as f32).sqrt(),
         window: 0,
         rows: t as u32,
@@ -233,13 +233,13 @@ fn rope_kv_and_attention_match_cpu() {
             let (kb, vb, qb) = (buf(&ctx, "k", &k_cache), buf(&ctx, "v", &v_cache), buf(&ctx, "qkv", &qkv));
             let table = buf(&ctx, "table", &cpu::rope_table(t, hd, rs(base), &[]));
             let out = ctx.storage("out", d as u64 * 4).unwrap();
-            // Two layers' slices; this dispatch writes the second.
-            let att = ctx.storage("att", (2 * h * t) as u64 * 4).unwrap();
+            // Two layers' slices; this dispatch writes the second's.
+            let ap = shape(Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 }, 1, t, 2).layer(1);
+            let att = ctx.storage("att", ap.att_bytes(2)).unwrap();
             let mut rec = Recorder::new(&ctx);
             let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
             let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table, rows: t as u32 };
             ops::rope_kv(&mut rec, Tokens::One, "rope_kv".into(), &rb, heads, KvType::F32, neox).unwrap();
-            let ap = shape(heads, 1, t, h * t, 2 * h * t);
             let steps = StepTable::new(&ctx, t).unwrap().with_grids(&ctx, ap.split_grid()).unwrap();
             attention(&ctx, &mut rec, Tokens::One, (&out, &att, &qb, &kb, &vb), &ap);
             // 70 positions: three splits of 32 rows, the first two more than half a 64-wide pass.
@@ -262,8 +262,9 @@ fn rope_kv_and_attention_match_cpu() {
             cpu::attention(&mut want, &mut want_att, &qkv[..d], &k_cache, &v_cache, 0..n, hkv, hd, ap.scale);
             assert_close("attention", &read(&ctx, &out), &want, 1e-5);
             let all_att = read(&ctx, &att);
-            assert!(all_att[..h * t].iter().all(|&v| v == 0.0), "the first layer's slice is untouched");
-            let got_att: Vec<f32> = all_att[h * t..].chunks(t).flat_map(|r| r[..n].to_vec()).collect();
+            let (scores, stats) = all_att.split_at(2 * h * t);
+            assert!(scores[..h * t].iter().chain(&stats[..2 * h]).all(|&v| v == 0.0), "the first layer's slices are untouched");
+            let got_att = ops::softmax_weights(&scores[h * t..], &stats[2 * h..], t, 0, n);
             assert_close("attention weights", &got_att, &want_att, 1e-6);
             for row in got_att.chunks(n) {
                 assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
@@ -354,13 +355,13 @@ fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize, q: u32) {
     let (kb, vb, qb) = (buf(ctx, "k", &ring(&k_cache)), buf(ctx, "v", &ring(&v_cache)), buf(ctx, "qkv", &qkv));
     let table = buf(ctx, "table", &cpu::rope_table(t, hd, rs, &[]));
     let out = ctx.storage("out", (b * d) as u64 * 4).unwrap();
-    let att = ctx.storage("att", ((1 + b) * h * t) as u64 * 4).unwrap();
-    let mut rec = Recorder::new(ctx);
     let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
+    let ap = shape(heads, 3, t, 1).windowed(window as u32, rows as u32).for_chunk(q);
+    let att = ctx.storage("att", ap.att_bytes(1)).unwrap();
+    let mut rec = Recorder::new(ctx);
     let tokens = Tokens::Chunk(b as u32);
     let rb = RopeKvBuffers { qkv: &qb, k_cache: &kb, v_cache: &vb, table: &table, rows: rows as u32 };
     ops::rope_kv(&mut rec, tokens, "rope_kv".into(), &rb, heads, KvType::F32, rs.neox).unwrap();
-    let ap = shape(heads, 3, t, 0, h * t).windowed(window as u32, rows as u32).for_chunk(q);
     assert_eq!(ap.tokens, q);
     let steps = StepTable::chunk(ctx).unwrap().with_grids(ctx, ap.split_grid()).unwrap();
     steps.set_chunk(&ctx.queue, start, n);
@@ -390,12 +391,13 @@ fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize, q: u32) {
     for i in 0..n {
         let len = start + i + 1;
         let seen = if window > 0 { len - window..len } else { 0..len };
+        let lo = seen.start;
         let mut want = vec![0.0; d];
         let mut want_att = vec![0.0; h * len];
         cpu::attention(&mut want, &mut want_att, &qkv[i * row..][..d], &k_cache, &v_cache, seen, hkv, hd, ap.scale);
         assert_close(&format!("attention of token {i}"), &got[i * d..][..d], &want, 1e-5);
         if i + 1 == n {
-            let got_att: Vec<f32> = all_att[..h * t].chunks(t).flat_map(|r| r[..len].to_vec()).collect();
+            let got_att = ops::softmax_weights(&all_att[..h * t], &all_att[h * t..], t, lo, len);
             assert_close("last token's attention weights", &got_att, &want_att, 1e-6);
         }
     }

@@ -177,7 +177,8 @@ pub fn add_bias(rec: &mut Recorder, tokens: Tokens, label: String, y: &wgpu::Buf
 pub struct AttentionBuffers<'a> {
     /// [B × h · d_h] the heads' outputs, concatenated.
     pub out: &'a wgpu::Buffer,
-    /// [L × h × T] + [B × h × T] softmax weights: each layer's slice, then scratch rows.
+    /// [L × h × T] each layer's scores for its last token, then [L × h × 2] their softmax
+    /// statistics (`softmax_weights`).
     pub att: &'a wgpu::Buffer,
     /// [B × h × n_splits × (4 + d_h)] statistics and partial outputs per split (`part_bytes`).
     pub part: &'a wgpu::Buffer,
@@ -201,9 +202,9 @@ pub struct Attention {
     /// Q: tokens per workgroup of pass 1 (1; 2 for prefill where `for_chunk` allows it).
     pub tokens: u32,
     pub n_splits: u32,
-    /// Elements: where this layer's [h × T] slice of `att` starts, and the scratch rows.
+    /// Elements: where this layer's [h × T] scores and its [h × 2] statistics start in `att`.
     pub att_offset: u32,
-    pub scratch_offset: u32,
+    pub stats_offset: u32,
     /// Multiplies q·k.
     pub scale: f32,
     /// W: positions a sliding-window layer attends (0: all), and R: the cache's rows.
@@ -232,7 +233,7 @@ impl Attention {
             n_splits: (context as u32).div_ceil(split),
             tokens: 1,
             att_offset: 0,
-            scratch_offset: (layers as u32) * heads.n_heads * context as u32,
+            stats_offset: (layers as u32) * heads.n_heads * context as u32,
             scale,
             window: 0,
             rows: context as u32,
@@ -276,14 +277,15 @@ impl Attention {
         Ok(())
     }
 
-    /// The same shape writing layer `l`'s slice of the weights.
+    /// The same shape writing layer `l`'s slices of `att` (from layer 0's).
     pub fn layer(self, l: usize) -> Self {
-        Attention { att_offset: l as u32 * self.heads.n_heads * self.context, ..self }
+        let h = self.heads.n_heads;
+        Attention { att_offset: l as u32 * h * self.context, stats_offset: self.stats_offset + l as u32 * h * 2, ..self }
     }
 
-    /// Bytes of the weights buffer `att` for `layers` slices and `tokens` scratch rows.
-    pub fn att_bytes(&self, layers: usize, tokens: u32) -> u64 {
-        (layers as u64 + tokens as u64) * self.heads.n_heads as u64 * self.context as u64 * 4
+    /// Bytes of `att` for `layers` layers: scores [L × h × T], statistics [L × h × 2].
+    pub fn att_bytes(&self, layers: usize) -> u64 {
+        layers as u64 * self.heads.n_heads as u64 * (self.context as u64 + 2) * 4
     }
 
     /// Bytes of the per-split buffer `part` for `tokens` rows.
@@ -302,7 +304,6 @@ pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionB
         n_kv_heads,
         att_stride: a.context,
         att_offset: a.att_offset,
-        scratch_offset: a.scratch_offset,
         scale: a.scale,
         split: a.split,
         n_splits: a.n_splits,
@@ -313,17 +314,20 @@ pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionB
     let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv, tokens: a.tokens };
     let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z.div_ceil(a.tokens)).by_step();
     rec.push(format!("{label}.attention"), kernel, &[b.part, b.att, b.qkv, b.k_cache, b.v_cache], &p, grid)?;
-    let m = params::AttentionMerge {
-        n_heads,
-        head_dim,
-        att_stride: a.context,
-        att_offset: a.att_offset,
-        scratch_offset: a.scratch_offset,
-        split: a.split,
-        n_splits: a.n_splits,
-        window: a.window,
-    };
+    let m =
+        params::AttentionMerge { n_heads, head_dim, stats_offset: a.stats_offset, split: a.split, n_splits: a.n_splits, window: a.window };
     rec.push(format!("{label}.attention_merge"), Kernel::AttentionMerge, &[b.out, b.att, b.part], &m, Grid::workgroups(n_heads).layers(z))
+}
+
+/// The softmax weights of one layer's last token from what `attention` leaves in `att`: its
+/// scores `scores` ([h × T], s_j = q·k_j · scale) and `stats` ([h × 2], (M, L) per head):
+/// w_j = e^(s_j − M) / L over the positions attended lo..n, 0 before lo. Returns [h × n].
+pub fn softmax_weights(scores: &[f32], stats: &[f32], t: usize, lo: usize, n: usize) -> Vec<f32> {
+    scores
+        .chunks(t)
+        .zip(stats.chunks(2))
+        .flat_map(|(row, ml)| (0..n).map(move |j| if j < lo { 0.0 } else { (row[j] - ml[0]).exp() / ml[1] }))
+        .collect()
 }
 
 /// out[t] = act(gate[t]) ⊙ up[t] over rows gate_up[t] = [gate (f) | up (f)].

@@ -77,8 +77,6 @@ pub struct Attention {
     pub att_stride: u32,
     /// Elements: where this layer's [h × T] slice starts.
     pub att_offset: u32,
-    /// Elements: where the [B × h × T] scratch rows for a chunk's earlier tokens start (L · h · T).
-    pub scratch_offset: u32,
     /// Multiplies q·k (1 / sqrt(head_dim)).
     pub scale: f32,
     /// Positions per split, and the number of splits covering T.
@@ -96,9 +94,8 @@ pub struct Attention {
 pub struct AttentionMerge {
     pub n_heads: u32,
     pub head_dim: u32,
-    pub att_stride: u32,
-    pub att_offset: u32,
-    pub scratch_offset: u32,
+    /// Elements: where this layer's [h × 2] softmax statistics (M, L) start in `att`.
+    pub stats_offset: u32,
     pub split: u32,
     pub n_splits: u32,
     pub window: u32,

@@ -29,7 +29,7 @@ struct Activations {
     xb: wgpu::Buffer,                 // [B × d] normed sublayer input
     qkv: wgpu::Buffer,                // [B × (q + 2·kv)], rows [q | k | v], q = h · d_h
     att_out: wgpu::Buffer,            // [B × q] attention output, heads concatenated
-    att: wgpu::Buffer,                // [L × h × T] the last token's attention weights per layer, then [B × h × T] scratch
+    att: wgpu::Buffer,                // [L × h × T] the last token's attention scores per layer, then [L × h × 2] (M, L)
     att_part: wgpu::Buffer,           // [B × h × splits × (4 + d_h)] attention statistics and outputs per split
     gate_up: wgpu::Buffer,            // [B × 2f], rows [gate | up]
     hb: wgpu::Buffer,                 // [B × f] act(gate) ⊙ up
@@ -38,7 +38,7 @@ struct Activations {
     rope: wgpu::Buffer,               // [T × d_h/2] (cos, sin) of the full-attention layers
     rope_local: Option<wgpu::Buffer>, // the same for the sliding-window layers, where their RoPE differs
     staging: wgpu::Buffer,            // [V] f32, MAP_READ
-    att_staging: wgpu::Buffer,        // [L × h × T] f32, MAP_READ: the layers' weights, for the views
+    att_staging: wgpu::Buffer,        // [L × h × (T + 2)] f32, MAP_READ: the layers' scores and statistics, for the views
     argmax: wgpu::Buffer,             // [2] u32: argmax id, f32 bits of its logit
     argmax_staging: wgpu::Buffer,     // [2] u32, MAP_READ
     top: wgpu::Buffer,                // [2 + 2K] u32: softmax max and sum, K × (id, logit)
@@ -56,7 +56,7 @@ struct Sizes {
     hb: u64,       // [B × f]
     logits: u64,   // [V]
     tokens: u64,   // [T] u32
-    att: u64,      // [(L + B) × h × T]
+    att: u64,      // [L × h × (T + 2)]
     part: u64,     // [B × h × splits × (4 + d_h)]
     kv_layer: u64, // [T × kv]: the largest layer's K or V
     steps: u64,    // [T] 256-byte uniform slots
@@ -74,7 +74,7 @@ impl Sizes {
             hb: b * f * 4,
             logits: cfg.vocab_size as u64 * 4,
             tokens: context as u64 * 4,
-            att: attn.att_bytes(cfg.n_layers, chunk),
+            att: attn.att_bytes(cfg.n_layers),
             part: attn.part_bytes(1).max(chunk_attn.part_bytes(chunk)),
             kv_layer: (0..cfg.n_layers).map(|l| cfg.kv_layer_bytes(cfg.cache_rows(l, context), kv)).max().unwrap_or(0),
             steps: StepTable::bytes(context),
@@ -177,7 +177,7 @@ impl GpuModel {
                 false => None,
             },
             staging: ctx.staging("logits staging", sizes.logits)?,
-            att_staging: ctx.staging("attention staging", attn.att_bytes(cfg.n_layers, 0))?,
+            att_staging: ctx.staging("attention staging", attn.att_bytes(cfg.n_layers))?,
             argmax: ctx.storage("argmax", 8)?,
             argmax_staging: ctx.staging("argmax staging", 8)?,
             top: ctx.storage("top-k", ops::top_k_words() as u64 * 4)?,
@@ -374,18 +374,28 @@ impl GpuModel {
     }
 
     /// Reads the attention weights of the last processed position in `layers`: [layers × h × n],
-    /// n = positions attended. One extra copy and map, made only when a view asks.
+    /// n = positions fed. One extra copy and map, made only when a view asks: the layers' scores
+    /// and softmax statistics, normalised here (`ops::softmax_weights`).
     pub async fn attention_weights(&self, layers: std::ops::Range<usize>, n: usize) -> Result<Vec<f32>> {
-        let t = self.kv.capacity;
-        let slice = (self.cfg.n_heads * t * 4) as u64;
-        let bytes = layers.len() as u64 * slice;
+        let (t, h) = (self.kv.capacity, self.cfg.n_heads);
+        let (scores, stats) = ((h * t * 4) as u64, (h * 2 * 4) as u64);
+        let (count, first) = (layers.len() as u64, layers.start as u64);
+        let stats_at = self.cfg.n_layers as u64 * scores;
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("attention readback") });
-        enc.copy_buffer_to_buffer(&self.act.att, layers.start as u64 * slice, &self.act.att_staging, 0, bytes);
+        enc.copy_buffer_to_buffer(&self.act.att, first * scores, &self.act.att_staging, 0, count * scores);
+        enc.copy_buffer_to_buffer(&self.act.att, stats_at + first * stats, &self.act.att_staging, count * scores, count * stats);
         self.ctx.queue.submit([enc.finish()]);
-        let mut raw = vec![0u8; bytes as usize];
+        let mut raw = vec![0u8; (count * (scores + stats)) as usize];
         self.ctx.read_staging(&self.act.att_staging, &mut raw).await?;
         let all: Vec<f32> = bytemuck::pod_collect_to_vec(&raw);
-        Ok(all.chunks(t).flat_map(|row| row[..n].iter().copied()).collect())
+        let (all_scores, all_stats) = all.split_at(layers.len() * h * t);
+        Ok(layers
+            .enumerate()
+            .flat_map(|(i, l)| {
+                let lo = self.cfg.attended(l, n.saturating_sub(1)).start;
+                ops::softmax_weights(&all_scores[i * h * t..][..h * t], &all_stats[i * h * 2..][..h * 2], t, lo, n)
+            })
+            .collect())
     }
 }
 
