@@ -103,6 +103,10 @@ rows = [
 print(f"kvscope on {ours['adapter']}; llama.cpp Vulkan on {vk['device']} ({vk['offloaded']}); llama.cpp CPU")
 if ours.get("decode_1024_over_0"):
     print(f"kvscope decode at context 1024 / at context 1 (median steps): {ours['decode_1024_over_0']:.2f}")
+il = ours.get("decode_interleaved")
+if il:
+    print(f"kvscope decode at context {il['long_context']} / at context {il['short_context']} "
+          f"(GPU steps alternating, medians {il['long_median_ms']:.1f} / {il['short_median_ms']:.1f} ms): {il['long_over_short']:.2f}")
 print(f"{'':30} {'kvscope':>10} {'llama vk':>10} {'llama cpu':>10} {'ours/vk':>8} {'ours/cpu':>8}")
 for name, a, b, c in rows:
     r = (b / a if "ms" in name else a / b) if a and b else float("nan")

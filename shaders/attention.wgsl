@@ -5,8 +5,8 @@
 // sliding-window layer). Positions are cut into splits of S; workgroup x = split · n_groups + gx
 // covers split sx and the G query heads h0 = gx·G .. h0+G−1 that share KV head
 // kvh = h0 / (h / h_kv), for the Q tokens t = Q·z .. Q·z + Q − 1 of workgroup z (Q = `T`, the
-// tile: 1, or 2 for prefill on CPU-type adapters), so each K and V row is loaded once for the
-// G·Q queries. For each token and its positions j ∈ [max(sx·S, lo), min((sx+1)·S, p+1)) it
+// tile: 1, or 2 for prefill on CPU-type adapters without subgroups), so each K and V row is
+// loaded once for the G·Q queries. (CPU-type adapters with subgroups run attention_online.wgsl.) For each token and its positions j ∈ [max(sx·S, lo), min((sx+1)·S, p+1)) it
 // computes
 //   s_g[j] = q_g · k[j, kvh] · scale
 //   m_g    = max_j s_g[j]
@@ -188,8 +188,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
         var o$t = array<vec4<f32>, 4>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
         //#end
         if (in_phase && d4 < hd4) {
+            // jr: j's cache row, stepped with j instead of divided out per row (a division per
+            // row was a fifth of the pass on llvmpipe).
+            var jr = (j0 + phase) % p.rows;
             for (var j = j0 + phase; j < j1; j += PHASES) {
-                let v = load_v((j % p.rows) * kv4 + kvh * hd4 + d4);
+                let v = load_v(jr * kv4 + kvh * hd4 + d4);
+                jr += PHASES;
+                if (jr >= p.rows) { jr %= p.rows; }
                 //#for t
                 let e$t = pr[$tu * p.split + j - j0];
                 o$t[0] += e$t.x * v;

@@ -42,6 +42,10 @@ pub struct BenchReport {
     pub decode_1024_over_0: Option<f64>,
     /// Decode speed at the last context over that at the first, from the median steps.
     pub decode_longest_over_shortest: Option<f64>,
+    /// The same from GPU steps at the two contexts alternating (`Engine::time_steps`), which a
+    /// noisy machine's load changes alike; GPU backend, two contexts or more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_interleaved: Option<Interleaved>,
     /// Per decode token (averaged over the measured steps).
     pub dispatches_per_token: f64,
     pub submits_per_token: f64,
@@ -59,6 +63,36 @@ pub struct BenchReport {
     /// chunk (`crate::gpu::profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<Profile>>,
+}
+
+/// Decode steps at the first and last contexts, alternating.
+#[derive(Debug, Clone, Serialize)]
+pub struct Interleaved {
+    pub short_context: usize,
+    pub long_context: usize,
+    pub short_median_ms: f64,
+    pub long_median_ms: f64,
+    /// Speed at the long context over that at the short one.
+    pub long_over_short: f64,
+}
+
+/// `steps` GPU steps at each of the two contexts, alternating, after filling the cache to the
+/// long one (`Engine::time_steps`).
+async fn interleaved(e: &mut Engine, prompt: &[u32], short: usize, long: usize, steps: usize) -> Result<Interleaved> {
+    e.reset();
+    let fill: Vec<u32> = prompt.iter().cycle().take(long).copied().collect();
+    e.feed(&fill).await?;
+    let positions: Vec<usize> = (0..steps).flat_map(|_| [short, long]).collect();
+    let times = e.time_steps(&positions).await?;
+    let (s, l): (Vec<f64>, Vec<f64>) = (times.iter().step_by(2).copied().collect(), times.iter().skip(1).step_by(2).copied().collect());
+    let (short_median_ms, long_median_ms) = (median(&s), median(&l));
+    Ok(Interleaved {
+        short_context: short,
+        long_context: long,
+        short_median_ms,
+        long_median_ms,
+        long_over_short: short_median_ms / long_median_ms,
+    })
 }
 
 /// What `run` measures.
@@ -178,6 +212,10 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
         runs.push(r);
     }
     let profile = if o.profile { Some(e.profile().await?) } else { None };
+    let decode_interleaved = match (contexts, e.gpu().is_some()) {
+        ([first, .., last], true) if first.max(&1) < last => Some(interleaved(e, &prompt, (*first).max(1), *last, gen_tokens).await?),
+        _ => None,
+    };
     let (steps, b, a, created) = per_token.expect("one run");
     let steps = steps.max(1);
     let d = |x: u64, y: u64| (y - x) as f64 / steps as f64;
@@ -197,6 +235,7 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
         decode_1024_over_0: at(1024).zip(at(0)).map(|(x, y)| x / y),
         decode_longest_over_shortest: runs.last().zip(runs.first()).map(|(x, y)| y.median_ms_per_token / x.median_ms_per_token),
         decode: runs,
+        decode_interleaved,
         dispatches_per_token: d(b.dispatches, a.dispatches),
         submits_per_token: d(b.submits, a.submits),
         maps_per_token: d(b.maps, a.maps),

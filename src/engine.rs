@@ -306,6 +306,28 @@ impl Engine {
         Ok(vec![m.profile(at, 1).await?, m.profile(at - chunk, chunk).await?])
     }
 
+    /// GPU decode steps (forward pass and GPU argmax) at `positions`, in order, each timed in ms:
+    /// a step at position p attends over cache rows 0..=p whatever they hold, so steps at a short
+    /// and a long context can alternate under the same load on a noisy machine. The rows stepped
+    /// at are overwritten, so the cache is emptied afterwards. The GPU backend only.
+    pub async fn time_steps(&mut self, positions: &[usize]) -> Result<Vec<f64>> {
+        let Model::Gpu(m) = &mut self.model else {
+            return Err(Error::Option("timing single steps is for the GPU backend".into()));
+        };
+        if let Some(p) = positions.iter().find(|&&p| p >= self.context) {
+            return Err(Error::Option(format!("position {p} is past the context of {}", self.context)));
+        }
+        let mut times = Vec::with_capacity(positions.len());
+        let mut pick = (0, 0.0);
+        for &p in positions {
+            let t0 = now_ms();
+            m.forward(&[pick.0], p, Readback::Argmax(&mut pick), Flaw::None).await?;
+            times.push(now_ms() - t0);
+        }
+        self.reset();
+        Ok(times)
+    }
+
     /// Empties the cache (the buffers stay; rows are overwritten as positions are reused).
     pub fn reset(&mut self) {
         self.rewind(0);

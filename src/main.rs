@@ -269,6 +269,12 @@ mod cli {
                 d.context, d.tokens_per_s, d.ms_per_token, d.median_ms_per_token, d.steps
             );
         }
+        if let Some(i) = &r.decode_interleaved {
+            println!(
+                "decode {} / decode {}, alternating  {:>6.2}   (GPU steps, median {:.1} and {:.1} ms)",
+                i.long_context, i.short_context, i.long_over_short, i.long_median_ms, i.short_median_ms
+            );
+        }
         if let Some(x) = r.decode_1024_over_0 {
             println!("decode 1024 / decode 0             {:>8.2}   (median steps)", x);
         } else if let (Some(x), [first, .., last]) = (r.decode_longest_over_shortest, r.decode.as_slice()) {

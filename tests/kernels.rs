@@ -193,9 +193,21 @@ fn attention(
     ops::attention(rec, tokens, "attn", &bufs, shape).unwrap();
 }
 
+/// The attention tests' contexts: `gpus()` (the adapter's own shapes, on lavapipe the online
+/// kernel; the plain GPU shapes) and the adapter's shapes without subgroups (the workgroup kernel
+/// in its CPU shape, as a browser without subgroups runs it).
+fn attention_gpus() -> Vec<GpuContext> {
+    let mut all = gpus();
+    if !all.is_empty() {
+        let opts = kvscope::GpuOptions { subgroups: false, ..Default::default() };
+        all.push(pollster::block_on(GpuContext::with_options(opts)).expect("context without subgroups"));
+    }
+    all
+}
+
 /// A test's attention shape: T = `t`, splits of 32 rows, for layer 0 of `layers` (scores and
-/// statistics in an `att` of `att_bytes(layers)`).
-fn shape(heads: Heads, group: u32, t: usize, layers: usize) -> ops::Attention {
+/// statistics in an `att` of `att_bytes(layers)`), in the form `ctx` takes.
+fn shape(ctx: &GpuContext, heads: Heads, group: u32, t: usize, layers: usize) -> ops::Attention {
     ops::Attention {
         heads,
         group,
@@ -204,6 +216,7 @@ fn shape(heads: Heads, group: u32, t: usize, layers: usize) -> ops::Attention {
         split: 32,
         n_splits: t.div_ceil(32) as u32,
         tokens: 1,
+        lanes: ctx.tuning.attention_lanes,
         att_offset: 0,
         stats_offset: (layers * heads.n_heads as usize * t) as u32,
         scale: 1.0 / (heads.head_dim as f32).sqrt(),
@@ -221,9 +234,9 @@ fn rope_spec(base: f32, neox: bool) -> kvscope::config::RopeSpec {
 /// matches the CPU, weights included.
 #[test]
 fn rope_kv_and_attention_match_cpu() {
-    for ctx in gpus() {
+    for ctx in attention_gpus() {
         for neox in [false, true] {
-            eprintln!("subgroups: {}, neox: {neox}", ctx.subgroups);
+            eprintln!("subgroups: {}, online lanes: {}, neox: {neox}", ctx.subgroups, ctx.tuning.attention_lanes);
             let rs = |base| rope_spec(base, neox);
             let (h, hkv, hd, t, base) = (4usize, 2usize, 16usize, 80usize, 10000.0f32);
             let (d, kv) = (h * hd, hkv * hd);
@@ -234,7 +247,7 @@ fn rope_kv_and_attention_match_cpu() {
             let table = buf(&ctx, "table", &cpu::rope_table(t, hd, rs(base), &[]));
             let out = ctx.storage("out", d as u64 * 4).unwrap();
             // Two layers' slices; this dispatch writes the second's.
-            let ap = shape(Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 }, 1, t, 2).layer(1);
+            let ap = shape(&ctx, Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 }, 1, t, 2).layer(1);
             let att = ctx.storage("att", ap.att_bytes(2)).unwrap();
             let mut rec = Recorder::new(&ctx);
             let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
@@ -326,10 +339,13 @@ fn matmul_matches_cpu_for_every_type() {
 /// masks, the GPU wraps.
 #[test]
 fn chunk_rope_kv_and_attention_match_cpu() {
-    for ctx in gpus() {
+    for ctx in attention_gpus() {
         // One token per workgroup, two and four (9 tokens: the last tile holds one).
         for (window, rows, q) in [(0usize, 96usize, 1u32), (20, 36, 1), (0, 96, 2), (20, 36, 2), (0, 96, 4), (20, 36, 4)] {
-            eprintln!("subgroups: {}, window {window}, rows {rows}, tokens per workgroup {q}", ctx.subgroups);
+            eprintln!(
+                "subgroups: {}, online lanes: {}, window {window}, rows {rows}, tokens per workgroup {q}",
+                ctx.subgroups, ctx.tuning.attention_lanes
+            );
             chunk_attention(&ctx, window, rows, q);
         }
     }
@@ -356,7 +372,7 @@ fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize, q: u32) {
     let table = buf(ctx, "table", &cpu::rope_table(t, hd, rs, &[]));
     let out = ctx.storage("out", (b * d) as u64 * 4).unwrap();
     let heads = Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 };
-    let ap = shape(heads, 3, t, 1).windowed(window as u32, rows as u32).for_chunk(q);
+    let ap = shape(ctx, heads, 3, t, 1).windowed(window as u32, rows as u32).for_chunk(q);
     let att = ctx.storage("att", ap.att_bytes(1)).unwrap();
     let mut rec = Recorder::new(ctx);
     let tokens = Tokens::Chunk(b as u32);
@@ -484,10 +500,12 @@ fn specialisation_keeps_one_side() {
         attention_split: 64,
         attention_phases: 4,
         attention_tokens: 1,
+        attention_lanes: 0,
+        attention_lane_tokens: 1,
     };
     for k in [
-        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 1 },
-        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 2 },
+        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 1, lanes: 0 },
+        Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 2, lanes: 0 },
         Kernel::RmsNorm,
         Kernel::RopeKv { kv: KvType::F32, neox: false },
         Kernel::RopeKv { kv: KvType::F32, neox: true },
@@ -499,8 +517,11 @@ fn specialisation_keeps_one_side() {
         let code: String = plain.lines().map(|l| l.split("//").next().unwrap_or("")).collect();
         assert!(!code.contains("subgroup") && !code.contains("2x16float") && !plain.contains("//#"), "{}", spec.label);
     }
-    let f16 = Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 1 }.spec(tuning).source(true);
+    let f16 = Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 1, lanes: 0 }.spec(tuning).source(true);
     assert!(f16.contains("unpack2x16float") && f16.contains("subgroupAdd"));
+    let online = Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 2, lanes: 8 }.spec(tuning);
+    let src = online.source(true);
+    assert!(src.contains("unpack2x16float") && src.contains("o2_15_1") && !src.contains("o2$r"), "{}", online.label);
 }
 
 /// The bindings each pipeline is built with are the ones its WGSL declares, in order: outputs
@@ -516,13 +537,20 @@ fn bindings_are_read_from_the_shader() {
         attention_split: 64,
         attention_phases: 4,
         attention_tokens: 1,
+        attention_lanes: 0,
+        attention_lane_tokens: 1,
     };
+    let k = |k: Kernel| k.spec(tuning);
     let src = |k: Kernel| k.spec(tuning).source(false);
     assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16, neox: true })), [Out, Out, Out, In, Params, Step]);
     assert_eq!(
-        bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 2 })),
+        bindings(&src(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F16, tokens: 2, lanes: 0 })),
+        [Out, Out, In, In, In, Params, Step]
+    );
+    assert_eq!(
+        bindings(&k(Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 2, lanes: 8 }).source(true)),
         [Out, Out, In, In, In, Params, Step]
     );
     assert_eq!(bindings(&src(Kernel::Argmax)), [Out, In, Params]);

@@ -49,11 +49,15 @@ impl Default for GpuOptions {
 /// each lane (a gather) costs more than arithmetic, so sharing each load pays: measured on
 /// lavapipe, a mat-vec tile of 4 rows (bench/RESULTS.md); for the mat-mul, a register tile of
 /// 16 rows × 16 tokens (every decoded weight feeding 16 dot products, every input load 16);
-/// attention splits of 256 rows (two cores run the workgroups; 1.2× faster than 128 at 1,024
-/// cached positions) and one phase of 16 lanes for its weighted sum, so that each row's weight is
+/// attention in its online form (8 lanes, one subgroup, each K and V value loaded once per
+/// workgroup; 1.5× faster than the workgroup form at 1,024 cached positions, 2.3× for a prefill
+/// chunk there) over splits of 256 rows (two cores run the workgroups), with 4 prefill tokens
+/// per workgroup (1.25× 2 tokens, level with 8). Where subgroups are missing they take the
+/// workgroup form with one phase of 16 lanes for its weighted sum, so that each row's weight is
 /// one load for the group, and two prefill tokens per workgroup sharing each K and V load. GPUs
 /// keep one row per mat-vec invocation, for the most invocations in flight, a 4 × 4 mat-mul
-/// tile, 64-row splits (more workgroups for long contexts), 4 phases and one token per workgroup.
+/// tile, 64-row splits (more workgroups for long contexts), and the workgroup form with 4 phases
+/// and one token per workgroup.
 fn tuning_for(device_type: wgpu::DeviceType) -> Tuning {
     let prefill_chunk = crate::config::PREFILL_CHUNK as u32;
     if device_type == wgpu::DeviceType::Cpu {
@@ -65,6 +69,8 @@ fn tuning_for(device_type: wgpu::DeviceType) -> Tuning {
             attention_split: 256,
             attention_phases: 1,
             attention_tokens: 2,
+            attention_lanes: 8,
+            attention_lane_tokens: 4,
         }
     } else {
         Tuning {
@@ -75,6 +81,8 @@ fn tuning_for(device_type: wgpu::DeviceType) -> Tuning {
             attention_split: 64,
             attention_phases: 4,
             attention_tokens: 1,
+            attention_lanes: 0,
+            attention_lane_tokens: 1,
         }
     }
 }
@@ -164,6 +172,11 @@ impl GpuContext {
                 "rows per invocation ({matvec_rows}, {matmul_rows}) and mat-mul tokens per invocation ({matmul_tokens}) must each be 1..=16"
             )));
         }
+        // The online attention kernel folds its lanes with subgroup operations: one subgroup.
+        let attention_lanes = match subgroups {
+            true => by_adapter.attention_lanes.min(info.subgroup_min_size),
+            false => 0,
+        };
         Ok(GpuContext {
             device,
             queue,
@@ -172,7 +185,7 @@ impl GpuContext {
             features,
             subgroups,
             table_part_bytes: opts.table_part_bytes,
-            tuning: Tuning { matvec_rows, matmul_rows, matmul_tokens, ..by_adapter },
+            tuning: Tuning { matvec_rows, matmul_rows, matmul_tokens, attention_lanes, ..by_adapter },
             errors,
             pipelines: RefCell::default(),
             created: Cell::new(0),

@@ -44,12 +44,14 @@ pub enum Kernel {
         neox: bool,
     },
     /// Attention pass 1: softmax statistics and partial outputs per split of the cache, for a
-    /// head dimension, a number of query heads and a number of tokens per workgroup.
+    /// head dimension, a number of query heads and a number of tokens per workgroup; `lanes` > 0:
+    /// the online form (`attention_online.wgsl`) with a workgroup of that many lanes.
     Attention {
         head_dim: u32,
         group: u32,
         kv: KvType,
         tokens: u32,
+        lanes: u32,
     },
     /// Attention pass 2: merges the splits into the output and normalised weights.
     AttentionMerge,
@@ -83,6 +85,12 @@ pub struct Tuning {
     pub attention_phases: u32,
     /// Tokens of a prefill chunk per attention workgroup (1 or 2), sharing each K and V load.
     pub attention_tokens: u32,
+    /// Lanes of the online attention kernel, one subgroup (at most the adapter's least subgroup
+    /// size); 0: the workgroup kernel, `attention.wgsl`.
+    pub attention_lanes: u32,
+    /// Tokens of a prefill chunk per workgroup of the online kernel, its queries and sums in
+    /// registers.
+    pub attention_lane_tokens: u32,
 }
 
 /// One kernel's facts.
@@ -168,7 +176,14 @@ impl Kernel {
                     .kv(kv)
                     .constant("NEOX", neox as u32)
             }
-            Kernel::Attention { head_dim, group, kv, tokens } => {
+            Kernel::Attention { head_dim, group, kv, tokens, lanes } if lanes > 0 => {
+                Spec::new(format!("attention_online_g{group}_w{lanes}"), include_str!("../../shaders/attention_online.wgsl"))
+                    .tile(head_dim / 4, tokens)
+                    .kv(kv)
+                    .constant("GROUP", group)
+                    .constant("WG", lanes)
+            }
+            Kernel::Attention { head_dim, group, kv, tokens, .. } => {
                 Spec::new(format!("attention_d{head_dim}_g{group}"), include_str!("../../shaders/attention.wgsl"))
                     .tile(1, tokens)
                     .kv(kv)

@@ -201,6 +201,8 @@ pub struct Attention {
     pub split: u32,
     /// Q: tokens per workgroup of pass 1 (1; 2 for prefill where `for_chunk` allows it).
     pub tokens: u32,
+    /// Lanes of the online form of pass 1 (`Tuning::attention_lanes`); 0: the workgroup form.
+    pub lanes: u32,
     pub n_splits: u32,
     /// Elements: where this layer's [h × T] scores and its [h × 2] statistics start in `att`.
     pub att_offset: u32,
@@ -220,7 +222,7 @@ impl Attention {
     /// The shape for `context` positions and `layers` layer slices, for layer 0: G the largest of
     /// 4, 3, 2, 1 dividing h / h_kv; S the device's least rows per split (`least_split`), more
     /// when the context needs more than 64 splits.
-    pub fn new(heads: Heads, kv: KvType, context: usize, layers: usize, least_split: usize, scale: f32) -> Self {
+    pub fn new(heads: Heads, kv: KvType, context: usize, layers: usize, least_split: usize, lanes: u32, scale: f32) -> Self {
         let g = heads.n_heads / heads.n_kv_heads;
         let group = (1..=4).rev().find(|k| g.is_multiple_of(*k)).unwrap_or(1);
         let split = least_split.max(context.div_ceil(64)) as u32;
@@ -232,6 +234,7 @@ impl Attention {
             split,
             n_splits: (context as u32).div_ceil(split),
             tokens: 1,
+            lanes,
             att_offset: 0,
             stats_offset: (layers as u32) * heads.n_heads * context as u32,
             scale,
@@ -250,6 +253,10 @@ impl Attention {
     /// splits of S ≤ 512 / Q rows (fewer rows per split than decode's where needed, while the
     /// context still fits 64 splits).
     pub fn for_chunk(self, q: u32) -> Self {
+        if self.lanes > 0 {
+            // The online form keeps the tile in registers: no workgroup memory to fit.
+            return Attention { tokens: q.max(1), ..self };
+        }
         let least = self.context.div_ceil(64);
         let fits = |q: u32| q * self.group * self.heads.head_dim / 4 <= 256 && least * q <= 512;
         let q = (1..=q.max(1)).rev().find(|&q| fits(q)).unwrap_or(1);
@@ -311,7 +318,7 @@ pub fn attention(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionB
         rows: a.rows,
     };
     let z = tokens.rows();
-    let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv, tokens: a.tokens };
+    let kernel = Kernel::Attention { head_dim, group: a.group, kv: a.kv, tokens: a.tokens, lanes: a.lanes };
     let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z.div_ceil(a.tokens)).by_step();
     rec.push(format!("{label}.attention"), kernel, &[b.part, b.att, b.qkv, b.k_cache, b.v_cache], &p, grid)?;
     let m =

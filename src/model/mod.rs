@@ -150,8 +150,9 @@ impl GpuModel {
 
     pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
         let heads = Heads { n_heads: cfg.n_heads as u32, n_kv_heads: cfg.n_kv_heads as u32, head_dim: cfg.head_dim as u32 };
-        let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, ctx.tuning.attention_split as usize, cfg.attn_scale);
-        let chunk_attn = attn.for_chunk(ctx.tuning.attention_tokens);
+        let t = &ctx.tuning;
+        let attn = ops::Attention::new(heads, kv, context, cfg.n_layers, t.attention_split as usize, t.attention_lanes, cfg.attn_scale);
+        let chunk_attn = attn.for_chunk(if attn.lanes > 0 { t.attention_lane_tokens } else { t.attention_tokens });
         let chunk = ctx.tuning.prefill_chunk;
         let factors = rope_factors(g, cfg, src)?;
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
