@@ -76,6 +76,10 @@ pub struct Interleaved {
     pub long_over_short: f64,
 }
 
+/// Steps at each of the two contexts, alternating, after filling the cache to the long one
+/// (`Engine::time_steps`).
+const INTERLEAVED_STEPS: usize = 24;
+
 /// `steps` GPU steps at each of the two contexts, alternating, after filling the cache to the
 /// long one (`Engine::time_steps`).
 async fn interleaved(e: &mut Engine, prompt: &[u32], short: usize, long: usize, steps: usize) -> Result<Interleaved> {
@@ -213,7 +217,9 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
     }
     let profile = if o.profile { Some(e.profile().await?) } else { None };
     let decode_interleaved = match (contexts, e.gpu().is_some()) {
-        ([first, .., last], true) if first.max(&1) < last => Some(interleaved(e, &prompt, (*first).max(1), *last, gen_tokens).await?),
+        ([first, .., last], true) if first.max(&1) < last => {
+            Some(interleaved(e, &prompt, (*first).max(1), *last, gen_tokens.min(INTERLEAVED_STEPS)).await?)
+        }
         _ => None,
     };
     let (steps, b, a, created) = per_token.expect("one run");

@@ -88,6 +88,25 @@ fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
 
 /// A context that fills during generation stops it with a reason; a prompt longer than the
 /// context, an empty prompt and an out-of-vocabulary id are refused with their own errors.
+/// `Engine::time_steps` (the bench's alternating decode steps): one time per position, a
+/// position past the context refused by name, the cache emptied after, the CPU backend refused.
+#[test]
+fn timed_steps_alternate_and_empty_the_cache() {
+    let Some(_) = gpu() else { return };
+    let mut e = tiny(Backend::Gpu, 16);
+    pollster::block_on(e.feed(&(10..22).collect::<Vec<u32>>())).unwrap();
+    let times = pollster::block_on(e.time_steps(&[1, 12, 1, 12])).unwrap();
+    assert_eq!(times.len(), 4);
+    assert!(times.iter().all(|&t| t > 0.0), "{times:?}");
+    assert_eq!(e.position(), 0, "the rows stepped at were overwritten: the cache is emptied");
+    let err = pollster::block_on(e.time_steps(&[1, 16])).unwrap_err().to_string();
+    assert!(err.contains("position 16 is past the context of 16"), "{err}");
+    let s = pollster::block_on(e.generate(&[10, 11], &kvscope::GenerateOptions { max_tokens: 2, ..Default::default() }, &mut |_| true));
+    assert!(s.unwrap().generated_tokens >= 1, "the engine works after");
+    let err = pollster::block_on(tiny(Backend::Reference, 16).time_steps(&[1])).unwrap_err().to_string();
+    assert!(err.contains("GPU backend"), "{err}");
+}
+
 #[test]
 fn context_limits_stop_cleanly() {
     use kvscope::{GenerateOptions, StopReason};

@@ -29,6 +29,9 @@ test('?bench=1 reports prefill, decode and per-token costs like the CLI', { time
   assert.equal(b.gpu_argmax, true, '&gpu_argmax=1 turns the GPU argmax on');
   assert.deepEqual(b.decode.map((d) => d.context), [1, 40]);
   for (const d of b.decode) assert.ok(d.tokens_per_s > 0 && d.steps === args.gen, JSON.stringify(d));
+  // Decode steps at the first and last contexts, alternating.
+  const il = b.decode_interleaved;
+  assert.ok(il && il.short_context === 1 && il.long_context === 40 && il.short_median_ms > 0 && il.long_over_short > 0, JSON.stringify(il));
   assert.ok(b.prefill_tokens_per_s > 0 && b.prefill_token_by_token_per_s > 0 && b.ttft_ms > 0);
   // Same programs as natively: the counters per decode token are identical.
   for (const k of ['dispatches_per_token', 'submits_per_token', 'maps_per_token', 'readback_bytes_per_token', 'prefill_chunk', 'weight_bytes']) {

@@ -18,6 +18,8 @@ function rows(r) {
     ['time to first token', `${r.ttft_ms.toFixed(0)} ms`],
     ...r.decode.map((d) => [`decode at context ${d.context}`, `${d.tokens_per_s.toFixed(2)} tok/s`]),
     [`decode at context ${r.decode.at(-1).context} / at ${r.decode[0].context} (median steps)`, r.decode_longest_over_shortest.toFixed(2)],
+    ...(r.decode_interleaved ? [[`the same, GPU steps alternating (${r.decode_interleaved.long_median_ms.toFixed(1)} / ` +
+      `${r.decode_interleaved.short_median_ms.toFixed(1)} ms)`, r.decode_interleaved.long_over_short.toFixed(2)]] : []),
     ['per decode token', `${r.dispatches_per_token} dispatches, ${r.submits_per_token} submits, ${r.maps_per_token} maps, ` +
       `${r.readback_bytes_per_token} bytes read back, ${r.encode_ms_per_token.toFixed(3)} ms CPU encode${r.gpu_argmax ? ' (GPU argmax)' : ''}`],
     ['GPU buffers / (weights + KV cache)', `${mb(r.gpu_buffer_bytes)} MiB / (${mb(r.weight_bytes)} + ${mb(r.kv_cache_bytes)} MiB) = ` +
