@@ -28,44 +28,8 @@ override HEAD_DIM: u32;  // d_h, a multiple of 4, at most 256
 override GROUP: u32;     // G ≤ 4 query heads per workgroup, dividing h / h_kv; Q·G·d_h ≤ 1024
 override PHASES: u32;    // 1, 2 or 4 groups of 16 lanes splitting the rows of the weighted sum
 
-struct Params {
-    n_heads: u32,         // h
-    n_kv_heads: u32,      // h_kv
-    att_stride: u32,      // C: row length of `att`
-    att_offset: u32,      // elements: this layer's slice, l · h · C
-    scale: f32,           // 1 / sqrt(d_h) (the model's)
-    split: u32,           // S: positions per split, Q·S ≤ 512
-    n_splits: u32,        // ⌈C / S⌉
-    window: u32,          // W: positions attended on a sliding-window layer; 0: all
-    rows: u32,            // R: cache rows
-}
-
-@group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
-@group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × C] scores, then statistics
-@group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
-// Cache rows as vec4s of f32, or (kv_f16) as 4 f16 packed in two u32.
-//#if kv_f16
-@group(0) @binding(3) var<storage, read> k_cache: array<vec2<u32>>;     // [R × h_kv · d_h / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec2<u32>>;     // [R × h_kv · d_h / 4]
-fn load_k(i: u32) -> vec4<f32> { let w = k_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn load_v(i: u32) -> vec4<f32> { let w = v_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-//#else
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;     // [R × h_kv · d_h / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;     // [R × h_kv · d_h / 4]
-fn load_k(i: u32) -> vec4<f32> { return k_cache[i]; }
-fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
-//#endif
-@group(0) @binding(5) var<uniform> p: Params;
-@group(0) @binding(6) var<uniform> step: Step;
-
 var<workgroup> qs: array<vec4<f32>, 256>;    // [Q × G × d_h / 4] queries; then the weighted sum's exchange
 var<workgroup> pr: array<vec4<f32>, 512>;    // [Q × S rows] scores, then e, of the G heads
-
-// The positions token t of the chunk attends: [lo, n).
-fn attended(t: u32) -> vec2<u32> {
-    let n = step.pos + t + 1u;
-    return vec2<u32>(select(0u, n - min(n, p.window), p.window > 0u), n);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {

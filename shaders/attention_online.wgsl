@@ -20,41 +20,6 @@
 override GROUP: u32;  // G ≤ 4 query heads per workgroup, dividing h / h_kv
 override WG: u32;     // lanes: at most the adapter's least subgroup size
 
-struct Params {
-    n_heads: u32,         // h
-    n_kv_heads: u32,      // h_kv
-    att_stride: u32,      // C: row length of `att`
-    att_offset: u32,      // elements: this layer's slice, l · h · C
-    scale: f32,           // 1 / sqrt(d_h) (the model's)
-    split: u32,           // S: positions per split
-    n_splits: u32,        // ⌈C / S⌉
-    window: u32,          // W: positions attended on a sliding-window layer; 0: all
-    rows: u32,            // R: cache rows
-}
-
-@group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
-@group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × C] scores, then statistics
-@group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
-//#if kv_f16
-@group(0) @binding(3) var<storage, read> k_cache: array<vec2<u32>>;     // [R × h_kv · d_h / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec2<u32>>;     // [R × h_kv · d_h / 4]
-fn load_k(i: u32) -> vec4<f32> { let w = k_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-fn load_v(i: u32) -> vec4<f32> { let w = v_cache[i]; return vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)); }
-//#else
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;     // [R × h_kv · d_h / 4]
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;     // [R × h_kv · d_h / 4]
-fn load_k(i: u32) -> vec4<f32> { return k_cache[i]; }
-fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
-//#endif
-@group(0) @binding(5) var<uniform> p: Params;
-@group(0) @binding(6) var<uniform> step: Step;
-
-// The positions token t of the chunk attends: [lo, n).
-fn attended(t: u32) -> vec2<u32> {
-    let n = step.pos + t + 1u;
-    return vec2<u32>(select(0u, n - min(n, p.window), p.window > 0u), n);
-}
-
 // vec4 r of query head g from `at` (head h0's vec4 0 in a token's qkv row); 0 past the group.
 fn query(at: u32, g: u32, r: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), qkv[at + g * R + r], g < GROUP);

@@ -1,6 +1,7 @@
 //! The kernels: one WGSL file each under `shaders/`, and for each `Kernel` one `spec` that says
 //! everything about it — label, source (with the shared prelude and, where it reads weights, the
-//! block decoder), specialisation flags and pipeline constants. The bindings are read from the
+//! block decoder; for attention's first pass, the declarations its two forms share),
+//! specialisation flags and pipeline constants. The bindings are read from the
 //! shader itself, so they are written once, in WGSL.
 
 use crate::config::KvType;
@@ -67,6 +68,7 @@ pub enum Kernel {
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const QUANT: &str = include_str!("../../shaders/quant.wgsl");
+const ATTENTION_IO: &str = include_str!("../../shaders/attention_io.wgsl");
 const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
 
 /// The work of one invocation, chosen per adapter (`context::tuning_for`): the register tiles,
@@ -98,8 +100,9 @@ pub struct Spec {
     pub label: String,
     /// The kernel's own WGSL file.
     file: &'static str,
-    /// Whether it reads ggml blocks (`quant.wgsl` is included).
-    weights: bool,
+    /// Shared declarations between the prelude and its file: `quant.wgsl` where it reads ggml
+    /// blocks, `attention_io.wgsl` for attention's first pass.
+    shared: &'static str,
     /// `//#if` flags switched on besides `subgroups`.
     flags: Vec<&'static str>,
     /// The register tile (rows, tokens) that `//#for` blocks repeat over.
@@ -110,13 +113,19 @@ pub struct Spec {
 
 impl Spec {
     fn new(label: impl Into<String>, file: &'static str) -> Self {
-        Spec { label: label.into(), file, weights: false, flags: Vec::new(), tile: None, constants: Vec::new() }
+        Spec { label: label.into(), file, shared: "", flags: Vec::new(), tile: None, constants: Vec::new() }
     }
 
     /// Reads weights of type `t` through the shared block decoder (`WTYPE` fixed per pipeline).
     fn weights(mut self, t: GgmlType) -> Self {
-        self.weights = true;
+        self.shared = QUANT;
         self.constant("WTYPE", t.id())
+    }
+
+    /// Attention's first pass: the bindings and helpers its two forms share.
+    fn attention_io(mut self) -> Self {
+        self.shared = ATTENTION_IO;
+        self
     }
 
     fn constant(mut self, name: &'static str, v: u32) -> Self {
@@ -140,15 +149,14 @@ impl Spec {
         self
     }
 
-    /// The WGSL module: prelude, block decoder where weights are read, the kernel's file,
+    /// The WGSL module: prelude, shared declarations (`Spec::shared`), the kernel's file,
     /// specialised for subgroups or not (see `specialise`).
     pub fn source(&self, subgroups: bool) -> String {
         let mut flags = self.flags.clone();
         if subgroups {
             flags.push("subgroups");
         }
-        let quant = if self.weights { QUANT } else { "" };
-        let mut src = specialise(&format!("{COMMON}\n{quant}\n{}", self.file), &flags);
+        let mut src = specialise(&format!("{COMMON}\n{}\n{}", self.shared, self.file), &flags);
         if let Some((rows, tokens)) = self.tile {
             src = expand_tiles(&src, rows, tokens);
         }
@@ -178,6 +186,7 @@ impl Kernel {
             }
             Kernel::Attention { head_dim, group, kv, tokens, lanes } if lanes > 0 => {
                 Spec::new(format!("attention_online_g{group}_w{lanes}"), include_str!("../../shaders/attention_online.wgsl"))
+                    .attention_io()
                     .tile(head_dim / 4, tokens)
                     .kv(kv)
                     .constant("GROUP", group)
@@ -185,6 +194,7 @@ impl Kernel {
             }
             Kernel::Attention { head_dim, group, kv, tokens, .. } => {
                 Spec::new(format!("attention_d{head_dim}_g{group}"), include_str!("../../shaders/attention.wgsl"))
+                    .attention_io()
                     .tile(1, tokens)
                     .kv(kv)
                     .constant("HEAD_DIM", head_dim)
