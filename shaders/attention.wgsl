@@ -25,7 +25,6 @@
 
 // Specialised per model: loops over the head dimension and the G heads have constant bounds.
 override HEAD_DIM: u32;  // d_h, a multiple of 4, at most 256
-override GROUP: u32;     // G ≤ 4 query heads per workgroup, dividing h / h_kv; Q·G·d_h ≤ 1024
 override PHASES: u32;    // 1, 2 or 4 groups of 16 lanes splitting the rows of the weighted sum
 
 var<workgroup> qs: array<vec4<f32>, 256>;    // [Q × G × d_h / 4] queries; then the weighted sum's exchange
@@ -35,19 +34,9 @@ var<workgroup> pr: array<vec4<f32>, 512>;    // [Q × S rows] scores, then e, of
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     enter(lanes);
     let i = lanes.i;
-    let n_groups = p.n_heads / GROUP;
-    let gx = wg.x % n_groups;
-    let sx = wg.x / n_groups;
-    let ta = wg.z * T;                        // the tile's first token
-    if (ta >= step.n) { return; }
-    let tz = min(ta + T, step.n) - 1u;        // its last
-    let first = attended(ta);
-    let last = attended(tz);
-    let s0 = sx * p.split;
-    if (s0 >= last.y || s0 + p.split <= first.x) { return; }
-    // Rows any token of the tile attends in this split.
-    let j0 = max(s0, first.x);
-    let j1 = min(s0 + p.split, last.y);
+    let w = share(wg);
+    if (w.j0 >= w.j1) { return; }
+    let gx = w.gx; let sx = w.sx; let ta = w.ta; let tz = w.tz; let s0 = w.s0; let j0 = w.j0; let j1 = w.j1;
     let hd4 = HEAD_DIM / 4u;
     let g_n = GROUP;
     let h0 = gx * g_n;

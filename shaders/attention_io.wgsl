@@ -3,6 +3,8 @@
 // bindings, cache loads and the positions a token attends. Records in `part` per (token, head,
 // split): (m, l, 0, 0), then the d_h/4 vec4s of o; attention_merge.wgsl reads them.
 
+override GROUP: u32;  // G ≤ 4 query heads per workgroup, dividing h / h_kv (T: tokens per workgroup)
+
 struct Params {
     n_heads: u32,         // h
     n_kv_heads: u32,      // h_kv
@@ -37,4 +39,23 @@ fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
 fn attended(t: u32) -> vec2<u32> {
     let n = step.pos + t + 1u;
     return vec2<u32>(select(0u, n - min(n, p.window), p.window > 0u), n);
+}
+
+// Workgroup wg's share: the G query heads h0 = gx·G .. h0+G−1 over split sx (positions from
+// s0 = sx·S), for the tile's tokens ta..=tz, and the rows j0..j1 of the split that any of them
+// attends. None (j0 ≥ j1) where the split is outside every token's positions or the tile is past
+// the chunk: the workgroup exits.
+struct Share { gx: u32, sx: u32, ta: u32, tz: u32, s0: u32, j0: u32, j1: u32 }
+
+fn share(wg: vec3<u32>) -> Share {
+    let n_groups = p.n_heads / GROUP;
+    var w: Share;
+    w.gx = wg.x % n_groups;
+    w.sx = wg.x / n_groups;
+    w.ta = wg.z * T;
+    w.tz = min(w.ta + T, step.n) - 1u;
+    w.s0 = w.sx * p.split;
+    w.j0 = max(w.s0, attended(w.ta).x);
+    w.j1 = select(min(w.s0 + p.split, attended(w.tz).y), 0u, w.ta >= step.n);
+    return w;
 }

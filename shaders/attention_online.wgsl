@@ -17,7 +17,6 @@
 // sums (oN_$r_$t) are named variables, repeated by `//#for` over the d_h/4 vec4s of a head
 // (r < R, R = d_h / 4) and the tile's tokens (t < T), so they stay in registers.
 
-override GROUP: u32;  // G ≤ 4 query heads per workgroup, dividing h / h_kv
 override WG: u32;     // lanes: at most the adapter's least subgroup size
 
 // vec4 r of query head g from `at` (head h0's vec4 0 in a token's qkv row); 0 past the group.
@@ -27,19 +26,9 @@ fn query(at: u32, g: u32, r: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i: u32) {
-    let n_groups = p.n_heads / GROUP;
-    let gx = wg.x % n_groups;
-    let sx = wg.x / n_groups;
-    let ta = wg.z * T;                        // the tile's first token
-    if (ta >= step.n) { return; }
-    let tz = min(ta + T, step.n) - 1u;        // its last
-    let first = attended(ta);
-    let last = attended(tz);
-    let s0 = sx * p.split;
-    if (s0 >= last.y || s0 + p.split <= first.x) { return; }
-    // Rows any token of the tile attends in this split.
-    let j0 = max(s0, first.x);
-    let j1 = min(s0 + p.split, last.y);
+    let w = share(wg);
+    if (w.j0 >= w.j1) { return; }
+    let gx = w.gx; let sx = w.sx; let ta = w.ta; let tz = w.tz; let s0 = w.s0; let j0 = w.j0; let j1 = w.j1;
     let h0 = gx * GROUP;
     let kvh = h0 / (p.n_heads / p.n_kv_heads);
     let kv4 = p.n_kv_heads * R;
