@@ -193,6 +193,26 @@ fn attention(
     ops::attention(rec, tokens, "attn", &bufs, shape).unwrap();
 }
 
+/// The online form takes as many prefill tokens per workgroup as its lane's registers allow
+/// (`ONLINE_VEC4S`), and heads too wide for one token take the workgroup form.
+#[test]
+fn online_attention_fits_its_registers() {
+    let shape = |h, hkv, hd| {
+        let heads = Heads { n_heads: h, n_kv_heads: hkv, head_dim: hd };
+        ops::Attention::new(heads, KvType::F32, 1024, 30, 256, 8, 0.125)
+    };
+    let smol = shape(9, 3, 64);
+    assert_eq!((smol.lanes, smol.group, smol.for_chunk(4).tokens), (8, 3, 2));
+    let gemma = shape(4, 1, 256);
+    assert_eq!((gemma.lanes, gemma.for_chunk(4).tokens), (0, 1), "the workgroup form, where memory allows one token");
+    let qwen = shape(14, 2, 64);
+    assert_eq!((qwen.lanes, qwen.group, qwen.for_chunk(4).tokens), (8, 1, 4));
+    for a in [smol, gemma, qwen] {
+        let q = a.for_chunk(4).tokens;
+        assert!(a.lanes == 0 || 2 * a.heads.head_dim / 4 * a.group * q <= ops::ONLINE_VEC4S);
+    }
+}
+
 /// The attention tests' contexts: `gpus()` (the adapter's own shapes, on lavapipe the online
 /// kernel; the plain GPU shapes) and the adapter's shapes without subgroups (the workgroup kernel
 /// in its CPU shape, as a browser without subgroups runs it).

@@ -51,8 +51,10 @@ impl Default for GpuOptions {
 /// 16 rows × 16 tokens (every decoded weight feeding 16 dot products, every input load 16);
 /// attention in its online form (8 lanes, one subgroup, each K and V value loaded once per
 /// workgroup; 1.5× faster than the workgroup form at 1,024 cached positions, 2.3× for a prefill
-/// chunk there) over splits of 256 rows (two cores run the workgroups), with 4 prefill tokens
-/// per workgroup (1.25× 2 tokens, level with 8). Where subgroups are missing they take the
+/// chunk there) over splits of 256 rows (two cores run the workgroups), with up to 4 prefill
+/// tokens per workgroup as `ops::ONLINE_VEC4S` allows (2 for SmolLM2's heads: 4 ran 1.25×
+/// faster but took 20 s instead of 6 to compile without a shader cache; heads too wide for one
+/// token take the workgroup form). Where subgroups are missing they take the
 /// workgroup form with one phase of 16 lanes for its weighted sum, so that each row's weight is
 /// one load for the group, and two prefill tokens per workgroup sharing each K and V load. GPUs
 /// keep one row per mat-vec invocation, for the most invocations in flight, a 4 × 4 mat-mul

@@ -85,7 +85,8 @@ pub struct Tuning {
     pub attention_split: u32,
     /// Groups of 16 lanes splitting the rows of the attention's weighted sum: 1, 2 or 4.
     pub attention_phases: u32,
-    /// Tokens of a prefill chunk per attention workgroup (1 or 2), sharing each K and V load.
+    /// Tokens of a prefill chunk per workgroup of the workgroup form of attention (1 or 2),
+    /// sharing each K and V load.
     pub attention_tokens: u32,
     /// Lanes of the online attention kernel, one subgroup (at most the adapter's least subgroup
     /// size); 0: the workgroup kernel, `attention.wgsl`.

@@ -199,9 +199,11 @@ pub struct Attention {
     pub context: u32,
     /// S: cache rows per split (at most 256), and ⌈T / S⌉ ≤ 64 splits.
     pub split: u32,
-    /// Q: tokens per workgroup of pass 1 (1; 2 for prefill where `for_chunk` allows it).
+    /// Q: tokens per workgroup of pass 1 (1; for prefill, `for_chunk`'s: 2 in the workgroup form
+    /// on CPU-type adapters where its memory allows, 4 in the online form).
     pub tokens: u32,
-    /// Lanes of the online form of pass 1 (`Tuning::attention_lanes`); 0: the workgroup form.
+    /// Lanes of the online form of pass 1 (`Tuning::attention_lanes`); 0: the workgroup form,
+    /// also where a lane would keep more than `ONLINE_VEC4S`.
     pub lanes: u32,
     pub n_splits: u32,
     /// Elements: where this layer's [h × T] scores and its [h × 2] statistics start in `att`.
@@ -213,6 +215,13 @@ pub struct Attention {
     pub window: u32,
     pub rows: u32,
 }
+
+/// The most vec4s of queries and sums one lane of the online form keeps (2 · d_h/4 · G · Q):
+/// llvmpipe builds a kernel as a coroutine, and the time to build its frame grows much faster
+/// than the values live in it. Measured cold (no shader cache) for SmolLM2's heads (d_h = 64,
+/// G = 3): 96 vec4s ~1 s, 192 ~6 s, 384 ~20 s; Gemma 3's (d_h = 256, G = 4) at 2,048, minutes.
+/// Shapes past it take fewer tokens per workgroup, or the workgroup form.
+pub const ONLINE_VEC4S: u32 = 192;
 
 /// The longest context the attention kernels take: 64 splits of at most 256 rows (the rows of
 /// one split are held in workgroup memory).
@@ -226,6 +235,7 @@ impl Attention {
         let g = heads.n_heads / heads.n_kv_heads;
         let group = (1..=4).rev().find(|k| g.is_multiple_of(*k)).unwrap_or(1);
         let split = least_split.max(context.div_ceil(64)) as u32;
+        let lanes = if 2 * heads.head_dim / 4 * group <= ONLINE_VEC4S { lanes } else { 0 };
         Attention {
             heads,
             group,
@@ -248,14 +258,16 @@ impl Attention {
         SplitGrid { groups: self.heads.n_heads / self.group, split: self.split, tokens: self.tokens }
     }
 
-    /// The shape for prefill chunks: up to `q` tokens per workgroup, as many as the kernel's
-    /// workgroup memory holds the queries of (Q·G·d_h/4 vec4s ≤ 256) and the scores of, over
-    /// splits of S ≤ 512 / Q rows (fewer rows per split than decode's where needed, while the
-    /// context still fits 64 splits).
+    /// The shape for prefill chunks: up to `q` tokens per workgroup in the online form (within
+    /// `ONLINE_VEC4S`); in the workgroup
+    /// form up to `q`, as many as its workgroup memory holds the queries of (Q·G·d_h/4 vec4s ≤
+    /// 256) and the scores of, over splits of S ≤ 512 / Q rows (fewer rows per split than
+    /// decode's where needed, while the context still fits 64 splits).
     pub fn for_chunk(self, q: u32) -> Self {
         if self.lanes > 0 {
-            // The online form keeps the tile in registers: no workgroup memory to fit.
-            return Attention { tokens: q.max(1), ..self };
+            // The online form keeps the tile in registers: as many tokens as `ONLINE_VEC4S` allows.
+            let fits = |q: u32| 2 * self.heads.head_dim / 4 * self.group * q <= ONLINE_VEC4S;
+            return Attention { tokens: (1..=q.max(1)).rev().find(|&q| fits(q)).unwrap_or(1), ..self };
         }
         let least = self.context.div_ceil(64);
         let fits = |q: u32| q * self.group * self.heads.head_dim / 4 <= 256 && least * q <= 512;
