@@ -76,16 +76,22 @@ pub struct Interleaved {
     pub long_over_short: f64,
 }
 
-/// Steps at each of the two contexts, alternating, after filling the cache to the long one
-/// (`Engine::time_steps`).
+/// The most steps `interleaved` takes at each context.
 const INTERLEAVED_STEPS: usize = 24;
 
-/// `steps` GPU steps at each of the two contexts, alternating, after filling the cache to the
-/// long one (`Engine::time_steps`).
+/// The prompt repeated to `n` tokens.
+fn fill(prompt: &[u32], n: usize) -> Vec<u32> {
+    prompt.iter().cycle().take(n).copied().collect()
+}
+
+/// `steps` GPU steps at each of the two contexts, alternating (`Engine::time_steps`), over a
+/// cache of at least the long context: the last decode run's, filled only where it is shorter
+/// (what the rows hold does not change a step's time).
 async fn interleaved(e: &mut Engine, prompt: &[u32], short: usize, long: usize, steps: usize) -> Result<Interleaved> {
-    e.reset();
-    let fill: Vec<u32> = prompt.iter().cycle().take(long).copied().collect();
-    e.feed(&fill).await?;
+    if e.position() < long {
+        e.reset();
+        e.feed(&fill(prompt, long)).await?;
+    }
     let positions: Vec<usize> = (0..steps).flat_map(|_| [short, long]).collect();
     let times = e.time_steps(&positions).await?;
     let (s, l): (Vec<f64>, Vec<f64>) = (times.iter().step_by(2).copied().collect(), times.iter().skip(1).step_by(2).copied().collect());
@@ -126,7 +132,7 @@ async fn decode(
     gpu_argmax: bool,
 ) -> Result<(DecodeRun, GpuCounters, GpuCounters, usize, u64)> {
     e.reset();
-    let fill: Vec<u32> = prompt.iter().cycle().take(context.max(1)).copied().collect();
+    let fill = fill(prompt, context.max(1));
     e.feed(&fill).await?;
     let opts = GenerateOptions { max_tokens: steps + 1, report_top: 0, gpu_argmax, ..Default::default() };
     let before = counters(e)?;
@@ -186,7 +192,7 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
     let text = "The KV cache stores the keys and values of every token seen so far, so that each new token \
                 attends over them without recomputing the prefix. ";
     let base = e.tokenizer.encode(text)?;
-    let prompt: Vec<u32> = base.iter().cycle().take(prompt_tokens).copied().collect();
+    let prompt = fill(&base, prompt_tokens);
     let need = prompt_tokens.max(contexts.iter().copied().max().unwrap_or(0)) + gen_tokens + 2;
     if need > e.context {
         return Err(Error::Option(format!("bench needs a context of {need} positions; load with a larger one")));

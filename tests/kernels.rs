@@ -503,16 +503,9 @@ fn argmax_of_all_negative_infinity_is_zero() {
     assert_eq!(read(&ctx, &out)[0].to_bits(), kvscope::sampler::argmax(&logits));
 }
 
-/// One shader source, several variants: `//#if FLAG … //#else … //#endif` blocks keep one side;
-/// the plain variant of every kernel names no subgroup built-in and no packed-f16 cache.
-#[test]
-fn specialisation_keeps_one_side() {
-    use kvscope::gpu::kernels::specialise;
-    let src = "a\n//#if subgroups\nb\n//#else\nc\n//#endif\n//#if kv_f16\nd\n//#endif\ne\n";
-    assert_eq!(specialise(src, &[]), "a\nc\ne\n");
-    assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
-    assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
-    let tuning = kvscope::gpu::kernels::Tuning {
+/// One invocation's work at its least, the workgroup form of attention: for building sources.
+fn small_tuning() -> kvscope::gpu::kernels::Tuning {
+    kvscope::gpu::kernels::Tuning {
         matvec_rows: 1,
         matmul_rows: 1,
         matmul_tokens: 1,
@@ -522,7 +515,19 @@ fn specialisation_keeps_one_side() {
         attention_tokens: 1,
         attention_lanes: 0,
         attention_lane_tokens: 1,
-    };
+    }
+}
+
+/// One shader source, several variants: `//#if FLAG … //#else … //#endif` blocks keep one side;
+/// the plain variant of every kernel names no subgroup built-in and no packed-f16 cache.
+#[test]
+fn specialisation_keeps_one_side() {
+    use kvscope::gpu::kernels::specialise;
+    let src = "a\n//#if subgroups\nb\n//#else\nc\n//#endif\n//#if kv_f16\nd\n//#endif\ne\n";
+    assert_eq!(specialise(src, &[]), "a\nc\ne\n");
+    assert_eq!(specialise(src, &["subgroups"]), "a\nb\ne\n");
+    assert_eq!(specialise(src, &["subgroups", "kv_f16"]), "a\nb\nd\ne\n");
+    let tuning = small_tuning();
     for k in [
         Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 1, lanes: 0 },
         Kernel::Attention { head_dim: 64, group: 3, kv: KvType::F32, tokens: 2, lanes: 0 },
@@ -548,20 +553,10 @@ fn specialisation_keeps_one_side() {
 /// (read_write), inputs (read), params, step.
 #[test]
 fn bindings_are_read_from_the_shader() {
-    use kvscope::gpu::kernels::{bindings, Slot::*, Tuning};
-    let tuning = Tuning {
-        matvec_rows: 1,
-        matmul_rows: 1,
-        matmul_tokens: 1,
-        prefill_chunk: 32,
-        attention_split: 64,
-        attention_phases: 4,
-        attention_tokens: 1,
-        attention_lanes: 0,
-        attention_lane_tokens: 1,
-    };
+    use kvscope::gpu::kernels::{bindings, Slot::*};
+    let tuning = small_tuning();
     let k = |k: Kernel| k.spec(tuning);
-    let src = |k: Kernel| k.spec(tuning).source(false);
+    let src = |kernel: Kernel| k(kernel).source(false);
     assert_eq!(bindings(&src(Kernel::MatVec(GgmlType::Q4_1))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::MatMul(GgmlType::Q8_0))), [Out, In, In, Params, Step]);
     assert_eq!(bindings(&src(Kernel::RopeKv { kv: KvType::F16, neox: true })), [Out, Out, Out, In, Params, Step]);
