@@ -30,15 +30,22 @@ pub enum Backend {
     Reference,
 }
 
+impl Backend {
+    pub const ALL: [Backend; 3] = [Backend::Gpu, Backend::Cpu, Backend::Reference];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gpu => "gpu",
+            Backend::Cpu => "cpu",
+            Backend::Reference => "reference",
+        }
+    }
+}
+
 impl std::str::FromStr for Backend {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "gpu" => Ok(Backend::Gpu),
-            "cpu" => Ok(Backend::Cpu),
-            "reference" => Ok(Backend::Reference),
-            _ => Err(Error::Option(format!("unknown backend `{s}` (use gpu, cpu or reference)"))),
-        }
+        Backend::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| Error::Option(format!("unknown backend `{s}` (use gpu, cpu or reference)")))
     }
 }
 
@@ -212,11 +219,8 @@ impl Engine {
     pub async fn load_from(src: &mut dyn ByteSource, opts: LoadOptions) -> Result<Self> {
         let header = read_header(src)?;
         let g = Gguf::parse_prefix(&header, src.len())?;
-        let cfg = Config::from_gguf(&g)?;
-        let tokenizer = std::sync::Arc::new(Tokenizer::from_gguf(&g)?);
-        if opts.context == 0 || opts.context > 1 << 20 {
-            return Err(Error::Option(format!("context length {} is outside 1..=1048576", opts.context)));
-        }
+        let (cfg, tokenizer) = Self::check(&g, &opts)?;
+        let tokenizer = std::sync::Arc::new(tokenizer);
         let model = match opts.backend {
             Backend::Cpu => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, Weights::Blocks, src)?)),
             Backend::Reference => Model::Cpu(Box::new(CpuModel::load(&g, &cfg, opts.context, opts.kv, Weights::F32, src)?)),
@@ -248,6 +252,22 @@ impl Engine {
             prefill_chunk,
             stop: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Every check a load runs short of reading the weights, from the header alone: the
+    /// architecture and its tensors, the vocabulary and chat template, the context, and the
+    /// shapes the chosen backend's kernels take. `inspect` and the page's model plan call it
+    /// too, so a model they pass is one that loads (device limits aside).
+    pub fn check(g: &Gguf, opts: &LoadOptions) -> Result<(Config, Tokenizer)> {
+        let cfg = Config::from_gguf(g)?;
+        let tokenizer = Tokenizer::from_gguf(g)?;
+        if opts.context == 0 || opts.context > 1 << 20 {
+            return Err(Error::Option(format!("context length {} is outside 1..=1048576", opts.context)));
+        }
+        if opts.backend == Backend::Gpu {
+            crate::gpu::ops::check_shapes(g, &cfg, opts.context)?;
+        }
+        Ok((cfg, tokenizer))
     }
 
     /// A handle that stops a running `generate` when set (it is cleared when generation starts).

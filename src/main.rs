@@ -53,6 +53,9 @@ mod cli {
             /// Size the KV cache as f16.
             #[arg(long)]
             kv_f16: bool,
+            /// The backend whose checks the model must pass (as `generate --backend`).
+            #[arg(long, default_value = "gpu")]
+            backend: Backend,
         },
         /// Token ids of a text, comma-separated.
         Tokenize {
@@ -175,7 +178,10 @@ mod cli {
 
     fn run(cli: Cli) -> Result<()> {
         match cli.cmd {
-            Cmd::Inspect { model, json, context, kv_f16 } => inspect(&read(&model)?, json, context, KvType::new(kv_f16)),
+            Cmd::Inspect { model, json, context, kv_f16, backend } => {
+                let opts = LoadOptions { backend, context, kv: KvType::new(kv_f16), ..Default::default() };
+                inspect(&read(&model)?, json, &opts)
+            }
             Cmd::Tokenize { m, prompt } => {
                 let bytes = read(&m.model)?;
                 let tok = Tokenizer::from_gguf(&Gguf::parse(&bytes)?)?;
@@ -325,56 +331,54 @@ mod cli {
         Ok(())
     }
 
+    /// Lists the header (metadata, tensors, and the config and memory where the architecture is
+    /// known), then runs every check a load would (`Engine::check`): a model that cannot load is
+    /// said so at the end, and the command fails with the reason.
+    fn inspect(bytes: &[u8], json: bool, opts: &LoadOptions) -> Result<()> {
+        let g = Gguf::parse(bytes)?;
+        let cfg = Config::from_gguf(&g).ok();
+        let verdict = Engine::check(&g, opts).map(|_| ());
+        let out = if json { inspect_json(&g, cfg.as_ref(), opts, &verdict) } else { inspect_text(&g, cfg.as_ref(), opts, &verdict) };
+        print_all(&out)?;
+        verdict.map_err(|e| Error::Option(format!("this model cannot load: {e}")))
+    }
+
+    /// Weights and KV-cache bytes at the options' context.
+    fn memory(g: &Gguf, cfg: &Config, opts: &LoadOptions) -> (u64, u64) {
+        (g.tensors.iter().map(|t| t.size).sum(), cfg.kv_cache_bytes(opts.context, opts.kv))
+    }
+
+    fn inspect_json(g: &Gguf, cfg: Option<&Config>, opts: &LoadOptions, verdict: &Result<()>) -> String {
+        let tensors: Vec<_> = g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
+        let meta: serde_json::Map<String, serde_json::Value> = g.metadata.iter().map(|(k, v)| (k.clone(), json!(v.summary()))).collect();
+        let memory = cfg.map(|c| {
+            let (w, kv) = memory(g, c, opts);
+            json!({"context": opts.context, "kv_type": opts.kv, "weights_bytes": w, "kv_cache_bytes": kv, "total_bytes": w + kv})
+        });
+        let error = verdict.as_ref().err().map(|e| json!({"kind": e.kind().name(), "message": e.to_string()}));
+        let v = json!({
+            "gguf_version": g.version,
+            "alignment": g.alignment,
+            "data_offset": g.data_offset,
+            "loadable": verdict.is_ok(),
+            "error": error,
+            "config": cfg,
+            "metadata": meta,
+            "tensors": tensors,
+            "memory": memory,
+        });
+        serde_json::to_string_pretty(&v).expect("json") + "\n"
+    }
+
     #[allow(unused_must_use)] // writeln! into a String cannot fail
-    fn inspect(bytes: &[u8], json: bool, context: usize, kv: KvType) -> Result<()> {
+    fn inspect_text(g: &Gguf, cfg: Option<&Config>, opts: &LoadOptions, verdict: &Result<()>) -> String {
         use std::fmt::Write as _;
         let mut o = String::new();
-        let g = Gguf::parse(bytes)?;
-        let cfg = Config::from_gguf(&g)?;
-        let weight_bytes: u64 = g.tensors.iter().map(|t| t.size).sum();
-        let kv_bytes = cfg.kv_cache_bytes(context, kv);
-        if json {
-            let tensors: Vec<_> =
-                g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
-            let meta: serde_json::Map<String, serde_json::Value> =
-                g.metadata.iter().map(|(k, v)| (k.clone(), json!(v.summary()))).collect();
-            writeln!(
-                o,
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "gguf_version": g.version,
-                    "alignment": g.alignment,
-                    "config": cfg,
-                    "metadata": meta,
-                    "tensors": tensors,
-                    "memory": {"context": context, "kv_type": kv, "weights_bytes": weight_bytes, "kv_cache_bytes": kv_bytes, "total_bytes": weight_bytes + kv_bytes},
-                }))
-                .expect("json")
-            );
-            return print_all(&o);
+        let name = cfg.map_or_else(|| g.str("general.name").unwrap_or("unnamed model").to_string(), |c| c.name.clone());
+        writeln!(o, "{name} — GGUF v{}, {} tensors, {} metadata keys", g.version, g.tensors.len(), g.metadata.len());
+        if let Some(cfg) = cfg {
+            describe_config(&mut o, cfg);
         }
-        writeln!(o, "{} — GGUF v{}, {} tensors, {} metadata keys", cfg.name, g.version, g.tensors.len(), g.metadata.len());
-        writeln!(o, "architecture: {}", cfg.arch.name());
-        writeln!(
-            o,
-            "dim {}  ffn {}  layers {}  heads {} (kv {}, head dim {})  vocab {}  trained context {}",
-            cfg.dim, cfg.ffn_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.train_context
-        );
-        writeln!(
-            o,
-            "rms eps {:e}  rope base {}{}  output {}",
-            cfg.rms_eps,
-            cfg.rope.base,
-            if cfg.sliding_window > 0 {
-                format!(
-                    "  sliding window {} (local rope base {}, every {}th layer full)",
-                    cfg.sliding_window, cfg.rope_local.base, cfg.swa_pattern
-                )
-            } else {
-                String::new()
-            },
-            if cfg.tied_output { "tied to token_embd" } else { "output.weight" }
-        );
         writeln!(o, "\nmetadata:");
         for (k, v) in &g.metadata {
             writeln!(o, "  {k:<40} {}", v.summary());
@@ -384,20 +388,45 @@ mod cli {
             let shape = t.dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×");
             writeln!(o, "{:<28} {:<6} {:>16} {:>12}", t.name, t.ty.name(), shape, t.size);
         }
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        writeln!(o, "\nmemory at context {context}:");
-        writeln!(o, "  weights   {:>9.1} MiB", mib(weight_bytes));
+        if let Some(cfg) = cfg {
+            let (weights, kv_bytes) = memory(g, cfg, opts);
+            let (context, kv) = (opts.context, opts.kv);
+            let mib = |b: u64| b as f64 / (1 << 20) as f64;
+            writeln!(o, "\nmemory at context {context}:");
+            writeln!(o, "  weights   {:>9.1} MiB", mib(weights));
+            writeln!(
+                o,
+                "  KV cache  {:>9.1} MiB  ({kv:?}: {context} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × {} bytes)",
+                mib(kv_bytes),
+                cfg.n_layers,
+                cfg.n_kv_heads,
+                cfg.head_dim,
+                kv.bytes()
+            );
+            writeln!(o, "  total     {:>9.1} MiB", mib(weights + kv_bytes));
+        }
+        match verdict {
+            Ok(()) => writeln!(o, "\nloads on the {} backend at context {}.", opts.backend.name(), opts.context),
+            Err(e) => writeln!(o, "\nCANNOT LOAD on the {} backend: {e}", opts.backend.name()),
+        };
+        o
+    }
+
+    #[allow(unused_must_use)] // writeln! into a String cannot fail
+    fn describe_config(o: &mut String, cfg: &Config) {
+        use std::fmt::Write as _;
+        writeln!(o, "architecture: {}", cfg.arch.name());
         writeln!(
             o,
-            "  KV cache  {:>9.1} MiB  ({kv:?}: {context} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × {} bytes)",
-            mib(kv_bytes),
-            cfg.n_layers,
-            cfg.n_kv_heads,
-            cfg.head_dim,
-            kv.bytes()
+            "dim {}  ffn {}  layers {}  heads {} (kv {}, head dim {})  vocab {}  trained context {}",
+            cfg.dim, cfg.ffn_dim, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.vocab_size, cfg.train_context
         );
-        writeln!(o, "  total     {:>9.1} MiB", mib(weight_bytes + kv_bytes));
-        print_all(&o)
+        let window = match cfg.sliding_window {
+            0 => String::new(),
+            w => format!("  sliding window {w} (local rope base {}, every {}th layer full)", cfg.rope_local.base, cfg.swa_pattern),
+        };
+        let output = if cfg.tied_output { "tied to token_embd" } else { "output.weight" };
+        writeln!(o, "rms eps {:e}  rope base {}{window}  output {output}", cfg.rms_eps, cfg.rope.base);
     }
 
     /// Writes to stdout; a closed pipe (`| head`) ends the output quietly.

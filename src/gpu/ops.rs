@@ -227,6 +227,32 @@ pub const ONLINE_VEC4S: u32 = 192;
 /// one split are held in workgroup memory).
 pub const MAX_CONTEXT: usize = 64 * 256;
 
+/// Refuses a model the GPU kernels cannot run, from its header alone: a head dimension the
+/// attention kernels do not take, a context past `MAX_CONTEXT`, a weight row that is not whole
+/// blocks of 32 elements.
+pub fn check_shapes(g: &crate::gguf::Gguf, cfg: &crate::config::Config, context: usize) -> Result<()> {
+    let hd = cfg.head_dim;
+    if hd % 4 != 0 || hd > 256 {
+        return Err(Error::NotSupported(format!("head dimension {hd} (the GPU kernels take a multiple of 4, at most 256)")));
+    }
+    if context > MAX_CONTEXT {
+        return Err(Error::Option(format!("a context of {context} positions is more than the {MAX_CONTEXT} the GPU attention kernels take")));
+    }
+    for (name, _) in cfg.expected_tensors() {
+        let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        // The kernels read rows in blocks of 32 elements, within the type's own blocks.
+        let block = info.ty.block_elems().max(32) as u64;
+        if info.dims.len() == 2 && info.dims[0] % block != 0 {
+            return Err(Error::NotSupported(format!(
+                "tensor `{name}` of type {} with rows of {} elements (the GPU kernels need a multiple of {block})",
+                info.ty.name(),
+                info.dims[0]
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Attention {
     /// The shape for `context` positions and `layers` layer slices, for layer 0: G the largest of
     /// 4, 3, 2, 1 dividing h / h_kv; S the device's least rows per split (`least_split`), more
@@ -279,21 +305,6 @@ impl Attention {
     /// The same shape over a sliding window of W positions kept in a ring of R cache rows.
     pub fn windowed(self, window: u32, rows: u32) -> Self {
         Attention { window, rows, ..self }
-    }
-
-    /// Refuses a head dimension or context the kernels do not take.
-    pub fn check(&self) -> Result<()> {
-        let hd = self.heads.head_dim;
-        if !hd.is_multiple_of(4) || hd > 256 {
-            return Err(Error::NotSupported(format!("head dimension {hd} (the GPU kernels take a multiple of 4, at most 256)")));
-        }
-        let context = self.context as usize;
-        if context > MAX_CONTEXT {
-            return Err(Error::Option(format!(
-                "a context of {context} positions is more than the {MAX_CONTEXT} the GPU attention kernels take"
-            )));
-        }
-        Ok(())
     }
 
     /// The same shape writing layer `l`'s slices of `att` (from layer 0's).

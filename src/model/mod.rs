@@ -158,7 +158,6 @@ impl GpuModel {
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
         let sizes = Sizes::new(cfg, context, kv, &attn, &chunk_attn, chunk);
         check_limits(&ctx, g, cfg, context, &sizes)?;
-        attn.check()?;
         let weights = Weights::upload(&ctx, g, cfg, src)?;
         let kv_cache = KvCache::new(&ctx, cfg, context, kv)?;
         let act = Activations {

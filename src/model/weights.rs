@@ -110,15 +110,6 @@ impl Weights {
         }
         for (name, _) in cfg.expected_tensors() {
             let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
-            // The kernels read rows in blocks of 32 elements, within the type's own blocks.
-            let block = info.ty.block_elems().max(32) as u64;
-            if info.dims.len() == 2 && info.dims[0] % block != 0 {
-                return Err(Error::NotSupported(format!(
-                    "tensor `{name}` of type {} with rows of {} elements (the GPU kernels need a multiple of {block})",
-                    info.ty.name(),
-                    info.dims[0]
-                )));
-            }
             let (label, dims) = match fused_as.get(&name) {
                 // Uploaded with the group's first member.
                 Some((_, members)) if members[0] != name => continue,

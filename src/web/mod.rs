@@ -143,7 +143,10 @@ pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue
         None => (read_header(&mut src).map_err(js_err)?, src.len()),
     };
     let g = Gguf::parse_prefix(&header, file_bytes).map_err(js_err)?;
-    let cfg = Config::from_gguf(&g).map_err(js_err)?;
+    let backend = o.backend.as_deref().unwrap_or("gpu").parse().map_err(js_err)?;
+    let load = LoadOptions { backend, context, kv, ..Default::default() };
+    // Every check a load would run, so that a model the plan accepts is one that loads.
+    let (cfg, _) = Engine::check(&g, &load).map_err(js_err)?;
     to_js(&ModelInfo {
         name: cfg.name.clone(),
         file_bytes,

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
-import { before, after } from 'node:test';
+import { before, after, afterEach } from 'node:test';
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 
@@ -33,10 +33,56 @@ export function serve(dir = DIST, prefix = '/') {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}${prefix}`, requests, close })));
 }
 
+// Every page any test opens is watched: an uncaught error or an unhandled rejection in it fails
+// the test that was running (after it ends, with the test's name and every error), unless the
+// test said it expects it (`expectPageErrors`).
+const pageErrors = [];
+let expectedErrors = [];
+const watched = new WeakSet();
+
+function watchPage(page) {
+  if (watched.has(page)) return;
+  watched.add(page);
+  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e && e.stack ? e.stack : e}`));
+}
+
+function watchContext(context) {
+  if (watched.has(context)) return;
+  watched.add(context);
+  context.on('page', watchPage);
+  context.pages().forEach(watchPage);
+}
+
+/** The current test expects page errors matching each of `patterns` (RegExps): they do not fail it. */
+export function expectPageErrors(...patterns) {
+  expectedErrors.push(...patterns);
+}
+
+afterEach((t) => {
+  const errors = pageErrors.splice(0);
+  const unexpected = errors.filter((e) => !expectedErrors.some((p) => p.test(e)));
+  expectedErrors = [];
+  if (unexpected.length) throw new Error(`"${t.name}": ${unexpected.length} uncaught page error(s):\n${unexpected.join('\n')}`);
+});
+
 export async function launch({ webgpu = true } = {}) {
   const args = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
   if (webgpu) args.push('--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader');
-  return chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args, headless: true });
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args, headless: true });
+  const newContext = browser.newContext.bind(browser);
+  browser.newContext = async (...a) => {
+    const c = await newContext(...a);
+    watchContext(c);
+    return c;
+  };
+  const newPage = browser.newPage.bind(browser);
+  browser.newPage = async (...a) => {
+    const p = await newPage(...a);
+    watchContext(p.context());
+    watchPage(p);
+    return p;
+  };
+  return browser;
 }
 
 /** The native CLI's greedy text for `prompt` (the reference the page must reproduce), on the

@@ -22,9 +22,10 @@ function cliInspect(file, context) {
   return r.status === 0 ? JSON.parse(r.stdout) : null;
 }
 
-/** The tensor data's offset in a GGUF file, read by the `gguf` Python package. */
+/** The tensor data's offset in a GGUF file, as the engine's own reader finds it
+ * (`kvscope inspect --json`); the build's manifest has it from post-build.py's reader. */
 function ggufDataOffset(file) {
-  return Number(execFileSync('python3', ['-c', 'import gguf, sys; print(gguf.GGUFReader(sys.argv[1]).data_offset)', file], { encoding: 'utf8' }).trim());
+  return JSON.parse(execFileSync(KVSCOPE, ['inspect', file, '--json'], { cwd: ROOT, encoding: 'utf8', maxBuffer: 1 << 30 })).data_offset;
 }
 
 const sha256 = (file) => crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
@@ -57,8 +58,7 @@ test('the manifest lists the shipped models with their sizes and hashes, and the
     const file = path.join(MODELS, m.file);
     assert.equal(m.bytes, fs.statSync(file).size, m.file);
     assert.equal(m.sha256, sha256(file), m.file);
-    // header_bytes is where the tensor data starts, as the `gguf` Python package (llama.cpp's
-    // reader) finds it.
+    // header_bytes is where the tensor data starts: post-build.py's reader and the engine's agree.
     assert.equal(m.header_bytes, ggufDataOffset(file), m.file);
   }
   // The manifest is part of the app shell (it is needed offline); the model files are not.

@@ -30,9 +30,10 @@ export class AttentionRows {
     this.rows[q] = weights;
   }
 
-  /** The rows of queries 0..n-1, as the matrix stood when query n-1 was the newest. */
+  /** The rows of queries 0..n-1, as the matrix stood when query n-1 was the newest; null where
+   * a row was not read (the array is dense, so every view can map over it). */
   upTo(n) {
-    return { layer: this.layer, rows: this.rows.slice(0, n) };
+    return { layer: this.layer, rows: Array.from({ length: Math.max(0, n) }, (_, q) => this.rows[q] || null) };
   }
 }
 
@@ -48,8 +49,10 @@ const KIND = { prompt: '#2a6fdb', generated: '#e08a1e' };
 const TEXT = '#888';
 const FONT = '11px system-ui, sans-serif';
 
-/** An off-screen canvas of `w` × `h` pixels filled by `pixel(x, y)` → [r, g, b, a] or null. */
+/** An off-screen canvas of `w` × `h` pixels filled by `pixel(x, y)` → [r, g, b, a] or null;
+ * null when either side is not a positive whole number (nothing to draw). */
 function bitmap(w, h, pixel) {
+  if (!(Number.isInteger(w) && Number.isInteger(h) && w > 0 && h > 0)) return null;
   const c = document.createElement('canvas');
   c.width = w;
   c.height = h;
@@ -75,12 +78,13 @@ const UNREAD = [136, 136, 136, 40];
  */
 export function drawMatrix(canvas, { rows, head, nHeads, kinds, cursor }) {
   const R = rows.length;
-  const lines = rows.map((r) => headRow(r, head, nHeads));
-  const C = Math.max(R, ...lines.map((l) => (l ? l.length : 0)));
+  // Array.from, not map: a row that was never read may be a hole, and map keeps holes.
+  const lines = Array.from(rows, (r) => headRow(r, head, nHeads));
+  const C = lines.reduce((c, l) => Math.max(c, l ? l.length : 0), R);
   const width = canvas.clientWidth || 600;
   const labelW = 34;
   const bar = 6;
-  const cell = Math.min(22, (width - labelW - bar - 8) / Math.max(C, 1));
+  const cell = Math.max(0.5, Math.min(22, (width - labelW - bar - 8) / Math.max(C, 1)));
   const x0 = labelW + bar + 2;
   const y0 = 16;
   const { g } = fit(canvas, Math.max(60, Math.ceil(y0 + R * cell + 32)));
@@ -96,7 +100,7 @@ export function drawMatrix(canvas, { rows, head, nHeads, kinds, cursor }) {
     return k < l.length ? heat(l[k]) : null;
   });
   g.imageSmoothingEnabled = false;
-  g.drawImage(img, x0, y0, C * cell, R * cell);
+  if (img && cell > 0) g.drawImage(img, x0, y0, C * cell, R * cell);
 
   // Beside each row, the kind of token whose query it is.
   for (let q = 0; q < R; q++) {
