@@ -1,10 +1,10 @@
 // Causal grouped-query attention, split over the cache (pass 1 of 2; attention_merge.wgsl is
 // pass 2). Token t of the chunk sits at position p = pos + t and attends over positions lo..=p
 // (its own K and V were written just before): lo = 0, or p + 1 − W on a sliding-window layer
-// (window W > 0). Position j lives in cache row j mod R (R = the context C, or the ring of a
+// (window W > 0). Position j lives in cache row j mod R (R = the context T, or the ring of a
 // sliding-window layer). Positions are cut into splits of S; workgroup x = split · n_groups + gx
 // covers split sx and the G query heads h0 = gx·G .. h0+G−1 that share KV head
-// kvh = h0 / (h / h_kv), for the Q tokens t = Q·z .. Q·z + Q − 1 of workgroup z (Q = `T`, the
+// kvh = h0 / (h / h_kv), for the Q tokens t = Q·z .. Q·z + Q − 1 of workgroup z (Q = `TILE_TOKENS`, the
 // tile: 1, or 2 for prefill on CPU-type adapters without subgroups), so each K and V row is
 // loaded once for the G·Q queries. (CPU-type adapters with subgroups run attention_online.wgsl.) For each token and its positions j ∈ [max(sx·S, lo), min((sx+1)·S, p+1)) it
 // computes
@@ -15,7 +15,7 @@
 //   o_g    = Σ_j e_g[j] · v[j, kvh]
 // and stores (m_g, l_g, o_g) in `part`. Splits outside every token's lo..=p exit at once, so the
 // cost follows the positions attended, and long contexts spread over many workgroups.
-// The chunk's last token also writes its scores s_g[j] to its layer's [h × C] slice of `att`,
+// The chunk's last token also writes its scores s_g[j] to its layer's [h × T] slice of `att`,
 // for the attention view (pass 2 adds the softmax statistics that normalise them).
 // One workgroup of 64: rows are spread over the invocations for the scores (kept in workgroup
 // memory as one vec4 of G heads per row and token, two rows per invocation at a time so that
@@ -27,8 +27,8 @@
 override HEAD_DIM: u32;  // d_h, a multiple of 4, at most 256
 override PHASES: u32;    // 1, 2 or 4 groups of 16 lanes splitting the rows of the weighted sum
 
-var<workgroup> qs: array<vec4<f32>, 256>;    // [Q × G × d_h / 4] queries; then the weighted sum's exchange
-var<workgroup> pr: array<vec4<f32>, 512>;    // [Q × S rows] scores, then e, of the G heads
+var<workgroup> qs: array<vec4<f32>, QUERY_VEC4S>;  // [Q × G × d_h / 4] queries; then the weighted sum's exchange
+var<workgroup> pr: array<vec4<f32>, SCORE_VEC4S>;  // [Q × S rows] scores, then e, of the G heads
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
@@ -56,7 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     let out$t = ((tok$t * p.n_heads + h0) * p.n_splits + sx) * rec;
     //#end
 
-    for (var k = i; k < T * g_n * hd4; k += 64u) {
+    for (var k = i; k < TILE_TOKENS * g_n * hd4; k += 64u) {
         let u = k / (g_n * hd4);
         qs[k] = qkv[min(ta + u, tz) * row4 + h0 * hd4 + k % (g_n * hd4)];
     }

@@ -3,22 +3,22 @@
 // bindings, cache loads and the positions a token attends. Records in `part` per (token, head,
 // split): (m, l, 0, 0), then the d_h/4 vec4s of o; attention_merge.wgsl reads them.
 
-override GROUP: u32;  // G ≤ 4 query heads per workgroup, dividing h / h_kv (T: tokens per workgroup)
+override GROUP: u32;  // G ≤ 4 query heads per workgroup, dividing h / h_kv (Q = TILE_TOKENS per workgroup)
 
 struct Params {
     n_heads: u32,         // h
     n_kv_heads: u32,      // h_kv
-    att_stride: u32,      // C: row length of `att`
-    att_offset: u32,      // elements: this layer's slice, l · h · C
+    att_stride: u32,      // T: row length of `att` (the context)
+    att_offset: u32,      // elements: this layer's slice, l · h · T
     scale: f32,           // 1 / sqrt(d_h) (the model's)
-    split: u32,           // S: positions per split (the workgroup form: Q·S ≤ 512)
-    n_splits: u32,        // ⌈C / S⌉
+    split: u32,           // S: positions per split (the workgroup form: Q·S ≤ SCORE_VEC4S)
+    n_splits: u32,        // ⌈T / S⌉
     window: u32,          // W: positions attended on a sliding-window layer; 0: all
     rows: u32,            // R: cache rows
 }
 
 @group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
-@group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × C] scores, then statistics
+@group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × T] scores, then statistics
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
 // Cache rows as vec4s of f32, or (kv_f16) as 4 f16 packed in two u32.
 //#if kv_f16
@@ -52,8 +52,8 @@ fn share(wg: vec3<u32>) -> Share {
     var w: Share;
     w.gx = wg.x % n_groups;
     w.sx = wg.x / n_groups;
-    w.ta = wg.z * T;
-    w.tz = min(w.ta + T, step.n) - 1u;
+    w.ta = wg.z * TILE_TOKENS;
+    w.tz = min(w.ta + TILE_TOKENS, step.n) - 1u;
     w.s0 = w.sx * p.split;
     w.j0 = max(w.s0, attended(w.ta).x);
     w.j1 = select(min(w.s0 + p.split, attended(w.tz).y), 0u, w.ta >= step.n);

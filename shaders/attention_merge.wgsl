@@ -12,7 +12,7 @@ struct Params {
     head_dim: u32,        // d_h
     stats_offset: u32,    // elements: this layer's [h × 2] (M, L) in `att`
     split: u32,           // S
-    n_splits: u32,        // ⌈T / S⌉, at most 64
+    n_splits: u32,        // ⌈T / S⌉, at most MAX_SPLITS
     window: u32,          // W, or 0: every position
 }
 
@@ -22,7 +22,7 @@ struct Params {
 @group(0) @binding(3) var<uniform> p: Params;
 @group(0) @binding(4) var<uniform> step: Step;
 
-var<workgroup> scale: array<f32, 64>;  // e^(m_s − M) / L per split
+var<workgroup> scale: array<f32, MAX_SPLITS>;  // e^(m_s − M) / L per split
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i: u32) {

@@ -1,10 +1,10 @@
 // Attention pass 1 for CPU-type adapters (llvmpipe), in place of attention.wgsl: the same
 // workgroups, inputs and outputs (see there) — workgroup x = split · n_groups + gx covers split
 // sx (positions sx·S ..) and the G query heads h0 = gx·G .. h0+G−1 of KV head kvh; workgroup z
-// the T tokens T·z .. T·z+T−1 of the chunk — arranged for a compiler that runs a workgroup's
+// the Q = TILE_TOKENS tokens Q·z .. Q·z+Q−1 of the chunk — arranged for a compiler that runs a workgroup's
 // invocations as the SIMD lanes of one thread and loads each lane's value of a computed address
 // on its own: what costs there is loads, so every K and V value is loaded once per workgroup
-// and feeds the G·T queries from registers.
+// and feeds the G·Q queries from registers.
 //
 // The workgroup is one subgroup of WG lanes; lane i takes the positions j ≡ j0 + i (mod WG) of
 // the split and runs the softmax online over them, per query head g and token t:
@@ -15,13 +15,13 @@
 //   M = max_i m_i,   L = Σ_i l_i · e^(m_i − M),   O = Σ_i o_i · e^(m_i − M).
 // No workgroup memory, no barriers. The queries (qN_$r_$t: head N, dimensions 4r .. 4r+3) and
 // sums (oN_$r_$t) are named variables, repeated by `//#for` over the d_h/4 vec4s of a head
-// (r < R, R = d_h / 4) and the tile's tokens (t < T), so they stay in registers.
+// (r < TILE_ROWS = d_h / 4) and the tile's tokens (t < TILE_TOKENS), so they stay in registers.
 
 override WG: u32;     // lanes: at most the adapter's least subgroup size
 
 // vec4 r of query head g from `at` (head h0's vec4 0 in a token's qkv row); 0 past the group.
 fn query(at: u32, g: u32, r: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), qkv[at + g * R + r], g < GROUP);
+    return select(vec4<f32>(0.0), qkv[at + g * TILE_ROWS + r], g < GROUP);
 }
 
 @compute @workgroup_size(WG)
@@ -31,9 +31,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     let gx = w.gx; let sx = w.sx; let ta = w.ta; let tz = w.tz; let s0 = w.s0; let j0 = w.j0; let j1 = w.j1;
     let h0 = gx * GROUP;
     let kvh = h0 / (p.n_heads / p.n_kv_heads);
-    let kv4 = p.n_kv_heads * R;
-    let row4 = (p.n_heads + 2u * p.n_kv_heads) * R;  // vec4s per token row of qkv
-    let rec = 1u + R;  // vec4s per (token, head, split) record of `part`: (m, l, 0, 0), then o
+    let kv4 = p.n_kv_heads * TILE_ROWS;
+    let row4 = (p.n_heads + 2u * p.n_kv_heads) * TILE_ROWS;  // vec4s per token row of qkv
+    let rec = 1u + TILE_ROWS;  // vec4s per (token, head, split) record of `part`: (m, l, 0, 0), then o
     let head = p.n_splits * rec;
     let ts = p.att_stride;
 
@@ -46,7 +46,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     let live$t = tok$t <= tz && s0 < span$t.y && s0 + p.split > span$t.x;
     let shown$t = live$t && tok$t + 1u == step.n;
     let out$t = ((tok$t * p.n_heads + h0) * p.n_splits + sx) * rec;
-    let qa$t = min(tok$t, tz) * row4 + h0 * R;
+    let qa$t = min(tok$t, tz) * row4 + h0 * TILE_ROWS;
     var m$t = vec4<f32>(-3.4e38);
     var l$t = vec4<f32>(0.0);
     //#end
@@ -64,7 +64,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     // jr: j's cache row, stepped with j (no division per row).
     var jr = (j0 + i) % p.rows;
     for (var j = j0 + i; j < j1; j += WG) {
-        let kr = jr * kv4 + kvh * R;
+        let kr = jr * kv4 + kvh * TILE_ROWS;
         //#for r
         let k$r = load_k(kr + $ru);
         //#end

@@ -6,7 +6,7 @@
 struct Step {
     pos: u32,   // position of the chunk's first token
     n: u32,     // tokens in the chunk
-    flaw: u32,  // 0, or a teaching flaw's code (`Flaw::kernel_code`), read by rope_kv
+    flaw: u32,  // FLAW_NONE, or a teaching flaw's code (`core::flaw`), read by rope_kv
 }
 
 // Workgroup-wide max and sum of a vec4 over 64 invocations (i = local_invocation_index; every
@@ -70,3 +70,9 @@ fn reduce(v: vec4<f32>, i: u32, op_max: bool) -> vec4<f32> {
     return r;
 }
 //#endif
+
+// 1 / sqrt(mean(x²) + eps) over n elements, from each invocation's partial sum of squares `ss`
+// (RMSNorm's scale: rmsnorm.wgsl per token row, head_norm.wgsl per head).
+fn rms_scale(ss: f32, i: u32, n: u32, eps: f32) -> f32 {
+    return inverseSqrt(reduce_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), i).x / f32(n) + eps);
+}

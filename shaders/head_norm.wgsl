@@ -25,7 +25,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     let base = (wg.z * (p.n_heads + 2u * p.n_kv_heads) + e) * p.head_dim;
     var ss = 0.0;
     for (var j = i; j < p.head_dim; j += 64u) { ss += qkv[base + j] * qkv[base + j]; }
-    let scale = inverseSqrt(reduce_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), i).x / f32(p.head_dim) + p.eps);
+    let scale = rms_scale(ss, i, p.head_dim, p.eps);
     for (var j = i; j < p.head_dim; j += 64u) {
         let w = select(k_norm[j], q_norm[j], e < p.n_heads);
         qkv[base + j] = qkv[base + j] * scale * w;

@@ -1,17 +1,17 @@
 // Quantised matrix × token vectors: for every token t < n of a prefill chunk, or the one token
-// of a decode step (n = 1: the mat-vec, a tile of R rows × 1 token),
+// of a decode step (n = 1: the mat-vec, a tile of TILE_ROWS rows × 1 token),
 //   Y[t, out_offset + r] = Σ_c W[r, c] · X[t, c]   (+ Y[t, out_offset + r] when accumulate = 1,
 //   which fuses the residual add x ← x + W·h into the projection)
 // W is [rows × cols] in ggml blocks of type WTYPE; X is [B × x_stride], Y is [B × y_stride].
 //
-// Register-tiled: one invocation owns a tile of R weight rows × T tokens and keeps its R·T sums
-// in named scalars — the `//#for` blocks are repeated for each row r < R, token t < T, or pair,
-// with $r and $t replaced (`kernels::expand_tiles`), so the tile lives in registers instead of an
-// indexed array. Per 8 columns it decodes R pairs of weight quads (one 4-bit word per row) and
-// loads T pairs of input quads, so each decoded weight feeds T dot products and each input load
-// feeds R. Invocations along x take
-// consecutive row tiles; workgroup z takes the token tiles. Rows past the end and tokens past n
-// are clamped to the last one: computed, not stored.
+// Register-tiled: one invocation owns a tile of TILE_ROWS weight rows × TILE_TOKENS tokens and
+// keeps their sums in named scalars — the `//#for` blocks are repeated for each row r, token t,
+// or pair, with $r and $t replaced (`shader::expand_tiles`), so the tile lives in registers
+// instead of an indexed array. Per 8 columns it decodes TILE_ROWS pairs of weight quads (one
+// 4-bit word per row) and loads TILE_TOKENS pairs of input quads, so each decoded weight feeds
+// every token of the tile and each input load every row. Invocations along x take consecutive
+// row tiles; workgroup z takes the token tiles. Rows past the end and tokens past n are clamped
+// to the last one: computed, not stored.
 
 override WTYPE: u32;
 
@@ -45,8 +45,8 @@ fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let r0 = (gid.x + gid.y * nwg.x * 64u) * R;
-    let t0 = wg.z * T;
+    let r0 = (gid.x + gid.y * nwg.x * 64u) * TILE_ROWS;
+    let t0 = wg.z * TILE_TOKENS;
     if (r0 >= p.rows || t0 >= step.n) { return; }
     // Byte offset of each row of the tile, vec4 offset of each token's input row.
     //#for r

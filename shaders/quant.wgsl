@@ -19,18 +19,7 @@
 // Q4/Q5 _0/_1: byte j of qs holds element j (low nibble) and element j + 16 (high nibble); bit i
 // of qh is bit 4 of element i.
 
-const T_F32: u32 = 0u;
-const T_F16: u32 = 1u;
-const T_Q4_0: u32 = 2u;
-const T_Q4_1: u32 = 3u;
-const T_Q5_0: u32 = 6u;
-const T_Q5_1: u32 = 7u;
-const T_Q8_0: u32 = 8u;
-const T_Q2_K: u32 = 10u;
-const T_Q3_K: u32 = 11u;
-const T_Q4_K: u32 = 12u;
-const T_Q5_K: u32 = 13u;
-const T_Q6_K: u32 = 14u;
+// T_F32, T_F16, T_Q4_0, …: the ggml type ids, emitted from `GgmlType` (`Spec::weights`).
 
 fn is_k_quant() -> bool {
     return WTYPE >= T_Q2_K;

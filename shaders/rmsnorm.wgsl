@@ -26,8 +26,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     let dst = select(wg.z, 0u, p.last != 0u) * p.n;
     var ss = 0.0;
     for (var i = t; i < p.n; i += 64u) { ss += x[src + i] * x[src + i]; }
-    let sum = reduce_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), t).x;
-    let scale = inverseSqrt(sum / f32(p.n) + p.eps);
+    let scale = rms_scale(ss, t, p.n, p.eps);
     for (var i = t; i < p.n; i += 64u) {
         let v = x[src + i] * scale * weight[i];
         out[dst + i] = select(v, out[dst + i] + v, p.add != 0u);

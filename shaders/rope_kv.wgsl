@@ -60,10 +60,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let units = select(row_pairs, row_pairs / 2u, NEOX == 1u);
     if (i >= units || t >= step.n) { return; }
     let at = step.pos + t;
-    // The teaching flaws (src/flaw.rs; 0 in every correct pass): 1 leaves the cache unwritten,
-    // 2 rotates as position 0.
-    let append = step.flaw != 1u;
-    let angle_at = select(at, 0u, step.flaw == 2u);
+    // The teaching flaws (`core::flaw`; FLAW_NONE in every correct pass).
+    let append = step.flaw != FLAW_NO_APPEND;
+    let angle_at = select(at, 0u, step.flaw == FLAW_ROPE_POS_0);
     let row = at % p.rows;
     let base = t * row_pairs;
     let is_v = i >= select(q_pairs + kv_pairs, (q_pairs + kv_pairs) / 2u, NEOX == 1u);

@@ -6,8 +6,6 @@
 // Each invocation keeps its own K best in order while it scans (one insertion per element that
 // beats its K-th), then K rounds of a workgroup argmax take the slice's K best from the 64 lists.
 
-const K: u32 = 16u;  // entries kept (the engine reads at most this many on the GPU)
-
 struct Params {
     n: u32,      // V
     chunk: u32,  // C: logits per workgroup
@@ -17,21 +15,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> logits: array<f32>;      // [V]
 @group(0) @binding(2) var<uniform> p: Params;
 
-var<workgroup> cand_v: array<f32, 1024>;  // [64 invocations × K]
-var<workgroup> cand_i: array<u32, 1024>;
-var<workgroup> red_m: array<f32, 64>;
-var<workgroup> red_l: array<f32, 64>;
+var<workgroup> cand_v: array<f32, 64u * K>;  // [64 invocations × K]
+var<workgroup> cand_i: array<u32, 64u * K>;
 var<workgroup> win_v: array<f32, 64>;
 var<workgroup> win_at: array<u32, 64>;   // where in cand_* the invocation's best still-free entry is
-
-const NONE: u32 = 0xffffffffu;
-const LOWEST: f32 = -0x1.fffffep+127f;
-
-// (v, i) beats (w, j) when larger, or equal with the lower index; a free slot (j = NONE) loses to
-// everything real. NaN never wins.
-fn better(v: f32, i: u32, w: f32, j: u32) -> bool {
-    return i != NONE && (j == NONE || v > w || (v == w && i < j));
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
@@ -58,21 +45,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
         }
     }
     for (var j = 0u; j < K; j++) { cand_v[t * K + j] = bv[j]; cand_i[t * K + j] = bi[j]; }
-    red_m[t] = m;
-    red_l[t] = l;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            let m2 = max(red_m[t], red_m[t + s]);
-            red_l[t] = red_l[t] * exp(red_m[t] - m2) + red_l[t + s] * exp(red_m[t + s] - m2);
-            red_m[t] = m2;
-        }
-        workgroupBarrier();
-    }
+    let ml = merge_stats(m, l, t);
     let rec = wg.x * (2u + 2u * K);
     if (t == 0u) {
-        part[rec] = bitcast<u32>(red_m[0]);
-        part[rec + 1u] = bitcast<u32>(red_l[0]);
+        part[rec] = bitcast<u32>(ml.x);
+        part[rec + 1u] = bitcast<u32>(ml.y);
     }
     // K rounds: each invocation offers the first entry of its (sorted) list not taken yet.
     var next = 0u;

@@ -3,8 +3,6 @@
 // and the K largest (x_i, i) of all the slices' lists, ties to the lower index:
 //   out = [M, L (f32 bits), K × (id, logit bits)]     (id = 0xffffffff past the V logits)
 
-const K: u32 = 16u;
-
 struct Params {
     slices: u32,  // S ≤ 64
 }
@@ -13,36 +11,19 @@ struct Params {
 @group(0) @binding(1) var<storage, read> part: array<u32>;       // [S × (2 + 2K)]
 @group(0) @binding(2) var<uniform> p: Params;
 
-var<workgroup> red_m: array<f32, 64>;
-var<workgroup> red_l: array<f32, 64>;
 var<workgroup> win_v: array<f32, 64>;
 var<workgroup> win_i: array<u32, 64>;
-
-const NONE: u32 = 0xffffffffu;
-const LOWEST: f32 = -0x1.fffffep+127f;
-
-fn better(v: f32, i: u32, w: f32, j: u32) -> bool {
-    return i != NONE && (j == NONE || v > w || (v == w && i < j));
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) t: u32) {
     let rec = t * (2u + 2u * K);
     let live = t < p.slices;
-    red_m[t] = select(LOWEST, bitcast<f32>(part[min(rec, arrayLength(&part) - 1u)]), live);
-    red_l[t] = select(0.0, bitcast<f32>(part[min(rec + 1u, arrayLength(&part) - 1u)]), live);
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (t < s) {
-            let m2 = max(red_m[t], red_m[t + s]);
-            red_l[t] = red_l[t] * exp(red_m[t] - m2) + red_l[t + s] * exp(red_m[t + s] - m2);
-            red_m[t] = m2;
-        }
-        workgroupBarrier();
-    }
+    let m = select(LOWEST, bitcast<f32>(part[min(rec, arrayLength(&part) - 1u)]), live);
+    let l = select(0.0, bitcast<f32>(part[min(rec + 1u, arrayLength(&part) - 1u)]), live);
+    let ml = merge_stats(m, l, t);
     if (t == 0u) {
-        out[0] = bitcast<u32>(red_m[0]);
-        out[1] = bitcast<u32>(red_l[0]);
+        out[0] = bitcast<u32>(ml.x);
+        out[1] = bitcast<u32>(ml.y);
     }
     // Each slice's list is sorted: K rounds, each slice offering its first entry not taken yet.
     var next = 0u;

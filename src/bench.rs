@@ -4,12 +4,11 @@
 
 use serde::Serialize;
 
+use crate::backend::gpu::{GpuCounters, Profile};
 use crate::clock::now_ms;
+use crate::core::sampler::argmax;
 use crate::engine::{Engine, GenerateOptions};
 use crate::error::{Error, Result};
-use crate::gpu::Profile;
-use crate::model::GpuCounters;
-use crate::sampler::argmax;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DecodeRun {
@@ -60,7 +59,7 @@ pub struct BenchReport {
     pub kv_cache_bytes: u64,
     pub gpu_bytes_over_weights_plus_kv: f64,
     /// Where the GPU time goes, when asked for: a decode step at the last context and a prefill
-    /// chunk (`crate::gpu::profile`).
+    /// chunk (`crate::backend::gpu::profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<Profile>>,
 }

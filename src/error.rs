@@ -19,12 +19,12 @@ pub enum Error {
     WrongKeyType { key: String, expected: &'static str, found: &'static str },
     #[error("tensor `{0}` is missing")]
     MissingTensor(String),
-    #[error("tensor `{name}` has type {ty}, which kvscope does not support (supported: {})", crate::quant::supported_names())]
-    UnsupportedType { name: String, ty: String },
+    #[error("tensor `{name}` has type {ty}, which kvscope does not support (supported: {supported})")]
+    UnsupportedType { name: String, ty: String, supported: String },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
     BadShape { name: String, expected: Vec<u64>, found: Vec<u64> },
-    #[error("unsupported model architecture `{0}` (supported: {supported})", supported = crate::config::Arch::ALL.map(|a| a.name()).join(", "))]
-    UnsupportedArchitecture(String),
+    #[error("unsupported model architecture `{name}` (supported: {supported})")]
+    UnsupportedArchitecture { name: String, supported: String },
     #[error("model config: {0}")]
     Config(String),
     /// A well-formed model whose shape the kernels do not take.
@@ -120,7 +120,7 @@ impl Error {
             | Tokenizer(_)
             | Template(_) => ErrorKind::InvalidModel,
             Config(_) => ErrorKind::InvalidModel,
-            UnsupportedVersion(_) | UnsupportedType { .. } | UnsupportedArchitecture(_) | NotSupported(_) => ErrorKind::Unsupported,
+            UnsupportedVersion(_) | UnsupportedType { .. } | UnsupportedArchitecture { .. } | NotSupported(_) => ErrorKind::Unsupported,
             Option(_) | EmptyPrompt | BadToken { .. } => ErrorKind::InvalidInput,
             ContextFull { .. } | PromptTooLong { .. } => ErrorKind::ContextFull,
             Stopped => ErrorKind::Stopped,

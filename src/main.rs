@@ -14,11 +14,12 @@ mod cli {
     use std::path::PathBuf;
 
     use clap::{Parser, Subcommand};
-    use kvscope::config::{Config, KvType};
-    use kvscope::gguf::Gguf;
-    use kvscope::sampler::SamplerConfig;
-    use kvscope::tokenizer::{ChatMessage, Tokenizer};
-    use kvscope::{Backend, Engine, Error, Flaw, GenerateOptions, LoadOptions, Result};
+    use kvscope::core::config::{Config, KvType};
+    use kvscope::core::gguf::Gguf;
+    use kvscope::core::sampler::SamplerConfig;
+    use kvscope::core::tokenizer::{ChatMessage, Tokenizer};
+    use kvscope::engine::{ModelFacts, MAX_TOKENS};
+    use kvscope::{BackendKind, Engine, Error, Flaw, GenerateOptions, LoadOptions, Result};
     use serde_json::json;
 
     #[derive(Parser)]
@@ -55,7 +56,7 @@ mod cli {
             kv_f16: bool,
             /// The backend whose checks the model must pass (as `generate --backend`).
             #[arg(long, default_value = "gpu")]
-            backend: Backend,
+            backend: BackendKind,
         },
         /// Token ids of a text, comma-separated.
         Tokenize {
@@ -81,7 +82,7 @@ mod cli {
         /// Wrap the prompt as a user turn in the model's chat template.
         #[arg(long)]
         chat: bool,
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = MAX_TOKENS)]
         max_tokens: usize,
         #[arg(long, default_value_t = 0.0)]
         temperature: f32,
@@ -92,7 +93,7 @@ mod cli {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[arg(long, default_value = "gpu")]
-        backend: Backend,
+        backend: BackendKind,
         #[arg(long, default_value_t = kvscope::DEFAULT_CONTEXT)]
         context: usize,
         /// One JSON object per token, then a summary.
@@ -115,7 +116,7 @@ mod cli {
         #[command(flatten)]
         m: ModelArgs,
         #[arg(long, default_value = "gpu")]
-        backend: Backend,
+        backend: BackendKind,
         #[arg(long, default_value_t = 256)]
         prompt_tokens: usize,
         #[arg(long, default_value_t = 128)]
@@ -144,14 +145,14 @@ mod cli {
         #[arg(long)]
         ids: Option<String>,
         #[arg(long, default_value = "gpu")]
-        backend: Backend,
+        backend: BackendKind,
         #[arg(long)]
         out: PathBuf,
     }
 
     impl ModelArgs {
         /// The model loaded with these settings.
-        fn load(&self, backend: Backend, context: usize) -> Result<Engine> {
+        fn load(&self, backend: BackendKind, context: usize) -> Result<Engine> {
             let bytes = read(&self.model)?;
             pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, kv: KvType::new(self.kv_f16), ..Default::default() }))
         }
@@ -343,18 +344,10 @@ mod cli {
         verdict.map_err(|e| Error::Option(format!("this model cannot load: {e}")))
     }
 
-    /// Weights and KV-cache bytes at the options' context.
-    fn memory(g: &Gguf, cfg: &Config, opts: &LoadOptions) -> (u64, u64) {
-        (g.tensors.iter().map(|t| t.size).sum(), cfg.kv_cache_bytes(opts.context, opts.kv))
-    }
-
     fn inspect_json(g: &Gguf, cfg: Option<&Config>, opts: &LoadOptions, verdict: &Result<()>) -> String {
-        let tensors: Vec<_> = g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
+        let tensors: Vec<_> =
+            g.tensors.iter().map(|t| json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "bytes": t.size})).collect();
         let meta: serde_json::Map<String, serde_json::Value> = g.metadata.iter().map(|(k, v)| (k.clone(), json!(v.summary()))).collect();
-        let memory = cfg.map(|c| {
-            let (w, kv) = memory(g, c, opts);
-            json!({"context": opts.context, "kv_type": opts.kv, "weights_bytes": w, "kv_cache_bytes": kv, "total_bytes": w + kv})
-        });
         let error = verdict.as_ref().err().map(|e| json!({"kind": e.kind().name(), "message": e.to_string()}));
         let v = json!({
             "gguf_version": g.version,
@@ -362,10 +355,9 @@ mod cli {
             "data_offset": g.data_offset,
             "loadable": verdict.is_ok(),
             "error": error,
-            "config": cfg,
+            "model": cfg.map(|c| ModelFacts::new(g, c, opts.context, opts.kv)),
             "metadata": meta,
             "tensors": tensors,
-            "memory": memory,
         });
         serde_json::to_string_pretty(&v).expect("json") + "\n"
     }
@@ -389,21 +381,22 @@ mod cli {
             writeln!(o, "{:<28} {:<6} {:>16} {:>12}", t.name, t.ty.name(), shape, t.size);
         }
         if let Some(cfg) = cfg {
-            let (weights, kv_bytes) = memory(g, cfg, opts);
-            let (context, kv) = (opts.context, opts.kv);
+            let f = ModelFacts::new(g, cfg, opts.context, opts.kv);
             let mib = |b: u64| b as f64 / (1 << 20) as f64;
-            writeln!(o, "\nmemory at context {context}:");
-            writeln!(o, "  weights   {:>9.1} MiB", mib(weights));
+            writeln!(o, "\nmemory at context {}:", f.context);
+            writeln!(o, "  weights   {:>9.1} MiB", mib(f.weights_bytes));
             writeln!(
                 o,
-                "  KV cache  {:>9.1} MiB  ({kv:?}: {context} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × {} bytes)",
-                mib(kv_bytes),
+                "  KV cache  {:>9.1} MiB  ({:?}: {} positions × {} layers × 2 (K, V) × {} kv heads × {} dims × {} bytes)",
+                mib(f.kv_cache_bytes),
+                f.kv_type,
+                f.context,
                 cfg.n_layers,
                 cfg.n_kv_heads,
                 cfg.head_dim,
-                kv.bytes()
+                f.kv_value_bytes
             );
-            writeln!(o, "  total     {:>9.1} MiB", mib(weights + kv_bytes));
+            writeln!(o, "  total     {:>9.1} MiB", mib(f.total_bytes));
         }
         match verdict {
             Ok(()) => writeln!(o, "\nloads on the {} backend at context {}.", opts.backend.name(), opts.context),

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{assert_close, gpu, synthetic_arch_model, synthetic_arch_model_with};
-use kvscope::config::Arch;
-use kvscope::{Backend, Engine, GpuOptions, LoadOptions};
+use kvscope::core::config::Arch;
+use kvscope::{BackendKind, Engine, GpuOptions, LoadOptions};
 
 const VOCAB: usize = 261;
 
@@ -21,7 +21,7 @@ fn logits(bytes: &[u8], opts: LoadOptions, ids: &[u32]) -> Vec<f32> {
     pollster::block_on(e.logits_for(ids)).expect("forward")
 }
 
-fn opts(backend: Backend) -> LoadOptions {
+fn opts(backend: BackendKind) -> LoadOptions {
     LoadOptions { backend, context: 128, ..Default::default() }
 }
 
@@ -39,7 +39,7 @@ fn golden(arch: Arch) -> (Vec<usize>, Vec<f32>) {
 fn check(arch: Arch) {
     let bytes = synthetic_arch_model(arch, 300);
     let ids = ids();
-    let cpu = logits(&bytes, opts(Backend::Reference), &ids);
+    let cpu = logits(&bytes, opts(BackendKind::Reference), &ids);
 
     // The CPU against llama.cpp (f32 weights and cache on both sides: only rounding differs,
     // measured ≤ 1.5e-5). Gemma's GELU is the exception: ggml's CPU GELU looks its result up in a
@@ -56,11 +56,11 @@ fn gpu_against_cpu(arch: Arch, bytes: &[u8], ids: &[u32], cpu: &[f32]) {
     if gpu().is_none() {
         return;
     }
-    assert_close(&format!("{}: GPU against CPU", arch.name()), &logits(bytes, opts(Backend::Gpu), ids), cpu, 1e-4);
-    let plain = LoadOptions { gpu: GpuOptions::plain(), ..opts(Backend::Gpu) };
+    assert_close(&format!("{}: GPU against CPU", arch.name()), &logits(bytes, opts(BackendKind::Gpu), ids), cpu, 1e-4);
+    let plain = LoadOptions { gpu: GpuOptions::plain(), ..opts(BackendKind::Gpu) };
     assert_close(&format!("{}: GPU (plain kernels) against CPU", arch.name()), &logits(bytes, plain, ids), cpu, 1e-4);
     for n in [2, 33, 75] {
-        let mut e = pollster::block_on(Engine::load(bytes, opts(Backend::Gpu))).expect("load");
+        let mut e = pollster::block_on(Engine::load(bytes, opts(BackendKind::Gpu))).expect("load");
         pollster::block_on(e.feed(&ids[..n])).expect("prefill");
         let last = &cpu[(n - 1) * VOCAB..][..VOCAB];
         assert_close(&format!("{}: prefill of {n} tokens", arch.name()), e.logits(), last, 1e-4);
@@ -73,7 +73,7 @@ fn gpu_against_cpu(arch: Arch, bytes: &[u8], ids: &[u32], cpu: &[f32]) {
 fn gpu_only() {
     for arch in Arch::ALL {
         let bytes = synthetic_arch_model(arch, 300);
-        let cpu = logits(&bytes, opts(Backend::Reference), &ids());
+        let cpu = logits(&bytes, opts(BackendKind::Reference), &ids());
         gpu_against_cpu(arch, &bytes, &ids(), &cpu);
     }
 }
@@ -115,7 +115,7 @@ fn write_models() {
 /// tensor's name; an unknown architecture by name, with the supported list.
 #[test]
 fn malformed_models_name_the_problem() {
-    let load = |bytes: Vec<u8>| pollster::block_on(Engine::load(&bytes, opts(Backend::Reference))).err().expect("refused").to_string();
+    let load = |bytes: Vec<u8>| pollster::block_on(Engine::load(&bytes, opts(BackendKind::Reference))).err().expect("refused").to_string();
     let err = load(synthetic_arch_model_with(Arch::Qwen2, 1, &|n, d| (n != "blk.1.attn_k.bias").then(|| d.to_vec())));
     assert!(err.contains("blk.1.attn_k.bias"), "{err}");
     let err =

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::{default_model, gpu, synthetic_model, SynTypes};
-use kvscope::quant::GgmlType::*;
+use kvscope::core::quant::GgmlType::*;
 
 fn kvscope(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_kvscope")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("runs");
@@ -59,7 +59,7 @@ fn inspect_and_tokenize_the_default_model() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["tensors"].as_array().unwrap().len(), 272);
     // 30 layers × 2 (K, V) × 1024 positions × 3 heads × 64 dims × 4 bytes.
-    assert_eq!(v["memory"]["kv_cache_bytes"], 30 * 2 * 1024 * 3 * 64 * 4);
+    assert_eq!(v["model"]["kv_cache_bytes"], 30 * 2 * 1024 * 3 * 64 * 4);
     assert_eq!(kvscope(&["tokenize", "--prompt", "Hello world"]).1.trim(), "19556,905");
 }
 
@@ -126,4 +126,40 @@ fn logits_file_is_n_by_vocab_and_backends_agree() {
         &["logits", "--model", &model, "--ids", "1,999999", "--backend", "cpu", "--out", "/tmp/never"],
         "token id 999999 is outside the vocabulary",
     );
+}
+
+/// `inspect` runs the checks a load runs: a model `generate` refuses — an unknown
+/// pre-tokenizer, an end-of-sequence id outside the vocabulary — is still listed, then said to
+/// be unloadable, with the reason and exit status 1, in text and JSON.
+#[test]
+fn inspect_says_when_a_model_cannot_load() {
+    let good = synthetic_model(&SynTypes::q4_1(), 1, 3);
+    let find = |b: &[u8], s: &str| b.windows(s.len()).position(|w| w == s.as_bytes()).unwrap();
+    let mut pre = good.clone();
+    let at = find(&pre, "smollm");
+    pre[at..at + 6].copy_from_slice(b"smolxx");
+    let mut eos = good.clone();
+    // The key, then its u32 type tag (4 bytes), then the id.
+    let at = find(&eos, "tokenizer.ggml.eos_token_id") + "tokenizer.ggml.eos_token_id".len() + 4;
+    eos[at..at + 4].copy_from_slice(&9999u32.to_le_bytes());
+    let (code, out, err) = kvscope(&["inspect", &tmp("good.gguf", &good)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("loads on the gpu backend"), "{out}");
+    for (file, bytes, why) in [("pre.gguf", &pre, "pre-tokenizer `smolxx`"), ("eos.gguf", &eos, "eos_token_id")] {
+        let path = tmp(file, bytes);
+        let (code, out, err) = kvscope(&["inspect", &path]);
+        assert_eq!(code, 1, "{file}: {out}");
+        assert!(out.contains("tokenizer.ggml.model") && out.contains("blk.0.ffn_down.weight"), "{file}: the listing is shown: {out}");
+        assert!(out.contains("CANNOT LOAD") && out.contains(why), "{file}: {out}");
+        assert!(err.contains("this model cannot load") && err.contains(why) && !err.contains("panicked"), "{file}: {err}");
+        let (code, json, _) = kvscope(&["inspect", &path, "--json"]);
+        assert_eq!(code, 1);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["loadable"], false);
+        assert_eq!(v["error"]["kind"], "InvalidModel", "{file}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(why), "{file}");
+        assert!(v["metadata"]["general.architecture"].is_string());
+        // generate refuses it for the same reason.
+        assert_clean_error(&["generate", "--model", &path, "--prompt", "hi", "--backend", "reference"], why);
+    }
 }

@@ -5,15 +5,15 @@
 mod common;
 
 use common::{default_model, gemma_model, max_err, random, random_blocks, synthetic_model, SynTypes};
-use kvscope::cpu::{Matrix, Scratch};
-use kvscope::quant::GgmlType;
-use kvscope::sampler::argmax;
-use kvscope::{Backend, Engine, GenerateOptions, LoadOptions};
+use kvscope::backend::cpu::{Matrix, Scratch};
+use kvscope::core::quant::GgmlType;
+use kvscope::core::sampler::argmax;
+use kvscope::{BackendKind, Engine, GenerateOptions, LoadOptions};
 
 /// Relative error the issue allows: max |cpu − reference| / max |reference| over the logits.
 const REL: f32 = 1e-3;
 
-fn engine(bytes: &[u8], backend: Backend) -> Engine {
+fn engine(bytes: &[u8], backend: BackendKind) -> Engine {
     pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 256, ..Default::default() })).expect("load")
 }
 
@@ -50,7 +50,7 @@ fn every_block_type_matches_its_f32_rows() {
 }
 
 /// The logits after every position (token by token) and after one batched feed.
-fn logits(bytes: &[u8], backend: Backend, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
+fn logits(bytes: &[u8], backend: BackendKind, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
     let mut e = engine(bytes, backend);
     let each = pollster::block_on(e.logits_for(ids)).expect("forward");
     e.reset();
@@ -65,8 +65,8 @@ fn synthetic_models_match_the_reference() {
     let mixed = SynTypes { embd: F16, q: F32, k: F16, v: Q4_0, o: Q4_1, gate: Q8_0, up: Q5_0, down: Q5_1, output: Some(Q4_1) };
     for (name, types) in [("q4_1", SynTypes::q4_1()), ("mixed", mixed)] {
         let bytes = synthetic_model(&types, 2, 100);
-        let (want, _) = logits(&bytes, Backend::Reference, &ids);
-        let (got, batched) = logits(&bytes, Backend::Cpu, &ids);
+        let (want, _) = logits(&bytes, BackendKind::Reference, &ids);
+        let (got, batched) = logits(&bytes, BackendKind::Cpu, &ids);
         let (e, i, rel) = max_err(&got, &want);
         eprintln!("synthetic {name}: max abs error {e:.3e} at [{i}] (normalised {rel:.3e})");
         assert!(rel < REL, "synthetic {name}: logits differ by {e} ({rel} normalised)");
@@ -80,8 +80,8 @@ fn synthetic_models_match_the_reference() {
 #[test]
 fn default_model_matches_the_reference() {
     let Some(bytes) = default_model() else { return };
-    let mut r = engine(&bytes, Backend::Reference);
-    let mut c = engine(&bytes, Backend::Cpu);
+    let mut r = engine(&bytes, BackendKind::Reference);
+    let mut c = engine(&bytes, BackendKind::Cpu);
     let ids = r.tokenizer.encode("The quick brown fox jumps over the lazy dog. In 1879, the first").unwrap();
     let want = pollster::block_on(r.logits_for(&ids)).unwrap();
     let got = pollster::block_on(c.logits_for(&ids)).unwrap();
@@ -111,7 +111,7 @@ fn default_model_matches_the_reference() {
         assert_eq!(tc, tr, "greedy tokens differ for {prompt:?}");
     }
     // Memory: the weights are the file's tensor bytes (norms as f32), not f32 copies.
-    let g = kvscope::gguf::Gguf::parse(&bytes).unwrap();
+    let g = kvscope::core::gguf::Gguf::parse(&bytes).unwrap();
     let file_tensors: u64 = g.tensors.iter().map(|t| t.size).sum();
     let (weights, _) = c.memory();
     assert!(weights <= file_tensors, "the CPU backend holds {weights} bytes of weights for {file_tensors} in the file");
@@ -122,11 +122,11 @@ fn default_model_matches_the_reference() {
 #[test]
 fn gemma_matches_the_reference() {
     let Some(bytes) = gemma_model() else { return };
-    let mut r = engine(&bytes, Backend::Reference);
+    let mut r = engine(&bytes, BackendKind::Reference);
     let ids = r.tokenizer.encode("The KV cache keeps the keys and values of").unwrap();
     let want = pollster::block_on(r.logits_for(&ids)).unwrap();
     drop(r);
-    let mut c = engine(&bytes, Backend::Cpu);
+    let mut c = engine(&bytes, BackendKind::Cpu);
     let got = pollster::block_on(c.logits_for(&ids)).unwrap();
     let (e, i, rel) = max_err(&got, &want);
     eprintln!("gemma, {} positions: max abs logit error {e:.3e} at [{i}] (normalised {rel:.3e})", ids.len());

@@ -6,8 +6,8 @@
 mod common;
 
 use common::{assert_close, gemma_model, gpu};
-use kvscope::sampler::argmax;
-use kvscope::{Backend, Engine, GenerateOptions, LoadOptions};
+use kvscope::core::sampler::argmax;
+use kvscope::{BackendKind, Engine, GenerateOptions, LoadOptions};
 
 struct Case {
     prompt: String,
@@ -27,7 +27,7 @@ fn cases() -> Vec<Case> {
         .collect()
 }
 
-fn engine(bytes: &[u8], backend: Backend) -> Engine {
+fn engine(bytes: &[u8], backend: BackendKind) -> Engine {
     pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 1024, ..Default::default() })).expect("load")
 }
 
@@ -42,7 +42,7 @@ fn greedy_matches_llama_cpp() {
     if gpu().is_none() {
         return;
     }
-    let mut e = engine(&bytes, Backend::Gpu);
+    let mut e = engine(&bytes, BackendKind::Gpu);
     let (mut exact, mut steps) = (0, 0);
     for c in cases() {
         let ids = e.tokenizer.encode(&c.prompt).unwrap();
@@ -73,7 +73,7 @@ fn long_prompt_recall_through_the_global_layers() {
     }
     let c = cases().pop().unwrap();
     assert!(c.ids.len() > 512);
-    let mut e = engine(&bytes, Backend::Gpu);
+    let mut e = engine(&bytes, BackendKind::Gpu);
     let mut got = Vec::new();
     let opts = GenerateOptions { max_tokens: 6, report_top: 0, gpu_argmax: true, ..Default::default() };
     pollster::block_on(e.generate(&c.ids, &opts, &mut |ev| {
@@ -93,7 +93,7 @@ fn gpu_matches_cpu() {
         return;
     }
     let ids = &cases()[1].ids;
-    let cpu = pollster::block_on(engine(&bytes, Backend::Reference).logits_for(ids)).unwrap();
-    let gpu = pollster::block_on(engine(&bytes, Backend::Gpu).logits_for(ids)).unwrap();
+    let cpu = pollster::block_on(engine(&bytes, BackendKind::Reference).logits_for(ids)).unwrap();
+    let gpu = pollster::block_on(engine(&bytes, BackendKind::Gpu).logits_for(ids)).unwrap();
     assert_close("Gemma: GPU against CPU", &gpu, &cpu, 2e-3);
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use common::{synthetic_model, synthetic_writer, SynTypes};
-use kvscope::config::Config;
-use kvscope::gguf::{Gguf, Value, Writer};
-use kvscope::quant::GgmlType::*;
+use kvscope::core::config::Config;
+use kvscope::core::gguf::{Gguf, Value, Writer};
+use kvscope::core::quant::GgmlType::*;
 
 fn err(bytes: &[u8]) -> String {
     match Gguf::parse(bytes) {
@@ -144,7 +144,7 @@ fn tensor_table_errors() {
     // Type Q8_K (15) is named in the error with the tensor, and the supported types listed.
     let e = err(&one_tensor(&[256, 1], 15, vec![0; 292]).to_bytes());
     assert!(e.contains("blk.0.attn_q.weight") && e.contains("Q8_K"), "{e}");
-    assert!(e.contains(&format!("(supported: {})", kvscope::quant::supported_names())) && e.contains("Q4_K, Q5_K, Q6_K"), "{e}");
+    assert!(e.contains(&format!("(supported: {})", kvscope::core::quant::supported_names())) && e.contains("Q4_K, Q5_K, Q6_K"), "{e}");
     let e = err(&one_tensor(&[32], 99, vec![0; 4]).to_bytes());
     assert!(e.contains("unknown type 99"), "{e}");
 
@@ -238,7 +238,7 @@ fn header_from_a_prefix() {
     let b = small_model();
     let full = Gguf::parse(&b).unwrap();
     let mut src: &[u8] = &b;
-    let header = kvscope::gguf::read_header(&mut src).unwrap();
+    let header = kvscope::core::gguf::read_header(&mut src).unwrap();
     assert_eq!(header.len() as u64, full.data_offset);
     let g = Gguf::parse_prefix(&header, b.len() as u64).unwrap();
     assert_eq!(g.metadata, full.metadata);
@@ -258,7 +258,7 @@ fn loading_reads_tensor_by_tensor() {
         data_start: u64,
         largest: u64,
     }
-    impl kvscope::gguf::ByteSource for Counting<'_> {
+    impl kvscope::core::gguf::ByteSource for Counting<'_> {
         fn len(&self) -> u64 {
             self.bytes.len() as u64
         }
@@ -275,7 +275,7 @@ fn loading_reads_tensor_by_tensor() {
     let mut src = Counting { bytes: &b, data_start: g.data_offset, largest: 0 };
     let e = pollster::block_on(kvscope::Engine::load_from(
         &mut src,
-        kvscope::LoadOptions { backend: kvscope::Backend::Reference, context: 8, ..Default::default() },
+        kvscope::LoadOptions { backend: kvscope::BackendKind::Reference, context: 8, ..Default::default() },
     ))
     .unwrap();
     let biggest = g.tensors.iter().map(|t| t.size).max().unwrap();

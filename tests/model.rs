@@ -5,11 +5,11 @@
 mod common;
 
 use common::{default_model, gpu, max_err};
-use kvscope::sampler::argmax;
-use kvscope::tokenizer::{ChatMessage, Utf8Stream};
-use kvscope::{Backend, Engine, Flaw, GenerateOptions, KvType, LoadOptions};
+use kvscope::core::sampler::argmax;
+use kvscope::core::tokenizer::{ChatMessage, Utf8Stream};
+use kvscope::{BackendKind, Engine, Flaw, GenerateOptions, KvType, LoadOptions};
 
-fn engine(bytes: &[u8], backend: Backend) -> Engine {
+fn engine(bytes: &[u8], backend: BackendKind) -> Engine {
     pollster::block_on(Engine::load(bytes, LoadOptions { backend, context: 512, ..Default::default() })).expect("load")
 }
 
@@ -33,8 +33,8 @@ fn greedy_with(e: &mut Engine, prompt: &str, n: usize, flaw: Flaw) -> (Vec<u32>,
 #[test]
 fn tokenizer_matches_llama_cpp() {
     let Some(bytes) = default_model() else { return };
-    let g = kvscope::gguf::Gguf::parse(&bytes).unwrap();
-    let tok = kvscope::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let g = kvscope::core::gguf::Gguf::parse(&bytes).unwrap();
+    let tok = kvscope::core::tokenizer::Tokenizer::from_gguf(&g).unwrap();
     assert_eq!(tok.encode("Hello world").unwrap(), vec![19556, 905]);
     assert_eq!(tok.encode("<|im_start|>user\nhi<|im_end|>").unwrap(), vec![1, 4093, 198, 6004, 2]);
     assert_eq!(tok.decode(&[19556, 905]), "Hello world");
@@ -49,8 +49,8 @@ fn tokenizer_matches_llama_cpp() {
 #[test]
 fn streaming_detokenisation_never_breaks_utf8() {
     let Some(bytes) = default_model() else { return };
-    let g = kvscope::gguf::Gguf::parse(&bytes).unwrap();
-    let tok = kvscope::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let g = kvscope::core::gguf::Gguf::parse(&bytes).unwrap();
+    let tok = kvscope::core::tokenizer::Tokenizer::from_gguf(&g).unwrap();
     let text = "Crabs 🦀 and naïve café ✓ 日本語";
     let ids = tok.encode(text).unwrap();
     let split = ids.iter().filter(|&&i| std::str::from_utf8(tok.token_bytes(i)).is_err()).count();
@@ -70,8 +70,8 @@ fn gpu_logits_match_cpu() {
         return;
     }
     let prompt = "The quick brown fox jumps over the lazy dog. In 1879, the first";
-    let mut c = engine(&bytes, Backend::Reference);
-    let mut g = engine(&bytes, Backend::Gpu);
+    let mut c = engine(&bytes, BackendKind::Reference);
+    let mut g = engine(&bytes, BackendKind::Gpu);
     let ids = c.tokenizer.encode(prompt).unwrap();
     let lc = pollster::block_on(c.logits_for(&ids)).unwrap();
     let lg = pollster::block_on(g.logits_for(&ids)).unwrap();
@@ -88,7 +88,7 @@ fn gpu_logits_match_cpu() {
     // boundary is stored one f16 step (2^-11 relative) apart, and that grows through the layers
     // (measured 9.5e-3 here, against llama.cpp's ~1); the argmax must still agree everywhere.
     let f16 = |backend| Engine::load(&bytes, LoadOptions { backend, context: 512, kv: KvType::F16, ..Default::default() });
-    let (mut c16, mut g16) = (pollster::block_on(f16(Backend::Reference)).unwrap(), pollster::block_on(f16(Backend::Gpu)).unwrap());
+    let (mut c16, mut g16) = (pollster::block_on(f16(BackendKind::Reference)).unwrap(), pollster::block_on(f16(BackendKind::Gpu)).unwrap());
     let (lc16, lg16) = (pollster::block_on(c16.logits_for(&ids)).unwrap(), pollster::block_on(g16.logits_for(&ids)).unwrap());
     let (e16, _, _) = max_err(&lg16, &lc16);
     eprintln!("real model, f16 cache: max abs logit error {e16:.3e}");
@@ -116,8 +116,8 @@ fn greedy_tokens_identical_between_backends() {
     if gpu().is_none() {
         return;
     }
-    let mut c = engine(&bytes, Backend::Reference);
-    let mut g = engine(&bytes, Backend::Gpu);
+    let mut c = engine(&bytes, BackendKind::Reference);
+    let mut g = engine(&bytes, BackendKind::Gpu);
     for p in PROMPTS {
         let (tc, text) = greedy(&mut c, p, 64);
         let (tg, _) = greedy(&mut g, p, 64);
@@ -132,10 +132,10 @@ fn greedy_tokens_identical_between_backends() {
 fn golden_greedy_output() {
     let Some(bytes) = default_model() else { return };
     let golden = include_str!("golden/capital_of_france.txt");
-    let (_, text) = greedy(&mut engine(&bytes, Backend::Reference), PROMPTS[0], 32);
+    let (_, text) = greedy(&mut engine(&bytes, BackendKind::Reference), PROMPTS[0], 32);
     assert_eq!(text, golden, "CPU");
     if gpu().is_some() {
-        let (_, text) = greedy(&mut engine(&bytes, Backend::Gpu), PROMPTS[0], 32);
+        let (_, text) = greedy(&mut engine(&bytes, BackendKind::Gpu), PROMPTS[0], 32);
         assert_eq!(text, golden, "GPU");
     }
 }
@@ -146,7 +146,7 @@ fn golden_greedy_output() {
 #[test]
 fn llama_cpp_continuation_is_argmax_within_its_rounding() {
     let Some(bytes) = default_model() else { return };
-    let mut c = engine(&bytes, Backend::Reference);
+    let mut c = engine(&bytes, BackendKind::Reference);
     let prompt = c.tokenizer.encode("The capital of France is").unwrap();
     let full = c
         .tokenizer
@@ -173,8 +173,8 @@ fn llama_cpp_continuation_is_argmax_within_its_rounding() {
 fn context_beyond_the_device_limits_is_refused_with_numbers() {
     let Some(bytes) = default_model() else { return };
     let Some(ctx) = gpu() else { return };
-    let g = kvscope::gguf::Gguf::parse(&bytes).unwrap();
-    let cfg = kvscope::config::Config::from_gguf(&g).unwrap();
+    let g = kvscope::core::gguf::Gguf::parse(&bytes).unwrap();
+    let cfg = kvscope::core::config::Config::from_gguf(&g).unwrap();
     // The per-layer attention-weights buffer, [L × h × T] f32, is the largest that grows with T.
     let per_position = (cfg.n_layers * cfg.n_heads * 4) as u64;
     let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
@@ -184,7 +184,7 @@ fn context_beyond_the_device_limits_is_refused_with_numbers() {
         return;
     }
     let t0 = std::time::Instant::now();
-    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context, ..Default::default() }))
+    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: BackendKind::Gpu, context, ..Default::default() }))
         .err()
         .expect("refused")
         .to_string();
@@ -192,8 +192,8 @@ fn context_beyond_the_device_limits_is_refused_with_numbers() {
     assert!(t0.elapsed().as_secs() < 20, "refused without uploading the model");
 
     // Within the device's limits but past what the attention kernels take: named, before upload.
-    let context = kvscope::model::MAX_CONTEXT + 1;
-    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context, ..Default::default() }))
+    let context = kvscope::backend::gpu::ops::attention::MAX_CONTEXT + 1;
+    let err = pollster::block_on(Engine::load(&bytes, LoadOptions { backend: BackendKind::Gpu, context, ..Default::default() }))
         .err()
         .expect("refused")
         .to_string();
@@ -211,8 +211,8 @@ fn flawed_caches_agree_between_backends_and_part_from_the_correct_run() {
         return;
     }
     let (prompt, n) = ("The capital of France is", 10);
-    let mut c = engine(&bytes, Backend::Reference);
-    let mut g = engine(&bytes, Backend::Gpu);
+    let mut c = engine(&bytes, BackendKind::Reference);
+    let mut g = engine(&bytes, BackendKind::Gpu);
     let (correct, correct_text) = greedy(&mut g, prompt, n);
     let prompt_len = g.tokenizer.encode(prompt).unwrap().len();
     for flaw in Flaw::ALL {

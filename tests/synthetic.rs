@@ -4,10 +4,10 @@
 mod common;
 
 use common::{assert_close, gpu, synthetic_model, SynTypes};
-use kvscope::quant::GgmlType::*;
-use kvscope::{Backend, Engine, KvType, LoadOptions};
+use kvscope::core::quant::GgmlType::*;
+use kvscope::{BackendKind, Engine, KvType, LoadOptions};
 
-fn logits(bytes: &[u8], backend: Backend, ids: &[u32]) -> Vec<f32> {
+fn logits(bytes: &[u8], backend: BackendKind, ids: &[u32]) -> Vec<f32> {
     logits_with(bytes, LoadOptions { backend, context: 128, ..Default::default() }, ids)
 }
 
@@ -18,7 +18,7 @@ fn logits_with(bytes: &[u8], opts: LoadOptions, ids: &[u32]) -> Vec<f32> {
 
 /// The logits after feeding `ids` in one call: batched prefill chunks on the GPU.
 fn prefill_logits(bytes: &[u8], ids: &[u32]) -> Vec<f32> {
-    prefill_logits_with(bytes, LoadOptions { backend: Backend::Gpu, context: 128, ..Default::default() }, ids)
+    prefill_logits_with(bytes, LoadOptions { backend: BackendKind::Gpu, context: 128, ..Default::default() }, ids)
 }
 
 fn prefill_logits_with(bytes: &[u8], opts: LoadOptions, ids: &[u32]) -> Vec<f32> {
@@ -35,12 +35,12 @@ fn check(name: &str, types: SynTypes) {
     // 75 positions: more than one 64-wide pass of the attention workgroup over the cache, and
     // two full prefill chunks of 32 plus a partial one.
     let ids: Vec<u32> = (0..75).map(|i| (i * 37 + 5) % 261).collect();
-    let cpu = logits(&bytes, Backend::Reference, &ids);
-    let gpu = logits(&bytes, Backend::Gpu, &ids);
+    let cpu = logits(&bytes, BackendKind::Reference, &ids);
+    let gpu = logits(&bytes, BackendKind::Gpu, &ids);
     // f32 on both sides, same dequantised weights, same RoPE table: only summation order differs.
     assert_close(name, &gpu, &cpu, 1e-4);
     // The plain kernels (no subgroup operations, one row per invocation) as well.
-    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu: kvscope::GpuOptions::plain(), kv: KvType::F32 };
+    let opts = LoadOptions { backend: BackendKind::Gpu, context: 128, gpu: kvscope::GpuOptions::plain(), kv: KvType::F32 };
     assert_close(&format!("{name}, plain kernels"), &logits_with(&bytes, opts, &ids), &cpu, 1e-4);
     // The batched prefill (tiled mat-mul, causal attention within each chunk) ends in the same
     // logits as the CPU going token by token.
@@ -52,9 +52,9 @@ fn check(name: &str, types: SynTypes) {
     // batched; and the rounding is really there (the f32 logits differ). Looser than f32: a value
     // whose two f32 computations straddle an f16 rounding boundary lands one f16 step apart.
     let f16 = |backend| LoadOptions { backend, context: 128, kv: KvType::F16, ..Default::default() };
-    let cpu16 = logits_with(&bytes, f16(Backend::Reference), &ids);
-    assert_close(&format!("{name}, f16 cache"), &logits_with(&bytes, f16(Backend::Gpu), &ids), &cpu16, 2e-3);
-    let mut e = pollster::block_on(Engine::load(&bytes, f16(Backend::Gpu))).unwrap();
+    let cpu16 = logits_with(&bytes, f16(BackendKind::Reference), &ids);
+    assert_close(&format!("{name}, f16 cache"), &logits_with(&bytes, f16(BackendKind::Gpu), &ids), &cpu16, 2e-3);
+    let mut e = pollster::block_on(Engine::load(&bytes, f16(BackendKind::Gpu))).unwrap();
     pollster::block_on(e.feed(&ids)).unwrap();
     assert_close(&format!("{name}, f16 cache, prefill"), e.logits(), &cpu16[74 * 261..], 2e-3);
     assert!(cpu16.iter().zip(&cpu).any(|(a, b)| a != b), "the f16 cache changed nothing");
@@ -73,15 +73,15 @@ fn default_layout_tied_output() {
 #[test]
 fn tokenizer_of_synthetic_vocab() {
     let bytes = synthetic_model(&SynTypes { embd: F32, q: F32, k: F32, v: F32, o: F32, gate: F32, up: F32, down: F32, output: None }, 1, 1);
-    let g = kvscope::gguf::Gguf::parse(&bytes).unwrap();
-    let tok = kvscope::tokenizer::Tokenizer::from_gguf(&g).unwrap();
+    let g = kvscope::core::gguf::Gguf::parse(&bytes).unwrap();
+    let tok = kvscope::core::tokenizer::Tokenizer::from_gguf(&g).unwrap();
     // "he" and " t" merge; digits and other bytes stay single; control text is one id.
     let ids = tok.encode("he tx<|im_start|>").unwrap();
     assert_eq!(ids, vec![259, 260, 3 + b'x' as u32, 1]);
     assert_eq!(tok.decode(&ids), "he tx<|im_start|>");
 }
 
-fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
+fn tiny(backend: kvscope::BackendKind, context: usize) -> Engine {
     let bytes = synthetic_model(&SynTypes::q4_1(), 1, 5);
     pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, ..Default::default() })).expect("load")
 }
@@ -93,7 +93,7 @@ fn tiny(backend: kvscope::Backend, context: usize) -> Engine {
 #[test]
 fn timed_steps_alternate_and_empty_the_cache() {
     let Some(_) = gpu() else { return };
-    let mut e = tiny(Backend::Gpu, 16);
+    let mut e = tiny(BackendKind::Gpu, 16);
     pollster::block_on(e.feed(&(10..22).collect::<Vec<u32>>())).unwrap();
     let times = pollster::block_on(e.time_steps(&[1, 12, 1, 12])).unwrap();
     assert_eq!(times.len(), 4);
@@ -103,14 +103,14 @@ fn timed_steps_alternate_and_empty_the_cache() {
     assert!(err.contains("position 16 is past the context of 16"), "{err}");
     let s = pollster::block_on(e.generate(&[10, 11], &kvscope::GenerateOptions { max_tokens: 2, ..Default::default() }, &mut |_| true));
     assert!(s.unwrap().generated_tokens >= 1, "the engine works after");
-    let err = pollster::block_on(tiny(Backend::Reference, 16).time_steps(&[1])).unwrap_err().to_string();
+    let err = pollster::block_on(tiny(BackendKind::Reference, 16).time_steps(&[1])).unwrap_err().to_string();
     assert!(err.contains("GPU backend"), "{err}");
 }
 
 #[test]
 fn context_limits_stop_cleanly() {
     use kvscope::{GenerateOptions, StopReason};
-    let backends = if gpu().is_some() { vec![Backend::Reference, Backend::Gpu] } else { vec![Backend::Reference] };
+    let backends = if gpu().is_some() { vec![BackendKind::Reference, BackendKind::Gpu] } else { vec![BackendKind::Reference] };
     for b in backends {
         let mut e = tiny(b, 16);
         let prompt: Vec<u32> = (10..20).collect();
@@ -146,7 +146,7 @@ fn context_limits_stop_cleanly() {
 #[test]
 fn stop_from_callback_and_continue() {
     use kvscope::{GenerateOptions, StopReason};
-    let mut e = tiny(Backend::Reference, 64);
+    let mut e = tiny(BackendKind::Reference, 64);
     let mut ids = Vec::new();
     let s = pollster::block_on(e.generate(&[10, 11, 12], &GenerateOptions { max_tokens: 50, ..Default::default() }, &mut |ev| {
         ids.push(ev.id);
@@ -158,7 +158,7 @@ fn stop_from_callback_and_continue() {
     assert_eq!(e.position(), 6, "3 prompt tokens + the 3 generated ones, fed back");
 
     // The same run without stopping gives the same first tokens.
-    let mut f = tiny(Backend::Reference, 64);
+    let mut f = tiny(BackendKind::Reference, 64);
     let mut all = Vec::new();
     pollster::block_on(f.generate(&[10, 11, 12], &GenerateOptions { max_tokens: 3, ..Default::default() }, &mut |ev| {
         all.push(ev.id);
@@ -173,7 +173,7 @@ fn stop_from_callback_and_continue() {
 #[test]
 fn reuse_prefix_feeds_only_the_new_turn() {
     use kvscope::GenerateOptions;
-    let mut e = tiny(Backend::Reference, 64);
+    let mut e = tiny(BackendKind::Reference, 64);
     let turn1: Vec<u32> = (10..20).collect();
     let mut reply = Vec::new();
     pollster::block_on(e.generate(&turn1, &GenerateOptions { max_tokens: 4, ..Default::default() }, &mut |ev| {
@@ -189,7 +189,7 @@ fn reuse_prefix_feeds_only_the_new_turn() {
     pollster::block_on(e.feed(&convo[n..])).unwrap();
     assert_eq!(e.position(), convo.len());
 
-    let mut fresh = tiny(Backend::Reference, 64);
+    let mut fresh = tiny(BackendKind::Reference, 64);
     pollster::block_on(fresh.feed(&convo)).unwrap();
     assert_eq!(e.logits(), fresh.logits());
 
@@ -207,7 +207,7 @@ fn reuse_prefix_feeds_only_the_new_turn() {
 #[test]
 fn no_cache_mode_emits_the_same_tokens() {
     use kvscope::GenerateOptions;
-    let backends = if gpu().is_some() { vec![Backend::Reference, Backend::Gpu] } else { vec![Backend::Reference] };
+    let backends = if gpu().is_some() { vec![BackendKind::Reference, BackendKind::Gpu] } else { vec![BackendKind::Reference] };
     for b in backends {
         let run = |no_cache: bool| {
             let mut e = tiny(b, 64);
@@ -237,7 +237,7 @@ fn attention_weights_per_layer_match_cpu() {
         return;
     }
     let bytes = synthetic_model(&SynTypes::q4_1(), 2, 5);
-    let collect = |backend: Backend, layer: usize| {
+    let collect = |backend: BackendKind, layer: usize| {
         let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context: 32, ..Default::default() })).unwrap();
         let mut out = Vec::new();
         let opts = GenerateOptions { max_tokens: 5, attention_layer: Some(layer), ..Default::default() };
@@ -249,7 +249,7 @@ fn attention_weights_per_layer_match_cpu() {
         out
     };
     for layer in [0, 1] {
-        let (c, g) = (collect(Backend::Reference, layer), collect(Backend::Gpu, layer));
+        let (c, g) = (collect(BackendKind::Reference, layer), collect(BackendKind::Gpu, layer));
         for ((pos, wc), (_, wg)) in c.iter().zip(&g) {
             assert_eq!(wg.len(), 4 * pos, "[h × pos] at pos {pos}");
             common::assert_close(&format!("layer {layer} attention at pos {pos}"), wg, wc, 1e-5);
@@ -260,7 +260,7 @@ fn attention_weights_per_layer_match_cpu() {
     }
     // Every layer at once (the overview), and each prompt query's weights (the matrix's first
     // rows): GPU equal to CPU, rows summing to 1, a matrix row longer by one per position.
-    let all = |backend: Backend| {
+    let all = |backend: BackendKind| {
         let mut e = pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context: 32, ..Default::default() })).unwrap();
         let mut out = Vec::new();
         let opts = GenerateOptions {
@@ -277,7 +277,7 @@ fn attention_weights_per_layer_match_cpu() {
         .unwrap();
         out
     };
-    let (c, g) = (all(Backend::Reference), all(Backend::Gpu));
+    let (c, g) = (all(BackendKind::Reference), all(BackendKind::Gpu));
     let prompt_rows = g[0].2.as_ref().expect("prompt rows with the first token");
     assert_eq!(prompt_rows.len(), 4);
     for (i, (wg, wc)) in prompt_rows.iter().zip(c[0].2.as_ref().unwrap()).enumerate() {
@@ -294,7 +294,8 @@ fn attention_weights_per_layer_match_cpu() {
     }
 
     let mut e =
-        pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Reference, context: 32, ..Default::default() })).unwrap();
+        pollster::block_on(Engine::load(&bytes, LoadOptions { backend: BackendKind::Reference, context: 32, ..Default::default() }))
+            .unwrap();
     let err = pollster::block_on(e.generate(&[1], &GenerateOptions { attention_layer: Some(7), ..Default::default() }, &mut |_| true))
         .unwrap_err();
     assert!(err.to_string().contains("layer 7 does not exist"), "{err}");
@@ -305,7 +306,7 @@ fn attention_weights_per_layer_match_cpu() {
 #[test]
 fn stop_during_prefill_keeps_the_engine_usable() {
     use std::sync::atomic::Ordering;
-    let backends = if gpu().is_some() { vec![Backend::Reference, Backend::Gpu] } else { vec![Backend::Reference] };
+    let backends = if gpu().is_some() { vec![BackendKind::Reference, BackendKind::Gpu] } else { vec![BackendKind::Reference] };
     let prompt: Vec<u32> = (0..40).map(|i| 10 + i).collect();
     for b in backends {
         let mut e = tiny(b, 64);
@@ -335,7 +336,7 @@ fn generating_creates_no_gpu_objects() {
     }
     let bytes = synthetic_model(&SynTypes::q4_1(), 2, 5);
     let mut e =
-        pollster::block_on(Engine::load(&bytes, LoadOptions { backend: Backend::Gpu, context: 128, ..Default::default() })).unwrap();
+        pollster::block_on(Engine::load(&bytes, LoadOptions { backend: BackendKind::Gpu, context: 128, ..Default::default() })).unwrap();
     let created = e.gpu().unwrap().ctx.objects_created();
     assert!(created > 0);
     let prompt: Vec<u32> = (0..40).map(|i| 10 + i).collect();
@@ -359,7 +360,7 @@ fn gpu_argmax_emits_the_same_tokens() {
         return;
     }
     let run = |gpu_argmax: bool| {
-        let mut e = tiny(Backend::Gpu, 64);
+        let mut e = tiny(BackendKind::Gpu, 64);
         let mut ids = Vec::new();
         let opts = GenerateOptions { max_tokens: 10, gpu_argmax, report_top: 0, ..Default::default() };
         pollster::block_on(e.generate(&[10, 11, 12], &opts, &mut |ev| {
@@ -397,7 +398,7 @@ fn gpu_next_token_table_matches_the_logits() {
         return;
     }
     let run = |gpu_argmax: bool| {
-        let mut e = tiny(Backend::Gpu, 64);
+        let mut e = tiny(BackendKind::Gpu, 64);
         let mut events = Vec::new();
         let opts = GenerateOptions { max_tokens: 6, gpu_argmax, report_top: 5, ..Default::default() };
         pollster::block_on(e.generate(&[10, 11, 12], &opts, &mut |ev| {
@@ -432,9 +433,9 @@ fn split_tables_match_cpu() {
     let bytes = synthetic_model(&SynTypes::q4_1(), 2, 100);
     let table_bytes = (261 * 64 / 32 * 34) as u64; // Q8_0 [261 × 64]
     let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 261).collect();
-    let cpu = logits(&bytes, Backend::Reference, &ids);
+    let cpu = logits(&bytes, BackendKind::Reference, &ids);
     let gpu = kvscope::GpuOptions { table_part_bytes: Some(table_bytes / 3), ..Default::default() };
-    let opts = LoadOptions { backend: Backend::Gpu, context: 128, gpu, kv: KvType::F32 };
+    let opts = LoadOptions { backend: BackendKind::Gpu, context: 128, gpu, kv: KvType::F32 };
     let mut e = pollster::block_on(Engine::load(&bytes, opts.clone())).expect("load");
     let parts = e.gpu().unwrap().weights.table("token_embd.weight").len();
     assert_eq!(parts, 3, "87 of the 261 rows per part");

@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kvscope::gguf::{Gguf, Value, Writer};
-use kvscope::tokenizer::Tokenizer;
+use kvscope::core::gguf::{Gguf, Value, Writer};
+use kvscope::core::tokenizer::Tokenizer;
 use serde::Deserialize;
 
 const GEMMA: &str = "www/models/gemma-3-270m-q4_k_m.gguf";

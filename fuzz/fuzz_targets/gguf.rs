@@ -3,8 +3,8 @@
 //! allocation or loop.
 #![no_main]
 
-use kvscope::config::Config;
-use kvscope::gguf::{read_header, Gguf};
+use kvscope::core::config::Config;
+use kvscope::core::gguf::{read_header, Gguf};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,8 +2,8 @@
 //! used: errors are fine, panics are not.
 #![no_main]
 
-use kvscope::gguf::Gguf;
-use kvscope::tokenizer::{ChatMessage, Tokenizer};
+use kvscope::core::gguf::Gguf;
+use kvscope::core::tokenizer::{ChatMessage, Tokenizer};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -11,12 +11,11 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::config::{Config, KvType};
-use crate::engine::{Engine, GenerateOptions, LoadOptions, TokenEvent};
-use crate::gguf::{read_header, ByteSource, Gguf};
-use crate::gpu::GpuContext;
-use crate::sampler::SamplerConfig;
-use crate::tokenizer::{ChatMessage, Tokenizer};
+use crate::backend::gpu::{GpuContext, GpuOptions};
+use crate::core::config::KvType;
+use crate::core::gguf::{read_header, ByteSource, Gguf};
+use crate::core::tokenizer::{ChatMessage, Tokenizer};
+use crate::engine::{Engine, GenerateOptions, LoadOptions, ModelFacts, TokenEvent};
 
 /// Every error reaches JavaScript as an `Error` whose `name` is its kind (`DeviceLost`,
 /// `NoAdapter`, `Unsupported`, … — `crate::ErrorKind`) and whose `message` names what is wrong;
@@ -85,6 +84,27 @@ pub fn flaws() -> Result<JsValue, JsValue> {
     to_js(&crate::Flaw::ALL.map(|f| FlawInfo { name: f.name(), why: f.why() }))
 }
 
+#[derive(Serialize)]
+struct Defaults {
+    context: usize,
+    max_tokens: usize,
+    report_top: usize,
+    /// Where browsers have WebGPU, for a page that found none.
+    webgpu_browsers: &'static str,
+}
+
+/// The engine's defaults, which the page and the JS API take where nothing is chosen:
+/// {context, max_tokens, report_top, webgpu_browsers}.
+#[wasm_bindgen]
+pub fn defaults() -> Result<JsValue, JsValue> {
+    to_js(&Defaults {
+        context: crate::DEFAULT_CONTEXT,
+        max_tokens: crate::engine::MAX_TOKENS,
+        report_top: crate::engine::REPORT_TOP,
+        webgpu_browsers: crate::backend::gpu::context::WEBGPU_BROWSERS,
+    })
+}
+
 /// Bytes of wasm linear memory (it only grows: after a load this is the peak).
 #[wasm_bindgen(js_name = wasmMemoryBytes)]
 pub fn wasm_memory_bytes() -> f64 {
@@ -92,26 +112,6 @@ pub fn wasm_memory_bytes() -> f64 {
         .dyn_into::<js_sys::WebAssembly::Memory>()
         .map(|m| m.buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as f64)
         .unwrap_or(0.0)
-}
-
-#[derive(Serialize)]
-struct ModelInfo {
-    name: String,
-    file_bytes: u64,
-    weights_bytes: u64,
-    kv_cache_bytes: u64,
-    kv_type: KvType,
-    context: usize,
-    /// The metadata has `tokenizer.chat_template`, so `chat` can render turns.
-    chat_template: bool,
-    /// Cache rows of each layer at `context` (`Config::cache_rows`).
-    layer_rows: Vec<usize>,
-    config: Config,
-}
-
-/// Whether the model can chat: its metadata has a `tokenizer.chat_template` string.
-fn has_chat_template(g: &Gguf) -> bool {
-    g.str("tokenizer.chat_template").is_ok()
 }
 
 /// Load settings from JavaScript (every field optional).
@@ -129,110 +129,42 @@ struct JsLoadOptions {
     file_bytes: Option<u64>,
 }
 
-/// Reads only the header: the model's name and shape, and the GPU memory it will need at
-/// `context` positions with the cache `options` ask for (`{kv_f16}`, as `WebEngine.load`) —
-/// shown before anything is allocated. With `{file_bytes}`, `bytes` may be the file's first
-/// part only, as long as it holds the whole header.
+impl JsLoadOptions {
+    /// The engine's load options: the backend ("gpu" unless named), the context, the cache type
+    /// and the GPU kernels' shapes.
+    fn load(&self, context: usize) -> Result<LoadOptions, JsValue> {
+        let backend = self.backend.as_deref().unwrap_or("gpu").parse().map_err(js_err)?;
+        let gpu = GpuOptions { rows: self.rows, tokens: self.tokens, ..Default::default() };
+        Ok(LoadOptions { backend, context, gpu, kv: KvType::new(self.kv_f16) })
+    }
+}
+
+/// Reads only the header and runs every check a load would (`Engine::check`): what the model is
+/// and what it needs at `context` positions with the cache `options` ask for (`{kv_f16,
+/// backend}`, as `WebEngine.load`) — shown before anything is allocated (`ModelFacts`). With
+/// `{file_bytes}`, `bytes` may be the file's first part only, as long as it holds the whole
+/// header.
 #[wasm_bindgen(js_name = inspectModel)]
 pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<JsValue, JsValue> {
     let o = from_js::<JsLoadOptions>("load options", options)?;
-    let kv = KvType::new(o.kv_f16);
+    let load = o.load(context)?;
     let mut src = JsBytes(bytes);
     let (header, file_bytes) = match o.file_bytes {
         Some(len) => (src.0.to_vec(), len),
         None => (read_header(&mut src).map_err(js_err)?, src.len()),
     };
     let g = Gguf::parse_prefix(&header, file_bytes).map_err(js_err)?;
-    let backend = o.backend.as_deref().unwrap_or("gpu").parse().map_err(js_err)?;
-    let load = LoadOptions { backend, context, kv, ..Default::default() };
-    // Every check a load would run, so that a model the plan accepts is one that loads.
     let (cfg, _) = Engine::check(&g, &load).map_err(js_err)?;
-    to_js(&ModelInfo {
-        name: cfg.name.clone(),
-        file_bytes,
-        weights_bytes: g.tensors.iter().map(|t| t.size).sum(),
-        kv_cache_bytes: cfg.kv_cache_bytes(context, kv),
-        kv_type: kv,
-        context,
-        chat_template: has_chat_template(&g),
-        layer_rows: cfg.layer_rows(context),
-        config: cfg,
-    })
+    to_js(&ModelFacts::new(&g, &cfg, context, load.kv))
 }
 
-/// Generation settings from JavaScript (every field optional).
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct JsOptions {
-    max_tokens: Option<usize>,
-    temperature: Option<f32>,
-    top_k: Option<usize>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
-    /// Rows of the next-token table per token.
-    report_top: Option<usize>,
-    /// Read back this layer's attention weights every step (the attention view is open).
-    attention_layer: Option<usize>,
-    /// Read back every layer's weights for the newest query every step (the overview is open).
-    attention_all_layers: Option<bool>,
-    /// With attention_layer: prefill one token at a time, reporting each prompt query's weights.
-    attention_prompt: Option<bool>,
-    /// Re-run the whole sequence at every step instead of using the cache.
-    no_cache: Option<bool>,
-    /// Greedy only: pick on the GPU and read back 8 bytes per token (no next-token table).
-    gpu_argmax: Option<bool>,
-    /// A teaching flaw by name (`flaws()`), or "none".
-    flaw: Option<String>,
-}
-
-impl JsOptions {
-    fn parse(v: JsValue) -> Result<GenerateOptions, JsValue> {
-        let o: JsOptions = from_js("generate options", v)?;
-        let d = SamplerConfig::default();
-        Ok(GenerateOptions {
-            max_tokens: o.max_tokens.unwrap_or(64),
-            sampler: SamplerConfig {
-                temperature: o.temperature.unwrap_or(d.temperature),
-                top_k: o.top_k.unwrap_or(d.top_k),
-                top_p: o.top_p.unwrap_or(d.top_p),
-                seed: o.seed.unwrap_or(d.seed),
-            },
-            report_top: o.report_top.unwrap_or(5),
-            attention_layer: o.attention_layer,
-            attention_all_layers: o.attention_all_layers.unwrap_or(false),
-            attention_prompt: o.attention_prompt.unwrap_or(false),
-            no_cache: o.no_cache.unwrap_or(false),
-            gpu_argmax: o.gpu_argmax.unwrap_or(false),
-            flaw: o.flaw.as_deref().unwrap_or("none").parse().map_err(js_err)?,
-        })
-    }
-}
-
+/// The engine's state for JavaScript: its backend and cache fill beside the model's facts.
 #[derive(Serialize)]
-struct EngineState {
+struct EngineState<'a> {
     backend: String,
-    name: String,
     cached_tokens: usize,
-    context: usize,
-    n_layers: usize,
-    n_heads: usize,
-    n_kv_heads: usize,
-    head_dim: usize,
-    vocab_size: usize,
-    /// How the cache stores each value ("f32" or "f16").
-    kv_type: KvType,
-    /// Bytes per cached value: 4 or 2.
-    kv_value_bytes: usize,
-    /// Bytes of K and V per cached position over all layers.
-    kv_bytes_per_token: u64,
-    kv_bytes_allocated: u64,
-    /// The model has a chat template (`chat` works); without one, only `complete`.
-    chat_template: bool,
-    /// W: a sliding-window layer attends over the last W positions (0: no such layers).
-    sliding_window: usize,
-    /// Cache rows of each layer (`Config::cache_rows`): the context, or the ring of a
-    /// sliding-window layer, where position p is in row p mod rows.
-    layer_rows: Vec<usize>,
+    #[serde(flatten)]
+    facts: &'a ModelFacts,
 }
 
 /// The engine for one loaded model. Calls that run the model take it out of its cell while they
@@ -251,11 +183,8 @@ impl WebEngine {
     /// tokens) per kernel invocation (default: by
     /// adapter type), `kv_f16: true` for an f16 KV cache.
     pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
-        let o: JsLoadOptions = from_js("load options", options)?;
-        let gpu = crate::GpuOptions { rows: o.rows, tokens: o.tokens, ..Default::default() };
-        let backend = o.backend.as_deref().unwrap_or("gpu").parse().map_err(js_err)?;
-        let mut src = JsBytes(bytes);
-        let engine = Engine::load_from(&mut src, LoadOptions { backend, context, gpu, kv: KvType::new(o.kv_f16) }).await.map_err(js_err)?;
+        let load = from_js::<JsLoadOptions>("load options", options)?.load(context)?;
+        let engine = Engine::load_from(&mut JsBytes(bytes), load).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
@@ -278,30 +207,9 @@ impl WebEngine {
         Ok(f(e))
     }
 
-    /// Backend, model name, cache fill and cache geometry.
+    /// Backend, cache fill, and the model's facts (`ModelFacts`).
     pub fn state(&self) -> Result<JsValue, JsValue> {
-        let s = self.with(|e| {
-            let c = &e.cfg;
-            EngineState {
-                backend: e.backend(),
-                name: c.name.clone(),
-                cached_tokens: e.position(),
-                context: e.context,
-                n_layers: c.n_layers,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: c.head_dim,
-                vocab_size: c.vocab_size,
-                kv_type: e.kv_type(),
-                kv_value_bytes: e.kv_type().bytes(),
-                kv_bytes_per_token: c.kv_cache_bytes(1, e.kv_type()),
-                kv_bytes_allocated: c.kv_cache_bytes(e.context, e.kv_type()),
-                chat_template: e.tokenizer.has_chat_template(),
-                sliding_window: c.sliding_window,
-                layer_rows: c.layer_rows(e.context),
-            }
-        })?;
-        to_js(&s)
+        self.with(|e| to_js(&EngineState { backend: e.backend(), cached_tokens: e.position(), facts: &e.facts }))?
     }
 
     /// Empties the KV cache.
@@ -323,7 +231,7 @@ impl WebEngine {
     /// The `k` most probable next tokens under the current logits: [{id, p, text}].
     pub fn peek(&self, k: usize) -> Result<JsValue, JsValue> {
         let rows = self.with(|e| {
-            crate::sampler::top_k(e.logits(), k, 1.0)
+            crate::core::sampler::top_k(e.logits(), k, 1.0)
                 .into_iter()
                 .map(|t| WebTop { id: t.id, p: t.p, text: e.tokenizer.token_text(t.id) })
                 .collect::<Vec<_>>()
@@ -371,7 +279,7 @@ impl WebEngine {
     fn run(&self, turn: Turn, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let mut opts = JsOptions::parse(options)?;
+            let mut opts: GenerateOptions = from_js("generate options", options)?;
             let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err(crate::Error::Busy))?;
             let tok = engine.tokenizer.clone();
             let result = async {

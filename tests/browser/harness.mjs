@@ -157,7 +157,7 @@ export async function screenshot(page, name, { fullPage = true, selector = null 
 /** The model's geometry from the GGUF bytes, through the CLI. */
 export function modelConfig() {
   const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), ['inspect', '--json'], { cwd: ROOT, encoding: 'utf8' });
-  return JSON.parse(out).config;
+  return JSON.parse(out).model;
 }
 
 /** The CLI's greedy token ids for `prompt`, with a teaching flaw (`--flaw`) if one is named. */

@@ -97,17 +97,17 @@ test('the picker shows what each shipped model needs, as `kvscope inspect --json
         }
         assert.equal(p.state, 'ready', `${file}: ${p.text}`);
         assert.equal(Number(p.context), context);
-        assert.equal(Number(p.weightsBytes), cli.memory.weights_bytes, file);
-        assert.equal(Number(p.kvCacheBytes), cli.memory.kv_cache_bytes, file);
-        assert.equal(Number(p.totalBytes), cli.memory.total_bytes, file);
-        assert.match(p.text, new RegExp(`Needs ${(cli.memory.total_bytes / 1048576).toFixed(1)} MB`));
-        const c = cli.config;
+        assert.equal(Number(p.weightsBytes), cli.model.weights_bytes, file);
+        assert.equal(Number(p.kvCacheBytes), cli.model.kv_cache_bytes, file);
+        assert.equal(Number(p.totalBytes), cli.model.total_bytes, file);
+        assert.match(p.text, new RegExp(`Needs ${(cli.model.total_bytes / 1048576).toFixed(1)} MB`));
+        const c = cli.model;
         assert.deepEqual([p.arch, Number(p.layers), Number(p.heads), Number(p.kvHeads), Number(p.vocab), Number(p.slidingWindow)],
           [c.arch, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, c.sliding_window], file);
         // The rings the page describes add up to the CLI's cache bytes: Σ rows × 2 (K, V) × kv_dim × 4.
         const rings = Number(p.ringLayers);
         const rows = rings * Number(p.ringRows || 0) + (c.n_layers - rings) * context;
-        assert.equal(rows * 2 * c.n_kv_heads * c.head_dim * 4, cli.memory.kv_cache_bytes, file);
+        assert.equal(rows * 2 * c.n_kv_heads * c.head_dim * 4, cli.model.kv_cache_bytes, file);
         if (c.sliding_window === 0) assert.equal(rings, 0, file);
         else if (context > c.sliding_window + 32) assert.ok(rings > 0 && rings < c.n_layers, file);
         assert.equal(p.chatTemplate, String('tokenizer.chat_template' in cli.metadata), file);
@@ -181,14 +181,14 @@ test('the KV cache view: a ring layer holds position p in row p mod rows; the de
   const page = await openSite(site.browser, site.server.url);
   try {
     const cli = cliInspect(path.join(MODELS, DEFAULT), 2048);
-    assert.equal(cli.config.sliding_window, 0);
+    assert.equal(cli.model.sliding_window, 0);
     const r = await generate(page, 'The capital of France is', 4);
     assert.equal(r.error, '');
     const kv = await page.$eval('#kv-view', (e) => ({ ...e.dataset }));
     assert.equal(kv.ringLayers, '0');
     assert.equal(await page.isHidden('#kv-ring'), true);
     // Every layer full: used bytes are cached positions × bytes per position, as before rings.
-    assert.equal(Number(kv.bytesUsed), Number(kv.cachedTokens) * (cli.memory.kv_cache_bytes / 2048));
+    assert.equal(Number(kv.bytesUsed), Number(kv.cachedTokens) * (cli.model.kv_cache_bytes / 2048));
 
     // The view's pure function on synthetic states, against a simulation of the writes.
     const W = 4;

@@ -1,91 +1,11 @@
-//! Shared test helpers: the GPU context (a missing adapter fails under CI), seeded data, and
-//! an error report that names the worst element.
+//! Shared test helpers: those of `kvscope::testing` (GPU contexts, seeded data, errors that name
+//! the worst element), and synthetic models written with the GGUF writer.
 #![allow(dead_code)]
 
-use kvscope::gpu::GpuContext;
+pub use kvscope::testing::*;
 
-/// The GPU, or None with a printed reason on a developer machine without one. Under CI (`CI` set)
-/// a missing adapter is a failure: lavapipe is installed there.
-/// The GPU context as the adapter suggests (subgroups where it has them, rows per invocation by
-/// adapter type), then the plain one (no subgroups, one row per invocation): both paths of every
-/// specialised kernel are tested.
-pub fn gpus() -> Vec<GpuContext> {
-    let Some(full) = gpu() else { return Vec::new() };
-    let plain = pollster::block_on(GpuContext::with_options(kvscope::GpuOptions::plain())).expect("plain context");
-    vec![full, plain]
-}
-
-pub fn gpu() -> Option<GpuContext> {
-    match pollster::block_on(GpuContext::new()) {
-        Ok(ctx) => Some(ctx),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: no GPU adapter ({e}); install mesa-vulkan-drivers to run GPU tests");
-            None
-        }
-        Err(e) => panic!("no GPU adapter under CI: {e}"),
-    }
-}
-
-pub fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..n).map(|_| (rng.f32() * 2.0 - 1.0) * scale).collect()
-}
-
-/// Max absolute error, where it is, and the same normalised by the reference's max magnitude.
-pub fn max_err(got: &[f32], want: &[f32]) -> (f32, usize, f32) {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let mut worst = (0.0f32, 0usize);
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        let e = (a - b).abs();
-        if e.is_nan() || e > worst.0 {
-            worst = (if e.is_nan() { f32::INFINITY } else { e }, i);
-        }
-    }
-    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
-    (worst.0, worst.1, worst.0 / scale)
-}
-
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    let (e, i, rel) = max_err(got, want);
-    eprintln!("{what}: max abs error {e:.3e} at [{i}] (normalised {rel:.3e})");
-    assert!(e <= tol, "{what}: max abs error {e:e} at index {i} (got {}, want {}) exceeds {tol:e}", got[i], want[i]);
-}
-
-use kvscope::gguf::{Value, Writer};
-use kvscope::quant::{quantize, GgmlType};
-
-/// `n` elements of type `ty` as seeded random ggml blocks: random bytes, so every code and
-/// sub-block scale bit pattern occurs (negative Q3_K and Q6_K scales, set and clear high bits),
-/// with each f16 field set to a random f16 of either sign whose size keeps the elements within
-/// about ±`scale`, some subnormal. F32 and F16: random values in ±`scale`, encoded.
-pub fn random_blocks(ty: GgmlType, n: usize, seed: u64, scale: f32) -> Vec<u8> {
-    use GgmlType::*;
-    // (byte offset of an f16 field in the block, the largest code (product) it multiplies)
-    let halves: &[(usize, f32)] = match ty {
-        F32 | F16 => return quantize(ty, &random(n, seed, scale)),
-        Q4_0 => &[(0, 8.0)],
-        Q4_1 => &[(0, 15.0), (2, 1.0)],
-        Q5_0 => &[(0, 16.0)],
-        Q5_1 => &[(0, 31.0), (2, 1.0)],
-        Q8_0 => &[(0, 128.0)],
-        Q2_K => &[(80, 15.0 * 3.0), (82, 15.0)],
-        Q3_K => &[(108, 32.0 * 4.0)],
-        Q4_K => &[(0, 63.0 * 15.0), (2, 63.0)],
-        Q5_K => &[(0, 63.0 * 31.0), (2, 63.0)],
-        Q6_K => &[(208, 128.0 * 32.0)],
-    };
-    let mut rng = fastrand::Rng::with_seed(seed);
-    let mut bytes: Vec<u8> = (0..ty.bytes_for(n)).map(|_| rng.u8(..)).collect();
-    for block in bytes.chunks_exact_mut(ty.block_bytes()) {
-        for &(at, codes) in halves {
-            // One field in eight subnormal (below 2^-14), as most Q6_K scales of real models are.
-            let v = if rng.u8(..8) == 0 { rng.f32() * 6.1e-5 } else { (rng.f32() * scale / codes).max(6.2e-5) };
-            let v = if rng.bool() { v } else { -v };
-            block[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-        }
-    }
-    bytes
-}
+use kvscope::core::gguf::{Value, Writer};
+use kvscope::core::quant::{quantize, GgmlType};
 
 /// Shapes of the synthetic model: d = 64, f = 96, 4 query heads sharing 2 KV heads of 16 dims.
 pub const SYN_DIM: usize = 64;
@@ -125,7 +45,7 @@ pub fn synthetic_writer(n_layers: u32) -> (Writer, usize) {
 
 /// `synthetic_writer` with the metadata keys of architecture `arch`.
 pub fn synthetic_writer_for(arch: &str, n_layers: u32) -> (Writer, usize) {
-    let alphabet = kvscope::tokenizer::byte_to_char();
+    let alphabet = kvscope::core::tokenizer::byte_to_char();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     tokens.extend(alphabet.iter().map(|c| c.to_string()));
     tokens.push("he".into());
@@ -207,7 +127,7 @@ pub fn default_model() -> Option<Vec<u8>> {
 /// vocabulary: d = 64, f = 96, 4 query heads sharing 2 KV heads. Qwen 3 and Gemma 3 take heads of
 /// 32 dims (`key_length`), so q is wider than d; Gemma 3 has 6 layers (5 sliding-window layers
 /// with a window of 8, then one global) and a tied output, as do Qwen 2 and 3.
-pub fn synthetic_arch_model(arch: kvscope::config::Arch, seed: u64) -> Vec<u8> {
+pub fn synthetic_arch_model(arch: kvscope::core::config::Arch, seed: u64) -> Vec<u8> {
     synthetic_arch_model_with(arch, seed, &|_, dims| Some(dims.to_vec()))
 }
 
@@ -216,8 +136,8 @@ pub type Tweak = dyn Fn(&str, &[u64]) -> Option<Vec<u64>>;
 
 /// `synthetic_arch_model` with each tensor passed through `tweak(name, dims)`: None leaves it
 /// out, Some(dims) writes it with those dims (for malformed models).
-pub fn synthetic_arch_model_with(arch: kvscope::config::Arch, seed: u64, tweak: &Tweak) -> Vec<u8> {
-    use kvscope::config::Arch;
+pub fn synthetic_arch_model_with(arch: kvscope::core::config::Arch, seed: u64, tweak: &Tweak) -> Vec<u8> {
+    use kvscope::core::config::Arch;
     let name = arch.name();
     let (d, f, h, hkv) = (SYN_DIM as u64, SYN_FFN as u64, 4u64, 2u64);
     let hd = match arch {

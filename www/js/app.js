@@ -4,7 +4,7 @@
 // it.
 import { $ } from './dom.js';
 import { params, DEFAULT_MODEL } from './settings.js';
-import { session, inside, updateButtons } from './session.js';
+import { state, set, inside } from './state.js';
 import { status, showError, guarded, report, showUnhandledRejections } from './feedback.js';
 import { loadModel, reloadEngine, keepLocal } from './loading.js';
 import { generate, stepOnce, stop, reset } from './generation.js';
@@ -12,7 +12,7 @@ import { setupFlaws } from './flaw.js';
 import { showModels } from './models-panel.js';
 import { setupPicker, showPlan } from './picker.js';
 import { runBench } from './bench.js';
-import { store } from './store.js';
+import { modelStore } from './model-store.js';
 import { EngineWorker } from './remote.js';
 import { showBackend } from './backend.js';
 
@@ -26,7 +26,7 @@ function wire() {
   on('stop', 'click', stop);
   on('reset', 'click', reset);
   on('attention-panel', 'toggle', () => inside.redraw());
-  on('cancel', 'click', () => session.loadAbort && session.loadAbort.abort());
+  on('cancel', 'click', () => state.loadAbort && state.loadAbort.abort());
   on('load-url', 'click', () => {
     const url = $('model-url').value.trim();
     return url ? loadModel({ url }) : undefined;
@@ -51,7 +51,6 @@ function wire() {
 
 async function main() {
   wire();
-  updateButtons();
   if (params.has('prompt')) $('prompt').value = params.get('prompt');
   if (params.has('max_tokens')) $('max-tokens').value = params.get('max_tokens');
   if (params.has('greedy')) $('greedy').checked = params.get('greedy') !== '0';
@@ -62,12 +61,12 @@ async function main() {
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('./sw.js').catch((e) => console.warn('service worker not registered:', e));
   }
-  store.persist().catch((e) => console.warn('persistent storage not granted:', e));
+  modelStore.persist().catch((e) => console.warn('persistent storage not granted:', e));
   report(showModels());
   const picking = report(setupPicker(url));
 
   status('Starting the engine…');
-  session.worker = new EngineWorker();
+  set({ worker: new EngineWorker() });
   let requested = params.get('backend');
   if (requested && !BACKENDS.includes(requested)) {
     showError(`The address asks for ?backend=${requested}, which is none of ${BACKENDS.join(', ')}: the page chooses instead.`, { name: 'InvalidInput' });
@@ -75,29 +74,31 @@ async function main() {
   }
   let hello;
   try {
-    hello = await session.worker.hello(requested);
+    hello = await state.worker.hello({ backend: requested });
   } catch (e) {
     status('The engine did not start.');
     throw e;
   }
-  const { flaws, choice } = hello;
-  session.backend = choice.backend;
-  session.flaws = flaws;
-  showBackend(choice);
+  const { flaws, choice, defaults } = hello;
+  set({ backend: choice.backend, flaws, defaults });
+  // The engine's defaults fill what the address did not set.
+  $('context').value = String(defaults.context);
+  if (!params.has('max_tokens')) $('max-tokens').value = String(defaults.max_tokens);
+  showBackend(choice, defaults.webgpu_browsers);
   setupFlaws(flaws);
   await loadModel({ url });
   // The picker shows what the chosen model needs (read from its header, stored by now).
   await picking;
   await showPlan();
-  if (session.engine && params.get('bench') === '1') await runBench();
-  else if (session.engine && params.get('autostart') === '1') await generate();
+  if (state.engine && params.get('bench') === '1') await runBench();
+  else if (state.engine && params.get('autostart') === '1') await generate();
 }
 
 // For tests: loseDevice() destroys the GPU device as a driver reset would (recovery);
 // attentionMatrix() is the attention matrix on show, {layer, head, rows}; flaws() the engine's.
 window.kvscopeDebug = {
-  loseDevice: () => session.engine && session.engine.loseDevice(),
-  flaws: () => session.flaws,
+  loseDevice: () => state.engine && state.engine.loseDevice(),
+  flaws: () => state.flaws,
   attentionMatrix: () => inside.matrixView(),
 };
 

@@ -2,24 +2,22 @@
 // adapter and the CPU backend (WebAssembly SIMD) otherwise; ?backend=gpu|cpu overrides.
 import { $ } from './dom.js';
 
-/** Where WebGPU is, for a browser that lacks it (no native-driver advice: this is a browser). */
-export const WEBGPU_BROWSERS = 'WebGPU is in Chrome and Edge 113+ on Windows, macOS and ChromeOS, Chrome 121+ on Android, ' +
-  'Chrome on Linux behind chrome://flags/#enable-unsafe-webgpu (or --enable-unsafe-webgpu), Firefox 141+ on Windows and Safari 26.';
 
 const CPU = 'CPU (WebAssembly SIMD)';
 
-/** The notice for the worker's choice {backend, reason, adapter, webgpu}. */
-export function backendNotice(choice) {
+/** The notice for the worker's choice {backend, reason, adapter, webgpu}; `browsers` says where
+ * WebGPU is (the engine's `defaults().webgpu_browsers`). */
+export function backendNotice(choice, browsers) {
   const { backend, reason, adapter } = choice;
   const label = backend === 'gpu' ? `WebGPU${adapter ? ` (${adapter})` : ''}` : backend === 'cpu' ? CPU : `the ${backend} backend`;
   switch (reason) {
     case 'requested':
       return `${label}: chosen by ?backend=${backend} in the address (remove it to let the page choose).`;
     case 'no-webgpu':
-      return `${CPU}: this browser has no WebGPU. The page works on the CPU meanwhile, more slowly. ${WEBGPU_BROWSERS}`;
+      return `${CPU}: this browser has no WebGPU. The page works on the CPU meanwhile, more slowly. ${browsers}`;
     case 'no-adapter':
       return `${CPU}: this browser has WebGPU but granted no adapter (is hardware acceleration on in its settings?). ` +
-        `The page works on the CPU meanwhile. ${WEBGPU_BROWSERS}`;
+        `The page works on the CPU meanwhile. ${browsers}`;
     case 'software':
       return `${CPU}: the only WebGPU adapter is software (${adapter || 'a fallback adapter'}), slower than the CPU path here. ` +
         'Add ?backend=gpu to the address to use it anyway.';
@@ -30,9 +28,9 @@ export function backendNotice(choice) {
 
 /** Shows the choice in #backend (data-backend, data-reason) and marks the page with it
  * (body[data-backend]: the style hides GPU-only controls on the CPU). */
-export function showBackend(choice) {
+export function showBackend(choice, browsers) {
   const p = $('backend');
-  p.textContent = backendNotice(choice);
+  p.textContent = backendNotice(choice, browsers);
   p.dataset.backend = choice.backend;
   p.dataset.reason = choice.reason;
   p.hidden = false;

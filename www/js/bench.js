@@ -5,7 +5,7 @@
 // (each dispatch alone, by kind; the GPU backend only).
 import { $, el, mb } from './dom.js';
 import { params } from './settings.js';
-import { session, inside, runExclusive } from './session.js';
+import { state, inside, exclusive } from './state.js';
 import { showFailure, messageOf } from './feedback.js';
 
 /** The report as [label, value] rows. */
@@ -32,23 +32,23 @@ function rows(r) {
 }
 
 export function runBench() {
-  const { engine } = session;
+  const { engine } = state;
   if (!engine) return Promise.resolve();
   const num = (name, dflt) => (params.has(name) ? Number(params.get(name)) : dflt);
   const promptTokens = num('prompt_tokens', 256);
   const genTokens = num('gen_tokens', 128);
   // The GPU argmax needs the GPU: on the CPU the engine picks on the CPU as always.
-  const gpuArgmax = params.get('gpu_argmax') === '1' && session.backend === 'gpu';
+  const gpuArgmax = params.get('gpu_argmax') === '1' && state.backend === 'gpu';
   const contexts = (params.get('contexts') || '0,256,1024').split(',').map(Number);
-  const profile = params.get('profile') === '1' && session.backend === 'gpu';
+  const profile = params.get('profile') === '1' && state.backend === 'gpu';
   const section = $('bench');
-  return runExclusive(async () => {
+  return exclusive('bench', async () => {
     section.hidden = false;
     section.dataset.state = 'running';
     const argmaxNote = params.get('gpu_argmax') === '1' && !gpuArgmax ? ' (gpu_argmax=1 is ignored: the CPU backend picks every token on the CPU)' : '';
     $('bench-status').textContent = `Running: ${promptTokens}-token prompt, ${genTokens} decode steps at each of contexts ${contexts.join(', ')}${argmaxNote}…`;
     try {
-      const r = await engine.bench(promptTokens, genTokens, gpuArgmax, contexts, profile);
+      const r = await engine.bench({ promptTokens, genTokens, gpuArgmax, contexts, profile });
       window.kvscopeBench = r;
       $('bench-table').replaceChildren(...rows(r).map(([k, v]) => el('tr', {}, el('th', { text: k }), el('td', { text: v }))));
       $('bench-json').textContent = JSON.stringify(r, null, 2);

@@ -1,7 +1,7 @@
 // What the page tells the user: the status line and the error box. Every failure ends here,
 // including those of promises nobody awaits, so none is silent.
 import { $ } from './dom.js';
-import { session } from './session.js';
+import { state } from './state.js';
 
 /** Engine error kinds (the JS `name` the wasm engine gives its errors) after which the engine has
  * to be loaded again. */
@@ -19,7 +19,7 @@ export function status(text) {
 export function showError(message, { name = '', reload = false } = {}) {
   $('error-text').textContent = message;
   $('error').dataset.name = name;
-  $('reload').hidden = !(reload && session.source);
+  $('reload').hidden = !(reload && state.source);
   $('error').hidden = false;
 }
 

@@ -1,20 +1,22 @@
 // Generate, Step, Stop and Reset: runs the engine on the prompt (or the chat so far) and streams
 // each token into #output, #stats and the "Inside the model" views.
 import { $ } from './dom.js';
-import { session, inside, runExclusive } from './session.js';
+import { state, set, inside, exclusive } from './state.js';
+import { engineOptions } from './options.js';
 import { status, showError, showEngineError, clearError } from './feedback.js';
-import { updateStats, renderTranscript } from './stats.js';
+import { updateStats } from './stats.js';
 import { chosenFlaw, prepareComparison, runFlawed, showComparison, stepOf } from './flaw.js';
 
 const STOP_REASONS = { eos: 'end of text', max_tokens: 'max tokens reached', context_full: 'the context is full', stopped: 'stopped' };
 
-/** Generation options from the form, without the attention read-backs. */
+/** Generation options from the form (`options.js` checks them), without the attention
+ * read-backs. */
 function options() {
-  const num = (id, d) => (Number.isFinite(Number($(id).value)) && $(id).value !== '' ? Number($(id).value) : d);
-  const o = { max_tokens: Math.max(1, Math.floor(num('max-tokens', 64))), report_top: 5, no_cache: $('no-cache').checked };
-  if ($('greedy').checked) o.temperature = 0;
-  else Object.assign(o, { temperature: num('temperature', 0.8), top_k: Math.floor(num('top-k', 0)), top_p: num('top-p', 1), seed: Math.floor(num('seed', 0)) });
-  return o;
+  const num = (id) => ($(id).value === '' ? undefined : Number($(id).value));
+  const fields = { max_tokens: num('max-tokens'), no_cache: $('no-cache').checked };
+  if ($('greedy').checked) fields.temperature = 0;
+  else Object.assign(fields, { temperature: num('temperature'), top_k: num('top-k'), top_p: num('top-p'), seed: num('seed') });
+  return engineOptions(fields, state.defaults);
 }
 
 /** The options of a run that feeds the "Inside the model" views: the form's, and the attention
@@ -27,11 +29,11 @@ function viewedOptions() {
  * failure is shown (with "Reload engine" when the GPU is gone), and #output[data-done] is set
  * however it ends. */
 function turn(body) {
-  const { engine } = session;
+  const { engine } = state;
   if (!engine) return Promise.resolve();
-  return runExclusive(async () => {
+  return exclusive('running', async () => {
     clearError();
-    session.stopRequested = false;
+    set({ stopRequested: false });
     const out = $('output');
     delete out.dataset.done;
     try {
@@ -52,9 +54,9 @@ export function generate() {
   return turn(async (out, engine) => {
     const prompt = $('prompt').value;
     // Chat needs the model's template (the checkbox is off and disabled without one).
-    const chat = $('chat').checked && session.chatTemplate;
+    const chat = $('chat').checked && state.chatTemplate;
     const next = { role: 'user', content: prompt };
-    const run = (opts, onToken) => (chat ? engine.chat([...session.messages, next], opts, onToken) : engine.complete(prompt, opts, onToken));
+    const run = (options, onToken) => (chat ? engine.chat({ messages: [...state.messages, next], options }, onToken) : engine.complete({ prompt, options }, onToken));
     const { context } = engine.state();
     const flaw = chosenFlaw();
     const of = flaw === 'none' ? '' : ' (2 of 2, the correct cache)';
@@ -68,9 +70,9 @@ export function generate() {
       status(`Prefilling the prompt (1 of 2, the flaw ${flaw})…`);
       flawed = await runFlawed((onToken) => run({ ...options(), report_top: 0, flaw }, onToken), (n) => {
         progress(`Generating with the flaw ${flaw} (1 of 2)`, n);
-        return !session.stopRequested;
+        return !state.stopRequested;
       });
-      if (session.stopRequested) {
+      if (state.stopRequested) {
         status('Stopped.');
         return;
       }
@@ -91,12 +93,11 @@ export function generate() {
       if (steps.length > 1) inside.timing(ev.pos - 1, ev.ms, noCache);
       updateStats({ cached: ev.pos + 1, context });
       progress(`Generating${of}`, steps.length);
-      return !session.stopRequested;
+      return !state.stopRequested;
     };
     const summary = await run(viewedOptions(), onToken);
     if (chat) {
-      session.messages.push(next, { role: 'assistant', content: summary.text });
-      renderTranscript();
+      set({ messages: [...state.messages, next, { role: 'assistant', content: summary.text }] });
       $('prompt').value = '';
     }
     if (steps.length === 0) out.textContent = '';
@@ -123,10 +124,10 @@ export function stepOnce() {
       return true;
     };
     const opts = { ...viewedOptions(), max_tokens: 1, no_cache: false };
-    const summary = before === 0 ? await engine.complete($('prompt').value, opts, onToken) : await engine.step(opts, onToken);
+    const summary = before === 0 ? await engine.complete({ prompt: $('prompt').value, options: opts }, onToken) : await engine.step({ options: opts }, onToken);
     const after = engine.state().cached_tokens;
     inside.finish(after);
-    if (last) inside.renderStep(last, before, after, (await engine.peek(1))[0]);
+    if (last) inside.renderStep(last, before, after, (await engine.peek({ k: 1 }))[0]);
     updateStats({ summary, cached: after, context });
     status(before === 0 ? `Prefilled the prompt and took the first step: ${after} rows cached.` : `One step: ${before} → ${after} cached rows.`);
   });
@@ -134,18 +135,17 @@ export function stepOnce() {
 
 /** Ends the running generation after the current step or prefill chunk. */
 export function stop() {
-  session.stopRequested = true;
-  if (session.engine) session.engine.stop();
+  set({ stopRequested: true });
+  if (state.engine) state.engine.stop();
   status('Stopping…');
 }
 
 /** Empties the KV cache and the conversation. */
 export async function reset() {
-  const { engine } = session;
-  if (!engine || session.busy) return;
-  await runExclusive(() => engine.reset());
-  session.messages = [];
-  renderTranscript();
+  const { engine } = state;
+  if (!engine || state.phase !== 'idle') return;
+  await exclusive('running', () => engine.reset());
+  set({ messages: [] });
   $('output').textContent = '';
   delete $('output').dataset.done;
   prepareComparison('none');

@@ -4,6 +4,7 @@
 // (streamed as an async iterator of chunks with `stream: true`). The README ("The JavaScript
 // API") documents every field.
 import { EngineWorker } from './remote.js';
+import { engineOptions } from './options.js';
 
 /** Reads `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array) into a
  * Uint8Array of its own. */
@@ -28,26 +29,13 @@ function abortError() {
   return new DOMException('the request was aborted', 'AbortError');
 }
 
-/** Engine options from an OpenAI request. `temperature` 0 is greedy (argmax); absent it is 1, as
- * in OpenAI's API. `max_tokens` (or `max_completion_tokens`) absent: until the end of text or a
- * full context. */
+/** Engine options from an OpenAI request (`options.js` checks them). `temperature` 0 is greedy
+ * (argmax); absent it is 1, as in OpenAI's API. `max_tokens` (or `max_completion_tokens`)
+ * absent: until the end of text or a full context. */
 function options(req, context) {
-  const num = (name, v, lo, hi) => {
-    if (v === undefined || v === null) return undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < lo || v > hi) throw new RangeError(`${name} must be a number from ${lo} to ${hi}, not ${JSON.stringify(v)}`);
-    return v;
-  };
-  const max = num('max_tokens', req.max_tokens ?? req.max_completion_tokens, 1, 1 << 30);
-  const temperature = num('temperature', req.temperature, 0, 2) ?? 1;
-  const o = {
-    max_tokens: Math.floor(max ?? context),
-    temperature,
-    top_p: num('top_p', req.top_p, 0, 1) ?? 1,
-    top_k: 0,
-    report_top: 0,
-    seed: Math.floor(num('seed', req.seed, 0, Number.MAX_SAFE_INTEGER) ?? crypto.getRandomValues(new Uint32Array(1))[0]),
-  };
-  return o;
+  const fields = { max_tokens: req.max_tokens ?? req.max_completion_tokens, temperature: req.temperature, top_p: req.top_p, seed: req.seed };
+  const seed = crypto.getRandomValues(new Uint32Array(1))[0];
+  return engineOptions(fields, { max_tokens: context, temperature: 1, top_p: 1, top_k: 0, report_top: 0, seed });
 }
 
 function checkMessages(messages) {
@@ -173,7 +161,7 @@ class Engine {
     const usage = (s) => ({ prompt_tokens: s.prompt_tokens + s.reused_tokens, completion_tokens: s.generated_tokens, total_tokens: s.prompt_tokens + s.reused_tokens + s.generated_tokens });
     const base = { id, created, model };
     let first = true;
-    return this.request(req, (onToken) => this.remote.chat(messages, o, onToken), {
+    return this.request(req, (onToken) => this.remote.chat({ messages, options: o }, onToken), {
       whole: (s) => ({
         ...base,
         object: 'chat.completion',
@@ -201,7 +189,7 @@ class Engine {
     const model = this.state().name;
     const base = { id, object: 'text_completion', created, model };
     const usage = (s) => ({ prompt_tokens: s.prompt_tokens, completion_tokens: s.generated_tokens, total_tokens: s.prompt_tokens + s.generated_tokens });
-    return this.request(req, (onToken) => this.remote.complete(req.prompt, o, onToken), {
+    return this.request(req, (onToken) => this.remote.complete({ prompt: req.prompt, options: o }, onToken), {
       whole: (s) => ({ ...base, choices: [{ index: 0, text: s.text, finish_reason: FINISH[s.stop], logprobs: null }], usage: usage(s) }),
       chunk: (text) => ({ ...base, choices: [{ index: 0, text, finish_reason: null, logprobs: null }] }),
       last: (s) => [{ ...base, choices: [{ index: 0, text: '', finish_reason: FINISH[s.stop], logprobs: null }], ...(req.stream_options?.include_usage ? { usage: usage(s) } : {}) }],
@@ -210,15 +198,15 @@ class Engine {
 }
 
 /** Starts an engine worker and loads `model` (a URL, File, Blob, ArrayBuffer or Uint8Array of a
- * GGUF file) with `context` positions of KV cache (default 2048). `backend`: 'gpu' or 'cpu', or
+ * GGUF file) with `context` positions of KV cache (default: the engine's, 2048). `backend`: 'gpu' or 'cpu', or
  * absent to choose as the kvscope page does (WebGPU on a hardware adapter, else the CPU). */
-export async function createEngine({ model, context = 2048, backend = null, signal } = {}) {
+export async function createEngine({ model, context = null, backend = null, signal } = {}) {
   if (model === undefined || model === null) throw new TypeError('createEngine: `model` is required');
   const worker = new EngineWorker(new URL('./worker.js', import.meta.url));
   try {
     const bytes = await modelBytes(model, signal);
-    const { choice } = await worker.hello(backend);
-    const remote = await worker.load(bytes, context, { backend: choice.backend });
+    const { choice, defaults } = await worker.hello({ backend });
+    const remote = await worker.load({ bytes, context: context ?? defaults.context, options: { backend: choice.backend } });
     return new Engine(worker, remote, choice);
   } catch (e) {
     worker.terminate();

@@ -2,10 +2,10 @@
 // model info line; keeping a file opened from disk for offline use.
 import { $, mb } from './dom.js';
 import { contextTokens, KNOWN_SHA256, loadOptions } from './settings.js';
-import { session, inside, runExclusive } from './session.js';
+import { state, set, inside, exclusive } from './state.js';
 import { status, showFailure, clearError, messageOf } from './feedback.js';
-import { store, sha256Hex, CorruptModelError } from './store.js';
-import { updateStats, renderTranscript } from './stats.js';
+import { modelStore, sha256Hex, CorruptModelError } from './model-store.js';
+import { updateStats } from './stats.js';
 import { shippedAt } from './manifest.js';
 
 /** Reads a byte stream of `total` bytes (0 if unknown) into one Uint8Array, reporting progress. */
@@ -65,7 +65,7 @@ async function modelBytes(src, name, signal) {
   const key = new URL(src.url, location.href).href;
   try {
     status(`Loading ${name} from browser storage…`);
-    const hit = await store.get(key, progress(performance.now()));
+    const hit = await modelStore.get(key, progress(performance.now()));
     if (hit) return { bytes: hit.bytes, from: 'storage' };
   } catch (e) {
     if (!(e instanceof CorruptModelError)) throw e;
@@ -86,7 +86,7 @@ async function modelBytes(src, name, signal) {
   const want = KNOWN_SHA256[baseName(name)] || (shippedAt(src.url) || {}).sha256;
   if (want && sha !== want) throw new Error(`the download is damaged: sha256 ${sha.slice(0, 12)}… instead of ${want.slice(0, 12)}…`);
   try {
-    await store.put(key, bytes, baseName(name), sha);
+    await modelStore.put(key, bytes, baseName(name), sha);
     $('storage-info').textContent = `${baseName(name)} is stored for offline use.`;
   } catch (e) {
     $('storage-info').textContent = `Not stored for offline use: ${messageOf(e)}`;
@@ -95,11 +95,11 @@ async function modelBytes(src, name, signal) {
 }
 
 /** Where the weights and the KV cache live on the chosen backend. */
-export const memoryName = () => (session.backend === 'gpu' ? 'GPU memory' : 'wasm memory');
+export const memoryName = () => (state.backend === 'gpu' ? 'GPU memory' : 'wasm memory');
 
 /** How the KV cache is allocated on the chosen backend: all at load on the GPU; on the CPU it
  * grows with the text (64 positions at a time) up to the context. */
-export const cacheGrowth = () => (session.backend === 'gpu' ? '' : ', growing with the text');
+export const cacheGrowth = () => (state.backend === 'gpu' ? '' : ', growing with the text');
 
 /** Shows the model's name, size and the memory it needs (for the cache type it will get) before
  * anything is uploaded. */
@@ -117,7 +117,7 @@ function showModelInfo(info, from) {
  * model (after a GPU failure) keeps the conversation on screen. */
 export function loadModel(src, { keepConversation = false } = {}) {
   const abort = new AbortController();
-  return runExclusive(async () => {
+  return exclusive('loading', async () => {
     const name = src.file ? src.file.name : src.url;
     clearError();
     $('loader').hidden = false;
@@ -128,38 +128,32 @@ export function loadModel(src, { keepConversation = false } = {}) {
     const started = performance.now();
     try {
       const { bytes, from } = await modelBytes(src, name, abort.signal);
-      const options = loadOptions(session.backend);
+      const options = loadOptions(state.backend);
       const context = contextTokens();
       let infoEl = null;
       // The bytes move to the engine's worker: the page keeps no copy.
-      const next = await session.worker.load(bytes, context, options, (info) => {
+      const next = await state.worker.load({ bytes, context, options }, (info) => {
         infoEl = showModelInfo(info, from);
-        status(session.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
+        status(state.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
         $('cancel').disabled = true;
       });
-      if (session.engine) session.engine.free().catch((e) => console.warn('freeing the previous engine:', e));
-      session.engine = next;
-      session.source = src;
-      if (!keepConversation) {
-        session.messages = [];
-        renderTranscript();
-      }
+      if (state.engine) state.engine.free().catch((e) => console.warn('freeing the previous engine:', e));
+      const st = next.state();
+      set({ engine: next, source: src, chatTemplate: st.chat_template, ...(keepConversation ? {} : { messages: [] }) });
       const peak = next.loadedWasmBytes;
       infoEl.dataset.wasmPeakBytes = String(peak);
       infoEl.dataset.loadMs = (performance.now() - started).toFixed(0);
-      const outside = session.backend === 'gpu' ? ' (the file stays outside it)' : '';
+      const outside = state.backend === 'gpu' ? ' (the file stays outside it)' : '';
       infoEl.append(` · wasm memory ${mb(peak)} MB${outside} · ready in ${(infoEl.dataset.loadMs / 1000).toFixed(1)} s`);
       $('keep').hidden = !src.file;
-      const st = next.state();
-      session.chatTemplate = st.chat_template;
       inside.setModel(st);
       status(`Ready: ${st.name} on ${st.backend}`);
       updateStats({ cached: 0, context: st.context });
     } catch (e) {
-      if (e && e.name === 'AbortError') status(session.engine ? 'Loading cancelled; the previous model is still loaded.' : 'Loading cancelled.');
+      if (e && e.name === 'AbortError') status(state.engine ? 'Loading cancelled; the previous model is still loaded.' : 'Loading cancelled.');
       else {
         showFailure(e, `Could not load ${name}: ${messageOf(e)}`);
-        status(session.engine ? 'The previous model is still loaded.' : 'No model loaded.');
+        status(state.engine ? 'The previous model is still loaded.' : 'No model loaded.');
       }
     } finally {
       $('loader').hidden = true;
@@ -171,24 +165,24 @@ export function loadModel(src, { keepConversation = false } = {}) {
 /** Frees the engine (its GPU device is gone) and loads the same model again, keeping the
  * conversation. */
 export async function reloadEngine() {
-  if (session.busy || !session.source) return;
+  if (state.phase !== 'idle' || !state.source) return;
   // The error goes at once: freeing the old engine is a round trip to its worker.
   clearError();
   status('Reloading the engine…');
-  if (session.engine) {
-    await session.engine.free().catch((e) => console.warn('freeing the engine:', e));
-    session.engine = null;
+  if (state.engine) {
+    await state.engine.free().catch((e) => console.warn('freeing the engine:', e));
+    set({ engine: null });
   }
-  await loadModel(session.source, { keepConversation: true });
+  await loadModel(state.source, { keepConversation: true });
 }
 
 /** Stores the model opened from disk, so it can be loaded offline later. */
 export async function keepLocal() {
-  const f = session.source && session.source.file;
+  const f = state.source && state.source.file;
   if (!f) return;
   try {
     const bytes = new Uint8Array(await f.arrayBuffer());
-    await store.put(store.localKey(f.name), bytes, f.name, await sha256Hex(bytes));
+    await modelStore.put(modelStore.localKey(f.name), bytes, f.name, await sha256Hex(bytes));
     $('storage-info').textContent = `${f.name} is stored for offline use.`;
     $('keep').hidden = true;
   } catch (e) {
@@ -199,7 +193,7 @@ export async function keepLocal() {
 /** Loads a model that was opened from disk earlier and stored. */
 export async function loadStored(m) {
   try {
-    const hit = await store.get(m.key);
+    const hit = await modelStore.get(m.key);
     if (!hit) throw new Error('it is no longer stored');
     await loadModel({ file: new File([hit.bytes], m.name) });
   } catch (e) {

@@ -1,7 +1,7 @@
 // The Models panel: every model kept in browser storage, with its size, a Load button (for files
 // opened from disk) and a Delete button, and how much storage is used. It follows the store.
 import { $, el, mb } from './dom.js';
-import { store } from './store.js';
+import { modelStore } from './model-store.js';
 import { guarded, messageOf, report } from './feedback.js';
 import { loadStored } from './loading.js';
 
@@ -13,14 +13,14 @@ function row(m) {
     el('td', { text: m.stored ? new Date(m.stored).toLocaleString() : '' }),
     el('td', {},
       ...(local ? [el('button', { type: 'button', text: 'Load', onclick: guarded(() => loadStored(m)) })] : []),
-      el('button', { type: 'button', class: 'delete', text: 'Delete', onclick: guarded(() => store.remove(m.key)) })));
+      el('button', { type: 'button', class: 'delete', text: 'Delete', onclick: guarded(() => modelStore.remove(m.key)) })));
 }
 
 /** Lists the stored models and the storage used. */
 async function refreshModels() {
   let models = [];
   try {
-    models = await store.list();
+    models = await modelStore.list();
   } catch (e) {
     $('storage-info').textContent = `Browser storage is unavailable: ${messageOf(e)}`;
     return;
@@ -36,6 +36,6 @@ async function refreshModels() {
 
 /** Shows the stored models now and after every change to the store. */
 export function showModels() {
-  store.onChange(() => report(refreshModels()));
+  modelStore.onChange(() => report(refreshModels()));
   return refreshModels();
 }

@@ -5,8 +5,8 @@
 // and shape, its sliding-window rings and whether it has a chat template. Load loads it.
 import { $, el, mb } from './dom.js';
 import { contextTokens, loadOptions } from './settings.js';
-import { session } from './session.js';
-import { store, readPrefix } from './store.js';
+import { state } from './state.js';
+import { modelStore, readPrefix } from './model-store.js';
 import { guarded, messageOf, report } from './feedback.js';
 import { loadManifest, shipped } from './manifest.js';
 import { loadModel, loadStored, memoryName, cacheGrowth } from './loading.js';
@@ -23,7 +23,7 @@ const count = (n) => n.toLocaleString('en');
 async function refresh() {
   let stored = [];
   try {
-    stored = await store.list();
+    stored = await modelStore.list();
   } catch {
     // Storage unavailable: the Models panel says so; the shipped models are still listed.
   }
@@ -65,7 +65,7 @@ function chosen() {
  * sends the whole file, of which only `want` bytes are read). */
 async function headOf(e, want) {
   const key = e.key || abs(e.url);
-  const hit = await store.prefix(key, want);
+  const hit = await modelStore.prefix(key, want);
   if (hit) return hit.bytes;
   if (!e.url) throw new Error('it is no longer stored in this browser');
   let res;
@@ -81,20 +81,22 @@ async function headOf(e, want) {
 /** inspectModel on the header of `e` at `context` tokens. A stored model of unknown header size
  * is read in growing prefixes until its header parses (or the whole file has been tried). */
 async function inspect(e, context) {
-  const options = { ...loadOptions(session.backend), file_bytes: e.bytes };
-  if (e.headerBytes) return session.worker.inspectModel(await headOf(e, e.headerBytes), context, options);
+  const options = { ...loadOptions(state.backend), file_bytes: e.bytes };
+  const inspectHead = async (n) => state.worker.inspectModel({ bytes: await headOf(e, n), context, options });
+  if (e.headerBytes) return inspectHead(e.headerBytes);
   for (let want = Math.min(e.bytes, 8 << 20); ; want = Math.min(e.bytes, want * 4)) {
     try {
-      return session.worker.inspectModel(await headOf(e, want), context, options);
+      return await inspectHead(want);
     } catch (err) {
-      if (want >= e.bytes) throw err;
+      // Only a header longer than what was read is worth a longer read.
+      if (want >= e.bytes || !/truncated/.test(messageOf(err))) throw err;
     }
   }
 }
 
 /** What the model needs and what it is, as lines of text and data attributes. */
 export function describe(info) {
-  const c = info.config;
+  const c = info;
   const total = info.weights_bytes + info.kv_cache_bytes;
   const rings = info.layer_rows.filter((r) => r < info.context);
   const lines = [
@@ -140,7 +142,7 @@ export async function showPlan() {
     return;
   }
   plan.dataset.file = e.file;
-  if (!session.backend) {
+  if (!state.backend) {
     plan.dataset.state = 'waiting';
     plan.textContent = `${e.name}: file ${mb(e.bytes)} MB. What it needs shows once the engine has started.`;
     return;
@@ -181,7 +183,7 @@ export async function setupPicker(url) {
   $('model-select').addEventListener('change', guarded(showPlan));
   $('context').addEventListener('change', guarded(showPlan));
   $('load-model').addEventListener('click', guarded(loadChosen));
-  store.onChange(() => report(refresh()));
+  modelStore.onChange(() => report(refresh()));
   try {
     await loadManifest();
   } catch (e) {

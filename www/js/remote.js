@@ -1,6 +1,8 @@
-// The page's end of the engine worker (worker.js): the WebEngine operations as promises, each
-// token of a run as a callback, and the engine's state as a snapshot that arrives with every
-// reply (so `state()` needs no round trip).
+// The page's end of the engine worker (worker.js): every operation of ops.js as a promise — the
+// worker's own on `EngineWorker`, a loaded engine's on `RemoteEngine` — each taking one object of
+// arguments; a streaming operation's token events go to a callback. The engine's state arrives
+// with every reply, so `state()` needs no round trip.
+import { OPS } from './ops.js';
 
 /** An error from the worker, with its kind (`DeviceLost`, `NoAdapter`, `Busy`, …) as `name`. */
 function revive({ name, message }) {
@@ -46,28 +48,10 @@ export class EngineWorker {
     });
   }
 
-  /** The flaws and the backend the worker chooses: `requested` ('gpu', 'cpu', …) or by the
-   * adapter it finds. */
-  async hello(requested = null) {
-    return (await this.call('hello', { backend: requested })).value;
-  }
-
-  /** The header facts of a model (`inspectModel` of the wasm module), from a copy of `bytes`. */
-  async inspectModel(bytes, context, options) {
-    return (await this.call('inspectModel', { bytes, context, options })).value;
-  }
-
-  async adapterInfo() {
-    return (await this.call('adapterInfo')).value;
-  }
-
-  async wasmMemoryBytes() {
-    return (await this.call('wasmMemoryBytes')).value;
-  }
-
-  /** Loads a model from `bytes` (a Uint8Array whose buffer moves to the worker: it is empty here
-   * afterwards). `onInfo(info)` gets the header's facts before the weights load. */
-  async load(bytes, context, options, onInfo = () => {}) {
+  /** Loads a model: {bytes (a Uint8Array whose buffer moves to the worker: it is empty here
+   * afterwards), context, options}. `onInfo(facts)` gets the header's facts before the weights
+   * load. Resolves to a RemoteEngine. */
+  async load({ bytes, context, options }, onInfo = () => {}) {
     const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
     const r = await this.call('load', { bytes: whole, context, options }, { transfer: [whole.buffer], onEvent: (ev) => onInfo(ev.info) });
     return new RemoteEngine(this, r.value.handle, r.state, r.value.wasmMemoryBytes);
@@ -78,7 +62,7 @@ export class EngineWorker {
   }
 }
 
-/** One loaded engine in the worker: WebEngine's operations, async. */
+/** One loaded engine in the worker. */
 export class RemoteEngine {
   constructor(worker, handle, state, wasmMemoryBytes) {
     this.worker = worker;
@@ -94,61 +78,33 @@ export class RemoteEngine {
     return r.value;
   }
 
-  /** The state after the last call that ended (backend, cache fill, geometry). */
+  /** The state after the last call that ended (backend, cache fill, the model's facts). */
   state() {
     return this.snapshot;
-  }
-
-  /** A run that streams tokens: `onToken(ev)` per token; returning false stops it. */
-  run(op, args, onToken) {
-    return this.call(op, args, (ev) => {
-      if (onToken(ev) === false) this.stop();
-    });
-  }
-
-  complete(prompt, options, onToken) {
-    return this.run('complete', { prompt, options }, onToken);
-  }
-
-  chat(messages, options, onToken) {
-    return this.run('chat', { messages, options }, onToken);
-  }
-
-  step(options, onToken) {
-    return this.run('step', { options }, onToken);
   }
 
   /** Ends the running generation after the current step or prefill chunk. */
   stop() {
     this.worker.worker.postMessage({ op: 'stop', handle: this.handle });
   }
+}
 
-  tokenize(text) {
-    return this.call('tokenize', { text });
-  }
-
-  peek(k) {
-    return this.call('peek', { k });
-  }
-
-  tokenText(id) {
-    return this.call('tokenText', { id });
-  }
-
-  reset() {
-    return this.call('reset');
-  }
-
-  loseDevice() {
-    return this.call('loseDevice');
-  }
-
-  bench(promptTokens, genTokens, gpuArgmax, contexts, profile = false) {
-    return this.call('bench', { promptTokens, genTokens, gpuArgmax, contexts: Array.from(contexts), profile });
-  }
-
-  /** Frees the engine's memory in the worker; later calls fail. */
-  free() {
-    return this.call('free');
+// Every operation of OPS as a method: the worker's own on EngineWorker (but `load`, above), an
+// engine's on RemoteEngine; a stream's `onToken(ev)` returning false stops it.
+for (const [op, kind] of Object.entries(OPS)) {
+  if (kind === 'worker' && op !== 'load') {
+    EngineWorker.prototype[op] = async function (args) {
+      return (await this.call(op, args)).value;
+    };
+  } else if (kind === 'engine') {
+    RemoteEngine.prototype[op] = function (args) {
+      return this.call(op, args);
+    };
+  } else if (kind === 'stream') {
+    RemoteEngine.prototype[op] = function (args, onToken) {
+      return this.call(op, args, (ev) => {
+        if (onToken(ev) === false) this.stop();
+      });
+    };
   }
 }

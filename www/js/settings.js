@@ -5,13 +5,9 @@ export const params = new URLSearchParams(location.search);
 
 export const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 
-/** KV cache positions allocated at load, unless #context says otherwise. */
-export const CONTEXT = 2048;
-
 /** The context chosen in #context (tokens of KV cache the next load allocates). */
 export function contextTokens() {
-  const n = Number($('context').value);
-  return Number.isSafeInteger(n) && n > 0 ? n : CONTEXT;
+  return Number($('context').value);
 }
 
 /** Published hashes of models the site ships, checked after every download. */

@@ -1,6 +1,6 @@
 // The run's figures (#stats and its data attributes) and the chat transcript.
 import { $, el } from './dom.js';
-import { session } from './session.js';
+import { subscribe } from './state.js';
 
 /** Merges what is given (a generation's summary, the cache fill, the context size) into #stats'
  * data attributes and rewrites its text from them. */
@@ -23,8 +23,12 @@ export function updateStats({ summary, cached, context }) {
   s.textContent = parts.join(' · ');
 }
 
-export function renderTranscript() {
+/** The chat transcript follows the state's messages. */
+let shown = null;
+subscribe(({ messages }) => {
+  if (messages === shown) return;
+  shown = messages;
   const t = $('transcript');
-  t.replaceChildren(...session.messages.map((m) => el('div', { class: 'turn' }, el('span', { class: 'role', text: m.role }), m.content)));
-  t.hidden = session.messages.length === 0;
-}
+  t.replaceChildren(...messages.map((m) => el('div', { class: 'turn' }, el('span', { class: 'role', text: m.role }), m.content)));
+  t.hidden = messages.length === 0;
+});

@@ -241,7 +241,7 @@ export class Inside {
     view.dataset.cachedTokens = String(cached);
     view.dataset.capacityTokens = String(m.context);
     view.dataset.bytesUsed = String(used);
-    view.dataset.bytesAllocated = String(m.kv_bytes_allocated);
+    view.dataset.bytesAllocated = String(m.kv_cache_bytes);
     view.dataset.layers = String(m.n_layers);
     view.dataset.ringLayers = String(rings.length);
     view.dataset.ringRows = rings.length ? String(rings[0].rows) : '';
@@ -252,7 +252,7 @@ export class Inside {
     const where = m.backend.startsWith('gpu') ? 'in GPU memory' : 'in wasm memory (the CPU backend), not GPU memory';
     view.dataset.memory = m.backend.startsWith('gpu') ? 'gpu' : 'wasm';
     const parts = [
-      `${cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ${fmtBytes(m.kv_bytes_allocated)} allocated ${where}`,
+      `${cached} of ${m.context} positions cached · K ${fmtBytes(used / 2)} + V ${fmtBytes(used / 2)} = ${fmtBytes(used)} used of ${fmtBytes(m.kv_cache_bytes)} allocated ${where}`,
     ];
     if (full) parts.push(`per ${rings.length ? 'full-attention ' : ''}layer: K ${fmtBytes(perLayerTok * held(full))}, V ${fmtBytes(perLayerTok * held(full))} of ${fmtBytes(perLayerTok * full.rows)} each`);
     if (rings.length) parts.push(`per sliding-window layer: K ${fmtBytes(perLayerTok * held(rings[0]))}, V ${fmtBytes(perLayerTok * held(rings[0]))} of ${fmtBytes(perLayerTok * rings[0].rows)} each (a ring of ${rings[0].rows} rows)`);

@@ -1,12 +1,14 @@
 // The engine's thread: a module worker that owns the wasm module and every WebEngine, so that
-// loading, prefill and decoding never block the page. remote.js is the other end.
+// loading, prefill and decoding never block the page. remote.js is the other end; ops.js lists
+// the operations both ends know.
 //
-// Messages in:  {id, op, handle?, args}  — op is a method of `ops` below; 'stop' gets no reply.
+// Messages in:  {id, op, handle?, args}  — op is one of OPS; {op: 'stop', handle} gets no reply.
 // Messages out: {id, value, state?}      — the result, with the engine's state after the call;
 //               {id, error: {name, message}}  — the error's kind survives as `name`;
-//               {id, event}              — a token event of a running complete/chat/step, or the
-//                                          model info of a running load.
+//               {id, event}              — a token event of a running stream op, or the model's
+//                                          facts during a load.
 import init, * as wasm from '../kvscope.js';
+import { OPS } from './ops.js';
 
 const started = init({ module_or_path: new URL('../kvscope_bg.wasm', import.meta.url) });
 /** Loaded engines by handle (a page may hold the old one until the new one is ready). */
@@ -44,36 +46,33 @@ function engine(handle) {
   return e;
 }
 
-/** Each op: (args, engine handle, send an event) → value (or a promise of it). */
-const ops = {
-  hello: async ({ backend }) => ({ flaws: wasm.flaws(), choice: await chooseBackend(backend) }),
+/** Each op of OPS: (args, engine, send an event) → value (or a promise of it). */
+const serve = {
+  hello: async ({ backend }) => ({ flaws: wasm.flaws(), defaults: wasm.defaults(), choice: await chooseBackend(backend) }),
   inspectModel: ({ bytes, context, options }) => wasm.inspectModel(bytes, context, options),
-  async load({ bytes, context, options }, _h, send) {
+  async load({ bytes, context, options }, _e, send) {
     send({ info: wasm.inspectModel(bytes, context, options) });
     const e = await wasm.WebEngine.load(bytes, context, options);
     const handle = nextHandle++;
     engines.set(handle, e);
     return { handle, wasmMemoryBytes: wasm.wasmMemoryBytes() };
   },
-  adapterInfo: () => wasm.adapterInfo(),
-  wasmMemoryBytes: () => wasm.wasmMemoryBytes(),
-  state: (_a, h) => engine(h).state(),
-  tokenize: ({ text }, h) => Array.from(engine(h).tokenize(text)),
-  peek: ({ k }, h) => engine(h).peek(k),
-  tokenText: ({ id }, h) => engine(h).tokenText(id),
-  reset: (_a, h) => engine(h).reset(),
-  loseDevice: (_a, h) => engine(h).loseDevice(),
-  free(_a, h) {
-    const e = engines.get(h);
-    engines.delete(h);
-    if (e) e.free();
+  peek: ({ k }, e) => e.peek(k),
+  reset: (_a, e) => e.reset(),
+  bench: ({ promptTokens, genTokens, gpuArgmax, contexts, profile }, e) =>
+    e.bench(promptTokens, genTokens, gpuArgmax, new Uint32Array(contexts), profile),
+  loseDevice: (_a, e) => e.loseDevice(),
+  free: (_a, e, _send, handle) => {
+    engines.delete(handle);
+    e.free();
   },
-  complete: ({ prompt, options }, h, send) => engine(h).complete(prompt, options, (event) => send(event)),
-  chat: ({ messages, options }, h, send) => engine(h).chat(messages, options, (event) => send(event)),
-  step: ({ options }, h, send) => engine(h).step(options, (event) => send(event)),
-  bench: ({ promptTokens, genTokens, gpuArgmax, contexts, profile }, h) =>
-    engine(h).bench(promptTokens, genTokens, gpuArgmax, new Uint32Array(contexts), profile),
+  complete: ({ prompt, options }, e, send) => e.complete(prompt, options, send),
+  chat: ({ messages, options }, e, send) => e.chat(messages, options, send),
+  step: ({ options }, e, send) => e.step(options, send),
 };
+
+const missing = Object.keys(OPS).filter((op) => !(op in serve)).concat(Object.keys(serve).filter((op) => !(op in OPS)));
+if (missing.length) throw new Error(`worker.js and ops.js disagree about ${missing.join(', ')}`);
 
 /** The engine's state for the reply, or nothing while another call holds the engine. */
 function snapshot(handle) {
@@ -95,11 +94,12 @@ self.onmessage = async ({ data }) => {
   }
   try {
     await started;
-    if (!Object.hasOwn(ops, op)) throw new Error(`unknown engine operation ${op}`);
-    const value = await ops[op](args || {}, handle, (event) => {
+    if (!Object.hasOwn(OPS, op)) throw new Error(`unknown engine operation ${op}`);
+    const send = (event) => {
       self.postMessage({ id, event });
       return true;
-    });
+    };
+    const value = await serve[op](args || {}, OPS[op] === 'worker' ? null : engine(handle), send, handle);
     const h = op === 'load' ? value.handle : handle;
     self.postMessage({ id, value, state: op === 'free' ? undefined : snapshot(h) });
   } catch (e) {

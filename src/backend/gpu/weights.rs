@@ -1,0 +1,173 @@
+//! Weights uploaded once, one GPU buffer per tensor holding its raw ggml bytes. Projections that
+//! read the same input — q, k and v; gate and up — are stored back to back in one buffer when
+//! they share a type and a row length, so one mat-vec dispatch computes all of them. The
+//! vocabulary-sized tables (`TABLES`) are split by rows where the device cannot bind them whole.
+
+use std::collections::HashMap;
+
+use crate::backend::gpu::GpuContext;
+use crate::core::config::Config;
+use crate::core::gguf::{ByteSource, Gguf};
+use crate::core::quant::GgmlType;
+use crate::error::{Error, Result};
+
+pub struct Tensor {
+    pub buffer: wgpu::Buffer,
+    pub ty: GgmlType,
+    /// dims[0] innermost.
+    pub dims: Vec<u64>,
+}
+
+impl Tensor {
+    pub fn rows(&self) -> u32 {
+        self.dims.get(1).copied().unwrap_or(1) as u32
+    }
+
+    pub fn cols(&self) -> u32 {
+        self.dims[0] as u32
+    }
+
+    pub fn row_bytes(&self) -> u32 {
+        self.ty.bytes_for(self.dims[0] as usize) as u32
+    }
+}
+
+pub struct Weights {
+    tensors: HashMap<String, Tensor>,
+    tables: HashMap<String, Vec<Part>>,
+    pub bytes: u64,
+}
+
+/// Tables read by rows — the embedding (one row per token) and the output projection (the logits
+/// a row each) — which may be split into parts of whole rows, each a buffer the device can bind:
+/// Gemma 3's [262,144 × 640] Q8_0 embedding is 170 MiB, above the 128 MiB some devices bind.
+pub const TABLES: [&str; 2] = ["token_embd.weight", "output.weight"];
+
+/// Rows first_row .. first_row + tensor.rows() of a table.
+pub struct Part {
+    pub first_row: u32,
+    pub tensor: Tensor,
+}
+
+/// How table `info` is cut on this device: `per_part` of its `rows` in each part (all of them
+/// where one binding holds the table), each row `row_bytes`.
+pub struct TableParts {
+    pub rows: u64,
+    pub row_bytes: u64,
+    pub per_part: u64,
+}
+
+impl TableParts {
+    /// Bytes of the largest part.
+    pub fn part_bytes(&self) -> u64 {
+        self.per_part * self.row_bytes
+    }
+}
+
+pub fn table_parts(ctx: &GpuContext, info: &crate::core::gguf::TensorInfo) -> TableParts {
+    let rows = info.dims.get(1).copied().unwrap_or(1);
+    let row_bytes = (info.size / rows).max(1);
+    let limit = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size).min(ctx.table_part_bytes.unwrap_or(u64::MAX));
+    TableParts { rows, row_bytes, per_part: (limit / row_bytes).clamp(1, rows) }
+}
+
+/// Per-layer groups stored as one tensor (rows of the members in order): `blk.L.attn_qkv.weight`
+/// = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up]; and their biases where there are
+/// any, always together (F32 vectors): `blk.L.attn_qkv.bias` = [b_q | b_k | b_v].
+pub const FUSED: [(&str, &[&str]); 2] = [("attn_qkv", &["attn_q", "attn_k", "attn_v"]), ("ffn_gate_up", &["ffn_gate", "ffn_up"])];
+
+/// The members of fused group `name` (see `FUSED`).
+pub fn members(name: &str) -> &'static [&'static str] {
+    FUSED.iter().find(|(f, _)| *f == name).map_or(&[], |(_, m)| *m)
+}
+
+impl Weights {
+    /// Copies each tensor (or fused group) from `src` through one reused scratch buffer into its
+    /// GPU buffer.
+    pub fn upload(ctx: &GpuContext, g: &Gguf, cfg: &Config, src: &mut dyn ByteSource) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        let mut tables = HashMap::new();
+        let mut bytes = 0;
+        let mut scratch = Vec::new();
+        let mut part = Vec::new();
+        // Member name → fused name, for the groups whose members match in type and row length.
+        let mut fused_as: HashMap<String, (String, Vec<String>)> = HashMap::new();
+        for l in 0..cfg.n_layers {
+            for ((fused, members), kind) in FUSED.iter().flat_map(|f| [(f, "weight"), (f, "bias")]) {
+                let names: Vec<String> = members.iter().map(|m| format!("blk.{l}.{m}.{kind}")).collect();
+                let infos: Vec<_> = names.iter().filter_map(|n| g.tensor(n)).collect();
+                let same = infos.len() == names.len()
+                    && infos.iter().all(|i| match kind {
+                        "weight" => i.dims.len() == 2 && i.ty == infos[0].ty && i.dims[0] == infos[0].dims[0],
+                        _ => i.dims.len() == 1 && i.ty == GgmlType::F32,
+                    });
+                if same {
+                    for n in &names {
+                        fused_as.insert(n.clone(), (format!("blk.{l}.{fused}.{kind}"), names.clone()));
+                    }
+                }
+            }
+        }
+        for (name, _) in cfg.expected_tensors() {
+            let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+            let (label, dims) = match fused_as.get(&name) {
+                // Uploaded with the group's first member.
+                Some((_, members)) if members[0] != name => continue,
+                Some((fused, members)) => {
+                    scratch.clear();
+                    let mut rows = 0;
+                    for m in members {
+                        let i = g.tensor(m).ok_or_else(|| Error::MissingTensor(m.clone()))?;
+                        src.read(g.tensor_range(i), &mut part)?;
+                        scratch.extend_from_slice(&part);
+                        rows += i.dims.get(1).unwrap_or(&i.dims[0]);
+                    }
+                    let dims = if info.dims.len() == 1 { vec![rows] } else { vec![info.dims[0], rows] };
+                    (fused.clone(), dims)
+                }
+                None if TABLES.contains(&name.as_str()) => {
+                    src.read(g.tensor_range(info), &mut scratch)?;
+                    let TableParts { rows, row_bytes, per_part: per } = table_parts(ctx, info);
+                    let mut parts = Vec::new();
+                    for first in (0..rows).step_by(per as usize) {
+                        let n = per.min(rows - first);
+                        let label = if n == rows { name.clone() } else { format!("{name} rows {first}..{}", first + n) };
+                        let buffer =
+                            ctx.storage_with(&label, &scratch[(first * row_bytes) as usize..((first + n) * row_bytes) as usize])?;
+                        bytes += buffer.size();
+                        parts.push(Part { first_row: first as u32, tensor: Tensor { buffer, ty: info.ty, dims: vec![info.dims[0], n] } });
+                    }
+                    tables.insert(name, parts);
+                    continue;
+                }
+                None => {
+                    src.read(g.tensor_range(info), &mut scratch)?;
+                    (name.clone(), info.dims.clone())
+                }
+            };
+            let buffer = ctx.storage_with(&label, &scratch)?;
+            bytes += buffer.size();
+            tensors.insert(label, Tensor { buffer, ty: info.ty, dims });
+        }
+        Ok(Weights { tensors, tables, bytes })
+    }
+
+    /// Layer `l`'s fused group `name` (see `FUSED`), when its members were stored together.
+    pub fn fused(&self, l: usize, name: &str) -> Option<&Tensor> {
+        self.tensors.get(&format!("blk.{l}.{name}.weight"))
+    }
+
+    /// The parts of table `name` (`TABLES`), in row order.
+    pub fn table(&self, name: &str) -> &[Part] {
+        &self.tables[name]
+    }
+
+    pub fn get(&self, name: &str) -> &Tensor {
+        // Every name asked for comes from `Config::expected_tensors`, all uploaded above.
+        &self.tensors[name]
+    }
+
+    pub fn layer(&self, l: usize, name: &str) -> &Tensor {
+        self.get(&format!("blk.{l}.{name}.weight"))
+    }
+}
