@@ -3,9 +3,10 @@
 //   npm run bench:browser -- [--prompt-tokens 64] [--gen-tokens 8] [--contexts 0,256]
 //                            [--gpu-argmax 0|1] [--rows M,N] [--model models/FILE.gguf]
 //                            [--backend gpu|cpu|auto (the page's own choice)]
-//                            [--profile 0|1] [--out bench/out/browser.json]
+//                            [--profile 0|1] [--fuse 0|1] [--subgroups 0|1] [--out bench/out/browser.json]
 // As in `kvscope bench`, the GPU argmax is off unless --gpu-argmax 1; --profile 1 adds where the
-// GPU time of a decode step and a prefill chunk goes, by kind of dispatch.
+// GPU time of a decode step and a prefill chunk goes, by kind of dispatch; --fuse 0 records the
+// decode step one dispatch per op, --subgroups 0 builds the kernels without subgroup operations.
 // Needs the built site in dist/ (`trunk build --release`) and the model in dist/models/.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -21,6 +22,8 @@ const { values } = parseArgs({
     backend: { type: 'string', default: 'gpu' },
     contexts: { type: 'string', default: '0,256' },
     rows: { type: 'string' },
+    fuse: { type: 'string' },
+    subgroups: { type: 'string' },
     model: { type: 'string' },
     out: { type: 'string', default: path.join('bench', 'out', 'browser.json') },
   },
@@ -37,7 +40,7 @@ try {
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
   const query = `?bench=1&prompt_tokens=${values['prompt-tokens']}&gen_tokens=${values['gen-tokens']}&gpu_argmax=${values['gpu-argmax']}&contexts=${values.contexts}&profile=${values.profile}` +
-    (values.backend !== 'auto' ? `&backend=${values.backend}` : '') + (values.rows ? `&rows=${values.rows}` : '') + (values.model ? `&model=${encodeURIComponent(values.model)}` : '');
+    (values.backend !== 'auto' ? `&backend=${values.backend}` : '') + (values.rows ? `&rows=${values.rows}` : '') + (values.fuse ? `&fuse=${values.fuse}` : '') + (values.subgroups ? `&subgroups=${values.subgroups}` : '') + (values.model ? `&model=${encodeURIComponent(values.model)}` : '');
   await page.goto(site.url + query);
   await page.waitForFunction(() => {
     const s = document.getElementById('bench').dataset.state;

@@ -29,6 +29,15 @@ override PHASES: u32;    // 1, 2 or 4 groups of 16 lanes splitting the rows of t
 
 var<workgroup> qs: array<vec4<f32>, QUERY_VEC4S>;  // [Q × G × d_h / 4] queries; then the weighted sum's exchange
 var<workgroup> pr: array<vec4<f32>, SCORE_VEC4S>;  // [Q × S rows] scores, then e, of the G heads
+//#if fresh
+var<workgroup> kp: array<vec4<f32>, 64>;  // [d_h / 4] the step's own k, made here (fused decode)
+var<workgroup> vp: array<vec4<f32>, 64>;  // [d_h / 4] and v
+fn own_key(k: u32) -> vec4<f32> { return kp[k]; }
+fn own_value(d4: u32) -> vec4<f32> { return vp[d4]; }
+//#else
+fn own_key(k: u32) -> vec4<f32> { return vec4<f32>(0.0); }
+fn own_value(d4: u32) -> vec4<f32> { return vec4<f32>(0.0); }
+//#endif
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
@@ -56,10 +65,27 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
     let out$t = ((tok$t * p.n_heads + h0) * p.n_splits + sx) * rec;
     //#end
 
+    // The group's queries (normed and turned here in the fused decode: `query_vec`), and this
+    // step's own row where the split holds it (`own_k`, `own_v`, into kp and vp; written to the
+    // cache once).
+    var qsc = vec4<f32>(1.0);
+    for (var g = 0u; g < g_n; g++) { qsc[g] = head_scale(ta * row4 + (h0 + g) * hd4, hd4); }
     for (var k = i; k < TILE_TOKENS * g_n * hd4; k += 64u) {
-        let u = k / (g_n * hd4);
-        qs[k] = qkv[min(ta + u, tz) * row4 + h0 * hd4 + k % (g_n * hd4)];
+        let e = k % (g_n * hd4);
+        qs[k] = query_vec(min(ta + k / (g_n * hd4), tz) * row4 + (h0 + e / hd4) * hd4, e % hd4, hd4, qsc[e / hd4]);
     }
+    let own = holds_own_row(j0, j1);
+    let k_at = (p.n_heads + kvh) * hd4;
+    let v_at = (p.n_heads + p.n_kv_heads + kvh) * hd4;
+    var k_scale = 1.0;
+    if (own) { k_scale = head_scale(k_at, hd4); }
+    if (own && h0 % (p.n_heads / p.n_kv_heads) == 0u) { append_own_row(i, 64u, kvh, hd4, k_at, v_at, k_scale); }
+    //#if fresh
+    if (own && i < hd4) {
+        kp[i] = own_k(k_at, i, hd4, k_scale);
+        vp[i] = own_v(v_at, i);
+    }
+    //#endif
     workgroupBarrier();
 
     // Scores of the G heads for rows j and j + 64 as vec4s (lanes past G unused), kept in `pr`
@@ -78,8 +104,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
         var sb$t = vec4<f32>(0.0);
         //#end
         for (var k = 0u; k < hd4; k++) {
-            let ka4 = load_k(ka + k);
-            let kb4 = load_k(kb + k);
+            // The step's own row from kp (the cache's row is loaded and not used: no branch).
+            let ka4 = select(load_k(ka + k), own_key(k), own && j == step.pos);
+            let kb4 = select(load_k(kb + k), own_key(k), own && jb == step.pos);
             //#for t
             let q0_$t = qs[($tu * g_n) * hd4 + k];
             sa$t.x += dot(q0_$t, ka4);
@@ -145,7 +172,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, lanes: Lanes) {
             // row was a fifth of the pass on llvmpipe).
             var jr = (j0 + phase) % p.rows;
             for (var j = j0 + phase; j < j1; j += PHASES) {
-                let v = load_v(jr * kv4 + kvh * hd4 + d4);
+                let v = select(load_v(jr * kv4 + kvh * hd4 + d4), own_value(d4), own && j == step.pos);
                 jr += PHASES;
                 if (jr >= p.rows) { jr %= p.rows; }
                 //#for t

@@ -19,9 +19,11 @@
 
 override WG: u32;     // lanes: at most the adapter's least subgroup size
 
-// vec4 r of query head g from `at` (head h0's vec4 0 in a token's qkv row); 0 past the group.
-fn query(at: u32, g: u32, r: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), qkv[at + g * TILE_ROWS + r], g < GROUP);
+// vec4 r of query head g from `at` (head h0's vec4 0 in a token's qkv row; `query_vec`: normed
+// and turned in the fused decode); 0 past the group.
+fn query(at: u32, g: u32, r: u32, scale: vec4<f32>) -> vec4<f32> {
+    if (g >= GROUP) { return vec4<f32>(0.0); }
+    return query_vec(at + g * TILE_ROWS, r, TILE_ROWS, scale[g]);
 }
 
 @compute @workgroup_size(WG)
@@ -36,6 +38,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     let rec = 1u + TILE_ROWS;  // vec4s per (token, head, split) record of `part`: (m, l, 0, 0), then o
     let head = p.n_splits * rec;
     let ts = p.att_stride;
+    // This step's own row, where the split holds it (the fused decode: `own_k`, `own_v`),
+    // written to the cache once.
+    let own = holds_own_row(j0, j1);
+    let k_at = (p.n_heads + kvh) * TILE_ROWS;
+    let v_at = (p.n_heads + p.n_kv_heads + kvh) * TILE_ROWS;
+    var k_scale = 1.0;
+    if (own) { k_scale = head_scale(k_at, TILE_ROWS); }
+    if (own && h0 % (p.n_heads / p.n_kv_heads) == 0u) { append_own_row(i, WG, kvh, TILE_ROWS, k_at, v_at, k_scale); }
 
     //#for t
     // Token $t of the tile: whether it is in the chunk and attends into this split, whether it is
@@ -47,14 +57,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     let shown$t = live$t && tok$t + 1u == step.n;
     let out$t = ((tok$t * p.n_heads + h0) * p.n_splits + sx) * rec;
     let qa$t = min(tok$t, tz) * row4 + h0 * TILE_ROWS;
+    var qsc$t = vec4<f32>(1.0);
+    for (var g = 0u; g < GROUP; g++) { qsc$t[g] = head_scale(qa$t + g * TILE_ROWS, TILE_ROWS); }
     var m$t = vec4<f32>(-3.4e38);
     var l$t = vec4<f32>(0.0);
     //#end
     //#for r t
-    let q0_$r_$t = query(qa$t, 0u, $ru);
-    let q1_$r_$t = query(qa$t, 1u, $ru);
-    let q2_$r_$t = query(qa$t, 2u, $ru);
-    let q3_$r_$t = query(qa$t, 3u, $ru);
+    let q0_$r_$t = query(qa$t, 0u, $ru, qsc$t);
+    let q1_$r_$t = query(qa$t, 1u, $ru, qsc$t);
+    let q2_$r_$t = query(qa$t, 2u, $ru, qsc$t);
+    let q3_$r_$t = query(qa$t, 3u, $ru, qsc$t);
     var o0_$r_$t = vec4<f32>(0.0);
     var o1_$r_$t = vec4<f32>(0.0);
     var o2_$r_$t = vec4<f32>(0.0);
@@ -65,9 +77,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     var jr = (j0 + i) % p.rows;
     for (var j = j0 + i; j < j1; j += WG) {
         let kr = jr * kv4 + kvh * TILE_ROWS;
+        // The step's own row from the qkv row, the others from the cache: one branch a row.
+        let own_row = own && j == step.pos;
         //#for r
-        let k$r = load_k(kr + $ru);
+        var k$r: vec4<f32>;
+        var v$r: vec4<f32>;
         //#end
+        if (own_row) {
+            //#for r
+            k$r = own_k(k_at, $ru, TILE_ROWS, k_scale);
+            v$r = own_v(v_at, $ru);
+            //#end
+        } else {
+            //#for r
+            k$r = load_k(kr + $ru);
+            //#end
+        }
         //#for t
         var s$t = vec4<f32>(0.0);
         //#end
@@ -86,9 +111,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
         l$t = l$t * c$t + e$t;
         m$t = mn$t;
         //#end
-        //#for r
-        let v$r = load_v(kr + $ru);
-        //#end
+        if (!own_row) {
+            //#for r
+            v$r = load_v(kr + $ru);
+            //#end
+        }
         //#for r t
         o0_$r_$t = o0_$r_$t * c$t.x + v$r * e$t.x;
         if (GROUP > 1u) { o1_$r_$t = o1_$r_$t * c$t.y + v$r * e$t.y; }

@@ -76,3 +76,19 @@ fn reduce(v: vec4<f32>, i: u32, op_max: bool) -> vec4<f32> {
 fn rms_scale(ss: f32, i: u32, n: u32, eps: f32) -> f32 {
     return inverseSqrt(reduce_sum(vec4<f32>(ss, 0.0, 0.0, 0.0), i).x / f32(n) + eps);
 }
+
+// The gate's activation in a gated FFN (`Act::code`):
+//   0: silu(g) = g / (1 + e^−g)                                  (SwiGLU)
+//   1: gelu(g) = g/2 · (1 + tanh(√(2/π) · (g + 0.044715 g³)))    (GeGLU, tanh form)
+fn activate(g: f32, act: u32) -> f32 {
+    if (act == 1u) {
+        return 0.5 * g * (1.0 + tanh_f32(0.7978846 * (g + 0.044715 * g * g * g)));
+    }
+    return g / (1.0 + exp(-g));
+}
+
+// tanh through exp, saturated so that e^(2|x|) stays finite (tanh(±9) = ±1 in f32).
+fn tanh_f32(x: f32) -> f32 {
+    let e = exp(2.0 * clamp(x, -9.0, 9.0));
+    return (e - 1.0) / (e + 1.0);
+}

@@ -13,23 +13,10 @@ struct Params {
 @group(0) @binding(2) var<uniform> p: Params;
 @group(0) @binding(3) var<uniform> step: Step;
 
-// tanh through exp, saturated so that e^(2|x|) stays finite (tanh(±9) = ±1 in f32).
-fn tanh_f32(x: f32) -> f32 {
-    let e = exp(2.0 * clamp(x, -9.0, 9.0));
-    return (e - 1.0) / (e + 1.0);
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     let t = gid.z;
     if (i >= p.n || t >= step.n) { return; }
-    let g = gate_up[t * 2u * p.n + i];
-    var a: f32;
-    if (p.act == 1u) {
-        a = 0.5 * g * (1.0 + tanh_f32(0.7978846 * (g + 0.044715 * g * g * g)));
-    } else {
-        a = g / (1.0 + exp(-g));
-    }
-    out[t * p.n + i] = a * gate_up[t * 2u * p.n + p.n + i];
+    out[t * p.n + i] = activate(gate_up[t * 2u * p.n + i], p.act) * gate_up[t * 2u * p.n + p.n + i];
 }

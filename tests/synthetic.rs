@@ -58,6 +58,10 @@ fn check(name: &str, types: SynTypes) {
     pollster::block_on(e.feed(&ids)).unwrap();
     assert_close(&format!("{name}, f16 cache, prefill"), e.logits(), &cpu16[74 * 261..], 2e-3);
     assert!(cpu16.iter().zip(&cpu).any(|(a, b)| a != b), "the f16 cache changed nothing");
+    // The decode step one dispatch per op, with the f16 cache too.
+    let unfused = |kv| LoadOptions { gpu: kvscope::GpuOptions { fuse: 0, ..Default::default() }, kv, ..f16(BackendKind::Gpu) };
+    assert_close(&format!("{name}, unfused"), &logits_with(&bytes, unfused(KvType::F32), &ids), &cpu, 1e-4);
+    assert_close(&format!("{name}, unfused, f16 cache"), &logits_with(&bytes, unfused(KvType::F16), &ids), &cpu16, 2e-3);
 }
 
 #[test]

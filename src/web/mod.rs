@@ -122,6 +122,10 @@ struct JsLoadOptions {
     /// Tokens per invocation of the prefill mat-mul.
     tokens: Option<u32>,
     kv_f16: bool,
+    /// The decode step's fusions (`GpuOptions::fuse` bits; 0: one dispatch per op).
+    fuse: Option<u32>,
+    /// False: no subgroup operations, where the device has them.
+    subgroups: Option<bool>,
     /// "gpu" (default), "cpu" (the wasm CPU backend) or "reference" (the exact f32 pass).
     backend: Option<String>,
     /// inspectModel only: the whole file's length when `bytes` is only its first part (at least
@@ -134,7 +138,14 @@ impl JsLoadOptions {
     /// and the GPU kernels' shapes.
     fn load(&self, context: usize) -> Result<LoadOptions, JsValue> {
         let backend = self.backend.as_deref().unwrap_or("gpu").parse().map_err(js_err)?;
-        let gpu = GpuOptions { rows: self.rows, tokens: self.tokens, ..Default::default() };
+        let d = GpuOptions::default();
+        let gpu = GpuOptions {
+            rows: self.rows,
+            tokens: self.tokens,
+            fuse: self.fuse.unwrap_or(d.fuse),
+            subgroups: self.subgroups.unwrap_or(d.subgroups),
+            ..d
+        };
         Ok(LoadOptions { backend, context, gpu, kv: KvType::new(self.kv_f16) })
     }
 }

@@ -21,5 +21,9 @@ export function loadOptions(backend) {
   if (backend) o.backend = backend;
   if (params.has('rows')) o.rows = params.get('rows').split(',').map(Number);
   if (params.get('kv') === 'f16') o.kv_f16 = true;
+  // ?fuse=N: the decode step's fusions (bits; 0: one dispatch per op); ?subgroups=0: no
+  // subgroup operations.
+  if (params.has('fuse')) o.fuse = Number(params.get('fuse'));
+  if (params.get('subgroups') === '0') o.subgroups = false;
   return o;
 }

@@ -10,6 +10,21 @@
 import init, * as wasm from '../kvscope.js';
 import { OPS } from './ops.js';
 
+/** Optional WebGPU features the kernels use where the adapter has them. wgpu 30 does not ask
+ * browsers for `subgroups`, so every device this worker requests asks for it here; the engine
+ * then reads from the device whether it was granted. */
+const WANTED_FEATURES = ['subgroups'];
+const adapterProto = self.GPUAdapter && self.GPUAdapter.prototype;
+if (adapterProto && !adapterProto.requestDevice.kvscope) {
+  const requestDevice = adapterProto.requestDevice;
+  adapterProto.requestDevice = function (desc = {}) {
+    const features = new Set(desc.requiredFeatures || []);
+    for (const f of WANTED_FEATURES) if (this.features.has(f)) features.add(f);
+    return requestDevice.call(this, { ...desc, requiredFeatures: [...features] });
+  };
+  adapterProto.requestDevice.kvscope = true;
+}
+
 const started = init({ module_or_path: new URL('../kvscope_bg.wasm', import.meta.url) });
 /** Loaded engines by handle (a page may hold the old one until the new one is ready). */
 const engines = new Map();

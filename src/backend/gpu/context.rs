@@ -53,24 +53,42 @@ pub struct GpuOptions {
     /// Split the vocabulary tables (`weights::TABLES`) into parts of at most this many bytes, as
     /// on a device whose binding limit is that (the device's own limit applies regardless).
     pub table_part_bytes: Option<u64>,
+    /// Which of the decode step's fusions to make (`forward::Fusion`: bits of `FUSE_NORM`,
+    /// `FUSE_ATTENTION`, `FUSE_MERGE`, `FUSE_GLU`); 0: one dispatch per op as in prefill (to
+    /// compare, and to test both).
+    pub fuse: u32,
 }
+
+/// `GpuOptions::fuse` bits: norms into the projections that read them; RoPE, head norms and the
+/// cache append into attention; the split merge into the output projection; the gated
+/// activation into the gate/up projection.
+pub const FUSE_NORM: u32 = 1;
+pub const FUSE_ATTENTION: u32 = 2;
+pub const FUSE_MERGE: u32 = 4;
+pub const FUSE_GLU: u32 = 8;
+pub const FUSE_ALL: u32 = FUSE_NORM | FUSE_ATTENTION | FUSE_MERGE | FUSE_GLU;
 
 impl GpuOptions {
     /// The plain kernels: no subgroup operations, one weight row per invocation, a small
     /// mat-mul tile, and otherwise the shapes a GPU adapter gets.
     pub fn plain() -> Self {
-        GpuOptions { subgroups: false, rows: Some((1, 1)), tokens: Some(4), gpu_shapes: true, table_part_bytes: None }
+        GpuOptions { subgroups: false, rows: Some((1, 1)), tokens: Some(4), gpu_shapes: true, table_part_bytes: None, fuse: FUSE_ALL }
     }
 }
 
 impl Default for GpuOptions {
-    /// Everything the adapter offers; natively `KVSCOPE_SUBGROUPS=0` turns subgroups off.
+    /// Everything the adapter offers; natively `KVSCOPE_SUBGROUPS=0` turns subgroups off and
+    /// `KVSCOPE_FUSE=0` (or a mask of `FUSE_*` bits) the fused decode step.
     fn default() -> Self {
         #[cfg(not(target_arch = "wasm32"))]
         let subgroups = std::env::var("KVSCOPE_SUBGROUPS").map_or(true, |v| v != "0");
         #[cfg(target_arch = "wasm32")]
         let subgroups = true;
-        GpuOptions { subgroups, rows: None, tokens: None, gpu_shapes: false, table_part_bytes: None }
+        #[cfg(not(target_arch = "wasm32"))]
+        let fuse = std::env::var("KVSCOPE_FUSE").ok().and_then(|v| v.parse().ok()).unwrap_or(FUSE_ALL);
+        #[cfg(target_arch = "wasm32")]
+        let fuse = FUSE_ALL;
+        GpuOptions { subgroups, rows: None, tokens: None, gpu_shapes: false, table_part_bytes: None, fuse }
     }
 }
 
@@ -126,6 +144,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// `GpuOptions::table_part_bytes`.
     pub table_part_bytes: Option<u64>,
+    /// `GpuOptions::fuse`.
+    pub fuse: u32,
     pub features: wgpu::Features,
     /// Whether the kernels are built with subgroup operations.
     pub subgroups: bool,
@@ -170,7 +190,9 @@ impl GpuContext {
             })?;
         let info = adapter.get_info();
         let limits = adapter.limits();
-        // wgpu 30 exposes `subgroups` natively only (its WebGPU backend does not map the feature).
+        // wgpu 30 exposes `subgroups` natively only (its WebGPU backend does not map the feature):
+        // in a browser, the engine worker asks for it itself (worker.js patches
+        // `GPUAdapter.requestDevice`), and the device says whether it got it.
         let subgroups = opts.subgroups && adapter.features().contains(wgpu::Features::SUBGROUP);
         let features = if subgroups { wgpu::Features::SUBGROUP } else { wgpu::Features::empty() };
         let (device, queue) = adapter
@@ -184,6 +206,8 @@ impl GpuContext {
             })
             .await
             .map_err(|e| Error::Gpu(format!("requesting a device from `{}`: {e}", info.name)))?;
+        #[cfg(target_arch = "wasm32")]
+        let subgroups = opts.subgroups && device.as_webgpu().is_some_and(|d| d.features().has("subgroups"));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -213,6 +237,7 @@ impl GpuContext {
             features,
             subgroups,
             table_part_bytes: opts.table_part_bytes,
+            fuse: opts.fuse,
             tuning: Tuning { matvec_rows, matmul_rows, matmul_tokens, ..by_adapter },
             errors,
             pipelines: RefCell::default(),

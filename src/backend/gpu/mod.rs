@@ -15,7 +15,7 @@ pub mod program;
 pub mod shader;
 pub mod weights;
 
-pub use context::{GpuContext, GpuOptions, Tuning};
+pub use context::{GpuContext, GpuOptions, Tuning, FUSE_ALL, FUSE_ATTENTION, FUSE_GLU, FUSE_MERGE, FUSE_NORM};
 pub use model::{GpuCounters, GpuModel};
 pub use profile::Profile;
 pub use program::{Grid, Program, Recorder, SplitGrid, StepTable};

@@ -8,8 +8,8 @@ pub struct Pipeline {
     pub label: String,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
-    /// The bindings, in order (from the shader).
-    pub slots: Vec<Slot>,
+    /// The bindings, in order (from the shader): (binding number, slot).
+    pub slots: Vec<(u32, Slot)>,
     /// The fields of the shader's `struct Params`, if it has one.
     pub params: Option<Vec<(String, String)>>,
 }
@@ -23,9 +23,8 @@ impl Pipeline {
         let label = spec.label.clone();
         let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
             .iter()
-            .enumerate()
-            .map(|(i, s)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
+            .map(|&(binding, ref s)| wgpu::BindGroupLayoutEntry {
+                binding,
                 visibility: wgpu::ShaderStages::COMPUTE,
                 ty: wgpu::BindingType::Buffer {
                     ty: match s {
@@ -59,11 +58,11 @@ impl Pipeline {
 
     /// Whether it binds the step table (by dynamic offset).
     pub fn uses_step(&self) -> bool {
-        self.slots.contains(&Slot::Step)
+        self.slots.iter().any(|s| s.1 == Slot::Step)
     }
 
     /// Storage buffers it takes, outputs first.
     pub fn storage_slots(&self) -> usize {
-        self.slots.iter().filter(|s| matches!(s, Slot::Out | Slot::In)).count()
+        self.slots.iter().filter(|s| matches!(s.1, Slot::Out | Slot::In)).count()
     }
 }

@@ -287,7 +287,7 @@ impl<'a> Recorder<'a> {
         for p in self.pending {
             let mut storage = p.buffers.iter();
             let mut entries = Vec::new();
-            for (i, slot) in p.pipeline.slots.iter().enumerate() {
+            for &(binding, slot) in &p.pipeline.slots {
                 let resource = match slot {
                     Slot::Out | Slot::In => storage.next().expect("checked in push").as_entire_binding(),
                     Slot::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -300,7 +300,7 @@ impl<'a> Recorder<'a> {
                         wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer: &s.buffer, offset: 0, size: wgpu::BufferSize::new(16) })
                     }
                 };
-                entries.push(wgpu::BindGroupEntry { binding: i as u32, resource });
+                entries.push(wgpu::BindGroupEntry { binding, resource });
             }
             let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(&p.label),

@@ -27,7 +27,7 @@ pub struct Spec {
     /// The kernel's own file.
     file: &'static str,
     /// Declarations between the prelude and the file (`quant.wgsl` for weight readers, …).
-    shared: Vec<&'static str>,
+    shared: Vec<(&'static str, &'static str)>,
     /// `//#if` flags switched on besides `subgroups`.
     flags: Vec<&'static str>,
     /// The tile (rows, tokens) that `//#for` blocks repeat over.
@@ -43,16 +43,16 @@ impl Spec {
         Spec { label: label.into(), file, shared: Vec::new(), flags: Vec::new(), tile: None, defines: Vec::new(), constants: Vec::new() }
     }
 
-    /// Prepends shared declarations (after the prelude).
-    pub fn shared(mut self, src: &'static str) -> Self {
-        self.shared.push(src);
+    /// Prepends the shared declarations of file `name` (after the prelude).
+    pub fn shared(mut self, name: &'static str, src: &'static str) -> Self {
+        self.shared.push((name, src));
         self
     }
 
     /// Reads weights of type `t` through the shared block decoder (`WTYPE` fixed per pipeline;
     /// the type ids it compares against come from `GgmlType`).
     pub fn weights(mut self, t: GgmlType) -> Self {
-        self.shared.push(QUANT);
+        self.shared.push(("quant.wgsl", QUANT));
         for ty in GgmlType::ALL {
             self.defines.push((format!("T_{}", ty.name()), ty.id()));
         }
@@ -89,7 +89,8 @@ impl Spec {
 
     /// What tells two pipelines apart: the label and every number and flag.
     pub fn key(&self) -> String {
-        format!("{}|{:?}|{:?}|{:?}|{:?}", self.label, self.flags, self.tile, self.defines, self.constants)
+        let shared: Vec<&str> = self.shared.iter().map(|s| s.0).collect();
+        format!("{}|{shared:?}|{:?}|{:?}|{:?}|{:?}", self.label, self.flags, self.tile, self.defines, self.constants)
     }
 
     /// The WGSL module: defines, prelude, shared declarations, the kernel's file, specialised
@@ -101,7 +102,7 @@ impl Spec {
         }
         let flaws = Flaw::CODES.iter().map(|&(n, v)| (n.to_string(), v));
         let mut text: String = flaws.chain(self.defines.iter().cloned()).map(|(n, v)| format!("const {n}: u32 = {v}u;\n")).collect();
-        for part in [COMMON].iter().chain(&self.shared).chain([&self.file]) {
+        for part in [COMMON].into_iter().chain(self.shared.iter().map(|s| s.1)).chain([self.file]) {
             text.push_str(part);
             text.push('\n');
         }
@@ -119,22 +120,28 @@ impl Spec {
 }
 
 /// Keeps the lines of one variant of a shader: between `//#if FLAG` and `//#else` (or
-/// `//#endif`) when FLAG is in `flags`, between `//#else` and `//#endif` otherwise (not nested).
+/// `//#endif`) when FLAG is in `flags`, between `//#else` and `//#endif` otherwise; blocks nest.
 /// One source serves every variant; the plain one never names a subgroup built-in, so it
-/// compiles everywhere. Flags: `subgroups`, `kv_f16`.
+/// compiles everywhere. Flags: `subgroups`, `kv_f16`, and the fusions a kernel offers.
 pub fn specialise(src: &str, flags: &[&str]) -> String {
     let mut out = String::with_capacity(src.len());
-    let (mut keep, mut on) = (true, true);
+    // Per open block: (its flag is on, the enclosing blocks keep their lines).
+    let mut open: Vec<(bool, bool)> = Vec::new();
+    let mut keep = true;
     for line in src.lines() {
         let t = line.trim();
         if let Some(flag) = t.strip_prefix("//#if ") {
-            on = flags.contains(&flag.trim());
-            keep = on;
+            let on = flags.contains(&flag.trim());
+            open.push((on, keep));
+            keep = keep && on;
             continue;
         }
-        match t {
-            "//#else" => keep = !on,
-            "//#endif" => keep = true,
+        match (t, open.last()) {
+            ("//#else", Some(&(on, outer))) => keep = outer && !on,
+            ("//#endif", Some(&(_, outer))) => {
+                keep = outer;
+                open.pop();
+            }
             _ if keep => {
                 out.push_str(line);
                 out.push('\n');
@@ -186,10 +193,11 @@ pub enum Slot {
     Step,
 }
 
-/// The bindings a module declares, in binding order: `@group(0) @binding(i) var<…> name`.
+/// The bindings a module declares, in binding order: (number, slot) of each `@group(0)
+/// @binding(number) var<…> name` (numbers may skip: a variant leaves out what it does not use).
 /// Storage buffers are outputs (read_write) or inputs (read); uniforms are the params slot, or
 /// the step table when named `step`.
-pub fn bindings(src: &str) -> Vec<Slot> {
+pub fn bindings(src: &str) -> Vec<(u32, Slot)> {
     let mut slots: Vec<(u32, Slot)> = src
         .lines()
         .filter_map(|line| {
@@ -208,7 +216,12 @@ pub fn bindings(src: &str) -> Vec<Slot> {
         })
         .collect();
     slots.sort_by_key(|s| s.0);
-    slots.into_iter().map(|s| s.1).collect()
+    slots
+}
+
+/// The slots of `bindings`, in order.
+pub fn slots(src: &str) -> Vec<Slot> {
+    bindings(src).into_iter().map(|b| b.1).collect()
 }
 
 /// The fields of `struct NAME { … }` in a module, in order: (name, WGSL type).
@@ -276,6 +289,10 @@ mod tests {
         let src = "a\n//#if subgroups\nb\n//#else\nc\n//#endif\nd\n";
         assert_eq!(specialise(src, &["subgroups"]), "a\nb\nd\n");
         assert_eq!(specialise(src, &[]), "a\nc\nd\n");
+        let nested = "a\n//#if x\nb\n//#if y\nc\n//#else\nd\n//#endif\ne\n//#else\nf\n//#endif\ng\n";
+        assert_eq!(specialise(nested, &["x", "y"]), "a\nb\nc\ne\ng\n");
+        assert_eq!(specialise(nested, &["x"]), "a\nb\nd\ne\ng\n");
+        assert_eq!(specialise(nested, &["y"]), "a\nf\ng\n");
         let tiles = expand_tiles("x\n//#for r t\nv$r_$t\n//#end\ny\n", 2, 2);
         assert!(tiles.contains("const TILE_ROWS: u32 = 2u;"));
         assert!(tiles.contains("v0_0\nv0_1\nv1_0\nv1_1\ny"));
@@ -295,6 +312,6 @@ mod tests {
     #[test]
     fn bindings_are_read_from_the_shader() {
         let src = "@group(0) @binding(1) var<storage, read> w: array<u32>;\n@group(0) @binding(0) var<storage, read_write> y: array<f32>;\n@group(0) @binding(2) var<uniform> p: Params;\n@group(0) @binding(3) var<uniform> step: Step;\n";
-        assert_eq!(bindings(src), vec![Slot::Out, Slot::In, Slot::Params, Slot::Step]);
+        assert_eq!(slots(src), vec![Slot::Out, Slot::In, Slot::Params, Slot::Step]);
     }
 }

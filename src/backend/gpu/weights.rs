@@ -35,6 +35,8 @@ impl Tensor {
 pub struct Weights {
     tensors: HashMap<String, Tensor>,
     tables: HashMap<String, Vec<Part>>,
+    /// `blk.L.GROUP.weight` → the tensors its members are stored as, in row order (`FUSED`).
+    runs: HashMap<String, Vec<String>>,
     pub bytes: u64,
 }
 
@@ -73,12 +75,26 @@ pub fn table_parts(ctx: &GpuContext, info: &crate::core::gguf::TensorInfo) -> Ta
 
 /// Per-layer groups stored as one tensor (rows of the members in order): `blk.L.attn_qkv.weight`
 /// = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up]; and their biases where there are
-/// any, always together (F32 vectors): `blk.L.attn_qkv.bias` = [b_q | b_k | b_v].
+/// any, always together (F32 vectors): `blk.L.attn_qkv.bias` = [b_q | b_k | b_v]. Members of
+/// different types are stored in runs of the same type (`blk.L.attn_q+attn_k.weight`).
 pub const FUSED: [(&str, &[&str]); 2] = [("attn_qkv", &["attn_q", "attn_k", "attn_v"]), ("ffn_gate_up", &["ffn_gate", "ffn_up"])];
 
-/// The members of fused group `name` (see `FUSED`).
-pub fn members(name: &str) -> &'static [&'static str] {
-    FUSED.iter().find(|(f, _)| *f == name).map_or(&[], |(_, m)| *m)
+/// Consecutive runs of `infos` that can be stored as one tensor: 2-D of one type and row length,
+/// or F32 vectors (biases).
+fn same_runs(infos: &[&crate::core::gguf::TensorInfo]) -> Vec<std::ops::Range<usize>> {
+    let joins = |a: &crate::core::gguf::TensorInfo, b: &crate::core::gguf::TensorInfo| match (a.dims.len(), b.dims.len()) {
+        (2, 2) => a.ty == b.ty && a.dims[0] == b.dims[0],
+        (1, 1) => a.ty == GgmlType::F32 && b.ty == GgmlType::F32,
+        _ => false,
+    };
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for i in 0..infos.len() {
+        match out.last_mut() {
+            Some(r) if joins(infos[r.end - 1], infos[i]) => r.end = i + 1,
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
 }
 
 impl Weights {
@@ -90,22 +106,30 @@ impl Weights {
         let mut bytes = 0;
         let mut scratch = Vec::new();
         let mut part = Vec::new();
-        // Member name → fused name, for the groups whose members match in type and row length.
+        // Member name → (stored name, the members stored with it): runs of a group's members
+        // that match in type and row length are stored together.
         let mut fused_as: HashMap<String, (String, Vec<String>)> = HashMap::new();
+        let mut runs: HashMap<String, Vec<String>> = HashMap::new();
         for l in 0..cfg.n_layers {
-            for ((fused, members), kind) in FUSED.iter().flat_map(|f| [(f, "weight"), (f, "bias")]) {
+            for ((group, members), kind) in FUSED.iter().flat_map(|f| [(f, "weight"), (f, "bias")]) {
                 let names: Vec<String> = members.iter().map(|m| format!("blk.{l}.{m}.{kind}")).collect();
-                let infos: Vec<_> = names.iter().filter_map(|n| g.tensor(n)).collect();
-                let same = infos.len() == names.len()
-                    && infos.iter().all(|i| match kind {
-                        "weight" => i.dims.len() == 2 && i.ty == infos[0].ty && i.dims[0] == infos[0].dims[0],
-                        _ => i.dims.len() == 1 && i.ty == GgmlType::F32,
-                    });
-                if same {
-                    for n in &names {
-                        fused_as.insert(n.clone(), (format!("blk.{l}.{fused}.{kind}"), names.clone()));
+                let Some(infos) = names.iter().map(|n| g.tensor(n)).collect::<Option<Vec<_>>>() else { continue };
+                let mut stored = Vec::new();
+                for run in same_runs(&infos) {
+                    let run_names: Vec<String> = names[run.clone()].to_vec();
+                    let label = match run.len() {
+                        1 => run_names[0].clone(),
+                        n if n == names.len() => format!("blk.{l}.{group}.{kind}"),
+                        _ => format!("blk.{l}.{}.{kind}", members[run].join("+")),
+                    };
+                    if run_names.len() > 1 {
+                        for n in &run_names {
+                            fused_as.insert(n.clone(), (label.clone(), run_names.clone()));
+                        }
                     }
+                    stored.push(label);
                 }
+                runs.insert(format!("blk.{l}.{group}.{kind}"), stored);
             }
         }
         for (name, _) in cfg.expected_tensors() {
@@ -149,12 +173,18 @@ impl Weights {
             bytes += buffer.size();
             tensors.insert(label, Tensor { buffer, ty: info.ty, dims });
         }
-        Ok(Weights { tensors, tables, bytes })
+        Ok(Weights { tensors, tables, runs, bytes })
     }
 
-    /// Layer `l`'s fused group `name` (see `FUSED`), when its members were stored together.
-    pub fn fused(&self, l: usize, name: &str) -> Option<&Tensor> {
-        self.tensors.get(&format!("blk.{l}.{name}.weight"))
+    /// Layer `l`'s group `name` (see `FUSED`) as stored, in row order: one tensor where its
+    /// members match in type and row length, else a tensor per run of members that do.
+    pub fn group(&self, l: usize, name: &str) -> Vec<&Tensor> {
+        self.runs[&format!("blk.{l}.{name}.weight")].iter().map(|n| self.get(n)).collect()
+    }
+
+    /// Layer `l`'s group `name`'s biases stored together, where it has them.
+    pub fn group_bias(&self, l: usize, name: &str) -> Option<&Tensor> {
+        self.tensors.get(&format!("blk.{l}.{name}.bias"))
     }
 
     /// The parts of table `name` (`TABLES`), in row order.

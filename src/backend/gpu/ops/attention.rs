@@ -16,6 +16,7 @@
 use crate::backend::gpu::context::{GpuContext, Tuning};
 use crate::backend::gpu::program::{Grid, Recorder, SplitGrid};
 use crate::backend::gpu::shader::Spec;
+use crate::backend::gpu::weights::Tensor;
 use crate::core::config::KvType;
 use crate::error::{Error, Result};
 use crate::params;
@@ -60,6 +61,8 @@ params! {
         pub window: u32,
         /// R: cache rows (position p is row p mod R).
         pub rows: u32,
+        /// With `Fresh` and q/k head norms: their epsilon.
+        pub eps: f32,
     }
 }
 
@@ -89,6 +92,27 @@ pub struct AttentionBuffers<'a> {
     pub qkv: &'a wgpu::Buffer,
     pub k_cache: &'a wgpu::Buffer,
     pub v_cache: &'a wgpu::Buffer,
+    /// The fused decode step: q and this step's k and v arrive raw, and pass 1 norms and turns
+    /// them and appends k and v to the cache (in place of `rope_kv` and `head_norm`).
+    pub fresh: Option<Fresh<'a>>,
+    /// Pass 1 only: the output projection merges the splits (one token).
+    pub merge_later: bool,
+}
+
+/// What the fused decode step needs to turn (and norm) q and k itself.
+#[derive(Clone, Copy)]
+pub struct Fresh<'a> {
+    /// [T × d_h/2] (cos, sin) of the layer's RoPE.
+    pub table: &'a wgpu::Buffer,
+    pub neox: bool,
+    /// The q and k head norms' weights ([d_h] each) and epsilon, where the model has them.
+    pub norms: Option<([&'a Tensor; 2], f32)>,
+}
+
+/// Whether pass 1 can take the cache append for heads of `head_dim` turned adjacent or (`neox`)
+/// by halves: the halves must be whole vec4s.
+pub fn can_fuse(head_dim: u32, neox: bool) -> bool {
+    head_dim.is_multiple_of(if neox { 8 } else { 4 })
 }
 
 /// How pass 1 is arranged.
@@ -237,21 +261,29 @@ impl Shape {
         tokens as u64 * self.heads.n_heads as u64 * self.n_splits as u64 * (4 + self.heads.head_dim as u64) * 4
     }
 
+    /// Pass 1's kernel, with the cache append fused in where `fresh` has what it needs.
+    fn fresh_spec(&self, fresh: Option<&Fresh>) -> Spec {
+        match fresh {
+            None => self.spec(),
+            Some(f) => self.spec().flag("fresh", true).flag("qk_norm", f.norms.is_some()).constant("NEOX", f.neox as u32),
+        }
+    }
+
     /// Pass 1's kernel.
     fn spec(&self) -> Spec {
         let (hd, g, f16) = (self.heads.head_dim, self.group, self.kv == KvType::F16);
-        let io = include_str!("../../../../shaders/attention_io.wgsl");
+        let io = ("attention_io.wgsl", include_str!("../../../../shaders/attention_io.wgsl"));
         match self.form {
             Form::Online { lanes } => {
                 Spec::new(format!("attention_online_g{g}_w{lanes}"), include_str!("../../../../shaders/attention_online.wgsl"))
-                    .shared(io)
+                    .shared(io.0, io.1)
                     .tile(hd / 4, self.tokens)
                     .flag("kv_f16", f16)
                     .constant("GROUP", g)
                     .constant("WG", lanes)
             }
             Form::Workgroup { phases } => Spec::new(format!("attention_d{hd}_g{g}"), include_str!("../../../../shaders/attention.wgsl"))
-                .shared(io)
+                .shared(io.0, io.1)
                 .tile(1, self.tokens)
                 .flag("kv_f16", f16)
                 .define("QUERY_VEC4S", QUERY_VEC4S)
@@ -279,7 +311,8 @@ pub fn check(head_dim: usize, context: usize) -> Result<()> {
 
 /// Causal attention of each token over the cache rows it attends: pass 1 per split and group of
 /// G query heads (only the splits holding the step's positions, from the step table), then the
-/// merge per head and token.
+/// merge per head and token — unless the output projection merges them
+/// (`AttentionBuffers::merge_later`).
 pub fn record(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionBuffers, a: &Shape) -> Result<()> {
     let Heads { n_heads, n_kv_heads, head_dim } = a.heads;
     let p = Attention {
@@ -292,10 +325,25 @@ pub fn record(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionBuff
         n_splits: a.n_splits,
         window: a.window,
         rows: a.rows,
+        eps: b.fresh.and_then(|f| f.norms).map_or(0.0, |n| n.1),
     };
     let z = tokens.rows();
     let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z.div_ceil(a.tokens)).by_step();
-    rec.push(format!("{label}.attention"), &a.spec(), &[b.part, b.att, b.qkv, b.k_cache, b.v_cache], &p, grid)?;
+    let mut buffers = vec![b.part, b.att, b.qkv, b.k_cache, b.v_cache];
+    if let Some(f) = &b.fresh {
+        if tokens != Tokens::One || !can_fuse(head_dim, f.neox) {
+            return Err(Error::Gpu(format!("{label}: the fused cache append is for one token, heads of whole vec4 halves")));
+        }
+        buffers.push(f.table);
+        if let Some(([qn, kn], _)) = f.norms {
+            buffers.extend([&qn.buffer, &kn.buffer]);
+        }
+    }
+    rec.push(format!("{label}.attention"), &a.fresh_spec(b.fresh.as_ref()), &buffers, &p, grid)?;
+    if b.merge_later {
+        // The merge is the output projection's prologue (`project::Input::Merge`).
+        return Ok(());
+    }
     let m = AttentionMerge { n_heads, head_dim, stats_offset: a.stats_offset, split: a.split, n_splits: a.n_splits, window: a.window };
     let merge = Spec::new("attention_merge", include_str!("../../../../shaders/attention_merge.wgsl")).define("MAX_SPLITS", MAX_SPLITS);
     rec.push(format!("{label}.attention_merge"), &merge, &[b.out, b.att, b.part], &m, Grid::workgroups(n_heads).layers(z))

@@ -51,7 +51,7 @@ pub fn record(rec: &mut Recorder, tokens: Tokens, label: String, b: &RopeKvBuffe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::gpu::shader::{bindings, Slot::*};
+    use crate::backend::gpu::shader::{slots, Slot::*};
 
     /// The plain variant names no packed-f16 cache; the f16 one packs pairs.
     #[test]
@@ -62,6 +62,6 @@ mod tests {
             assert!(!code.contains("2x16float") && !plain.contains("//#"));
             assert!(spec(KvType::F16, neox).source(false).contains("pack2x16float"));
         }
-        assert_eq!(bindings(&spec(KvType::F16, true).source(false)), [Out, Out, Out, In, Params, Step]);
+        assert_eq!(slots(&spec(KvType::F16, true).source(false)), [Out, Out, Out, In, Params, Step]);
     }
 }

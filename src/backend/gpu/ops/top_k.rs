@@ -33,7 +33,7 @@ pub const SLICES: u32 = 64;
 pub const WORDS: usize = 2 + 2 * TOP_K;
 
 fn spec(label: &str, file: &'static str) -> Spec {
-    Spec::new(label, file).shared(include_str!("../../../../shaders/top_k_io.wgsl")).define("K", TOP_K as u32)
+    Spec::new(label, file).shared("top_k_io.wgsl", include_str!("../../../../shaders/top_k_io.wgsl")).define("K", TOP_K as u32)
 }
 
 /// The softmax statistics and the `TOP_K` largest of `n` logits into `out` (`WORDS`), through

@@ -5,10 +5,12 @@
 use super::*;
 use crate::backend::cpu;
 use crate::backend::gpu::ops::rope_kv::{self, RopeKvBuffers};
+use crate::backend::gpu::ops::{project, Rows, Write};
 use crate::backend::gpu::program::StepTable;
-use crate::backend::gpu::shader::{bindings, Slot};
+use crate::backend::gpu::shader::{slots, Slot};
 use crate::backend::gpu::GpuOptions;
 use crate::core::config::RopeSpec;
+use crate::core::quant::GgmlType;
 use crate::testing::*;
 
 fn tuning(lanes: u32) -> Tuning {
@@ -73,7 +75,7 @@ fn specialisation_of_both_forms() {
     assert!(src.contains("unpack2x16float") && src.contains("o2_15_1") && !src.contains("o2$r"), "{}", online.spec().label);
     use Slot::*;
     for s in [wg.chunk.spec().source(false), src] {
-        assert_eq!(bindings(&s), [Out, Out, In, In, In, Params, Step]);
+        assert_eq!(slots(&s), [Out, Out, In, In, In, Params, Step]);
     }
 }
 
@@ -104,7 +106,7 @@ fn rope_spec(base: f32, neox: bool) -> RopeSpec {
 fn record_attention(ctx: &GpuContext, rec: &mut Recorder, tokens: Tokens, bufs: [&wgpu::Buffer; 5], shape: &Shape) {
     let [out, att, qkv, k, v] = bufs;
     let part = ctx.storage("part", shape.part_bytes(tokens.rows())).unwrap();
-    let b = AttentionBuffers { out, att, part: &part, qkv, k_cache: k, v_cache: v };
+    let b = AttentionBuffers { out, att, part: &part, qkv, k_cache: k, v_cache: v, fresh: None, merge_later: false };
     record(rec, tokens, "attn", &b, shape).unwrap();
 }
 
@@ -248,5 +250,116 @@ fn chunk_attention(ctx: &GpuContext, window: usize, rows: usize, q: u32) {
         }
     }
     assert!(got[n * d..].iter().all(|&v| v == 0.0), "rows past the chunk are untouched");
+    ctx.check_errors().unwrap();
+}
+
+/// The fused decode step's attention (`Fresh`): pass 1 norms q and k (where the model has head
+/// norms), turns them, appends k and v to the cache row of the position, and attends — at the
+/// head shapes of every architecture the engine runs (d_h 64, 128 and 256; GQA 3, 4 and 7;
+/// adjacent and NeoX RoPE; a sliding window in a ring), against the CPU doing the same steps
+/// one by one. Then pass 1 again with the merge left to the output projection
+/// (`project::Input::Merge`): y = W_o · attention, against the CPU's.
+#[test]
+fn fused_decode_attention_matches_cpu() {
+    // (h, h_kv, d_h, NeoX, head norms, window, ring rows)
+    let cases = [
+        (9usize, 3usize, 64usize, false, false, 0usize, 80usize),
+        (14, 2, 64, true, false, 0, 80),
+        (8, 2, 128, true, true, 0, 80),
+        (4, 1, 256, true, true, 20, 36),
+    ];
+    for ctx in attention_gpus() {
+        for (h, hkv, hd, neox, norms, window, rows) in cases {
+            eprintln!("subgroups: {}, h {h}, h_kv {hkv}, d_h {hd}, neox {neox}, norms {norms}, window {window}", ctx.subgroups);
+            fused_attention(&ctx, Heads { n_heads: h as u32, n_kv_heads: hkv as u32, head_dim: hd as u32 }, neox, norms, (window, rows));
+        }
+    }
+}
+
+fn fused_attention(ctx: &GpuContext, heads: Heads, neox: bool, norms: bool, (window, rows): (usize, usize)) {
+    let (h, hkv, hd) = (heads.n_heads as usize, heads.n_kv_heads as usize, heads.head_dim as usize);
+    let (t, pos, eps) = (80usize, 69usize, 1e-6f32);
+    let rs = rope_spec(10000.0, neox);
+    let (d, kv) = (h * hd, hkv * hd);
+    let qkv = random(d + 2 * kv, 26, 1.0);
+    // Positions 0..pos as a linear cache (the CPU's), and as the GPU's ring keeps them.
+    let (mut k_lin, mut v_lin) = (random(t * kv, 27, 1.0), random(t * kv, 28, 1.0));
+    let ring = |c: &[f32], upto: usize| {
+        let mut r = vec![0.0; rows * kv];
+        for j in 0..upto {
+            r[(j % rows) * kv..][..kv].copy_from_slice(&c[j * kv..][..kv]);
+        }
+        r
+    };
+    let (kb, vb, qb) = (buf(ctx, "k", &ring(&k_lin, pos)), buf(ctx, "v", &ring(&v_lin, pos)), buf(ctx, "qkv", &qkv));
+    let table = buf(ctx, "table", &cpu::rope_table(t, hd, rs, &[]));
+    let (qn, kn) = (random(hd, 29, 0.3), random(hd, 30, 0.3));
+    let (qn, kn): (Vec<f32>, Vec<f32>) = (qn.iter().map(|v| v + 1.0).collect(), kn.iter().map(|v| v + 1.0).collect());
+    let (qnt, knt) = (vector(ctx, "q_norm", &qn), vector(ctx, "k_norm", &kn));
+    let fresh = Fresh { table: &table, neox, norms: norms.then_some(([&qnt, &knt], eps)) };
+    let ap = Plan::new(ctx, heads, KvType::F32, t, 1, 1.0 / (hd as f32).sqrt())
+        .decode
+        .with_split(32)
+        .layer(0)
+        .windowed(window as u32, rows as u32);
+    let (out, att) = (ctx.storage("out", d as u64 * 4).unwrap(), ctx.storage("att", ap.att_bytes(1)).unwrap());
+    let part = ctx.storage("part", ap.part_bytes(1)).unwrap();
+    let steps = StepTable::new(ctx, t).unwrap().with_grids(ctx, ap.split_grid()).unwrap();
+    let b = AttentionBuffers {
+        out: &out,
+        att: &att,
+        part: &part,
+        qkv: &qb,
+        k_cache: &kb,
+        v_cache: &vb,
+        fresh: Some(fresh),
+        merge_later: false,
+    };
+    let mut rec = Recorder::new(ctx);
+    record(&mut rec, Tokens::One, "fused", &b, &ap).unwrap();
+    rec.finish("fused", Some(&steps)).unwrap().run(ctx, &steps, pos);
+
+    // The CPU: head norms, RoPE, the append, attention over what the position sees.
+    let mut x = qkv.clone();
+    if norms {
+        for (head, w) in (0..h).map(|i| (i, &qn)).chain((h..h + hkv).map(|i| (i, &kn))) {
+            let src = x[head * hd..][..hd].to_vec();
+            cpu::rmsnorm(&mut x[head * hd..][..hd], &src, w, eps);
+        }
+    }
+    cpu::rope(&mut x[..d + kv], hd, pos, rs, &[]);
+    k_lin[pos * kv..][..kv].copy_from_slice(&x[d..d + kv]);
+    v_lin[pos * kv..][..kv].copy_from_slice(&x[d + kv..]);
+    assert_close("k cache after the fused append", &read(ctx, &kb), &ring(&k_lin, pos + 1), 1e-5);
+    assert_eq!(read(ctx, &vb), ring(&v_lin, pos + 1), "v cache after the fused append");
+    assert_eq!(read(ctx, &qb), qkv, "q, k and v are read, not written");
+    let n = pos + 1;
+    let seen = if window > 0 { n - window..n } else { 0..n };
+    let lo = seen.start;
+    let (mut want, mut want_att) = (vec![0.0; d], vec![0.0; h * n]);
+    cpu::attention(&mut want, &mut want_att, &x[..d], &k_lin, &v_lin, seen, hkv, hd, ap.scale);
+    assert_close("fused attention", &read(ctx, &out), &want, 1e-5);
+    let all_att = read(ctx, &att);
+    let (scores, stats) = all_att.split_at(h * t);
+    assert_close("fused attention weights", &softmax_weights(scores, stats, t, lo, n), &want_att, 1e-6);
+
+    // Pass 1 again (appending the same row), the merge in the output projection's prologue.
+    let m = 37usize;
+    let wo = random(m * d, 31, 0.2);
+    let wt = tensor(ctx, GgmlType::F32, bytemuck::cast_slice(&wo), m, d);
+    let y = buf(ctx, "y", &vec![0.0; m]);
+    let b = AttentionBuffers { merge_later: true, ..b };
+    let mut rec = Recorder::new(ctx);
+    record(&mut rec, Tokens::One, "fused", &b, &ap).unwrap();
+    let input = project::Input::Merge { part: &part, att: &att, shape: &ap };
+    project::record_fused(&mut rec, Tokens::One, "attn_output".into(), &wt, Rows::new(&y, 0), input, project::Output::Store(Write::Set))
+        .unwrap();
+    rec.finish("fused+merge", Some(&steps)).unwrap().run(ctx, &steps, pos);
+    let mut want_y = vec![0.0; m];
+    cpu::matvec(&mut want_y, &wo, &want);
+    assert_close("W_o · merge(splits)", &read(ctx, &y), &want_y, 1e-4);
+    let all_att = read(ctx, &att);
+    let (scores, stats) = all_att.split_at(h * t);
+    assert_close("attention weights, merged in the projection", &softmax_weights(scores, stats, t, lo, n), &want_att, 1e-6);
     ctx.check_errors().unwrap();
 }
