@@ -29,31 +29,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) i
     let h = wg.x;
     let t = wg.z;
     if (t >= step.n) { return; }
-    let n = step.pos + t + 1u;
-    let ns = (n + p.split - 1u) / p.split;
-    let lo = select(0u, n - min(n, p.window), p.window > 0u);
-    let s0 = lo / p.split;
+    let splits = split_range(step.pos + t + 1u);
     let hd4 = p.head_dim / 4u;
     let rec = 1u + hd4;
     let base = (t * p.n_heads + h) * p.n_splits * rec;
 
-    var big_m = -3.4e38;
-    for (var s = s0; s < ns; s++) { big_m = max(big_m, part[base + s * rec].x); }
-    var big_l = 0.0;
-    for (var s = s0; s < ns; s++) {
-        let ml = part[base + s * rec];
-        big_l += ml.y * exp(ml.x - big_m);
-    }
-    if (i >= s0 && i < ns) { scale[i] = exp(part[base + i * rec].x - big_m) / big_l; }
+    let ml = merged_stats(base, splits, rec);
+    if (i >= splits.x && i < splits.y) { scale[i] = exp(part[base + i * rec].x - ml.x) / ml.y; }
     workgroupBarrier();
 
     for (var d4 = i; d4 < hd4; d4 += 64u) {
         var o = vec4<f32>(0.0);
-        for (var s = s0; s < ns; s++) { o += part[base + s * rec + 1u + d4] * scale[s]; }
+        for (var s = splits.x; s < splits.y; s++) { o += part[base + s * rec + 1u + d4] * scale[s]; }
         out[(t * p.n_heads + h) * hd4 + d4] = o;
     }
     if (t + 1u == step.n && i == 0u) {
-        att[p.stats_offset + 2u * h] = big_m;
-        att[p.stats_offset + 2u * h + 1u] = big_l;
+        att[p.stats_offset + 2u * h] = ml.x;
+        att[p.stats_offset + 2u * h + 1u] = ml.y;
     }
 }

@@ -109,6 +109,10 @@ pub struct Fresh<'a> {
     pub norms: Option<([&'a Tensor; 2], f32)>,
 }
 
+/// What both merges of the splits share (`shaders/split_merge.wgsl`): this pass's second and
+/// the output projection's prologue (`project::Input::Merge`).
+pub const SPLIT_MERGE: (&str, &str) = ("split_merge.wgsl", include_str!("../../../../shaders/split_merge.wgsl"));
+
 /// Whether pass 1 can take the cache append for heads of `head_dim` turned adjacent or (`neox`)
 /// by halves: the halves must be whole vec4s.
 pub fn can_fuse(head_dim: u32, neox: bool) -> bool {
@@ -345,7 +349,9 @@ pub fn record(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionBuff
         return Ok(());
     }
     let m = AttentionMerge { n_heads, head_dim, stats_offset: a.stats_offset, split: a.split, n_splits: a.n_splits, window: a.window };
-    let merge = Spec::new("attention_merge", include_str!("../../../../shaders/attention_merge.wgsl")).define("MAX_SPLITS", MAX_SPLITS);
+    let merge = Spec::new("attention_merge", include_str!("../../../../shaders/attention_merge.wgsl"))
+        .shared(SPLIT_MERGE.0, SPLIT_MERGE.1)
+        .define("MAX_SPLITS", MAX_SPLITS);
     rec.push(format!("{label}.attention_merge"), &merge, &[b.out, b.att, b.part], &m, Grid::workgroups(n_heads).layers(z))
 }
 

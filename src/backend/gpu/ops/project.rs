@@ -4,7 +4,7 @@
 
 use bytemuck::Zeroable;
 
-use crate::backend::gpu::ops::attention::Shape;
+use crate::backend::gpu::ops::attention::{Shape, SPLIT_MERGE};
 use crate::backend::gpu::program::{Grid, Recorder};
 use crate::backend::gpu::shader::Spec;
 use crate::backend::gpu::weights::Tensor;
@@ -138,7 +138,8 @@ pub fn record_fused(rec: &mut Recorder, tokens: Tokens, label: String, w: &Tenso
             (p.split, p.n_splits, p.window) = (a.split, a.n_splits, a.window);
             // The x binding is unused: bound to `part` (read twice, never written).
             buffers.push(part);
-            spec = spec.shared("project_merge.wgsl", include_str!("../../../../shaders/project_merge.wgsl"));
+            let (name, src) = SPLIT_MERGE;
+            spec = spec.shared(name, src).shared("project_merge.wgsl", include_str!("../../../../shaders/project_merge.wgsl"));
         }
     }
     if let Output::Bias(b) = output {

@@ -320,14 +320,7 @@ fn fused_attention(ctx: &GpuContext, heads: Heads, neox: bool, norms: bool, (win
     rec.finish("fused", Some(&steps)).unwrap().run(ctx, &steps, pos);
 
     // The CPU: head norms, RoPE, the append, attention over what the position sees.
-    let mut x = qkv.clone();
-    if norms {
-        for (head, w) in (0..h).map(|i| (i, &qn)).chain((h..h + hkv).map(|i| (i, &kn))) {
-            let src = x[head * hd..][..hd].to_vec();
-            cpu::rmsnorm(&mut x[head * hd..][..hd], &src, w, eps);
-        }
-    }
-    cpu::rope(&mut x[..d + kv], hd, pos, rs, &[]);
+    let x = cpu_fresh(&qkv, heads, norms.then_some((&qn, &kn, eps)), pos, rs);
     k_lin[pos * kv..][..kv].copy_from_slice(&x[d..d + kv]);
     v_lin[pos * kv..][..kv].copy_from_slice(&x[d + kv..]);
     assert_close("k cache after the fused append", &read(ctx, &kb), &ring(&k_lin, pos + 1), 1e-5);
@@ -362,4 +355,19 @@ fn fused_attention(ctx: &GpuContext, heads: Heads, neox: bool, norms: bool, (win
     let (scores, stats) = all_att.split_at(h * t);
     assert_close("attention weights, merged in the projection", &softmax_weights(scores, stats, t, lo, n), &want_att, 1e-6);
     ctx.check_errors().unwrap();
+}
+
+/// q, k and v of one position as the fused pass makes them: each head of q and k normed
+/// (`norms`: q's and k's weights, epsilon), then turned by RoPE at `pos`.
+fn cpu_fresh(qkv: &[f32], heads: Heads, norms: Option<(&Vec<f32>, &Vec<f32>, f32)>, pos: usize, rs: RopeSpec) -> Vec<f32> {
+    let (h, hkv, hd) = (heads.n_heads as usize, heads.n_kv_heads as usize, heads.head_dim as usize);
+    let mut x = qkv.to_vec();
+    if let Some((qn, kn, eps)) = norms {
+        for (head, w) in (0..h).map(|i| (i, qn)).chain((h..h + hkv).map(|i| (i, kn))) {
+            let src = x[head * hd..][..hd].to_vec();
+            cpu::rmsnorm(&mut x[head * hd..][..hd], &src, w, eps);
+        }
+    }
+    cpu::rope(&mut x[..(h + hkv) * hd], hd, pos, rs, &[]);
+    x
 }
