@@ -37,6 +37,10 @@ mod cli {
         /// Keep the KV cache in f16 (half the memory; values rounded on both backends).
         #[arg(long)]
         kv_f16: bool,
+        /// A KV-cache policy: f32, f16, q8_0, q4_0, window-N, sink-S-window-N or h2o-N (all but
+        /// f32 and f16 on the cpu and reference backends).
+        #[arg(long, conflicts_with = "kv_f16")]
+        kv_policy: Option<kvscope::core::kv_policy::KvPolicy>,
     }
 
     #[derive(Subcommand)]
@@ -71,6 +75,31 @@ mod cli {
         Bench(BenchArgs),
         /// Logits after every input position (teacher forcing), little-endian f32 [n × V].
         Logits(LogitsArgs),
+        /// A text through the exact KV cache and through compressed or evicting ones, compared
+        /// position by position: bytes, top-1 agreement, KL, perplexity, first divergence.
+        KvCompare(KvCompareArgs),
+    }
+
+    #[derive(clap::Args)]
+    struct KvCompareArgs {
+        /// GGUF model file.
+        #[arg(long, default_value = kvscope::DEFAULT_MODEL)]
+        model: PathBuf,
+        #[arg(long, conflicts_with = "text_file", required_unless_present = "text_file")]
+        text: Option<String>,
+        #[arg(long)]
+        text_file: Option<PathBuf>,
+        /// Comma-separated: f32, f16, q8_0, q4_0, window-N, sink-S-window-N, h2o-N.
+        #[arg(long, default_value = "f32,f16,q8_0,q4_0")]
+        policies: String,
+        /// cpu or reference (the GPU keeps f32 and f16 caches of every position).
+        #[arg(long, default_value = "cpu")]
+        backend: BackendKind,
+        #[arg(long, default_value_t = kvscope::DEFAULT_CONTEXT)]
+        context: usize,
+        /// The comparison as one JSON object, the last line of the output.
+        #[arg(long)]
+        json: bool,
     }
 
     #[derive(clap::Args)]
@@ -154,7 +183,12 @@ mod cli {
         /// The model loaded with these settings.
         fn load(&self, backend: BackendKind, context: usize) -> Result<Engine> {
             let bytes = read(&self.model)?;
-            pollster::block_on(Engine::load(&bytes, LoadOptions { backend, context, kv: KvType::new(self.kv_f16), ..Default::default() }))
+            let opts = LoadOptions { backend, context, kv: KvType::new(self.kv_f16), ..Default::default() };
+            let opts = match self.kv_policy {
+                Some(p) => opts.with_policy(p),
+                None => opts,
+            };
+            pollster::block_on(Engine::load(&bytes, opts))
         }
     }
 
@@ -193,6 +227,7 @@ mod cli {
             Cmd::Generate(a) => generate(a),
             Cmd::Bench(a) => bench(a),
             Cmd::Logits(a) => logits(a),
+            Cmd::KvCompare(a) => kv_compare(a),
         }
     }
 
@@ -312,6 +347,47 @@ mod cli {
             }
             println!("{:<24} {:>10} {:>10.2}", "total", p.rows.iter().map(|r| r.dispatches).sum::<usize>(), p.total_ms);
         }
+    }
+
+    fn kv_compare(a: KvCompareArgs) -> Result<()> {
+        let policies = kvscope::core::kv_policy::KvPolicy::parse_list(&a.policies)?;
+        let text = match (a.text, a.text_file) {
+            (Some(t), _) => t,
+            (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| Error::Io(format!("cannot read text `{}`: {e}", f.display())))?,
+            (None, None) => unreachable!("clap requires --text or --text-file"),
+        };
+        let bytes = read(&a.model)?;
+        let opts = LoadOptions { backend: a.backend, context: a.context, ..Default::default() };
+        let tok = Tokenizer::from_gguf(&Gguf::parse(&bytes)?)?;
+        let ids = tok.encode(&text)?;
+        let r = pollster::block_on(kvscope::engine::kv_lab::kv_compare(&bytes, &opts, &ids, &policies))?;
+        println!(
+            "{} positions; free greedy generation from the first {} tokens, {} steps",
+            r.positions,
+            kvscope::engine::kv_lab::PREFIX,
+            r.free_steps
+        );
+        println!(
+            "{:<20} {:>12} {:>10} {:>8} {:>10} {:>10} {:>11}",
+            "policy", "cache bytes", "bytes/pos", "top-1", "mean KL", "perplexity", "divergence"
+        );
+        for p in &r.policies {
+            let div = p.first_divergence.map_or("none".to_string(), |d| d.to_string());
+            println!(
+                "{:<20} {:>12} {:>10} {:>7.1}% {:>10.5} {:>10.3} {:>11}",
+                p.name,
+                p.cache_bytes,
+                p.bytes_per_position,
+                100.0 * p.top1_agreement,
+                p.mean_kl,
+                p.perplexity,
+                div
+            );
+        }
+        if a.json {
+            println!("{}", serde_json::to_string(&r).expect("json"));
+        }
+        Ok(())
     }
 
     fn logits(a: LogitsArgs) -> Result<()> {

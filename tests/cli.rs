@@ -163,3 +163,41 @@ fn inspect_says_when_a_model_cannot_load() {
         assert_clean_error(&["generate", "--model", &path, "--prompt", "hi", "--backend", "reference"], why);
     }
 }
+
+/// `kv-compare`: a table, then (with --json) one object as the last line — the exact policy
+/// agreeing with itself, a quantised one costing its blocks — and bad policies or a GPU that
+/// cannot run them refused in one line.
+#[test]
+fn kv_compare_reports_each_policy_against_the_exact_cache() {
+    let model = tmp("kv.gguf", &common::synthetic_arch_model(kvscope::core::config::Arch::Llama, 300));
+    let text = "he th he tx the then he th he tx the then he th he";
+    let args = [
+        "kv-compare",
+        "--model",
+        &model,
+        "--text",
+        text,
+        "--policies",
+        "f32,q8_0,window-8",
+        "--backend",
+        "reference",
+        "--context",
+        "128",
+        "--json",
+    ];
+    let (code, out, err) = kvscope(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("policy") && out.contains("window-8"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).expect("the last line is JSON");
+    let p = v["policies"].as_array().unwrap();
+    assert_eq!(p.iter().map(|p| p["name"].as_str().unwrap()).collect::<Vec<_>>(), ["f32", "q8_0", "window-8"]);
+    assert!(v["positions"].as_u64().unwrap() > 8);
+    assert_eq!((p[0]["top1_agreement"].as_f64(), p[0]["mean_kl"].as_f64()), (Some(1.0), Some(0.0)));
+    assert_eq!(p[1]["bytes_per_position"].as_u64().unwrap() * 128, p[0]["bytes_per_position"].as_u64().unwrap() * 34);
+    assert_eq!(p[2]["positions_held"].as_u64(), Some(8));
+    assert_clean_error(&["kv-compare", "--model", &model, "--text", text, "--policies", "f32,sink-8-window-8"], "fewer than the window");
+    assert_clean_error(
+        &["kv-compare", "--model", &model, "--text", text, "--policies", "q4_0", "--backend", "gpu"],
+        "runs on the cpu and reference backends",
+    );
+}

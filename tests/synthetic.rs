@@ -40,7 +40,8 @@ fn check(name: &str, types: SynTypes) {
     // f32 on both sides, same dequantised weights, same RoPE table: only summation order differs.
     assert_close(name, &gpu, &cpu, 1e-4);
     // The plain kernels (no subgroup operations, one row per invocation) as well.
-    let opts = LoadOptions { backend: BackendKind::Gpu, context: 128, gpu: kvscope::GpuOptions::plain(), kv: KvType::F32 };
+    let opts =
+        LoadOptions { backend: BackendKind::Gpu, context: 128, gpu: kvscope::GpuOptions::plain(), kv: KvType::F32, ..Default::default() };
     assert_close(&format!("{name}, plain kernels"), &logits_with(&bytes, opts, &ids), &cpu, 1e-4);
     // The batched prefill (tiled mat-mul, causal attention within each chunk) ends in the same
     // logits as the CPU going token by token.
@@ -439,7 +440,7 @@ fn split_tables_match_cpu() {
     let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 261).collect();
     let cpu = logits(&bytes, BackendKind::Reference, &ids);
     let gpu = kvscope::GpuOptions { table_part_bytes: Some(table_bytes / 3), ..Default::default() };
-    let opts = LoadOptions { backend: BackendKind::Gpu, context: 128, gpu, kv: KvType::F32 };
+    let opts = LoadOptions { backend: BackendKind::Gpu, context: 128, gpu, kv: KvType::F32, ..Default::default() };
     let mut e = pollster::block_on(Engine::load(&bytes, opts.clone())).expect("load");
     let parts = e.gpu().unwrap().weights.table("token_embd.weight").len();
     assert_eq!(parts, 3, "87 of the 261 rows per part");

@@ -19,6 +19,7 @@ pub mod gpu;
 use crate::core::config::{Config, KvType};
 use crate::core::flaw::Flaw;
 use crate::core::gguf::{ByteSource, Gguf};
+use crate::core::kv_policy::{Eviction, KvPolicy};
 use crate::core::sampler::{argmax, top_k, TokenProb};
 use crate::error::{Error, Result};
 use cpu::{CpuModel, Weights};
@@ -125,8 +126,34 @@ pub struct BackendOptions {
     /// T: KV-cache positions.
     pub context: usize,
     pub kv: KvType,
+    /// What the cache evicts (`core::kv_policy`; the CPU backends only).
+    pub eviction: Eviction,
     /// Optional device features and shapes of the GPU kernels.
     pub gpu: GpuOptions,
+}
+
+/// Whether backend `kind` can run cache policy `p` for a model of `cfg`: the GPU keeps f32 or
+/// f16 caches of every position; the block types need rows of whole blocks.
+pub fn check_policy(kind: BackendKind, p: KvPolicy, cfg: &Config) -> Result<()> {
+    let name = p.name();
+    if kind == BackendKind::Gpu && (p.precision.blocks().is_some() || p.eviction != Eviction::None) {
+        return Err(Error::Option(format!(
+            "KV-cache policy `{name}` runs on the cpu and reference backends; the gpu backend keeps an f32 or f16 cache of every position"
+        )));
+    }
+    if p.precision.blocks().is_some() && !cfg.kv_dim().is_multiple_of(32) {
+        return Err(Error::Option(format!(
+            "KV-cache policy `{name}` needs rows of whole 32-value blocks; this model's K and V rows have {}",
+            cfg.kv_dim()
+        )));
+    }
+    Ok(())
+}
+
+impl BackendOptions {
+    pub fn policy(&self) -> KvPolicy {
+        KvPolicy { precision: self.kv, eviction: self.eviction }
+    }
 }
 
 /// A loaded model on one backend.
@@ -138,10 +165,11 @@ pub enum Backend {
 impl Backend {
     /// Uploads (or reads) the weights of `g` from `src` and allocates the cache.
     pub async fn load(g: &Gguf<'_>, cfg: &Config, o: BackendOptions, src: &mut dyn ByteSource) -> Result<Self> {
+        check_policy(o.kind, o.policy(), cfg)?;
         Ok(match o.kind {
             BackendKind::Gpu => Backend::Gpu(Box::new(GpuModel::load(g, cfg, o.context, o.gpu, o.kv, src).await?)),
-            BackendKind::Cpu => Backend::Cpu(Box::new(CpuModel::load(g, cfg, o.context, o.kv, Weights::Blocks, src)?)),
-            BackendKind::Reference => Backend::Cpu(Box::new(CpuModel::load(g, cfg, o.context, o.kv, Weights::F32, src)?)),
+            BackendKind::Cpu => Backend::Cpu(Box::new(CpuModel::load(g, cfg, o.context, o.policy(), Weights::Blocks, src)?)),
+            BackendKind::Reference => Backend::Cpu(Box::new(CpuModel::load(g, cfg, o.context, o.policy(), Weights::F32, src)?)),
         })
     }
 

@@ -119,16 +119,25 @@ pub struct Config {
 /// a sliding-window layer's cache.
 pub const PREFILL_CHUNK: usize = 32;
 
-/// How the KV cache stores each value: f32, or f16 rounded to nearest even (half the memory).
+/// How the KV cache stores each value: f32, f16 rounded to nearest even (half the memory), or
+/// (the CPU backends; `core::kv_policy`) ggml's Q8_0 / Q4_0 blocks of 32 values and one f16 scale
+/// each, as llama.cpp's `--cache-type-k/v`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
 pub enum KvType {
     #[default]
+    #[serde(rename = "f32")]
     F32,
+    #[serde(rename = "f16")]
     F16,
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    #[serde(rename = "q4_0")]
+    Q4_0,
 }
 
 impl KvType {
+    pub const ALL: [KvType; 4] = [KvType::F32, KvType::F16, KvType::Q8_0, KvType::Q4_0];
+
     pub fn new(f16: bool) -> Self {
         if f16 {
             KvType::F16
@@ -137,12 +146,39 @@ impl KvType {
         }
     }
 
-    /// Bytes per cached value.
-    pub fn bytes(self) -> usize {
+    pub fn name(self) -> &'static str {
         match self {
-            KvType::F32 => 4,
-            KvType::F16 => 2,
+            KvType::F32 => "f32",
+            KvType::F16 => "f16",
+            KvType::Q8_0 => "q8_0",
+            KvType::Q4_0 => "q4_0",
         }
+    }
+
+    /// The ggml block layout of a quantised cache.
+    pub fn blocks(self) -> Option<crate::core::quant::GgmlType> {
+        use crate::core::quant::GgmlType;
+        match self {
+            KvType::Q8_0 => Some(GgmlType::Q8_0),
+            KvType::Q4_0 => Some(GgmlType::Q4_0),
+            KvType::F32 | KvType::F16 => None,
+        }
+    }
+
+    /// Bytes of a cache row of `values` values (a multiple of 32 for the block types).
+    pub fn row_bytes(self, values: usize) -> u64 {
+        let n = values as u64;
+        match self {
+            KvType::F32 => 4 * n,
+            KvType::F16 => 2 * n,
+            KvType::Q8_0 => n / 32 * 34,
+            KvType::Q4_0 => n / 32 * 18,
+        }
+    }
+
+    /// Bytes per cached value, on average (1.0625 for Q8_0: 34 bytes a block of 32).
+    pub fn value_bytes(self) -> f64 {
+        self.row_bytes(32) as f64 / 32.0
     }
 }
 
@@ -268,7 +304,7 @@ impl Config {
 
     /// Bytes of one layer's K (or V) cache at `context` positions: [T × h_kv · d_h] values.
     pub fn kv_layer_bytes(&self, context: usize, kv: KvType) -> u64 {
-        context as u64 * self.kv_dim() as u64 * kv.bytes() as u64
+        context as u64 * kv.row_bytes(self.kv_dim())
     }
 
     /// Bytes of K and V for every layer at `context` positions (sliding-window layers keep

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod flaw;
 pub mod gguf;
+pub mod kv_policy;
 pub mod quant;
 pub mod sampler;
 pub mod tokenizer;

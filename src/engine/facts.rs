@@ -17,8 +17,8 @@ pub struct ModelFacts {
     /// T: the positions the KV cache is sized for.
     pub context: usize,
     pub kv_type: KvType,
-    /// Bytes per cached value: 4 (f32) or 2 (f16).
-    pub kv_value_bytes: usize,
+    /// Bytes per cached value: 4 (f32), 2 (f16), 1.0625 (q8_0), 0.5625 (q4_0).
+    pub kv_value_bytes: f64,
     /// Bytes of K and V per cached position over all layers.
     pub kv_bytes_per_token: u64,
     /// Bytes of the whole KV cache at `context` (sliding-window layers keep their rings).
@@ -42,7 +42,7 @@ impl ModelFacts {
             weights_bytes,
             context,
             kv_type: kv,
-            kv_value_bytes: kv.bytes(),
+            kv_value_bytes: kv.value_bytes(),
             kv_bytes_per_token: cfg.kv_cache_bytes(1, kv),
             kv_cache_bytes,
             total_bytes: weights_bytes + kv_cache_bytes,

@@ -8,6 +8,7 @@
 //! that their K and V are appended; step, one decode step (pick a token, feed it back).
 
 mod facts;
+pub mod kv_lab;
 mod options;
 mod progress;
 
@@ -22,6 +23,7 @@ use crate::clock::now_ms;
 use crate::core::config::{Config, KvType};
 use crate::core::flaw::{Flaw, FlawRows};
 use crate::core::gguf::{read_header, ByteSource, Gguf};
+use crate::core::kv_policy::{Eviction, KvPolicy};
 use crate::core::sampler::{top_k, Sampler, TokenProb};
 use crate::core::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
@@ -54,6 +56,8 @@ pub struct Engine {
     attended: usize,
     /// The rows a flawed generation wrote.
     flawed: FlawRows,
+    /// The KV cache's policy (`core::kv_policy`).
+    pub policy: KvPolicy,
     /// Positions per forward call while prefilling.
     pub prefill_chunk: usize,
     /// Set from outside (another thread, or the page's Stop button) to end generation after the
@@ -74,7 +78,7 @@ impl Engine {
         // The kernels' own checks run in the backend's load, after the device's limits (the
         // figures a user can act on first).
         let (cfg, tokenizer) = Self::check_model(&g, &opts)?;
-        let bo = BackendOptions { kind: opts.backend, context: opts.context, kv: opts.kv, gpu: opts.gpu };
+        let bo = BackendOptions { kind: opts.backend, context: opts.context, kv: opts.kv, eviction: opts.eviction, gpu: opts.gpu };
         let backend = Backend::load(&g, &cfg, bo, src).await?;
         Ok(Engine {
             facts: ModelFacts::new(&g, &cfg, opts.context, opts.kv),
@@ -87,6 +91,7 @@ impl Engine {
             prompt_attention: None,
             attended: 0,
             flawed: FlawRows::default(),
+            policy: opts.policy(),
             context: opts.context,
             prefill_chunk: backend.chunk(),
             cfg,
@@ -115,6 +120,7 @@ impl Engine {
         if opts.context == 0 || opts.context > 1 << 20 {
             return Err(Error::Option(format!("context length {} is outside 1..=1048576", opts.context)));
         }
+        crate::backend::check_policy(opts.backend, opts.policy(), &cfg)?;
         Ok((cfg, tokenizer))
     }
 
@@ -206,8 +212,12 @@ impl Engine {
     pub fn reuse_prefix(&mut self, ids: &[u32]) -> usize {
         let seq = self.cached.iter().chain(self.pending.iter());
         let common = seq.zip(ids).take_while(|(a, b)| a == b).count().min(ids.len().saturating_sub(1));
-        // Rows a flawed generation wrote are not reused.
+        // Rows a flawed generation wrote are not reused, nor a cache that evicts (what it holds
+        // of the prefix depends on what came after).
         let mut common = self.flawed.reusable(common);
+        if self.policy.eviction != Eviction::None {
+            common = 0;
+        }
         // A sliding-window layer's ring holds the last W + B positions: going back more than B
         // loses rows of the window before `common`, so the whole sequence is fed again.
         if self.cfg.sliding_window > 0 && self.cached.len().saturating_sub(common) > crate::core::config::PREFILL_CHUNK {
@@ -339,6 +349,10 @@ impl Engine {
         }
         if opts.no_cache && opts.flaw != Flaw::None {
             return Err(Error::Option("a flaw acts on the KV cache, so it cannot be combined with decoding without the cache".into()));
+        }
+        if opts.flaw != Flaw::None && self.policy.eviction != Eviction::None {
+            let p = self.policy.name();
+            return Err(Error::Option(format!("a flaw acts on a cache that holds every position; KV-cache policy `{p}` evicts positions")));
         }
         self.stop.store(false, Ordering::Relaxed);
         if prompt.is_empty() && self.pending.is_none() && !self.out.has_logits {

@@ -7,6 +7,7 @@ use crate::backend::gpu::GpuOptions;
 use crate::backend::BackendKind;
 use crate::core::config::KvType;
 use crate::core::flaw::Flaw;
+use crate::core::kv_policy::{Eviction, KvPolicy};
 use crate::core::sampler::{SamplerConfig, TokenProb};
 
 /// Tokens a generation makes at most unless asked otherwise (the CLI, the page).
@@ -24,11 +25,31 @@ pub struct LoadOptions {
     /// How K and V are kept in the cache: f32, or f16 (half the memory and bandwidth; values
     /// rounded to nearest-even f16 on both backends).
     pub kv: KvType,
+    /// What the cache evicts (`core::kv_policy`; the CPU backends only).
+    pub eviction: Eviction,
+}
+
+impl LoadOptions {
+    /// The cache policy: `kv` and `eviction`.
+    pub fn policy(&self) -> KvPolicy {
+        KvPolicy { precision: self.kv, eviction: self.eviction }
+    }
+
+    /// These options with cache policy `p`.
+    pub fn with_policy(self, p: KvPolicy) -> Self {
+        LoadOptions { kv: p.precision, eviction: p.eviction, ..self }
+    }
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions { backend: BackendKind::Gpu, context: crate::DEFAULT_CONTEXT, gpu: GpuOptions::default(), kv: KvType::F32 }
+        LoadOptions {
+            backend: BackendKind::Gpu,
+            context: crate::DEFAULT_CONTEXT,
+            gpu: GpuOptions::default(),
+            kv: KvType::F32,
+            eviction: Eviction::None,
+        }
     }
 }
 

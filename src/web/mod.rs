@@ -146,7 +146,7 @@ impl JsLoadOptions {
             subgroups: self.subgroups.unwrap_or(d.subgroups),
             ..d
         };
-        Ok(LoadOptions { backend, context, gpu, kv: KvType::new(self.kv_f16) })
+        Ok(LoadOptions { backend, context, gpu, kv: KvType::new(self.kv_f16), ..Default::default() })
     }
 }
 

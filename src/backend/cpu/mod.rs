@@ -5,13 +5,17 @@
 //! Names: d = dim, f = ffn_dim, h = n_heads, h_kv = n_kv_heads, d_h = head_dim,
 //! kv = h_kv · d_h, V = vocab_size, T = context length.
 
+mod evicting;
 mod matrix;
+
+pub use evicting::Evicting;
 
 pub use matrix::{dot, Matrix, Scratch};
 
 use crate::core::config::{Act, Config, KvType, RopeSpec, PREFILL_CHUNK};
 use crate::core::flaw::Flaw;
 use crate::core::gguf::{ByteSource, Gguf};
+use crate::core::kv_policy::{Eviction, KvPolicy};
 use crate::core::quant::dequantize_vec;
 use crate::error::{Error, Result};
 
@@ -180,10 +184,14 @@ impl Layer {
     }
 }
 
-/// A cache row ← `row`, rounded to f16 (nearest even) where the cache is f16, as the GPU
-/// stores it.
+/// A cache row ← `row` as the cache keeps it: rounded to f16 (nearest even) where the cache is
+/// f16, as the GPU stores it; quantised to ggml's Q8_0 or Q4_0 blocks and read back where the
+/// cache keeps blocks (a row of h_kv · d_h values is whole blocks of 32).
 fn write_row(cache_row: &mut [f32], row: &[f32], kv: KvType) {
-    cache_row.copy_from_slice(row);
+    match kv.blocks() {
+        Some(ty) => crate::core::quant::dequantize(ty, &crate::core::quant::quantize(ty, row), cache_row),
+        None => cache_row.copy_from_slice(row),
+    }
     if kv == KvType::F16 {
         cache_row.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
     }
@@ -215,8 +223,11 @@ pub struct CpuModel {
     output: Option<Matrix>, // [V × d]; None: tied to token_embd
     k_cache: Vec<Vec<f32>>, // per layer [rows × kv], rows ≤ T growing in steps of CACHE_STEP
     v_cache: Vec<Vec<f32>>, // per layer [rows × kv]
-    /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores them.
+    /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores
+    /// them; Q8_0, Q4_0: through ggml's blocks.
     pub kv_type: KvType,
+    /// An eviction policy's state (None: every position held).
+    pub evicting: Option<Evicting>,
     rope_freqs: Vec<f32>, // [d_h/2] or empty
     x: Vec<f32>,          // [B × d] residual stream
     xb: Vec<f32>,         // [B × d] normed input of a sublayer
@@ -265,7 +276,8 @@ fn load_if(has: bool, g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<
 }
 
 impl CpuModel {
-    pub fn load(g: &Gguf, cfg: &Config, context: usize, kv_type: KvType, weights: Weights, src: &mut dyn ByteSource) -> Result<Self> {
+    pub fn load(g: &Gguf, cfg: &Config, context: usize, policy: KvPolicy, weights: Weights, src: &mut dyn ByteSource) -> Result<Self> {
+        let kv_type = policy.precision;
         let layers = (0..cfg.n_layers)
             .map(|l| {
                 let name = |n: &str| format!("blk.{l}.{n}");
@@ -329,9 +341,11 @@ impl CpuModel {
             logits: vec![0.0; cfg.vocab_size],
             cfg: cfg.clone(),
             context,
-            batch: b,
+            // An eviction policy decides at every position: one position per call.
+            batch: if policy.eviction == Eviction::None { b } else { 1 },
             weights,
             kv_type,
+            evicting: (policy.eviction != Eviction::None).then(|| Evicting::new(policy.eviction, cfg, context)),
         })
     }
 
@@ -400,16 +414,23 @@ impl CpuModel {
             let r = c.rope_of(l);
             for (i, ((qi, ki), vi)) in q.chunks_exact_mut(qd).zip(k.chunks_exact_mut(kv)).zip(v.chunks_exact_mut(kv)).enumerate() {
                 let pos = start + i;
-                w.shape_qkv([qi, ki, vi], c, flaw.rope_position(pos), r, &self.rope_freqs, &mut self.head);
+                // With cache positions (StreamingLLM) q and k are turned in `Evicting::attend`.
+                let rope_pos = if self.evicting.as_ref().is_some_and(|e| e.policy.cache_positions()) { 0 } else { flaw.rope_position(pos) };
+                w.shape_qkv([qi, ki, vi], c, rope_pos, r, &self.rope_freqs, &mut self.head);
                 if flaw.appends() {
                     write_row(&mut self.k_cache[l][pos * kv..(pos + 1) * kv], ki, self.kv_type);
                     write_row(&mut self.v_cache[l][pos * kv..(pos + 1) * kv], vi, self.kv_type);
                 }
             }
-            for (i, (oi, qi)) in att_out.chunks_exact_mut(qd).zip(q.chunks_exact(qd)).enumerate() {
+            for (i, (oi, qi)) in att_out.chunks_exact_mut(qd).zip(q.chunks_exact_mut(qd)).enumerate() {
                 let pos = start + i;
                 let att = &mut self.att[l * c.n_heads * self.context..][..c.n_heads * (pos + 1)];
-                attention(oi, att, qi, &self.k_cache[l], &self.v_cache[l], c.attended(l, pos), c.n_kv_heads, hd, c.attn_scale);
+                match &mut self.evicting {
+                    Some(e) => {
+                        e.attend(l, pos, c.attended(l, pos), qi, oi, att, [&self.k_cache[l], &self.v_cache[l]], c, (r, &self.rope_freqs))
+                    }
+                    None => attention(oi, att, qi, &self.k_cache[l], &self.v_cache[l], c.attended(l, pos), c.n_kv_heads, hd, c.attn_scale),
+                }
             }
             w.wo.matmul(xb2, att_out, &mut self.scratch);
             for ((xi, yi), tmp) in x.chunks_exact_mut(d).zip(xb2.chunks_exact_mut(d)).zip(xb.chunks_exact_mut(d)) {
@@ -439,6 +460,9 @@ impl CpuModel {
 
     /// Zeroes K and V in every cache row from `from` on.
     pub fn clear_rows(&mut self, from: usize) {
+        if let Some(e) = &mut self.evicting {
+            e.clear(from);
+        }
         let kv = self.cfg.kv_dim();
         for c in self.k_cache.iter_mut().chain(&mut self.v_cache) {
             let from = (from * kv).min(c.len());

@@ -1,0 +1,139 @@
+//! The KV-cache lab: one text through the exact cache and through each cache policy
+//! (`core::kv_policy`), compared position by position (`kvscope kv-compare`).
+//!
+//! Teacher forcing: every model is fed the text one token at a time; at each position t the
+//! policy's next-token distribution P' is compared with the exact cache's P:
+//!   top1_agreement = share of positions where argmax P' = argmax P
+//!   mean_kl        = mean over positions of KL(P ‖ P') = Σ_y P(y) · (log P(y) − log P'(y))
+//!   perplexity     = exp(mean over positions of −log P'(text[t + 1]))
+//! Then free greedy generation from the text's first `PREFIX` tokens for `FREE_STEPS` steps:
+//! `first_divergence` is the first step whose token differs from the exact cache's (None if
+//! none does).
+
+use serde::Serialize;
+
+use crate::core::kv_policy::KvPolicy;
+use crate::core::sampler::argmax;
+use crate::engine::{Engine, LoadOptions};
+use crate::error::{Error, Result};
+
+/// Tokens of the text that start the free generation.
+pub const PREFIX: usize = 32;
+/// Greedy steps of the free generation.
+pub const FREE_STEPS: usize = 64;
+
+/// One policy's figures against the exact cache.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    pub name: String,
+    /// Bytes of K and V the policy holds after the text (positions held × bytes a position).
+    pub cache_bytes: u64,
+    /// Bytes of one position's K and V over every layer.
+    pub bytes_per_position: u64,
+    /// Positions the policy holds after the text.
+    pub positions_held: usize,
+    pub top1_agreement: f64,
+    pub mean_kl: f64,
+    pub perplexity: f64,
+    pub first_divergence: Option<usize>,
+    /// Per position: whether the argmax agreed, and KL(P ‖ P') (for the page's chart).
+    pub agreement_by_position: Vec<bool>,
+    pub kl_by_position: Vec<f32>,
+}
+
+/// `kvscope kv-compare`'s result.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvComparison {
+    /// Positions compared: the text's tokens less one (the last has nothing to predict).
+    pub positions: usize,
+    /// The free generation's steps (fewer than `FREE_STEPS` where the context ends first).
+    pub free_steps: usize,
+    pub policies: Vec<PolicyReport>,
+}
+
+/// Running sums of one policy's comparison.
+struct Tally {
+    agree: Vec<bool>,
+    kl: Vec<f32>,
+    nll: f64,
+}
+
+/// log softmax(logits), into `out`.
+fn log_softmax(logits: &[f32], out: &mut Vec<f32>) {
+    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = m as f64 + logits.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln();
+    out.clear();
+    out.extend(logits.iter().map(|&x| (x as f64 - lse) as f32));
+}
+
+/// KL(P ‖ Q) from log-probabilities.
+fn kl(lp: &[f32], lq: &[f32]) -> f32 {
+    lp.iter().zip(lq).map(|(&a, &b)| (a as f64).exp() * (a - b) as f64).sum::<f64>().max(0.0) as f32
+}
+
+/// The text `ids` through the exact cache and each of `policies`, each model loaded from
+/// `bytes` with `opts` (backend, context) and its policy.
+pub async fn kv_compare(bytes: &[u8], opts: &LoadOptions, ids: &[u32], policies: &[KvPolicy]) -> Result<KvComparison> {
+    if ids.len() < 2 {
+        return Err(Error::Option(format!("kv-compare needs a text of at least 2 tokens (got {})", ids.len())));
+    }
+    if ids.len() > opts.context {
+        return Err(Error::Option(format!("the text has {} tokens; the context holds {}", ids.len(), opts.context)));
+    }
+    let mut exact = Engine::load(bytes, opts.clone().with_policy(KvPolicy::EXACT)).await?;
+    let mut models = Vec::with_capacity(policies.len());
+    for p in policies {
+        models.push(Engine::load(bytes, opts.clone().with_policy(*p)).await?);
+    }
+    let positions = ids.len() - 1;
+    let mut tallies: Vec<Tally> =
+        policies.iter().map(|_| Tally { agree: Vec::with_capacity(positions), kl: Vec::with_capacity(positions), nll: 0.0 }).collect();
+    let (mut lp, mut lq) = (Vec::new(), Vec::new());
+    for t in 0..positions {
+        exact.feed(&ids[t..t + 1]).await?;
+        log_softmax(exact.logits(), &mut lp);
+        let want = argmax(&lp);
+        for (m, tally) in models.iter_mut().zip(&mut tallies) {
+            m.feed(&ids[t..t + 1]).await?;
+            log_softmax(m.logits(), &mut lq);
+            tally.agree.push(argmax(&lq) == want);
+            tally.kl.push(kl(&lp, &lq));
+            tally.nll -= lq[ids[t + 1] as usize] as f64;
+        }
+    }
+    let prefix = &ids[..PREFIX.min(ids.len())];
+    let free_steps = FREE_STEPS.min(opts.context.saturating_sub(prefix.len()));
+    let reference = greedy(&mut exact, prefix, free_steps).await?;
+    let mut reports = Vec::with_capacity(policies.len());
+    for ((p, m), tally) in policies.iter().zip(&mut models).zip(tallies) {
+        let text = greedy(m, prefix, free_steps).await?;
+        let per = p.bytes_per_position(m.cfg.n_layers, m.cfg.kv_dim());
+        let held = p.held(ids.len());
+        reports.push(PolicyReport {
+            name: p.name(),
+            cache_bytes: held as u64 * per,
+            bytes_per_position: per,
+            positions_held: held,
+            top1_agreement: tally.agree.iter().filter(|&&a| a).count() as f64 / positions as f64,
+            mean_kl: tally.kl.iter().map(|&k| k as f64).sum::<f64>() / positions as f64,
+            perplexity: (tally.nll / positions as f64).exp(),
+            first_divergence: reference.iter().zip(&text).position(|(a, b)| a != b),
+            agreement_by_position: tally.agree,
+            kl_by_position: tally.kl,
+        });
+    }
+    Ok(KvComparison { positions, free_steps, policies: reports })
+}
+
+/// `steps` greedy tokens after `prefix`, from an emptied cache.
+async fn greedy(m: &mut Engine, prefix: &[u32], steps: usize) -> Result<Vec<u32>> {
+    m.reset();
+    m.feed(prefix).await?;
+    let mut out = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let id = argmax(m.logits());
+        out.push(id);
+        m.feed(&[id]).await?;
+    }
+    Ok(out)
+}
