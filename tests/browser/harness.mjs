@@ -65,6 +65,13 @@ afterEach((t) => {
   if (unexpected.length) throw new Error(`"${t.name}": ${unexpected.length} uncaught page error(s):\n${unexpected.join('\n')}`);
 });
 
+/** Actions and navigations wait up to 2 minutes (Playwright's 30 s default is too short for a
+ * page loading a model on SwiftShader while the machine is busy); the tests' own waits say more. */
+function patient(context) {
+  context.setDefaultTimeout(120_000);
+  context.setDefaultNavigationTimeout(120_000);
+}
+
 export async function launch({ webgpu = true } = {}) {
   const args = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
   if (webgpu) args.push('--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader');
@@ -72,12 +79,14 @@ export async function launch({ webgpu = true } = {}) {
   const newContext = browser.newContext.bind(browser);
   browser.newContext = async (...a) => {
     const c = await newContext(...a);
+    patient(c);
     watchContext(c);
     return c;
   };
   const newPage = browser.newPage.bind(browser);
   browser.newPage = async (...a) => {
     const p = await newPage(...a);
+    patient(p.context());
     watchContext(p.context());
     watchPage(p);
     return p;
