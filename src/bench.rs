@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::backend::gpu::{GpuCounters, Profile};
 use crate::clock::now_ms;
+use crate::core::grammar::ResponseFormat;
 use crate::core::sampler::argmax;
 use crate::engine::{Engine, GenerateOptions};
 use crate::error::{Error, Result};
@@ -62,6 +63,31 @@ pub struct BenchReport {
     /// chunk (`crate::backend::gpu::profile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Vec<Profile>>,
+    /// Decode under a grammar, when asked for (`--json-schema`, `--json-object`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<GrammarRun>,
+}
+
+/// Greedy decode at the first context with and without a grammar: what its mask costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct GrammarRun {
+    /// Building the grammar compiler over the vocabulary (once per model).
+    pub setup_ms: f64,
+    /// Compiling this grammar (once per request).
+    pub compile_ms: f64,
+    /// Steps decoded under the grammar (fewer than asked where the grammar ended).
+    pub steps: usize,
+    /// The mask and advancing the grammar, per token.
+    pub mask_ms_per_token: f64,
+    /// Median decode step with the grammar, and without it (the same context and count).
+    pub median_ms_per_token: f64,
+    pub plain_median_ms_per_token: f64,
+    /// Decode speed with the grammar over that without.
+    pub with_over_without: f64,
+    /// The mask's share of a step under the grammar.
+    pub mask_share: f64,
+    /// The text decoded under the grammar.
+    pub text: String,
 }
 
 /// Decode steps at the first and last contexts, alternating.
@@ -114,6 +140,8 @@ pub struct BenchOptions {
     pub contexts: Vec<usize>,
     /// Also profile the GPU passes.
     pub profile: bool,
+    /// Also decode under this format's grammar (`GrammarRun`), unless it is text.
+    pub response_format: ResponseFormat,
 }
 
 /// The GPU's counters (all zero on a CPU backend).
@@ -121,19 +149,14 @@ fn counters(e: &Engine) -> Result<GpuCounters> {
     Ok(e.gpu().map(|g| g.counters).unwrap_or_default())
 }
 
-/// `steps` greedy decode steps after `context` cached positions; returns the run, the counters
-/// before and after, and the number of forward passes between them.
-async fn decode(
-    e: &mut Engine,
-    prompt: &[u32],
-    context: usize,
-    steps: usize,
-    gpu_argmax: bool,
-) -> Result<(DecodeRun, GpuCounters, GpuCounters, usize, u64)> {
+/// `steps` greedy decode steps after `context` cached positions, with `opts` otherwise; returns
+/// the run, the counters before and after, the number of forward passes between them, the GPU
+/// objects created and the summary.
+async fn decode(e: &mut Engine, prompt: &[u32], context: usize, steps: usize, opts: GenerateOptions) -> Result<(DecodeRun, Counted)> {
     e.reset();
     let fill = fill(prompt, context.max(1));
     e.feed(&fill).await?;
-    let opts = GenerateOptions { max_tokens: steps + 1, report_top: 0, gpu_argmax, ..Default::default() };
+    let opts = GenerateOptions { max_tokens: steps + 1, report_top: 0, ..opts };
     let before = counters(e)?;
     let objects = e.gpu().map_or(0, |g| g.ctx.objects_created());
     let mut times = Vec::with_capacity(steps + 1);
@@ -143,7 +166,7 @@ async fn decode(
         tokens.push(ev.id);
         true
     };
-    e.generate(&[], &opts, &mut record).await?;
+    let summary = e.generate(&[], &opts, &mut record).await?;
     let after = counters(e)?;
     let created = e.gpu().map_or(0, |g| g.ctx.objects_created()) - objects;
     // The first event's time covers no decode step; the others are one step each.
@@ -160,11 +183,44 @@ async fn decode(
             median_ms_per_token: median(&times[1.min(times.len())..]),
             tokens,
         },
-        before,
-        after,
-        passes,
-        created,
+        Counted { before, after, passes, created, summary },
     ))
+}
+
+/// What a decode run counted besides its times.
+struct Counted {
+    before: GpuCounters,
+    after: GpuCounters,
+    passes: usize,
+    created: u64,
+    summary: crate::engine::Summary,
+}
+
+/// `GrammarRun`: greedy decode at `context` under `format`'s grammar, between two runs without
+/// it (their medians' mean is the plain figure: a busy machine's drift falls on both sides).
+async fn grammar_run(e: &mut Engine, prompt: &[u32], context: usize, steps: usize, format: &ResponseFormat) -> Result<GrammarRun> {
+    let grammar = format.grammar().ok_or_else(|| Error::Option("bench: the response format has no grammar".into()))?;
+    let t0 = now_ms();
+    e.grammars()?;
+    let setup_ms = now_ms() - t0;
+    let compile_ms = e.grammars()?.matcher(&grammar, "response_format")?.compile_ms;
+    let plain = GenerateOptions::default();
+    let (before, _) = decode(e, prompt, context, steps, plain.clone()).await?;
+    let (run, c) = decode(e, prompt, context, steps, GenerateOptions { response_format: format.clone(), ..plain.clone() }).await?;
+    let (after, _) = decode(e, prompt, context, steps, plain).await?;
+    let plain_median = (before.median_ms_per_token + after.median_ms_per_token) / 2.0;
+    let n = c.summary.generated_tokens.max(1) as f64;
+    Ok(GrammarRun {
+        setup_ms,
+        compile_ms,
+        steps: run.steps,
+        mask_ms_per_token: c.summary.grammar_ms / n,
+        median_ms_per_token: run.median_ms_per_token,
+        plain_median_ms_per_token: plain_median,
+        with_over_without: plain_median / run.median_ms_per_token,
+        mask_share: c.summary.grammar_ms / n / run.median_ms_per_token,
+        text: c.summary.text,
+    })
 }
 
 /// The middle value (the mean of the two middle ones for an even count); 0 for none.
@@ -214,13 +270,17 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
     let mut runs = Vec::new();
     let mut per_token = None;
     for &ctx in contexts {
-        let (r, before, after, passes, created) = decode(e, &prompt, ctx, gen_tokens, gpu_argmax).await?;
+        let (r, c) = decode(e, &prompt, ctx, gen_tokens, GenerateOptions { gpu_argmax, ..Default::default() }).await?;
         if per_token.is_none() {
-            per_token = Some((passes, before, after, created));
+            per_token = Some((c.passes, c.before, c.after, c.created));
         }
         runs.push(r);
     }
     let profile = if o.profile { Some(e.profile().await?) } else { None };
+    let grammar = match o.response_format {
+        ResponseFormat::Text => None,
+        ref f => Some(grammar_run(e, &prompt, contexts[0], gen_tokens, f).await?),
+    };
     let decode_interleaved = match (contexts, e.gpu().is_some()) {
         ([first, .., last], true) if first.max(&1) < last => {
             Some(interleaved(e, &prompt, (*first).max(1), *last, gen_tokens.min(INTERLEAVED_STEPS)).await?)
@@ -259,6 +319,7 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
         kv_cache_bytes: kv,
         gpu_bytes_over_weights_plus_kv: gpu_buffer_bytes as f64 / (weight_bytes + kv) as f64,
         profile,
+        grammar,
     })
 }
 

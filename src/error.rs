@@ -33,6 +33,11 @@ pub enum Error {
     /// An option or request the caller gave that cannot be honoured.
     #[error("{0}")]
     Option(String),
+    /// A request field that cannot be honoured: `param` names it as the request spells it
+    /// (`top_logprobs`, `messages[2].tool_call_id`), for an HTTP error's `param`; the message
+    /// names it too.
+    #[error("{msg}")]
+    Param { param: String, msg: String },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("chat template: {0}")]
@@ -121,7 +126,7 @@ impl Error {
             | Template(_) => ErrorKind::InvalidModel,
             Config(_) => ErrorKind::InvalidModel,
             UnsupportedVersion(_) | UnsupportedType { .. } | UnsupportedArchitecture { .. } | NotSupported(_) => ErrorKind::Unsupported,
-            Option(_) | EmptyPrompt | BadToken { .. } => ErrorKind::InvalidInput,
+            Option(_) | Param { .. } | EmptyPrompt | BadToken { .. } => ErrorKind::InvalidInput,
             ContextFull { .. } | PromptTooLong { .. } => ErrorKind::ContextFull,
             Stopped => ErrorKind::Stopped,
             Busy => ErrorKind::Busy,
@@ -131,6 +136,18 @@ impl Error {
             Gpu(_) => ErrorKind::Gpu,
             Io(_) => ErrorKind::Io,
         }
+    }
+
+    /// The request field a `Param` error is about.
+    pub fn param_name(&self) -> Option<&str> {
+        match self {
+            Error::Param { param, .. } => Some(param),
+            _ => None,
+        }
+    }
+
+    pub fn param(param: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Param { param: param.into(), msg: msg.into() }
     }
 
     pub(crate) fn malformed(what: impl Into<String>, msg: impl Into<String>) -> Self {

@@ -14,11 +14,13 @@ mod cli {
     use std::path::PathBuf;
 
     use clap::{Parser, Subcommand};
+    use kvscope::core::chat::{ChatMessage, ChatRequest};
     use kvscope::core::config::{Config, KvType};
     use kvscope::core::gguf::Gguf;
+    use kvscope::core::grammar::{JsonSchema, ResponseFormat};
     use kvscope::core::sampler::SamplerConfig;
-    use kvscope::core::tokenizer::{ChatMessage, Tokenizer};
-    use kvscope::engine::{ModelFacts, MAX_TOKENS};
+    use kvscope::core::tokenizer::Tokenizer;
+    use kvscope::engine::{ChatTurn, ModelFacts, MAX_TOKENS};
     use kvscope::{BackendKind, Engine, Error, Flaw, GenerateOptions, LoadOptions, Result};
     use serde_json::json;
 
@@ -138,6 +140,52 @@ mod cli {
         /// same-row (the prompt is prefilled correctly).
         #[arg(long, default_value = "none")]
         flaw: Flaw,
+        /// Stop where this text appears (up to 4 times; the stop text is not printed).
+        #[arg(long = "stop", value_name = "TEXT", allow_hyphen_values = true)]
+        stop: Vec<String>,
+        /// Report each token's log probability and its N most probable alternatives (0..=20;
+        /// in --json's token lines).
+        #[arg(long, value_name = "N")]
+        logprobs: Option<usize>,
+        /// OpenAI's frequency penalty (-2..=2) on the tokens generated so far.
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        frequency_penalty: f32,
+        /// OpenAI's presence penalty (-2..=2) on the tokens generated so far.
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        presence_penalty: f32,
+        /// llama.cpp's repetition penalty (1: none) on the last --repeat-last-n tokens.
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f32,
+        #[arg(long, default_value_t = kvscope::engine::REPEAT_LAST_N)]
+        repeat_last_n: usize,
+        /// ID=BIAS: add BIAS (-100..=100; -100 bans) to token ID's logit (repeatable).
+        #[arg(long = "logit-bias", value_name = "ID=BIAS", allow_hyphen_values = true)]
+        logit_bias: Vec<String>,
+        #[command(flatten)]
+        format: FormatArgs,
+    }
+
+    /// Structured output by constrained decoding.
+    #[derive(clap::Args)]
+    struct FormatArgs {
+        /// Constrain the output to the JSON Schema in FILE.
+        #[arg(long, value_name = "FILE", conflicts_with = "json_object")]
+        json_schema: Option<PathBuf>,
+        /// Constrain the output to a JSON object.
+        #[arg(long)]
+        json_object: bool,
+    }
+
+    impl FormatArgs {
+        fn response_format(&self) -> Result<ResponseFormat> {
+            let Some(path) = &self.json_schema else {
+                return Ok(if self.json_object { ResponseFormat::JsonObject } else { ResponseFormat::Text });
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("cannot read `{}`: {e}", path.display())))?;
+            let schema =
+                serde_json::from_str(&text).map_err(|e| Error::Option(format!("--json-schema `{}` is not JSON: {e}", path.display())))?;
+            Ok(ResponseFormat::JsonSchema { json_schema: JsonSchema { name: String::new(), schema: Some(schema), strict: None } })
+        }
     }
 
     #[derive(clap::Args)]
@@ -160,6 +208,10 @@ mod cli {
         /// chunk alone, by kind: where the GPU time goes.
         #[arg(long)]
         profile: bool,
+        /// Also decode under this JSON Schema (or any object): the grammar mask's cost per token,
+        /// and decode speed with and without it.
+        #[command(flatten)]
+        format: FormatArgs,
         #[arg(long)]
         json: bool,
     }
@@ -231,30 +283,63 @@ mod cli {
         }
     }
 
+    /// `ID=BIAS` pairs as `logit_bias` takes them.
+    fn logit_bias(pairs: &[String]) -> Result<std::collections::BTreeMap<String, f32>> {
+        pairs
+            .iter()
+            .map(|p| match p.split_once('=').map(|(id, b)| (id.trim(), b.trim().parse::<f32>())) {
+                Some((id, Ok(b))) => Ok((id.to_string(), b)),
+                _ => Err(Error::Option(format!("--logit-bias `{p}`: expected ID=BIAS, e.g. 198=-100"))),
+            })
+            .collect()
+    }
+
+    impl GenerateArgs {
+        fn options(&self) -> Result<GenerateOptions> {
+            Ok(GenerateOptions {
+                max_tokens: self.max_tokens,
+                sampler: SamplerConfig { temperature: self.temperature, top_k: self.top_k, top_p: self.top_p, seed: self.seed },
+                no_cache: self.no_cache,
+                gpu_argmax: self.gpu_argmax,
+                flaw: self.flaw,
+                stop: self.stop.clone(),
+                logprobs: self.logprobs.is_some(),
+                top_logprobs: self.logprobs.unwrap_or(0),
+                frequency_penalty: self.frequency_penalty,
+                presence_penalty: self.presence_penalty,
+                repetition_penalty: self.repetition_penalty,
+                repeat_last_n: self.repeat_last_n,
+                logit_bias: logit_bias(&self.logit_bias)?,
+                response_format: self.format.response_format()?,
+                ..Default::default()
+            })
+        }
+    }
+
+    /// One JSON line per token: id, text, the next-token table, position, time (and logprobs).
+    fn token_line(ev: &kvscope::TokenEvent) -> serde_json::Value {
+        let mut v = json!({"id": ev.id, "text": ev.text, "top": ev.top, "pos": ev.pos, "ms": ev.ms});
+        if let (Some(lp), Some(top)) = (ev.logprob, &ev.top_logprobs) {
+            v["logprob"] = json!(lp);
+            v["top_logprobs"] = json!(top);
+        }
+        v
+    }
+
     /// Streams the continuation to stdout (or one JSON object per token, then the summary).
     fn generate(a: GenerateArgs) -> Result<()> {
         let mut engine = a.m.load(a.backend, a.context)?;
-        let text = if a.chat {
-            engine.tokenizer.apply_chat_template(&[ChatMessage { role: "user".into(), content: a.prompt }], true)?
-        } else {
-            a.prompt
-        };
-        let ids = engine.tokenizer.encode(&text)?;
-        let opts = GenerateOptions {
-            max_tokens: a.max_tokens,
-            sampler: SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed },
-            no_cache: a.no_cache,
-            gpu_argmax: a.gpu_argmax,
-            flaw: a.flaw,
-            ..Default::default()
+        let mut opts = a.options()?;
+        let ids = match a.chat {
+            true => ChatTurn::new(&engine.tokenizer, &ChatRequest::new(vec![ChatMessage::new("user", &a.prompt)]), &mut opts)?.ids,
+            false => engine.tokenizer.encode(&a.prompt)?,
         };
         let mut out = std::io::stdout().lock();
         let summary = pollster::block_on(engine.generate(&ids, &opts, &mut |ev| {
-            if a.json {
-                let _ = writeln!(out, "{}", json!({"id": ev.id, "text": ev.text, "top": ev.top, "pos": ev.pos, "ms": ev.ms}));
-            } else {
-                let _ = write!(out, "{}", ev.text);
-            }
+            let _ = match a.json {
+                true => writeln!(out, "{}", token_line(ev)),
+                false => write!(out, "{}", ev.text),
+            };
             let _ = out.flush();
             true
         }))?;
@@ -267,7 +352,7 @@ mod cli {
             }
             println!("{}", json!({ "summary": s }));
         } else {
-            println!();
+            println!("{}", summary.tail);
             eprintln!(
                 "[{} prompt + {} generated tokens; prefill {:.1} tok/s, decode {:.2} tok/s; stop: {:?}; {}]",
                 summary.prompt_tokens, summary.generated_tokens, summary.prefill_tps, summary.decode_tps, summary.stop, summary.backend
@@ -286,6 +371,7 @@ mod cli {
             gpu_argmax: a.gpu_argmax,
             contexts: a.contexts,
             profile: a.profile,
+            response_format: a.format.response_format()?,
         };
         let r = pollster::block_on(kvscope::bench::run(&mut engine, &o))?;
         if a.json {
@@ -339,6 +425,20 @@ mod cli {
             mib(r.weight_bytes),
             mib(r.kv_cache_bytes)
         );
+        if let Some(g) = &r.grammar {
+            println!(
+                "grammar mask                       {:>8.3} ms/token  ({:.1}% of a step; {} steps; compiled in {:.1} ms, vocabulary set up in {:.0} ms)",
+                g.mask_ms_per_token,
+                100.0 * g.mask_share,
+                g.steps,
+                g.compile_ms,
+                g.setup_ms
+            );
+            println!(
+                "decode with grammar / without      {:>8.2}   (median steps {:.1} and {:.1} ms)",
+                g.with_over_without, g.median_ms_per_token, g.plain_median_ms_per_token
+            );
+        }
         for p in r.profile.iter().flatten() {
             println!("\nprofile: {} (each dispatch alone, less {:.3} ms per submit)", p.what, p.submit_ms);
             println!("{:<24} {:>10} {:>10} {:>7}", "kind", "dispatches", "ms", "share");

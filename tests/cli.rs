@@ -201,3 +201,55 @@ fn kv_compare_reports_each_policy_against_the_exact_cache() {
         "runs on the cpu and reference backends",
     );
 }
+
+#[test]
+fn request_options_give_the_same_tokens_on_both_backends_and_bad_ones_are_named() {
+    if default_model().is_none() || gpu().is_none() {
+        return;
+    }
+    let schema = tmp("person.json", br#"{"type": "object", "properties": {"name": {"type": "string", "maxLength": 8}}, "required": ["name"], "additionalProperties": false}"#);
+    let run = |backend: &str, extra: &[&str]| {
+        let mut args = vec!["generate", "--prompt", "The capital of France is", "--max-tokens", "12", "--json", "--backend", backend];
+        args.extend_from_slice(extra);
+        let (code, out, err) = kvscope(&args);
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (summary, tokens) = lines.split_last().unwrap();
+        (tokens.iter().map(|t| t["id"].as_u64().unwrap()).collect::<Vec<_>>(), tokens.to_vec(), summary["summary"].clone())
+    };
+    let (plain, _, s) = run("cpu", &[]);
+    let cases: [&[&str]; 4] = [
+        &["--stop", "\n\nThe", "--logprobs", "3"],
+        &["--frequency-penalty", "1", "--presence-penalty", "0.5", "--repetition-penalty", "1.2"],
+        &["--logit-bias", "7042=-100", "--logit-bias", "30=2.5"],
+        &["--json-schema", &schema, "--chat"],
+    ];
+    for extra in cases {
+        let (cpu, tokens, cs) = run("cpu", extra);
+        let (gpu, _, gs) = run("gpu", extra);
+        assert_eq!(cpu, gpu, "{extra:?}");
+        assert_eq!(cs["text"], gs["text"], "{extra:?}");
+        if extra[0] == "--stop" {
+            let text = s["text"].as_str().unwrap();
+            assert_eq!(cs["text"].as_str().unwrap(), &text[..text.find("\n\nThe").unwrap()]);
+            assert_eq!(cs["stop"], "stop_string");
+            assert!(tokens.iter().all(|t| t["top_logprobs"].as_array().unwrap().len() == 3 && t["logprob"].is_number()));
+        } else if extra[0] == "--json-schema" {
+            let v: serde_json::Value = serde_json::from_str(cs["text"].as_str().unwrap()).unwrap();
+            assert!(v["name"].as_str().unwrap().chars().count() <= 8, "{v}");
+        } else {
+            assert_ne!(cpu, plain, "{extra:?} changes the text");
+        }
+    }
+    let base = ["generate", "--prompt", "hi", "--max-tokens", "2", "--backend", "cpu"];
+    let bad = tmp("bad.json", br#"{"type": "nonsense"}"#);
+    for (extra, needle) in [
+        (&["--logprobs", "21"][..], "top_logprobs must be from 0 to 20"),
+        (&["--stop", "a", "--stop", "b", "--stop", "c", "--stop", "d", "--stop", "e"][..], "stop takes at most 4"),
+        (&["--logit-bias", "49152=1"][..], "not a token id of this vocabulary"),
+        (&["--json-schema", &bad][..], "response_format"),
+        (&["--presence-penalty", "3"][..], "presence_penalty must be a number from -2 to 2"),
+    ] {
+        assert_clean_error(&[&base[..], extra].concat(), needle);
+    }
+}

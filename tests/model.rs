@@ -40,7 +40,7 @@ fn tokenizer_matches_llama_cpp() {
     assert_eq!(tok.decode(&[19556, 905]), "Hello world");
     assert_eq!((tok.bos, tok.eos, tok.add_bos), (Some(1), Some(2), false));
 
-    let chat = tok.apply_chat_template(&[ChatMessage { role: "user".into(), content: "hi".into() }], true).unwrap();
+    let chat = tok.apply_chat_template(&[ChatMessage::new("user", "hi")], true).unwrap();
     assert!(chat.ends_with("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"), "{chat:?}");
     assert!(chat.starts_with("<|im_start|>system\n"), "the template adds its default system turn: {chat:?}");
 }

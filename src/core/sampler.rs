@@ -29,7 +29,15 @@ pub fn top_k(logits: &[f32], k: usize, temperature: f32) -> Vec<TokenProb> {
     let t = if temperature > 0.0 { temperature } else { 1.0 };
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&v| (((v - max) / t) as f64).exp()).sum();
+    best(logits, k).into_iter().map(|(v, id)| TokenProb { id, p: ((((v - max) / t) as f64).exp() / sum) as f32 }).collect()
+}
+
+/// The k largest (logit, id), largest first (equal logits: lower id first).
+pub fn best(logits: &[f32], k: usize) -> Vec<(f32, u32)> {
     let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    if k == 0 {
+        return best;
+    }
     for (i, &v) in logits.iter().enumerate() {
         if best.len() < k || v > best[best.len() - 1].0 {
             let at = best.partition_point(|&(bv, _)| bv >= v);
@@ -37,7 +45,7 @@ pub fn top_k(logits: &[f32], k: usize, temperature: f32) -> Vec<TokenProb> {
             best.truncate(k);
         }
     }
-    best.into_iter().map(|(v, id)| TokenProb { id, p: ((((v - max) / t) as f64).exp() / sum) as f32 }).collect()
+    best
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]

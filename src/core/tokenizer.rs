@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
@@ -14,6 +13,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
+pub use crate::core::chat::ChatMessage;
+use crate::core::chat::{render, Frame};
 use crate::core::gguf::{Gguf, Value};
 use crate::error::{Error, Result};
 
@@ -107,12 +108,6 @@ pub struct Tokenizer {
     /// apostrophe contractions.
     clean_spaces: bool,
     chat_template: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
 }
 
 /// GPT-2's map from bytes to printable characters, the alphabet of byte-level BPE vocabularies.
@@ -513,6 +508,13 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Text → ids without BOS: the tokens of a piece of text as it would stand inside a longer
+    /// one (for the grammar's literal strings).
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode_fast(text, false).map_err(|e| Error::Tokenizer(format!("encoding: {e}")))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// The bytes of one token (llama.cpp's `token_to_piece(special = true)`); a piece of a
     /// character for byte tokens and some byte-level BPE tokens.
     pub fn token_bytes(&self, id: u32) -> &[u8] {
@@ -565,25 +567,21 @@ impl Tokenizer {
         out
     }
 
-    /// Renders the model's Jinja chat template over `messages`.
+    /// Renders the model's chat template over `messages`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let src = self.chat_template.as_deref().ok_or_else(|| Error::Template("the model has no `tokenizer.chat_template`".into()))?;
-        let mut env = minijinja::Environment::new();
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        env.add_template("chat", src).map_err(|e| Error::Template(e.to_string()))?;
+        self.render_chat(messages, &[], add_generation_prompt)
+    }
+
+    /// Renders the model's chat template over `messages` with `tools` (`core::chat::render`).
+    pub fn render_chat(&self, messages: &[ChatMessage], tools: &[serde_json::Value], add_generation_prompt: bool) -> Result<String> {
+        let src = self.chat_template().ok_or_else(|| Error::Template("the model has no `tokenizer.chat_template`".into()))?;
         let tok = |id: Option<u32>| id.map(|i| self.token_text(i)).unwrap_or_default();
-        env.get_template("chat")
-            .and_then(|t| {
-                t.render(minijinja::context! {
-                    messages => messages,
-                    add_generation_prompt => add_generation_prompt,
-                    bos_token => tok(self.bos),
-                    eos_token => tok(self.eos),
-                })
-            })
-            .map_err(|e| Error::Template(e.to_string()))
+        let frame = Frame { tools, add_generation_prompt, bos_token: tok(self.bos), eos_token: tok(self.eos) };
+        render(src, messages, &frame)
+    }
+
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
     }
 }
 

@@ -7,16 +7,21 @@
 //! token chosen but not yet fed (at a full context); feed, running tokens through the model so
 //! that their K and V are appended; step, one decode step (pick a token, feed it back).
 
+mod chat;
 mod facts;
 pub mod kv_lab;
 mod options;
+mod pick;
 mod progress;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+pub use chat::ChatTurn;
 pub use facts::ModelFacts;
-pub use options::{GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent, MAX_TOKENS, REPORT_TOP};
+pub use options::{
+    GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent, MAX_STOP, MAX_TOKENS, MAX_TOP_LOGPROBS, REPEAT_LAST_N, REPORT_TOP,
+};
 
 use crate::backend::{Backend, BackendKind, BackendOptions, Readout, Want, TOP_K};
 use crate::clock::now_ms;
@@ -24,9 +29,11 @@ use crate::core::config::{Config, KvType};
 use crate::core::flaw::{Flaw, FlawRows};
 use crate::core::gguf::{read_header, ByteSource, Gguf};
 use crate::core::kv_policy::{Eviction, KvPolicy};
-use crate::core::sampler::{top_k, Sampler, TokenProb};
+use crate::core::grammar::Grammars;
+use crate::core::stop_strings::TextGate;
 use crate::core::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
+use pick::Picker;
 use progress::Progress;
 
 pub struct Engine {
@@ -63,6 +70,8 @@ pub struct Engine {
     /// Set from outside (another thread, or the page's Stop button) to end generation after the
     /// current step or prefill chunk.
     stop: Arc<AtomicBool>,
+    /// The grammar compiler over this model's vocabulary, built on first use.
+    grammars: Option<Grammars>,
 }
 
 impl Engine {
@@ -98,6 +107,7 @@ impl Engine {
             tokenizer: Arc::new(tokenizer),
             backend,
             stop: Arc::new(AtomicBool::new(false)),
+            grammars: None,
         })
     }
 
@@ -333,11 +343,13 @@ impl Engine {
         Ok(out)
     }
 
-    /// Feeds `prompt`, then picks tokens one at a time until EOS, `max_tokens`, a full context, or
-    /// `on_token` returning false. Each chosen token is fed back right after it is reported, so
-    /// the cache grows by one row per step and, when this returns, holds every token and the
-    /// logits predict the next one (except after EOS, which is not fed, and at a full context,
-    /// where the last token waits as pending).
+    /// Feeds `prompt`, then picks tokens one at a time until EOS, a stop string, the grammar's
+    /// end, `max_tokens`, a full context, or `on_token` returning false. Each chosen token is
+    /// fed back right after it is reported, so the cache grows by one row per step and, when
+    /// this returns, holds every token and the logits predict the next one (except after EOS, a
+    /// stop string or the grammar's end, whose last token is not fed, and at a full context,
+    /// where the last token waits as pending). Options that cannot be honoured are refused
+    /// before anything runs.
     pub async fn generate(
         &mut self,
         prompt: &[u32],
@@ -354,6 +366,7 @@ impl Engine {
             let p = self.policy.name();
             return Err(Error::Option(format!("a flaw acts on a cache that holds every position; KV-cache policy `{p}` evicts positions")));
         }
+        let mut picker = self.picker(opts)?;
         self.stop.store(false, Ordering::Relaxed);
         if prompt.is_empty() && self.pending.is_none() && !self.out.has_logits {
             // The last feed read back only a pick: run the last position again for its logits.
@@ -363,24 +376,46 @@ impl Engine {
             self.feed(&[last]).await?;
         }
         // Greedy with `gpu_argmax`: the backend picks (and makes the table, where it keeps as
-        // many rows as are asked for).
-        self.want = match opts.gpu_argmax && opts.sampler.is_greedy() {
+        // many rows as are asked for). The logit processors and logprobs need the whole row
+        // (`core::logits`), so with any of them the logits are read back all the same.
+        let backend_picks = opts.gpu_argmax && opts.sampler.is_greedy() && !opts.changes_logits() && !opts.logprobs;
+        self.want = match backend_picks {
             true if (1..=TOP_K).contains(&opts.report_top) => Want::Top,
             true => Want::Argmax,
             false => Want::Logits,
         };
-        let r = self.generate_inner(prompt, opts, on_token).await;
+        let r = self.generate_inner(prompt, opts, &mut picker, on_token).await;
         self.want = Want::Logits;
         r
+    }
+
+    /// The generation's picker, once `opts` are checked and its grammar (if any) compiled.
+    fn picker(&mut self, opts: &GenerateOptions) -> Result<Picker> {
+        let vocab = self.cfg.vocab_size;
+        opts.check(vocab)?;
+        let constraint = match opts.grammar() {
+            Some((g, param)) => Some(self.grammars()?.matcher(&g, param)?),
+            None => None,
+        };
+        Picker::new(opts, constraint, vocab)
+    }
+
+    /// The grammar compiler over this model's vocabulary (built once, on first use).
+    pub fn grammars(&mut self) -> Result<&Grammars> {
+        if self.grammars.is_none() {
+            self.grammars = Some(Grammars::new(self.tokenizer.clone(), self.cfg.vocab_size)?);
+        }
+        Ok(self.grammars.as_ref().expect("built above"))
     }
 
     async fn generate_inner(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
+        picker: &mut Picker,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<Summary> {
-        let mut run = Progress::new(prompt.len());
+        let mut run = Progress::new(prompt.len(), TextGate::new(&opts.stop, &opts.hold));
         let fed = match opts.attention_layer {
             Some(l) if opts.attention_prompt => self.feed_observed(prompt, l).await,
             _ => self.feed(prompt).await,
@@ -392,47 +427,55 @@ impl Engine {
                 r?;
                 self.observe(opts).await?;
                 run.prefilled();
-                self.decode(opts, &mut run, on_token).await?
+                self.decode(opts, picker, &mut run, on_token).await?
             }
         };
-        Ok(run.summary(stop, self.backend()))
+        Ok(run.summary(stop, self.backend(), picker.grammar_ms()))
     }
 
     /// Picks, reports and feeds back one token at a time, until a stop condition.
     async fn decode(
         &mut self,
         opts: &GenerateOptions,
+        picker: &mut Picker,
         run: &mut Progress,
         on_token: &mut dyn FnMut(&TokenEvent) -> bool,
     ) -> Result<StopReason> {
-        let mut sampler = Sampler::new(opts.sampler);
         loop {
             if run.generated >= opts.max_tokens {
                 return Ok(StopReason::MaxTokens);
             }
-            let (id, top) = self.pick(&mut sampler, opts);
-            let stop_token = self.tokenizer.is_stop(id);
-            let text = if stop_token { String::new() } else { run.utf8.push(self.tokenizer.token_bytes(id)) };
-            let ms = run.token(&text);
+            let window = &self.cached[self.cached.len().saturating_sub(opts.repeat_last_n)..];
+            let p = picker.pick(&self.out, window, opts)?;
+            picker.accept(p.id)?;
+            let stop_token = self.tokenizer.is_stop(p.id);
+            let piece = if stop_token { String::new() } else { run.utf8.push(self.tokenizer.token_bytes(p.id)) };
+            let released = run.release(&piece);
+            let ms = run.token(&released.text);
             let go_on = on_token(&TokenEvent {
-                id,
-                text,
-                top,
+                id: p.id,
+                text: released.text,
+                top: p.top,
+                logprob: p.logprob,
+                top_logprobs: p.top_logprobs,
                 pos: self.position(),
                 ms,
                 attention: self.attention.take(),
                 attention_layers: self.attention_layers.take(),
                 prompt_attention: self.prompt_attention.take(),
             });
-            if stop_token {
-                return Ok(StopReason::Eos);
+            match (stop_token, released.stopped, picker.ended()) {
+                (true, _, _) => return Ok(StopReason::Eos),
+                (_, true, _) => return Ok(StopReason::StopString),
+                (_, _, true) => return Ok(StopReason::GrammarEnd),
+                _ => {}
             }
             if self.position() >= self.context {
-                self.pending = Some(id);
+                self.pending = Some(p.id);
                 return Ok(StopReason::ContextFull);
             }
             run.step_started();
-            match self.feed_back(id, opts).await {
+            match self.feed_back(p.id, opts).await {
                 Err(Error::Stopped) => return Ok(StopReason::Stopped),
                 r => r?,
             }
@@ -440,23 +483,6 @@ impl Engine {
             if !go_on || self.stop_requested() {
                 return Ok(StopReason::Stopped);
             }
-        }
-    }
-
-    /// The next token and the next-token table: the backend's pick (and table) where it made
-    /// one, else the sampler over the logits.
-    fn pick(&self, sampler: &mut Sampler, opts: &GenerateOptions) -> (u32, Vec<TokenProb>) {
-        let table = |logits: &[f32]| if opts.report_top > 0 { top_k(logits, opts.report_top, 1.0) } else { Vec::new() };
-        match self.out.argmax {
-            Some(id) if opts.sampler.is_greedy() => {
-                let top = match (self.out.top.is_empty(), self.out.has_logits) {
-                    (false, _) => self.out.top[..opts.report_top.min(self.out.top.len())].to_vec(),
-                    (true, true) => table(&self.out.logits),
-                    (true, false) => Vec::new(),
-                };
-                (id, top)
-            }
-            _ => (sampler.sample(&self.out.logits), table(&self.out.logits)),
         }
     }
 

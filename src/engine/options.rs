@@ -1,19 +1,31 @@
 //! What the engine is asked to do and what it reports: load and generate options (with their
 //! defaults, the only place they are written), the per-token event, the summary of a run.
 
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::backend::gpu::GpuOptions;
 use crate::backend::BackendKind;
 use crate::core::config::KvType;
 use crate::core::flaw::Flaw;
 use crate::core::kv_policy::{Eviction, KvPolicy};
+use crate::core::grammar::{Grammar, ResponseFormat};
+use crate::core::logits::{Penalties, TokenLogprob, BAN};
 use crate::core::sampler::{SamplerConfig, TokenProb};
+use crate::error::{Error, Result};
 
 /// Tokens a generation makes at most unless asked otherwise (the CLI, the page).
 pub const MAX_TOKENS: usize = 64;
 /// Rows of the next-token table reported with each token unless asked otherwise.
 pub const REPORT_TOP: usize = 5;
+/// Stop strings a generation takes at most (OpenAI's limit).
+pub const MAX_STOP: usize = 4;
+/// Alternatives a token's logprobs list at most (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+/// Tokens the repetition penalty looks back over unless asked otherwise (llama.cpp's
+/// `repeat_last_n`).
+pub const REPEAT_LAST_N: usize = 64;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -83,6 +95,47 @@ pub struct GenerateOptions {
     /// `crate::core::flaw`). The rows the flaw wrote are then never reused (a next chat turn
     /// keeps only the rows before them).
     pub flaw: Flaw,
+    /// Up to `MAX_STOP` strings: the generation stops where one appears in its text (matched
+    /// across token boundaries; never emitted). From JavaScript, one string or an array.
+    #[serde(deserialize_with = "one_or_many")]
+    pub stop: Vec<String>,
+    /// Report each token's log probability under the logits it was picked from (after the
+    /// penalties, bias and grammar), with `top_logprobs` alternatives (0..=`MAX_TOP_LOGPROBS`).
+    pub logprobs: bool,
+    pub top_logprobs: usize,
+    /// OpenAI's penalties (−2..=2) on the tokens this generation has picked, and llama.cpp's
+    /// repetition penalty (1: none) on the last `repeat_last_n` tokens (`core::logits`).
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub repetition_penalty: f32,
+    pub repeat_last_n: usize,
+    /// Token id (as a string, as a JSON object's keys are) → bias added to its logit
+    /// (−100..=100; −100 bans it).
+    pub logit_bias: BTreeMap<String, f32>,
+    /// JSON output by constrained decoding (`core::grammar`).
+    pub response_format: ResponseFormat,
+    /// Set by a chat turn with tools: the grammar that forces a tool call.
+    #[serde(skip)]
+    pub tool_grammar: Option<Grammar>,
+    /// Set by a chat turn with tools: where a tool call starts (the text is held back from
+    /// there, to be parsed whole; `core::stop_strings`).
+    #[serde(skip)]
+    pub hold: Vec<String>,
+}
+
+/// A string or an array of strings, as OpenAI's `stop` takes.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
 }
 
 impl Default for GenerateOptions {
@@ -97,7 +150,88 @@ impl Default for GenerateOptions {
             no_cache: false,
             gpu_argmax: false,
             flaw: Flaw::None,
+            stop: Vec::new(),
+            logprobs: false,
+            top_logprobs: 0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            repetition_penalty: 1.0,
+            repeat_last_n: REPEAT_LAST_N,
+            logit_bias: BTreeMap::new(),
+            response_format: ResponseFormat::Text,
+            tool_grammar: None,
+            hold: Vec::new(),
         }
+    }
+}
+
+/// `v` within `lo..=hi`, or an error naming `param`.
+fn in_range(param: &str, v: f32, lo: f32, hi: f32) -> Result<()> {
+    match v.is_finite() && (lo..=hi).contains(&v) {
+        true => Ok(()),
+        false => Err(Error::param(param, format!("{param} must be a number from {lo} to {hi}, not {v}"))),
+    }
+}
+
+impl GenerateOptions {
+    /// Refuses, by name, what cannot be honoured (`vocab`: the logits' length).
+    pub fn check(&self, vocab: usize) -> Result<()> {
+        if self.stop.len() > MAX_STOP || self.stop.iter().any(String::is_empty) {
+            return Err(Error::param("stop", format!("stop takes at most {MAX_STOP} non-empty strings, not {:?}", self.stop)));
+        }
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(Error::param(
+                "top_logprobs",
+                format!("top_logprobs must be from 0 to {MAX_TOP_LOGPROBS}, not {}", self.top_logprobs),
+            ));
+        }
+        if self.top_logprobs > 0 && !self.logprobs {
+            return Err(Error::param("top_logprobs", "top_logprobs needs logprobs: true"));
+        }
+        in_range("frequency_penalty", self.frequency_penalty, -2.0, 2.0)?;
+        in_range("presence_penalty", self.presence_penalty, -2.0, 2.0)?;
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(Error::param(
+                "repetition_penalty",
+                format!("repetition_penalty must be above 0 (1: none), not {}", self.repetition_penalty),
+            ));
+        }
+        if self.tool_grammar.is_some() && self.response_format != ResponseFormat::Text {
+            return Err(Error::param("response_format", "response_format cannot be combined with a tool_choice that forces a call"));
+        }
+        self.bias(vocab).map(|_| ())
+    }
+
+    /// `logit_bias` as (id, bias) pairs, each id in the vocabulary and each bias in −100..=100.
+    pub fn bias(&self, vocab: usize) -> Result<Vec<(u32, f32)>> {
+        self.logit_bias
+            .iter()
+            .map(|(k, &b)| {
+                let param = format!("logit_bias[{k}]");
+                let id =
+                    k.parse::<u32>().ok().filter(|&id| (id as usize) < vocab).ok_or_else(|| {
+                        Error::param(&param, format!("logit_bias: `{k}` is not a token id of this vocabulary (0..{vocab})"))
+                    })?;
+                in_range(&param, b, BAN, -BAN).map(|_| (id, b))
+            })
+            .collect()
+    }
+
+    pub fn penalties(&self) -> Penalties {
+        Penalties { frequency: self.frequency_penalty, presence: self.presence_penalty, repetition: self.repetition_penalty }
+    }
+
+    /// The grammar the text must match, and the request field it comes from.
+    pub fn grammar(&self) -> Option<(Grammar, &'static str)> {
+        match &self.tool_grammar {
+            Some(g) => Some((g.clone(), "tools")),
+            None => self.response_format.grammar().map(|g| (g, "response_format")),
+        }
+    }
+
+    /// Whether the logits are changed before the pick (penalties, bias, grammar).
+    pub fn changes_logits(&self) -> bool {
+        self.penalties().is_active() || !self.logit_bias.is_empty() || self.grammar().is_some()
     }
 }
 
@@ -112,6 +246,12 @@ pub struct TokenEvent {
     /// Position of the token in the sequence; the cache holds rows 0..pos when it is reported,
     /// and the token's K and V go into row pos when it is fed back.
     pub pos: usize,
+    /// With `logprobs`: log softmax of the logits this token was picked from, at this token,
+    /// and at the `top_logprobs` most probable tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprob: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<Vec<TokenLogprob>>,
     /// Milliseconds of the step that produced this token (forward pass + pick); for the first
     /// token, the pick after the prefill (the prefill's time is the summary's `prefill_ms`).
     pub ms: f64,
@@ -135,6 +275,10 @@ pub enum StopReason {
     MaxTokens,
     ContextFull,
     Stopped,
+    /// A stop string appeared in the text.
+    StopString,
+    /// The grammar's end: no token could extend the text.
+    GrammarEnd,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,5 +292,11 @@ pub struct Summary {
     pub decode_tps: f64,
     pub stop: StopReason,
     pub backend: String,
+    /// The whole text (without a stop string that ended it).
     pub text: String,
+    /// The end of `text` that no token event carried: held back as the possible start of a
+    /// stop string, or as a tool call (`core::stop_strings`), or an incomplete character.
+    pub tail: String,
+    /// Milliseconds spent in the grammar's masks and advancing it (compiling it aside).
+    pub grammar_ms: f64,
 }

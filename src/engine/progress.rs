@@ -2,6 +2,7 @@
 //! for the per-token events and the summary.
 
 use crate::clock::now_ms;
+use crate::core::stop_strings::{Released, TextGate};
 use crate::core::tokenizer::Utf8Stream;
 use crate::engine::options::{StopReason, Summary};
 
@@ -16,12 +17,14 @@ pub(super) struct Progress {
     /// When the step producing the next token began.
     t_step: f64,
     pub(super) generated: usize,
+    /// The text released so far.
     text: String,
     pub(super) utf8: Utf8Stream,
+    gate: TextGate,
 }
 
 impl Progress {
-    pub(super) fn new(prompt_tokens: usize) -> Self {
+    pub(super) fn new(prompt_tokens: usize, gate: TextGate) -> Self {
         let t0 = now_ms();
         Progress {
             prompt_tokens,
@@ -33,6 +36,7 @@ impl Progress {
             generated: 0,
             text: String::new(),
             utf8: Utf8Stream::default(),
+            gate,
         }
     }
 
@@ -43,7 +47,12 @@ impl Progress {
         self.t_step = now;
     }
 
-    /// Counts a token whose text is `piece`; returns the milliseconds of the step that made it.
+    /// What of a token's text can be released (`core::stop_strings`).
+    pub(super) fn release(&mut self, piece: &str) -> Released {
+        self.gate.push(piece)
+    }
+
+    /// Counts a token whose released text is `piece`; returns the milliseconds of the step that made it.
     pub(super) fn token(&mut self, piece: &str) -> f64 {
         let now = now_ms();
         if self.generated == 0 {
@@ -58,9 +67,9 @@ impl Progress {
         self.t_step = now_ms();
     }
 
-    pub(super) fn summary(mut self, stop: StopReason, backend: String) -> Summary {
-        let rest = self.utf8.finish();
-        self.text.push_str(&rest);
+    pub(super) fn summary(mut self, stop: StopReason, backend: String, grammar_ms: f64) -> Summary {
+        let tail = self.gate.finish() + &self.utf8.finish();
+        self.text.push_str(&tail);
         let now = now_ms();
         let prefill_ms = self.prefill_ms.unwrap_or(now - self.t0);
         let decode_ms = if self.prefill_ms.is_some() { now - self.t_decode } else { 0.0 };
@@ -75,6 +84,8 @@ impl Progress {
             stop,
             backend,
             text: self.text,
+            tail,
+            grammar_ms,
         }
     }
 }

@@ -12,10 +12,11 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
 use crate::backend::gpu::{GpuContext, GpuOptions};
+use crate::core::chat::{ChatMessage, ChatRequest};
 use crate::core::config::KvType;
 use crate::core::gguf::{read_header, ByteSource, Gguf};
-use crate::core::tokenizer::{ChatMessage, Tokenizer};
-use crate::engine::{Engine, GenerateOptions, LoadOptions, ModelFacts, TokenEvent};
+use crate::core::tokenizer::Tokenizer;
+use crate::engine::{ChatTurn, Engine, GenerateOptions, LoadOptions, ModelFacts, TokenEvent};
 
 /// Every error reaches JavaScript as an `Error` whose `name` is its kind (`DeviceLost`,
 /// `NoAdapter`, `Unsupported`, … — `crate::ErrorKind`) and whose `message` names what is wrong;
@@ -23,6 +24,10 @@ use crate::engine::{Engine, GenerateOptions, LoadOptions, ModelFacts, TokenEvent
 fn js_err(e: crate::Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
     err.set_name(e.kind().name());
+    if let Some(p) = e.param_name() {
+        // The request field at fault, for an HTTP error's `param` (`engine.fetch`).
+        let _ = js_sys::Reflect::set(&err, &"param".into(), &p.into());
+    }
     err.into()
 }
 
@@ -262,11 +267,18 @@ impl WebEngine {
         self.run(Turn::Complete(prompt), options, on_token)
     }
 
-    /// Renders `messages` ([{role, content}]) with the model's chat template and answers the last
-    /// one, keeping the cached prefix so that only the new turn is prefilled.
-    pub fn chat(&self, messages: JsValue, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
-        match serde_wasm_bindgen::from_value::<Vec<ChatMessage>>(messages) {
-            Ok(m) => self.run(Turn::Chat(m), options, on_token),
+    /// Renders `request` with the model's chat template and answers its last message, keeping
+    /// the cached prefix so that only the new turn is prefilled. `request`: the messages
+    /// ([{role, content, tool_calls?, tool_call_id?}]), or {messages, tools, tool_choice,
+    /// parallel_tool_calls}; with tools the summary has `content` and `tool_calls` ([{name,
+    /// arguments}]).
+    pub fn chat(&self, request: JsValue, options: JsValue, on_token: js_sys::Function) -> js_sys::Promise {
+        let req = match js_sys::Array::is_array(&request) {
+            true => serde_wasm_bindgen::from_value::<Vec<ChatMessage>>(request).map(ChatRequest::new),
+            false => serde_wasm_bindgen::from_value::<ChatRequest>(request),
+        };
+        match req {
+            Ok(r) => self.run(Turn::Chat(r), options, on_token),
             Err(e) => js_sys::Promise::reject(&bad_arg("messages", e)),
         }
     }
@@ -279,7 +291,14 @@ impl WebEngine {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err(crate::Error::Busy))?;
-            let o = crate::bench::BenchOptions { prompt_tokens, gen_tokens, gpu_argmax, contexts, profile };
+            let o = crate::bench::BenchOptions {
+                prompt_tokens,
+                gen_tokens,
+                gpu_argmax,
+                contexts,
+                profile,
+                response_format: Default::default(),
+            };
             let result = crate::bench::run(&mut engine, &o).await;
             engine.reset();
             *inner.borrow_mut() = Some(engine);
@@ -294,21 +313,7 @@ impl WebEngine {
             let mut engine = inner.borrow_mut().take().ok_or_else(|| js_err(crate::Error::Busy))?;
             let tok = engine.tokenizer.clone();
             let result = async {
-                let (ids, reused) = match &turn {
-                    Turn::Complete(p) => {
-                        engine.reset();
-                        (engine.tokenizer.encode(p)?, 0)
-                    }
-                    Turn::Chat(m) => {
-                        let ids = engine.tokenizer.encode(&engine.tokenizer.apply_chat_template(m, true)?)?;
-                        let reused = engine.reuse_prefix(&ids);
-                        (ids, reused)
-                    }
-                    Turn::Step => {
-                        opts.max_tokens = 1;
-                        (Vec::new(), engine.position())
-                    }
-                };
+                let (ids, reused, chat) = prepare(&mut engine, &turn, &mut opts)?;
                 // The first event also carries the tokens this turn prefilled, from `turn_start`.
                 let fresh = &ids[reused.min(ids.len())..];
                 let mut prefilled = Some(fresh.iter().map(|&i| tok.token_text(i)).collect::<Vec<_>>());
@@ -327,25 +332,56 @@ impl WebEngine {
                         }
                     })
                     .await?;
-                Ok::<_, crate::Error>((summary, reused, cb_err))
+                let reply = chat.and_then(|c| c.reply(&summary.text));
+                Ok::<_, crate::Error>((WebSummary { summary, reused_tokens: reused, reply }, cb_err))
             }
             .await;
             *inner.borrow_mut() = Some(engine);
-            let (summary, reused, cb_err) = result.map_err(js_err)?;
-            if let Some(e) = cb_err {
-                return Err(e);
+            let (summary, cb_err) = result.map_err(js_err)?;
+            match cb_err {
+                Some(e) => Err(e),
+                None => to_js(&summary),
             }
-            let v = to_js(&summary)?;
-            js_sys::Reflect::set(&v, &"reused_tokens".into(), &(reused as u32).into())?;
-            Ok(v)
         })
     }
 }
 
 enum Turn {
     Complete(String),
-    Chat(Vec<ChatMessage>),
+    Chat(ChatRequest),
     Step,
+}
+
+/// A turn's tokens and the cache rows kept from before it (and, for a chat turn, the turn, to
+/// read its reply): a completion starts from an empty cache, a chat turn keeps the cached
+/// prefix of its conversation, a step continues the cache.
+fn prepare(engine: &mut Engine, turn: &Turn, opts: &mut GenerateOptions) -> crate::Result<(Vec<u32>, usize, Option<ChatTurn>)> {
+    Ok(match turn {
+        Turn::Complete(p) => {
+            engine.reset();
+            (engine.tokenizer.encode(p)?, 0, None)
+        }
+        Turn::Chat(req) => {
+            let chat = ChatTurn::new(&engine.tokenizer, req, opts)?;
+            let reused = engine.reuse_prefix(&chat.ids);
+            (chat.ids.clone(), reused, Some(chat))
+        }
+        Turn::Step => {
+            opts.max_tokens = 1;
+            (Vec::new(), engine.position(), None)
+        }
+    })
+}
+
+/// A turn's summary for JavaScript: the engine's, the cache rows kept from before the turn, and
+/// a chat turn with tools' reply (`content`, `tool_calls`).
+#[derive(Serialize)]
+struct WebSummary {
+    #[serde(flatten)]
+    summary: crate::engine::Summary,
+    reused_tokens: usize,
+    #[serde(flatten)]
+    reply: Option<crate::core::tools::Reply>,
 }
 
 /// A `TokenEvent` with display text for the token and each row of the next-token table.
@@ -372,6 +408,13 @@ struct WebTokenEvent<'a> {
     /// First event of a turn only: the tokens prefilled at positions turn_start.., as text.
     #[serde(skip_serializing_if = "Option::is_none")]
     prefilled: Option<Vec<String>>,
+    /// With `logprobs`: this token's log probability and bytes, and the alternatives'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logprob: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<&'a [u8]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_logprobs: Option<Vec<WebLogprob<'a>>>,
 }
 
 #[derive(Serialize)]
@@ -381,8 +424,18 @@ struct WebTop {
     text: String,
 }
 
+/// One alternative of a token's logprobs: its text (lossy where it is part of a character) and
+/// bytes.
+#[derive(Serialize)]
+struct WebLogprob<'a> {
+    id: u32,
+    logprob: f32,
+    text: String,
+    bytes: &'a [u8],
+}
+
 impl<'a> WebTokenEvent<'a> {
-    fn new(ev: &'a TokenEvent, tok: &Tokenizer) -> Self {
+    fn new(ev: &'a TokenEvent, tok: &'a Tokenizer) -> Self {
         WebTokenEvent {
             id: ev.id,
             text: &ev.text,
@@ -395,6 +448,13 @@ impl<'a> WebTokenEvent<'a> {
             prompt_attention: ev.prompt_attention.as_deref(),
             turn_start: 0,
             prefilled: None,
+            logprob: ev.logprob,
+            bytes: ev.logprob.map(|_| tok.token_bytes(ev.id)),
+            top_logprobs: ev.top_logprobs.as_ref().map(|top| {
+                top.iter()
+                    .map(|t| WebLogprob { id: t.id, logprob: t.logprob, text: tok.token_text(t.id), bytes: tok.token_bytes(t.id) })
+                    .collect()
+            }),
         }
     }
 }

@@ -120,7 +120,7 @@ test('the OpenAI-style API streams the CLI\'s greedy text; the whole answer matc
   assert.ok(got.chunks.slice(0, -1).every((c) => c.choices[0].finish_reason === null));
 
   assert.equal(got.whole.object, 'chat.completion');
-  assert.deepEqual(got.whole.choices[0].message, { role: 'assistant', content: chat.text });
+  assert.deepEqual(got.whole.choices[0].message, { role: 'assistant', content: chat.text, refusal: null });
   assert.equal(got.whole.choices[0].finish_reason, chat.stop === 'eos' ? 'stop' : 'length');
   assert.deepEqual(got.whole.usage, { prompt_tokens: chat.prompt_tokens, completion_tokens: chat.generated_tokens, total_tokens: chat.prompt_tokens + chat.generated_tokens });
 

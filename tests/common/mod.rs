@@ -208,3 +208,28 @@ pub fn gemma_model() -> Option<Vec<u8>> {
         Err(e) => panic!("Gemma missing under CI: {}: {e}", path.display()),
     }
 }
+
+/// `bytes` (a GGUF with a `tokenizer.chat_template`) with `template` in its place. The new text
+/// is padded with a Jinja comment to a length that differs by a multiple of 32 (the GGUF
+/// alignment), so the tensor data keeps its alignment and every offset into it holds.
+pub fn with_chat_template(bytes: &[u8], template: &str) -> Vec<u8> {
+    let key = b"tokenizer.chat_template";
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("the model has a chat template") + key.len();
+    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 8, "a string value");
+    let len = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+    let mut text = template.to_string() + "{#";
+    while !(text.len() + 2).abs_diff(len).is_multiple_of(32) {
+        text.push(' ');
+    }
+    text.push_str("#}");
+    let mut out = bytes[..at + 4].to_vec();
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[at + 12 + len..]);
+    out
+}
+
+/// The Qwen 2.5 chat template (tools in `<tools>`, calls in `<tool_call>` blocks).
+pub const QWEN25_TEMPLATE: &str = include_str!("../data/qwen2.5-chat-template.jinja");
+/// The Llama 3.1 chat template (tools in the first user turn, calls as bare JSON).
+pub const LLAMA31_TEMPLATE: &str = include_str!("../data/llama3.1-chat-template.jinja");

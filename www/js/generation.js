@@ -7,7 +7,7 @@ import { status, showError, showEngineError, clearError } from './feedback.js';
 import { updateStats } from './stats.js';
 import { chosenFlaw, prepareComparison, runFlawed, showComparison, stepOf } from './flaw.js';
 
-const STOP_REASONS = { eos: 'end of text', max_tokens: 'max tokens reached', context_full: 'the context is full', stopped: 'stopped' };
+const STOP_REASONS = { eos: 'end of text', max_tokens: 'max tokens reached', context_full: 'the context is full', stopped: 'stopped', stop_string: 'a stop string', grammar_end: 'the grammar\'s end' };
 
 /** Generation options from the form (`options.js` checks them), without the attention
  * read-backs. */
@@ -56,7 +56,7 @@ export function generate() {
     // Chat needs the model's template (the checkbox is off and disabled without one).
     const chat = $('chat').checked && state.chatTemplate;
     const next = { role: 'user', content: prompt };
-    const run = (options, onToken) => (chat ? engine.chat({ messages: [...state.messages, next], options }, onToken) : engine.complete({ prompt, options }, onToken));
+    const run = (options, onToken) => (chat ? engine.chat({ request: [...state.messages, next], options }, onToken) : engine.complete({ prompt, options }, onToken));
     const { context } = engine.state();
     const flaw = chosenFlaw();
     const of = flaw === 'none' ? '' : ' (2 of 2, the correct cache)';

@@ -1,10 +1,12 @@
 // kvscope as a library, in the shape of OpenAI's JavaScript client: one module import gives
 // `createEngine`, which starts its own engine worker, loads a GGUF model and answers
 // `engine.chat.completions.create(…)` and `engine.completions.create(…)` with OpenAI's objects
-// (streamed as an async iterator of chunks with `stream: true`). The README ("The JavaScript
-// API") documents every field.
+// (streamed as an async iterator of chunks with `stream: true`), and `engine.fetch`, the same
+// behind fetch's signature for OpenAI's own client (fetch.js). The README ("The JavaScript
+// API") documents every field; openai.js holds the requests' fields and the answers' shapes.
 import { EngineWorker } from './remote.js';
-import { engineOptions } from './options.js';
+import { checkRequest, requestOptions, requestError, chatMessages, chatShape, completionShape, randomHex } from './openai.js';
+import { makeFetch } from './fetch.js';
 
 /** Reads `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array) into a
  * Uint8Array of its own. */
@@ -21,38 +23,14 @@ async function modelBytes(model, signal) {
   throw new TypeError('createEngine: `model` must be a URL, a File or Blob, an ArrayBuffer or a Uint8Array of a GGUF file');
 }
 
-const FINISH = { eos: 'stop', stopped: 'stop', max_tokens: 'length', context_full: 'length' };
-
-const randomId = (prefix) => `${prefix}-${Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
-
 function abortError() {
   return new DOMException('the request was aborted', 'AbortError');
 }
 
-/** Engine options from an OpenAI request (`options.js` checks them). `temperature` 0 is greedy
- * (argmax); absent it is 1, as in OpenAI's API. `max_tokens` (or `max_completion_tokens`)
- * absent: until the end of text or a full context. */
-function options(req, context) {
-  const fields = { max_tokens: req.max_tokens ?? req.max_completion_tokens, temperature: req.temperature, top_p: req.top_p, seed: req.seed };
-  const seed = crypto.getRandomValues(new Uint32Array(1))[0];
-  return engineOptions(fields, { max_tokens: context, temperature: 1, top_p: 1, top_k: 0, report_top: 0, seed });
-}
-
-function checkMessages(messages) {
-  if (!Array.isArray(messages) || messages.length === 0) throw new TypeError('messages must be a non-empty array of {role, content}');
-  return messages.map((m, i) => {
-    if (!m || typeof m.role !== 'string') throw new TypeError(`messages[${i}].role must be a string`);
-    // OpenAI's content parts [{type: 'text', text}] are joined; other parts have no meaning here.
-    const content = Array.isArray(m.content) ? m.content.map((p) => (p && p.type === 'text' ? p.text : '')).join('') : m.content;
-    if (typeof content !== 'string') throw new TypeError(`messages[${i}].content must be a string or text parts`);
-    return { role: m.role, content };
-  });
-}
-
-/** A run as an async iterator: `start(onToken)` starts the engine and resolves to its summary;
- * `chunk(text)` and `last(summary)` shape what is yielded. Leaving the loop early (`break`,
- * `return`) or `signal` stops the engine. */
-function stream(engine, signal, start, chunk, last) {
+/** A run as an async iterator: `start(onEvent)` starts the engine and resolves to its summary;
+ * `shape.event(ev)` (a chunk or null) and `shape.last(summary)` make what is yielded. Leaving the
+ * loop early (`break`, `return`) or `signal` stops the engine. */
+function stream(engine, signal, start, shape) {
   const queue = [];
   let wake = null;
   let finished = false;
@@ -63,11 +41,12 @@ function stream(engine, signal, start, chunk, last) {
   };
   const onAbort = () => engine.stop();
   signal?.addEventListener('abort', onAbort);
-  const run = start((text) => {
-    if (text) push(chunk(text));
+  const run = start((ev) => {
+    const chunk = shape.event(ev);
+    if (chunk) push(chunk);
   }).then(
-    (summary) => last(summary).forEach(push),
-    (e) => { failure = e; },
+    (summary) => shape.last(summary).forEach(push),
+    (e) => { failure = requestError(e); },
   ).finally(() => {
     finished = true;
     signal?.removeEventListener('abort', onAbort);
@@ -110,6 +89,9 @@ class Engine {
     // A bad request rejects (it never throws synchronously).
     this.chat = { completions: { create: (req) => Promise.resolve().then(() => this.createChat(req)) } };
     this.completions = { create: (req) => Promise.resolve().then(() => this.createCompletion(req)) };
+    /** `fetch(url, init)` answering OpenAI's HTTP API (`…/v1/chat/completions`,
+     * `…/v1/completions`, `…/v1/models`), for OpenAI's own client (fetch.js). */
+    this.fetch = makeFetch(this);
   }
 
   /** The model's name, cache fill, context and backend ("cpu" or "gpu: <adapter>"). */
@@ -130,9 +112,9 @@ class Engine {
     return run;
   }
 
-  /** A request: `call(onToken)` runs the engine; the answer is `whole(summary)` or, streamed,
-   * chunks from `chunk(text)` and `last(summary)`. */
-  request(req, call, { whole, chunk, last }) {
+  /** A request: `call(onEvent)` runs the engine; `shape` makes the answer (openai.js): whole,
+   * or streamed chunks. */
+  request(req, call, shape) {
     const signal = req.signal;
     if (signal?.aborted) return Promise.reject(abortError());
     if (!req.stream) {
@@ -140,60 +122,40 @@ class Engine {
         const onAbort = () => this.remote.stop();
         signal?.addEventListener('abort', onAbort);
         try {
-          const summary = await call(() => {});
+          const summary = await call((ev) => shape.event(ev)).catch((e) => { throw requestError(e); });
           if (signal?.aborted) throw abortError();
-          return whole(summary);
+          return shape.whole(summary);
         } finally {
           signal?.removeEventListener('abort', onAbort);
         }
       });
     }
     // The iterator starts the engine when the requests before it are done.
-    return Promise.resolve(stream(this.remote, signal, (onText) => this.exclusive(() => call((ev) => onText(ev.text))), chunk, last));
+    return Promise.resolve(stream(this.remote, signal, (onEvent) => this.exclusive(() => call(onEvent)), shape));
+  }
+
+  /** What every answer carries: an id, the time, the model's name. */
+  base(prefix) {
+    return { id: `${prefix}-${randomHex(12)}`, created: Math.floor(Date.now() / 1000), model: this.state().name };
   }
 
   createChat(req) {
-    const messages = checkMessages(req?.messages);
-    const o = options(req, this.state().context);
-    const id = randomId('chatcmpl');
-    const created = Math.floor(Date.now() / 1000);
-    const model = this.state().name;
-    const usage = (s) => ({ prompt_tokens: s.prompt_tokens + s.reused_tokens, completion_tokens: s.generated_tokens, total_tokens: s.prompt_tokens + s.reused_tokens + s.generated_tokens });
-    const base = { id, created, model };
-    let first = true;
-    return this.request(req, (onToken) => this.remote.chat({ messages, options: o }, onToken), {
-      whole: (s) => ({
-        ...base,
-        object: 'chat.completion',
-        choices: [{ index: 0, message: { role: 'assistant', content: s.text }, finish_reason: FINISH[s.stop], logprobs: null }],
-        usage: usage(s),
-      }),
-      chunk: (text) => {
-        const delta = first ? { role: 'assistant', content: text } : { content: text };
-        first = false;
-        return { ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, finish_reason: null }] };
-      },
-      last: (s) => {
-        const end = { ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta: first ? { role: 'assistant', content: '' } : {}, finish_reason: FINISH[s.stop] }] };
-        if (!req.stream_options?.include_usage) return [end];
-        return [end, { ...base, object: 'chat.completion.chunk', choices: [], usage: usage(s) }];
-      },
-    });
+    checkRequest(req, 'chat');
+    const messages = chatMessages(req.messages);
+    const options = requestOptions(req, 'chat', this.state().context);
+    // Only the fields given: the engine reads a key that is present but undefined as a value.
+    const request = { messages };
+    for (const k of ['tools', 'tool_choice', 'parallel_tool_calls']) if (req[k] != null) request[k] = req[k];
+    const shape = chatShape(req, this.base('chatcmpl'));
+    return this.request(req, (onEvent) => this.remote.chat({ request, options }, onEvent), shape);
   }
 
   createCompletion(req) {
-    if (typeof req?.prompt !== 'string') throw new TypeError('prompt must be a string');
-    const o = options(req, this.state().context);
-    const id = randomId('cmpl');
-    const created = Math.floor(Date.now() / 1000);
-    const model = this.state().name;
-    const base = { id, object: 'text_completion', created, model };
-    const usage = (s) => ({ prompt_tokens: s.prompt_tokens, completion_tokens: s.generated_tokens, total_tokens: s.prompt_tokens + s.generated_tokens });
-    return this.request(req, (onToken) => this.remote.complete({ prompt: req.prompt, options: o }, onToken), {
-      whole: (s) => ({ ...base, choices: [{ index: 0, text: s.text, finish_reason: FINISH[s.stop], logprobs: null }], usage: usage(s) }),
-      chunk: (text) => ({ ...base, choices: [{ index: 0, text, finish_reason: null, logprobs: null }] }),
-      last: (s) => [{ ...base, choices: [{ index: 0, text: '', finish_reason: FINISH[s.stop], logprobs: null }], ...(req.stream_options?.include_usage ? { usage: usage(s) } : {}) }],
-    });
+    checkRequest(req, 'completion');
+    if (typeof req.prompt !== 'string') throw Object.assign(new TypeError('prompt must be a string'), { param: 'prompt' });
+    const options = requestOptions(req, 'completion', this.state().context);
+    const shape = completionShape(req, { ...this.base('cmpl'), object: 'text_completion' });
+    return this.request(req, (onEvent) => this.remote.complete({ prompt: req.prompt, options }, onEvent), shape);
   }
 }
 

@@ -4,10 +4,12 @@
 // with every reply, so `state()` needs no round trip.
 import { OPS } from './ops.js';
 
-/** An error from the worker, with its kind (`DeviceLost`, `NoAdapter`, `Busy`, …) as `name`. */
-function revive({ name, message }) {
+/** An error from the worker, with its kind (`DeviceLost`, `NoAdapter`, `Busy`, …) as `name`
+ * and the request field at fault (if any) as `param`. */
+function revive({ name, message, param }) {
   const e = new Error(message);
   e.name = name;
+  if (param) e.param = param;
   return e;
 }
 

@@ -4,7 +4,8 @@
 //
 // Messages in:  {id, op, handle?, args}  — op is one of OPS; {op: 'stop', handle} gets no reply.
 // Messages out: {id, value, state?}      — the result, with the engine's state after the call;
-//               {id, error: {name, message}}  — the error's kind survives as `name`;
+//               {id, error: {name, message, param}}  — the error's kind survives as `name`,
+//                                          the request field at fault as `param`;
 //               {id, event}              — a token event of a running stream op, or the model's
 //                                          facts during a load.
 import init, * as wasm from '../kvscope.js';
@@ -82,7 +83,7 @@ const serve = {
     e.free();
   },
   complete: ({ prompt, options }, e, send) => e.complete(prompt, options, send),
-  chat: ({ messages, options }, e, send) => e.chat(messages, options, send),
+  chat: ({ request, options }, e, send) => e.chat(request, options, send),
   step: ({ options }, e, send) => e.step(options, send),
 };
 
@@ -118,6 +119,6 @@ self.onmessage = async ({ data }) => {
     const h = op === 'load' ? value.handle : handle;
     self.postMessage({ id, value, state: op === 'free' ? undefined : snapshot(h) });
   } catch (e) {
-    self.postMessage({ id, error: { name: (e && e.name) || 'Error', message: String((e && e.message) || e) } });
+    self.postMessage({ id, error: { name: (e && e.name) || 'Error', message: String((e && e.message) || e), param: e && e.param } });
   }
 };
