@@ -237,6 +237,22 @@ fn median(v: &[f64]) -> f64 {
 /// The contexts decode speed is measured at unless asked otherwise.
 pub const CONTEXTS: [usize; 3] = [0, 256, 1024];
 
+/// The prompt fed in chunks (ms, and ms to the first token picked), then token by token (ms).
+async fn time_prefill(e: &mut Engine, prompt: &[u32]) -> Result<(f64, f64, f64)> {
+    e.reset();
+    let t0 = now_ms();
+    e.feed(prompt).await?;
+    let prefill_ms = now_ms() - t0;
+    argmax(e.logits());
+    let ttft_ms = now_ms() - t0;
+    e.reset();
+    let t0 = now_ms();
+    for &t in prompt {
+        e.feed(&[t]).await?;
+    }
+    Ok((prefill_ms, ttft_ms, now_ms() - t0))
+}
+
 /// Runs the benchmark on `e`: a `prompt_tokens` prompt batched and token by token, then
 /// `gen_tokens` greedy decode steps after each of `contexts` cached positions.
 pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
@@ -253,19 +269,7 @@ pub async fn run(e: &mut Engine, o: &BenchOptions) -> Result<BenchReport> {
         return Err(Error::Option(format!("bench needs a context of {need} positions; load with a larger one")));
     }
 
-    e.reset();
-    let t0 = now_ms();
-    e.feed(&prompt).await?;
-    let prefill_ms = now_ms() - t0;
-    argmax(e.logits());
-    let ttft_ms = now_ms() - t0;
-
-    e.reset();
-    let t0 = now_ms();
-    for &t in &prompt {
-        e.feed(&[t]).await?;
-    }
-    let tbt_ms = now_ms() - t0;
+    let (prefill_ms, ttft_ms, tbt_ms) = time_prefill(e, &prompt).await?;
 
     let mut runs = Vec::new();
     let mut per_token = None;
