@@ -87,11 +87,17 @@ pub struct TokenLogprob {
     pub logprob: f32,
 }
 
+/// ln Σ_j exp(l[j]) = max + ln Σ_j exp(l[j] − max), summed in f64: log softmax(l)[id] is
+/// l[id] minus it.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    (max as f64) + logits.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln()
+}
+
 /// log softmax(logits)[id] = l[id] − max − ln Σ_j exp(l[j] − max), summed in f64, for `picked`
 /// and the `k` most probable tokens (most probable first, banned tokens left out).
 pub fn logprobs(logits: &[f32], picked: u32, k: usize) -> (f32, Vec<TokenLogprob>) {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = (max as f64) + logits.iter().map(|&v| ((v - max) as f64).exp()).sum::<f64>().ln();
+    let lse = log_sum_exp(logits);
     let lp = |v: f32| (v as f64 - lse) as f32;
     let top = best(logits, k).into_iter().filter(|&(v, _)| v.is_finite()).map(|(v, id)| TokenLogprob { id, logprob: lp(v) }).collect();
     (lp(logits.get(picked as usize).copied().unwrap_or(f32::NEG_INFINITY)), top)

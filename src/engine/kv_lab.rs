@@ -13,6 +13,7 @@
 use serde::Serialize;
 
 use crate::core::kv_policy::KvPolicy;
+use crate::core::logits::log_sum_exp;
 use crate::core::sampler::argmax;
 use crate::engine::{Engine, LoadOptions};
 use crate::error::{Error, Result};
@@ -60,8 +61,7 @@ struct Tally {
 
 /// log softmax(logits), into `out`.
 fn log_softmax(logits: &[f32], out: &mut Vec<f32>) {
-    let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = m as f64 + logits.iter().map(|&x| ((x - m) as f64).exp()).sum::<f64>().ln();
+    let lse = log_sum_exp(logits);
     out.clear();
     out.extend(logits.iter().map(|&x| (x as f64 - lse) as f32));
 }

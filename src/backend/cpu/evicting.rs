@@ -21,7 +21,8 @@ pub struct Evicting {
     values: Vec<f32>,
     /// [h × held] one query's weights over the held rows.
     weights: Vec<f32>,
-    /// The held positions a layer's query attends (its window on a sliding-window layer).
+    /// The places in `held` of the positions a layer's query attends (its window on a
+    /// sliding-window layer).
     rows: Vec<usize>,
 }
 
@@ -81,26 +82,28 @@ impl Evicting {
         let score = &self.score[l];
         self.policy.evict(held, |p| score[p]);
         self.rows.clear();
-        self.rows.extend(held.iter().copied().filter(|p| seen.contains(p)));
+        self.rows.extend((0..held.len()).filter(|&i| seen.contains(&held[i])));
         let m = self.rows.len();
-        for (i, &p) in self.rows.iter().enumerate() {
+        for (i, &place) in self.rows.iter().enumerate() {
+            let p = held[place];
             self.keys[i * kv..][..kv].copy_from_slice(&cache[0][p * kv..][..kv]);
             self.values[i * kv..][..kv].copy_from_slice(&cache[1][p * kv..][..kv]);
+            if self.policy.cache_positions() {
+                // StreamingLLM: each key turned at its place in the cache.
+                rope(&mut self.keys[i * kv..][..kv], hd, place, turn.0, turn.1);
+            }
         }
         if self.policy.cache_positions() {
-            // StreamingLLM: each key at its place in the cache, the query at its own.
-            let place = |p: usize| held.iter().position(|&x| x == p).unwrap_or(0);
-            for (i, &p) in self.rows.iter().enumerate() {
-                rope(&mut self.keys[i * kv..][..kv], hd, place(p), turn.0, turn.1);
-            }
-            rope(q, hd, place(pos), turn.0, turn.1);
+            // The query at its own place: the newest, which no policy evicts.
+            rope(q, hd, held.len() - 1, turn.0, turn.1);
         }
         let weights = &mut self.weights[..h * m];
         attention(out, weights, q, &self.keys[..m * kv], &self.values[..m * kv], 0..m, c.n_kv_heads, hd, c.attn_scale);
         let n = pos + 1;
         att[..h * n].fill(0.0);
         for head in 0..h {
-            for (i, &p) in self.rows.iter().enumerate() {
+            for (i, &place) in self.rows.iter().enumerate() {
+                let p = held[place];
                 att[head * n + p] = weights[head * m + i];
                 self.score[l][p] += weights[head * m + i];
             }

@@ -285,12 +285,7 @@ impl<'a> Layers<'a> {
         // workgroups would each compute it again (on SwiftShader that cost the step ~10%).
         let mut rec = Recorder::new(ctx);
         let input = stream.input(&mut rec, false, "output_norm".into(), w.get("output_norm.weight"), cfg.rms_eps)?;
-        let out = w.table(if cfg.tied_output { "token_embd.weight" } else { "output.weight" });
-        for (i, part) in out.iter().enumerate() {
-            let logits = Rows::new(&a.logits, 0).at(part.first_row);
-            let label = if out.len() == 1 { "output".to_string() } else { format!("output part {i}") };
-            project::record_fused(&mut rec, Tokens::One, label, &part.tensor, logits, input, Output::Store(Write::Set))?;
-        }
+        record_logits(&mut rec, cfg, w, a, input)?;
         Ok((decode, rec.finish("head", Some(steps))?))
     }
 
@@ -395,12 +390,18 @@ fn record_head(ctx: &GpuContext, cfg: &Config, w: &Weights, a: &Activations, ste
     let mut rec = Recorder::new(ctx);
     let norm = (w.get("output_norm.weight"), cfg.rms_eps);
     rms_norm::record(&mut rec, Tokens::One, "output_norm".into(), &a.xb, &a.x, norm, NormRows::LastIntoFirst, Write::Set)?;
+    record_logits(&mut rec, cfg, w, a, Input::Rows(Rows::new(&a.xb, cfg.dim as u32)))?;
+    rec.finish("head", Some(steps))
+}
+
+/// logits = W_out · input, W_out = token_embd when the output is tied, one projection per part
+/// of the table.
+fn record_logits(rec: &mut Recorder, cfg: &Config, w: &Weights, a: &Activations, input: Input) -> Result<()> {
     let out = w.table(if cfg.tied_output { "token_embd.weight" } else { "output.weight" });
-    let d = cfg.dim as u32;
     for (i, part) in out.iter().enumerate() {
         let logits = Rows::new(&a.logits, 0).at(part.first_row);
         let label = if out.len() == 1 { "output".to_string() } else { format!("output part {i}") };
-        project::record(&mut rec, Tokens::One, label, &part.tensor, logits, Rows::new(&a.xb, d), Write::Set)?;
+        project::record_fused(rec, Tokens::One, label, &part.tensor, logits, input, Output::Store(Write::Set))?;
     }
-    rec.finish("head", Some(steps))
+    Ok(())
 }

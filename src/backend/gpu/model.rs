@@ -19,26 +19,26 @@ use crate::error::{Error, Result};
 /// Activation buffers, each allocated once for the model's shapes, one row per token of a chunk
 /// (B = the prefill chunk; decoding uses row 0).
 pub struct Activations {
-    pub(super) x: wgpu::Buffer,
-    pub(super) x2: wgpu::Buffer, // [d] the residual stream's second buffer (a fused decode step with post-norms)                  // [B × d] residual stream
-    pub(super) xb: wgpu::Buffer, // [B × d] normed sublayer input
-    pub(super) qkv: wgpu::Buffer, // [B × (q + 2·kv)], rows [q | k | v], q = h · d_h
-    pub(super) att_out: wgpu::Buffer, // [B × q] attention output, heads concatenated
-    pub(super) att: wgpu::Buffer, // [L × h × T] the last token's attention scores per layer, then [L × h × 2] (M, L)
-    pub(super) att_part: wgpu::Buffer, // [B × h × splits × (4 + d_h)] attention statistics and outputs per split
-    pub(super) gate_up: wgpu::Buffer, // [B × 2f], rows [gate | up]
-    pub(super) hb: wgpu::Buffer, // [B × f] act(gate) ⊙ up
-    pub(super) logits: wgpu::Buffer, // [V]
-    pub(super) tokens: wgpu::Buffer, // [T] u32, token id per position
-    pub(super) rope: wgpu::Buffer, // [T × d_h/2] (cos, sin) of the full-attention layers
+    pub(super) x: wgpu::Buffer,                  // [B × d] residual stream
+    pub(super) x2: wgpu::Buffer,                 // [d] the residual stream's second buffer (a fused decode step with post-norms)
+    pub(super) xb: wgpu::Buffer,                 // [B × d] normed sublayer input
+    pub(super) qkv: wgpu::Buffer,                // [B × (q + 2·kv)], rows [q | k | v], q = h · d_h
+    pub(super) att_out: wgpu::Buffer,            // [B × q] attention output, heads concatenated
+    pub(super) att: wgpu::Buffer,                // [L × h × T] the last token's attention scores per layer, then [L × h × 2] (M, L)
+    pub(super) att_part: wgpu::Buffer,           // [B × h × splits × (4 + d_h)] attention statistics and outputs per split
+    pub(super) gate_up: wgpu::Buffer,            // [B × 2f], rows [gate | up]
+    pub(super) hb: wgpu::Buffer,                 // [B × f] act(gate) ⊙ up
+    pub(super) logits: wgpu::Buffer,             // [V]
+    pub(super) tokens: wgpu::Buffer,             // [T] u32, token id per position
+    pub(super) rope: wgpu::Buffer,               // [T × d_h/2] (cos, sin) of the full-attention layers
     pub(super) rope_local: Option<wgpu::Buffer>, // the same for the sliding-window layers, where their RoPE differs
-    pub(super) staging: wgpu::Buffer, // [V] f32, MAP_READ
-    pub(super) att_staging: wgpu::Buffer, // [L × h × (T + 2)] f32, MAP_READ: the layers' scores and statistics, for the views
-    pub(super) argmax: wgpu::Buffer, // [2] u32: argmax id, f32 bits of its logit
-    pub(super) argmax_staging: wgpu::Buffer, // [2] u32, MAP_READ
-    pub(super) top: wgpu::Buffer, // [2 + 2K] u32: softmax max and sum, K × (id, logit)
-    pub(super) top_part: wgpu::Buffer, // [slices × (2 + 2K)] u32
-    pub(super) top_staging: wgpu::Buffer, // [2 + 2K] u32, MAP_READ
+    pub(super) staging: wgpu::Buffer,            // [V] f32, MAP_READ
+    pub(super) att_staging: wgpu::Buffer,        // [L × h × (T + 2)] f32, MAP_READ: the layers' scores and statistics, for the views
+    pub(super) argmax: wgpu::Buffer,             // [2] u32: argmax id, f32 bits of its logit
+    pub(super) argmax_staging: wgpu::Buffer,     // [2] u32, MAP_READ
+    pub(super) top: wgpu::Buffer,                // [2 + 2K] u32: softmax max and sum, K × (id, logit)
+    pub(super) top_part: wgpu::Buffer,           // [slices × (2 + 2K)] u32
+    pub(super) top_staging: wgpu::Buffer,        // [2 + 2K] u32, MAP_READ
 }
 
 /// The bytes of every buffer the model allocates besides the weights, computed once: the limit
