@@ -16,13 +16,44 @@ struct Params {
     window: u32,          // W: positions attended on a sliding-window layer; 0: all
     rows: u32,            // R: cache rows
     eps: f32,             // fresh with qk_norm: the head norm's epsilon
+    scales: u32,          // a block cache (kv_q8_0, kv_q4_0): the word where its blocks' scales start
 }
 
 @group(0) @binding(0) var<storage, read_write> part: array<vec4<f32>>;  // [B × h × n_splits × (1 + d_h/4)]
 @group(0) @binding(1) var<storage, read_write> att: array<f32>;         // [L × h × T] scores, then statistics
 @group(0) @binding(2) var<storage, read> qkv: array<vec4<f32>>;         // [B × (h + 2·h_kv) · d_h / 4]
-// Cache rows as vec4s of f32, or (kv_f16) as 4 f16 packed in two u32; written here only in the
-// fused decode (fresh).
+// Cache rows as vec4s of f32, or (kv_f16) as 4 f16 packed in two u32, or ggml's blocks of 32
+// values and one f16 scale d (kv_q8_0, kv_q4_0; `kv_cache.rs` has the layout); written here only
+// in the fused decode (fresh), which a block cache does not take (kv_quantize.wgsl writes it).
+//#if kv_blocks
+@group(0) @binding(3) var<storage, read> k_cache: array<u32>;  // [R × h_kv·d_h / 4 (Q8_0) or / 8 (Q4_0)] codes, then [R × h_kv·d_h / 64] scales
+@group(0) @binding(4) var<storage, read> v_cache: array<u32>;
+// Vec4 i of a row-major [R × h_kv·d_h / 4] cache from its codes' word `w` and the word `s`
+// holding its block's scale (block i / 8; two f16 scales a word):
+//   Q8_0: x = d · q, q the signed byte k of w;
+//   Q4_0: x = d · (q − 8), q the nibble: block word (i mod 8) mod 4, low nibbles for the block's
+//         values 0..15, high for 16..31 (ggml's order).
+fn dequant(w: u32, s: u32, i: u32) -> vec4<f32> {
+    let d = unpack2x16float(s)[(i / 8u) % 2u];
+//#if kv_q8_0
+    let q = vec4<i32>(bitcast<i32>(w << 24u), bitcast<i32>(w << 16u), bitcast<i32>(w << 8u), bitcast<i32>(w)) >> vec4<u32>(24u);
+    return d * vec4<f32>(q);
+//#else
+    let sh = ((i % 8u) / 4u) * 4u;
+    let q = (vec4<u32>(w) >> vec4<u32>(sh, sh + 8u, sh + 16u, sh + 24u)) & vec4<u32>(15u);
+    return d * (vec4<f32>(q) - 8.0);
+//#endif
+}
+// The word of vec4 i's codes.
+//#if kv_q8_0
+fn code_word(i: u32) -> u32 { return i; }
+//#else
+fn code_word(i: u32) -> u32 { return (i / 8u) * 4u + i % 4u; }
+//#endif
+fn load_k(i: u32) -> vec4<f32> { return dequant(k_cache[code_word(i)], k_cache[p.scales + i / 16u], i); }
+fn load_v(i: u32) -> vec4<f32> { return dequant(v_cache[code_word(i)], v_cache[p.scales + i / 16u], i); }
+fn kv_round(v: vec4<f32>) -> vec4<f32> { return v; }
+//#else
 //#if kv_f16
 //#if fresh
 @group(0) @binding(3) var<storage, read_write> k_cache: array<vec2<u32>>;  // [R × h_kv · d_h / 4]
@@ -52,6 +83,7 @@ fn store_v(i: u32, v: vec4<f32>) { v_cache[i] = v; }
 fn load_k(i: u32) -> vec4<f32> { return k_cache[i]; }
 fn load_v(i: u32) -> vec4<f32> { return v_cache[i]; }
 fn kv_round(v: vec4<f32>) -> vec4<f32> { return v; }
+//#endif
 //#endif
 @group(0) @binding(5) var<uniform> p: Params;
 @group(0) @binding(6) var<uniform> step: Step;

@@ -22,7 +22,12 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read_write> qkv: array<vec2<f32>>;      // [B × (h + 2·h_kv) · d_h / 2]
 // The cache holds each pair as two f32, or (kv_f16) as two f16 packed in a u32, rounded to
-// nearest even.
+// nearest even. A block cache (kv_blocks: Q8_0, Q4_0) is written by kv_quantize.wgsl after this
+// pass, from the row: here k is turned in place like q, and the cache is not touched.
+//#if kv_blocks
+@group(0) @binding(1) var<storage, read> k_cache: array<u32>;
+@group(0) @binding(2) var<storage, read> v_cache: array<u32>;
+//#else
 //#if kv_f16
 @group(0) @binding(1) var<storage, read_write> k_cache: array<u32>;  // [R × h_kv · d_h / 2]
 @group(0) @binding(2) var<storage, read_write> v_cache: array<u32>;  // [R × h_kv · d_h / 2]
@@ -31,6 +36,7 @@ fn cache_pair(v: vec2<f32>) -> u32 { return pack2x16float(v); }
 @group(0) @binding(1) var<storage, read_write> k_cache: array<vec2<f32>>;  // [R × h_kv · d_h / 2]
 @group(0) @binding(2) var<storage, read_write> v_cache: array<vec2<f32>>;  // [R × h_kv · d_h / 2]
 fn cache_pair(v: vec2<f32>) -> vec2<f32> { return v; }
+//#endif
 //#endif
 @group(0) @binding(3) var<storage, read> table: array<vec2<f32>>;          // [T × d_h/2] (cos, sin)
 @group(0) @binding(4) var<uniform> p: Params;
@@ -42,11 +48,18 @@ fn put(t: u32, pair: u32, v: vec2<f32>, row: u32, q_pairs: u32, kv_pairs: u32, a
         qkv[t * (q_pairs + 2u * kv_pairs) + pair] = v;
     } else if (!append) {
         return;
-    } else if (pair < q_pairs + kv_pairs) {
+    }
+//#if kv_blocks
+    else if (pair < q_pairs + kv_pairs) {
+        qkv[t * (q_pairs + 2u * kv_pairs) + pair] = v;
+    }
+//#else
+    else if (pair < q_pairs + kv_pairs) {
         k_cache[row * kv_pairs + pair - q_pairs] = cache_pair(v);
     } else {
         v_cache[row * kv_pairs + pair - q_pairs - kv_pairs] = cache_pair(v);
     }
+//#endif
 }
 
 @compute @workgroup_size(64)

@@ -39,8 +39,8 @@ mod cli {
         /// Keep the KV cache in f16 (half the memory; values rounded on both backends).
         #[arg(long)]
         kv_f16: bool,
-        /// A KV-cache policy: f32, f16, q8_0, q4_0, window-N, sink-S-window-N or h2o-N (all but
-        /// f32 and f16 on the cpu and reference backends).
+        /// A KV-cache policy: f32, f16, q8_0, q4_0, window-N, sink-S-window-N or h2o-N (the last
+        /// two on the cpu and reference backends).
         #[arg(long, conflicts_with = "kv_f16")]
         kv_policy: Option<kvscope::core::kv_policy::KvPolicy>,
     }

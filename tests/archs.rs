@@ -5,7 +5,7 @@
 mod common;
 
 use common::{assert_close, gpu, synthetic_arch_model, synthetic_arch_model_with};
-use kvscope::backend::gpu::{FUSE_ATTENTION, FUSE_GLU, FUSE_NORM};
+use kvscope::backend::gpu::{FUSE_ATTENTION, FUSE_GLU, FUSE_MERGE, FUSE_NORM};
 use kvscope::core::config::Arch;
 use kvscope::{BackendKind, Engine, GpuOptions, LoadOptions};
 
@@ -61,7 +61,7 @@ fn gpu_against_cpu(arch: Arch, bytes: &[u8], ids: &[u32], cpu: &[f32]) {
     let plain = LoadOptions { gpu: GpuOptions::plain(), ..opts(BackendKind::Gpu) };
     assert_close(&format!("{}: GPU (plain kernels) against CPU", arch.name()), &logits(bytes, plain, ids), cpu, 1e-4);
     // The decode step one dispatch per op (`GpuOptions::fuse` 0), and each fusion alone.
-    for fuse in [0, FUSE_NORM, FUSE_ATTENTION, FUSE_GLU] {
+    for fuse in [0, FUSE_NORM, FUSE_ATTENTION, FUSE_MERGE, FUSE_GLU] {
         let o = LoadOptions { gpu: GpuOptions { fuse, ..Default::default() }, ..opts(BackendKind::Gpu) };
         assert_close(&format!("{}: GPU (fuse {fuse}) against CPU", arch.name()), &logits(bytes, o, ids), cpu, 1e-4);
     }

@@ -197,7 +197,7 @@ fn kv_compare_reports_each_policy_against_the_exact_cache() {
     assert_eq!(p[2]["positions_held"].as_u64(), Some(8));
     assert_clean_error(&["kv-compare", "--model", &model, "--text", text, "--policies", "f32,sink-8-window-8"], "fewer than the window");
     assert_clean_error(
-        &["kv-compare", "--model", &model, "--text", text, "--policies", "q4_0", "--backend", "gpu"],
+        &["kv-compare", "--model", &model, "--text", text, "--policies", "h2o-8", "--backend", "gpu"],
         "runs on the cpu and reference backends",
     );
 }

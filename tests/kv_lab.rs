@@ -105,15 +105,16 @@ fn eviction_holds_what_each_policy_says() {
     assert!(w.kl_by_position[16..].iter().any(|&k| k > 0.0), "evicting changes the distribution");
 }
 
-/// What cannot run is refused by name: the GPU keeps f32 and f16 caches of every position; a
-/// flaw needs a cache that holds every position; a bad policy lists the valid ones.
+/// What cannot run is refused by name: the GPU runs neither sinks nor H2O, nor block caches of
+/// rows that are not whole pairs of blocks (Llama's synthetic rows have 32 values); a flaw needs
+/// a cache that holds every position; a bad policy lists the valid ones.
 #[test]
 fn what_cannot_run_is_refused_by_name() {
     let bytes = synthetic_arch_model(Arch::Llama, 300);
-    for p in ["q8_0", "window-16"] {
+    for (p, says) in [("sink-4-window-12", "cpu and reference"), ("h2o-16", "cpu and reference"), ("q8_0", "multiple of 64 values")] {
         let o = LoadOptions { backend: BackendKind::Gpu, ..opts() }.with_policy(p.parse().unwrap());
         let e = pollster::block_on(Engine::load(&bytes, o)).err().expect("refused").to_string();
-        assert!(e.contains(&format!("`{p}`")) && e.contains("cpu and reference"), "{e}");
+        assert!(e.contains(&format!("`{p}`")) && e.contains(says), "{e}");
     }
     let mut e = pollster::block_on(Engine::load(&bytes, opts().with_policy("window-16".parse().unwrap()))).unwrap();
     let go = GenerateOptions { flaw: Flaw::NoAppend, max_tokens: 2, ..Default::default() };
@@ -149,4 +150,44 @@ fn one_layer_evicting_caches_are_exact_caches_of_shorter_texts() {
     assert_close("window-16: the exact cache of the window", &last("window-16", &text), &last("f32", &text[24..]), 1e-4);
     let differs = |a: &[f32], b: &[f32]| a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-3);
     assert!(differs(&last("sink-4-window-12", &text), &last("f32", &text)), "the sinks' cache is not the whole text's");
+}
+
+/// The logits at every position of `ids` fed one at a time (the decode step), and after feeding
+/// them in one call (prefill chunks).
+fn stepped_and_batched(bytes: &[u8], o: LoadOptions, ids: &[u32]) -> (Vec<f32>, Vec<f32>) {
+    let mut e = pollster::block_on(Engine::load(bytes, o.clone())).expect("load");
+    let stepped = pollster::block_on(e.logits_for(ids)).expect("forward");
+    let mut e = pollster::block_on(Engine::load(bytes, o)).expect("load");
+    pollster::block_on(e.feed(ids)).expect("prefill");
+    (stepped, e.logits().to_vec())
+}
+
+/// The GPU's block caches and `window-N` against the CPU reference running the same policy,
+/// token by token (decode) and batched (prefill chunks): Qwen 3 (global layers) and Gemma 3
+/// (sliding-window layers of 8, head norms), 70 positions (past the 16-position window and a
+/// prefill chunk). The codes are ggml's on both sides (`kv_quantize`'s test checks them bit for
+/// bit); a k or v whose two f32 computations straddle a rounding boundary lands one step
+/// apart, a step of max|x|/127 (Q8_0) or max|x|/8 (Q4_0), hence the tolerances. The rounding
+/// is really there: the logits differ from the exact cache's.
+#[test]
+fn the_gpu_runs_block_caches_and_windows_as_the_cpu_reference() {
+    if common::gpu().is_none() {
+        return;
+    }
+    let ids = ids(70);
+    for arch in [Arch::Qwen3, Arch::Gemma3] {
+        let bytes = synthetic_arch_model(arch, 300);
+        let exact = stepped_and_batched(&bytes, opts(), &ids).0;
+        for (p, tol) in [("q8_0", 2e-2), ("q4_0", 1e-1), ("window-16", 1e-4)] {
+            let policy: KvPolicy = p.parse().unwrap();
+            let cpu = stepped_and_batched(&bytes, opts().with_policy(policy), &ids).0;
+            let gpu = LoadOptions { backend: BackendKind::Gpu, ..opts() }.with_policy(policy);
+            let (stepped, batched) = stepped_and_batched(&bytes, gpu, &ids);
+            let name = format!("{}, {p}", arch.name());
+            assert_close(&name, &stepped, &cpu, tol);
+            assert_close(&format!("{name}, prefill"), &batched, &cpu[69 * 261..], tol);
+            let moved = cpu.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(moved > tol, "{name}: the policy moved the logits by {moved} only");
+        }
+    }
 }

@@ -126,24 +126,28 @@ pub struct BackendOptions {
     /// T: KV-cache positions.
     pub context: usize,
     pub kv: KvType,
-    /// What the cache evicts (`core::kv_policy`; the CPU backends only).
+    /// What the cache evicts (`core::kv_policy`).
     pub eviction: Eviction,
     /// Optional device features and shapes of the GPU kernels.
     pub gpu: GpuOptions,
 }
 
-/// Whether backend `kind` can run cache policy `p` for a model of `cfg`: the GPU keeps f32 or
-/// f16 caches of every position; the block types need rows of whole blocks.
+/// Whether backend `kind` can run cache policy `p` for a model of `cfg`. Every backend runs the
+/// four precisions (the block types need rows of whole 32-value blocks, on the GPU of whole
+/// pairs of them: one word of scales) and `window-N`; `sink-S-window-N` (keys turned at their
+/// place in the cache) and `h2o-N` (eviction by accumulated attention) run on the CPU backends.
 pub fn check_policy(kind: BackendKind, p: KvPolicy, cfg: &Config) -> Result<()> {
     let name = p.name();
-    if kind == BackendKind::Gpu && (p.precision.blocks().is_some() || p.eviction != Eviction::None) {
+    if kind == BackendKind::Gpu && matches!(p.eviction, Eviction::SinkWindow { .. } | Eviction::H2o { .. }) {
         return Err(Error::Option(format!(
-            "KV-cache policy `{name}` runs on the cpu and reference backends; the gpu backend keeps an f32 or f16 cache of every position"
+            "KV-cache policy `{name}` runs on the cpu and reference backends; the gpu backend runs f32, f16, q8_0, q4_0 and window-N"
         )));
     }
-    if p.precision.blocks().is_some() && !cfg.kv_dim().is_multiple_of(32) {
+    let rows = if kind == BackendKind::Gpu { 64 } else { 32 };
+    if p.precision.blocks().is_some() && !cfg.kv_dim().is_multiple_of(rows) {
         return Err(Error::Option(format!(
-            "KV-cache policy `{name}` needs rows of whole 32-value blocks; this model's K and V rows have {}",
+            "KV-cache policy `{name}` on the {} backend needs K and V rows of a multiple of {rows} values; this model's have {}",
+            kind.name(),
             cfg.kv_dim()
         )));
     }
@@ -167,7 +171,7 @@ impl Backend {
     pub async fn load(g: &Gguf<'_>, cfg: &Config, o: BackendOptions, src: &mut dyn ByteSource) -> Result<Self> {
         check_policy(o.kind, o.policy(), cfg)?;
         Ok(match o.kind {
-            BackendKind::Gpu => Backend::Gpu(Box::new(GpuModel::load(g, cfg, o.context, o.gpu, o.kv, src).await?)),
+            BackendKind::Gpu => Backend::Gpu(Box::new(GpuModel::load(g, cfg, o.context, o.gpu, o.policy(), src).await?)),
             BackendKind::Cpu => Backend::Cpu(Box::new(CpuModel::load(g, cfg, o.context, o.policy(), Weights::Blocks, src)?)),
             BackendKind::Reference => Backend::Cpu(Box::new(CpuModel::load(g, cfg, o.context, o.policy(), Weights::F32, src)?)),
         })

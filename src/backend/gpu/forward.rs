@@ -14,7 +14,8 @@
 //! With Gemma's post-norms the projections write the sublayer's output, and the next norm's
 //! prologue adds it (normed) to the residual stream first, which moves between two buffers (each
 //! prologue reads one and writes the other). The head keeps its norm as a dispatch of its own
-//! (see `record_decode`). Prefill keeps one dispatch per op.
+//! (see `record_decode`). Prefill keeps one dispatch per op. A block cache (Q8_0, Q4_0) takes
+//! RoPE and its append (`kv_quantize`) as two dispatches before attention's pass 1: seven a layer.
 
 use crate::backend::gpu::context::{FUSE_ATTENTION, FUSE_GLU, FUSE_MERGE, FUSE_NORM};
 use crate::backend::gpu::kv_cache::KvCache;
@@ -23,10 +24,10 @@ use crate::backend::gpu::ops::attention::{self, AttentionBuffers, Fresh, Plan};
 use crate::backend::gpu::ops::project::{Input, Output};
 use crate::backend::gpu::ops::rms_norm::{self, NormRows};
 use crate::backend::gpu::ops::rope_kv::{self, RopeKvBuffers};
-use crate::backend::gpu::ops::{add_bias, argmax, embed, glu, head_norm, project, top_k, Heads, Rows, Tokens, Write};
+use crate::backend::gpu::ops::{add_bias, argmax, embed, glu, head_norm, kv_quantize, project, top_k, Heads, Rows, Tokens, Write};
 use crate::backend::gpu::weights::{Tensor, Weights};
 use crate::backend::gpu::{GpuContext, Program, Recorder, StepTable};
-use crate::core::config::Config;
+use crate::core::config::{Config, KvType};
 use crate::error::Result;
 
 /// Every program of the model, recorded once at load.
@@ -53,7 +54,7 @@ impl Programs {
         plan: &Plan,
         (steps, chunk_steps): (&StepTable, &StepTable),
     ) -> Result<Self> {
-        let layers = Layers { cfg, w, kv, a, plan, fusion: Fusion::of(ctx, cfg) };
+        let layers = Layers { cfg, w, kv, a, plan, fusion: Fusion::of(ctx, cfg, kv.ty) };
         let chunk = Tokens::Chunk(ctx.tuning.prefill_chunk);
         let mut rec = Recorder::new(ctx);
         argmax::record(&mut rec, &a.argmax, &a.logits, cfg.vocab_size as u32)?;
@@ -82,21 +83,23 @@ pub struct Fusion {
     pub norm: bool,
     /// RoPE, q/k head norms and the cache append in attention's first pass.
     pub attention: bool,
-    /// Attention's split merge in the output projection's prologue (needs `attention`: the
-    /// fused pass leaves its splits to it).
+    /// Attention's split merge in the output projection's prologue (either form of the first
+    /// pass leaves its splits to it).
     pub merge: bool,
     /// The gated activation in the gate/up projection's epilogue.
     pub glu: bool,
 }
 
 impl Fusion {
-    pub fn of(ctx: &GpuContext, cfg: &Config) -> Self {
+    /// A block cache (`kv`: Q8_0, Q4_0) is appended by its own pass (`kv_quantize`): attention
+    /// is not fused with it.
+    pub fn of(ctx: &GpuContext, cfg: &Config, kv: KvType) -> Self {
         let on = |bit: u32| ctx.fuse & bit != 0;
-        let attention = on(FUSE_ATTENTION) && attention::can_fuse(cfg.head_dim as u32, cfg.rope.neox);
+        let attention = on(FUSE_ATTENTION) && attention::can_fuse(cfg.head_dim as u32, cfg.rope.neox) && kv.blocks().is_none();
         Fusion {
             norm: on(FUSE_NORM) && project::stages(cfg.dim as u32),
             attention,
-            merge: attention && on(FUSE_MERGE) && project::stages(cfg.q_dim() as u32),
+            merge: on(FUSE_MERGE) && project::stages(cfg.q_dim() as u32),
             glu: on(FUSE_GLU),
         }
     }
@@ -360,7 +363,7 @@ impl<'a> Layers<'a> {
     }
 
     /// The q and k head norms where the model has them, then RoPE on q and k with k and v into
-    /// their cache rows.
+    /// their cache rows (a block cache: coded into them by `kv_quantize`).
     fn rope_kv(&self, r: &mut Recorder, tokens: Tokens, l: usize) -> Result<()> {
         let (cfg, w, kv, a) = (self.cfg, self.w, self.kv, self.a);
         let heads = Heads::of(cfg);
@@ -370,18 +373,21 @@ impl<'a> Layers<'a> {
         }
         let (table, rows, _) = self.layer_cache(l);
         let rb = RopeKvBuffers { qkv: &a.qkv, k_cache: &kv.k[l], v_cache: &kv.v[l], table, rows };
-        rope_kv::record(r, tokens, format!("L{l}.rope_kv"), &rb, heads, kv.ty, cfg.rope.neox)
+        rope_kv::record(r, tokens, format!("L{l}.rope_kv"), &rb, heads, kv.ty, cfg.rope.neox)?;
+        match kv.blocks(l, cfg.kv_dim()) {
+            Some(layout) => kv_quantize::record(r, tokens, format!("L{l}.kv_quantize"), [&kv.k[l], &kv.v[l]], &a.qkv, heads, layout),
+            None => Ok(()),
+        }
     }
 
     /// Layer `l`'s RoPE table, its cache rows and its window (0: every position).
     fn layer_cache(&self, l: usize) -> (&'a wgpu::Buffer, u32, u32) {
         let (cfg, a) = (self.cfg, self.a);
-        let sliding = cfg.is_sliding(l);
-        let table = match (&a.rope_local, sliding) {
+        let table = match (&a.rope_local, cfg.is_sliding(l)) {
             (Some(local), true) => local,
             _ => &a.rope,
         };
-        (table, self.kv.rows[l] as u32, if sliding { cfg.sliding_window as u32 } else { 0 })
+        (table, self.kv.rows[l] as u32, self.kv.windows[l] as u32)
     }
 }
 

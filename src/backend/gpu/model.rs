@@ -14,6 +14,7 @@ use crate::clock::now_ms;
 use crate::core::config::{Config, KvType};
 use crate::core::flaw::Flaw;
 use crate::core::gguf::{ByteSource, Gguf};
+use crate::core::kv_policy::KvPolicy;
 use crate::error::{Error, Result};
 
 /// Activation buffers, each allocated once for the model's shapes, one row per token of a chunk
@@ -144,12 +145,29 @@ pub struct GpuModel {
 }
 
 impl GpuModel {
-    pub async fn load(g: &Gguf<'_>, cfg: &Config, context: usize, opts: GpuOptions, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
+    pub async fn load(
+        g: &Gguf<'_>,
+        cfg: &Config,
+        context: usize,
+        opts: GpuOptions,
+        policy: KvPolicy,
+        src: &mut dyn ByteSource,
+    ) -> Result<Self> {
         let ctx = GpuContext::with_options(opts).await?;
-        Self::load_on(ctx, g, cfg, context, kv, src)
+        Self::load_on(ctx, g, cfg, context, policy, src)
     }
 
-    pub fn load_on(ctx: GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, kv: KvType, src: &mut dyn ByteSource) -> Result<Self> {
+    /// Loads onto `ctx` with a cache of `policy` (its precision, and a `window-N`'s ring;
+    /// `backend::check_policy` has refused what the kernels do not run).
+    pub fn load_on(
+        ctx: GpuContext,
+        g: &Gguf<'_>,
+        cfg: &Config,
+        context: usize,
+        policy: KvPolicy,
+        src: &mut dyn ByteSource,
+    ) -> Result<Self> {
+        let kv = policy.precision;
         let plan = Plan::new(&ctx, Heads::of(cfg), kv, context, cfg.n_layers, cfg.attn_scale);
         let sizes = Sizes::new(cfg, context, kv, &plan, ctx.tuning.prefill_chunk);
         check_limits(&ctx, g, cfg, context, &sizes)?;
@@ -158,7 +176,7 @@ impl GpuModel {
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
         let local = (cfg.rope_local != cfg.rope && cfg.sliding_window > 0).then(|| table(cfg.rope_local));
         let weights = Weights::upload(&ctx, g, cfg, src)?;
-        let kv_cache = KvCache::new(&ctx, cfg, context, kv)?;
+        let kv_cache = KvCache::new(&ctx, cfg, context, policy)?;
         let act = Activations::new(&ctx, &sizes, table(cfg.rope), local)?;
         let steps = StepTable::new(&ctx, context)?.with_grids(&ctx, plan.decode.split_grid())?;
         let chunk_step = StepTable::chunk(&ctx)?.with_grids(&ctx, plan.chunk.split_grid())?;
@@ -286,9 +304,15 @@ impl GpuModel {
         let row = self.cfg.kv_layer_bytes(1, self.kv.ty);
         let mut enc = self.ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("clear cache rows") });
         for (l, &rows) in self.kv.rows.iter().enumerate() {
-            if rows == self.kv.capacity || from == 0 {
-                enc.clear_buffer(&self.kv.k[l], from as u64 * row, None);
-                enc.clear_buffer(&self.kv.v[l], from as u64 * row, None);
+            if rows != self.kv.capacity && from != 0 {
+                continue;
+            }
+            for buf in [&self.kv.k[l], &self.kv.v[l]] {
+                match self.kv.blocks(l, self.cfg.kv_dim()) {
+                    // Codes and scales lie in two parts of the buffer.
+                    Some(layout) => layout.row_ranges(from as u32).iter().for_each(|&(at, len)| enc.clear_buffer(buf, at, Some(len))),
+                    None => enc.clear_buffer(buf, from as u64 * row, None),
+                }
             }
         }
         self.ctx.queue.submit([enc.finish()]);
@@ -343,7 +367,8 @@ impl GpuModel {
         Ok(layers
             .enumerate()
             .flat_map(|(i, l)| {
-                let lo = self.cfg.attended(l, n.saturating_sub(1)).start;
+                let w = self.kv.windows[l];
+                let lo = if w > 0 { n.saturating_sub(w) } else { 0 };
                 softmax_weights(&all_scores[i * h * t..][..h * t], &all_stats[i * h * 2..][..h * 2], t, lo, n)
             })
             .collect())

@@ -14,6 +14,7 @@
 //! head, split) in `part`.
 
 use crate::backend::gpu::context::{GpuContext, Tuning};
+use crate::backend::gpu::kv_cache::BlockLayout;
 use crate::backend::gpu::program::{Grid, Recorder, SplitGrid};
 use crate::backend::gpu::shader::Spec;
 use crate::backend::gpu::weights::Tensor;
@@ -63,6 +64,8 @@ params! {
         pub rows: u32,
         /// With `Fresh` and q/k head norms: their epsilon.
         pub eps: f32,
+        /// A block cache: the word of its buffers where the scales start (`kv_cache::BlockLayout`).
+        pub scales: u32,
     }
 }
 
@@ -275,26 +278,28 @@ impl Shape {
 
     /// Pass 1's kernel.
     fn spec(&self) -> Spec {
-        let (hd, g, f16) = (self.heads.head_dim, self.group, self.kv == KvType::F16);
+        let (hd, g, kv) = (self.heads.head_dim, self.group, self.kv);
+        let cache =
+            |s: Spec| s.flag("kv_f16", kv == KvType::F16).flag("kv_blocks", kv.blocks().is_some()).flag("kv_q8_0", kv == KvType::Q8_0);
         let io = ("attention_io.wgsl", include_str!("../../../../shaders/attention_io.wgsl"));
         match self.form {
             Form::Online { lanes } => {
-                Spec::new(format!("attention_online_g{g}_w{lanes}"), include_str!("../../../../shaders/attention_online.wgsl"))
+                cache(Spec::new(format!("attention_online_g{g}_w{lanes}"), include_str!("../../../../shaders/attention_online.wgsl")))
                     .shared(io.0, io.1)
                     .tile(hd / 4, self.tokens)
-                    .flag("kv_f16", f16)
                     .constant("GROUP", g)
                     .constant("WG", lanes)
             }
-            Form::Workgroup { phases } => Spec::new(format!("attention_d{hd}_g{g}"), include_str!("../../../../shaders/attention.wgsl"))
-                .shared(io.0, io.1)
-                .tile(1, self.tokens)
-                .flag("kv_f16", f16)
-                .define("QUERY_VEC4S", QUERY_VEC4S)
-                .define("SCORE_VEC4S", SCORE_VEC4S)
-                .constant("HEAD_DIM", hd)
-                .constant("GROUP", g)
-                .constant("PHASES", phases),
+            Form::Workgroup { phases } => {
+                cache(Spec::new(format!("attention_d{hd}_g{g}"), include_str!("../../../../shaders/attention.wgsl")))
+                    .shared(io.0, io.1)
+                    .tile(1, self.tokens)
+                    .define("QUERY_VEC4S", QUERY_VEC4S)
+                    .define("SCORE_VEC4S", SCORE_VEC4S)
+                    .constant("HEAD_DIM", hd)
+                    .constant("GROUP", g)
+                    .constant("PHASES", phases)
+            }
         }
     }
 }
@@ -330,6 +335,7 @@ pub fn record(rec: &mut Recorder, tokens: Tokens, label: &str, b: &AttentionBuff
         window: a.window,
         rows: a.rows,
         eps: b.fresh.and_then(|f| f.norms).map_or(0.0, |n| n.1),
+        scales: a.kv.blocks().map_or(0, |_| BlockLayout::new(a.kv, a.rows, n_kv_heads * head_dim).scales),
     };
     let z = tokens.rows();
     let grid = Grid::workgroups(n_heads / a.group * a.n_splits).layers(z.div_ceil(a.tokens)).by_step();

@@ -13,6 +13,7 @@ pub mod attention;
 pub mod embed;
 pub mod glu;
 pub mod head_norm;
+pub mod kv_quantize;
 pub mod project;
 pub mod rms_norm;
 pub mod rope_kv;

@@ -35,6 +35,7 @@ pub struct RopeKvBuffers<'a> {
 fn spec(kv: KvType, neox: bool) -> Spec {
     Spec::new(if neox { "rope_kv_neox" } else { "rope_kv" }, include_str!("../../../../shaders/rope_kv.wgsl"))
         .flag("kv_f16", kv == KvType::F16)
+        .flag("kv_blocks", kv.blocks().is_some())
         .constant("NEOX", neox as u32)
 }
 
