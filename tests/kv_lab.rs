@@ -11,7 +11,7 @@ use kvscope::core::config::Arch;
 use kvscope::core::kv_policy::KvPolicy;
 use kvscope::core::quant::GgmlType::F32;
 use kvscope::engine::kv_lab::{kv_compare, KvComparison};
-use kvscope::{BackendKind, Engine, Flaw, GenerateOptions, LoadOptions};
+use kvscope::{BackendKind, Engine, Flaw, GenerateOptions, GpuOptions, LoadOptions};
 
 fn opts() -> LoadOptions {
     LoadOptions { backend: BackendKind::Reference, context: 128, ..Default::default() }
@@ -165,7 +165,7 @@ fn stepped_and_batched(bytes: &[u8], o: LoadOptions, ids: &[u32]) -> (Vec<f32>, 
 /// The GPU's block caches and `window-N` against the CPU reference running the same policy,
 /// token by token (decode) and batched (prefill chunks): Qwen 3 (global layers) and Gemma 3
 /// (sliding-window layers of 8, head norms), 70 positions (past the 16-position window and a
-/// prefill chunk). The codes are ggml's on both sides (`kv_quantize`'s test checks them bit for
+/// prefill chunk), with both forms of attention's first pass. The codes are ggml's on both sides (`kv_quantize`'s test checks them bit for
 /// bit); a k or v whose two f32 computations straddle a rounding boundary lands one step
 /// apart, a step of max|x|/127 (Q8_0) or max|x|/8 (Q4_0), hence the tolerances. The rounding
 /// is really there: the logits differ from the exact cache's.
@@ -181,11 +181,16 @@ fn the_gpu_runs_block_caches_and_windows_as_the_cpu_reference() {
         for (p, tol) in [("q8_0", 2e-2), ("q4_0", 1e-1), ("window-16", 1e-4)] {
             let policy: KvPolicy = p.parse().unwrap();
             let cpu = stepped_and_batched(&bytes, opts().with_policy(policy), &ids).0;
-            let gpu = LoadOptions { backend: BackendKind::Gpu, ..opts() }.with_policy(policy);
-            let (stepped, batched) = stepped_and_batched(&bytes, gpu, &ids);
+            // Both forms of attention: the online one (this adapter's) and the workgroup one
+            // (the plain kernels, with a real GPU's shapes).
+            for (form, gpu) in [("", GpuOptions::default()), (", plain kernels", GpuOptions::plain())] {
+                let o = LoadOptions { backend: BackendKind::Gpu, gpu, ..opts() }.with_policy(policy);
+                let (stepped, batched) = stepped_and_batched(&bytes, o, &ids);
+                let name = format!("{}, {p}{form}", arch.name());
+                assert_close(&name, &stepped, &cpu, tol);
+                assert_close(&format!("{name}, prefill"), &batched, &cpu[69 * 261..], tol);
+            }
             let name = format!("{}, {p}", arch.name());
-            assert_close(&name, &stepped, &cpu, tol);
-            assert_close(&format!("{name}, prefill"), &batched, &cpu[69 * 261..], tol);
             let moved = cpu.iter().zip(&exact).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             assert!(moved > tol, "{name}: the policy moved the logits by {moved} only");
         }
