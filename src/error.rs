@@ -62,6 +62,10 @@ pub enum Error {
     Gpu(String),
     #[error("the engine is busy generating")]
     Busy,
+    /// A split model (`core::split`) whose part is missing, misnamed or not the one its place
+    /// needs.
+    #[error("split model part `{name}`: {why}")]
+    MissingPart { name: String, why: String },
     #[error("{0}")]
     Io(String),
 }
@@ -123,7 +127,8 @@ impl Error {
             | MissingTensor(_)
             | BadShape { .. }
             | Tokenizer(_)
-            | Template(_) => ErrorKind::InvalidModel,
+            | Template(_)
+            | MissingPart { .. } => ErrorKind::InvalidModel,
             Config(_) => ErrorKind::InvalidModel,
             UnsupportedVersion(_) | UnsupportedType { .. } | UnsupportedArchitecture { .. } | NotSupported(_) => ErrorKind::Unsupported,
             Option(_) | Param { .. } | EmptyPrompt | BadToken { .. } => ErrorKind::InvalidInput,

@@ -19,6 +19,7 @@ mod cli {
     use kvscope::core::gguf::Gguf;
     use kvscope::core::grammar::{JsonSchema, ResponseFormat};
     use kvscope::core::sampler::SamplerConfig;
+    use kvscope::core::split;
     use kvscope::core::tokenizer::Tokenizer;
     use kvscope::engine::{ChatTurn, ModelFacts, MAX_TOKENS};
     use kvscope::{BackendKind, Engine, Error, Flaw, GenerateOptions, LoadOptions, Result};
@@ -80,6 +81,19 @@ mod cli {
         /// A text through the exact KV cache and through compressed or evicting ones, compared
         /// position by position: bytes, top-1 agreement, KL, perplexity, first divergence.
         KvCompare(KvCompareArgs),
+        /// Write a model as a split set (`OUT-00001-of-0000N.gguf` …), as llama-gguf-split does;
+        /// every command opens a split set by its first part.
+        Split {
+            /// GGUF model file (a single file).
+            #[arg(long, default_value = kvscope::DEFAULT_MODEL)]
+            model: PathBuf,
+            /// Parts to cut it into (of whole tensors, about equal in bytes).
+            #[arg(long)]
+            parts: usize,
+            /// The parts' path and name before `-00001-of-0000N.gguf`.
+            #[arg(long)]
+            out: PathBuf,
+        },
     }
 
     #[derive(clap::Args)]
@@ -255,12 +269,34 @@ mod cli {
         }
     }
 
+    /// The model at `path`; the first part of a split set brings the other parts, read from
+    /// beside it, joined into one model (`core::split::join`).
     fn read(path: &PathBuf) -> Result<Vec<u8>> {
-        std::fs::read(path).map_err(|e| {
+        let bytes = std::fs::read(path).map_err(|e| {
             let hint =
                 if path.to_str() == Some(kvscope::DEFAULT_MODEL) { " (run scripts/fetch-model.sh to get the default model)" } else { "" };
             Error::Io(format!("cannot read model `{}`: {e}{hint}", path.display()))
-        })
+        })?;
+        let is_part = Gguf::parse(&bytes).is_ok_and(|g| g.get(split::SPLIT_COUNT).is_some());
+        if !is_part {
+            // A single file (or one that is not a GGUF: the load names what is wrong).
+            return Ok(bytes);
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        split::join(&bytes, name, |_, part| std::fs::read(path.with_file_name(part)).map_err(|e| Error::Io(e.to_string())))
+    }
+
+    /// `kvscope split`: the parts written beside `out`, named as llama-gguf-split names them.
+    fn write_split(model: &PathBuf, parts: usize, out: &std::path::Path) -> Result<()> {
+        let set = split::split(&read(model)?, parts)?;
+        let prefix =
+            out.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::Option(format!("--out `{}` names no file", out.display())))?;
+        for (i, bytes) in set.iter().enumerate() {
+            let path = out.with_file_name(split::part_name(prefix, i, set.len()));
+            std::fs::write(&path, bytes).map_err(|e| Error::Io(format!("cannot write `{}`: {e}", path.display())))?;
+            println!("{} ({} bytes)", path.display(), bytes.len());
+        }
+        Ok(())
     }
 
     fn run(cli: Cli) -> Result<()> {
@@ -280,6 +316,7 @@ mod cli {
             Cmd::Bench(a) => bench(a),
             Cmd::Logits(a) => logits(a),
             Cmd::KvCompare(a) => kv_compare(a),
+            Cmd::Split { model, parts, out } => write_split(&model, parts, &out),
         }
     }
 

@@ -253,3 +253,53 @@ fn request_options_give_the_same_tokens_on_both_backends_and_bad_ones_are_named(
         assert_clean_error(&[&base[..], extra].concat(), needle);
     }
 }
+
+/// A model written as a split set (`kvscope split`, as llama-gguf-split cuts one) and opened by
+/// its first part is the model: every tensor's bytes, name, type and shape as in the single file
+/// (read back with the GGUF reader), the same logits. A missing part, a later part given
+/// first and a part in the wrong place are each named.
+#[test]
+fn a_split_model_opens_by_its_first_part() {
+    use kvscope::core::gguf::Gguf;
+    use kvscope::core::split;
+    let whole = synthetic_model(&SynTypes::q4_1(), 2, 41);
+    let model = tmp("whole.gguf", &whole);
+    let out = std::path::Path::new(&model).with_file_name("set");
+    let (code, _, err) = kvscope(&["split", "--model", &model, "--parts", "3", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let part = |i: usize| out.with_file_name(split::part_name("set", i, 3));
+    let parts: Vec<Vec<u8>> = (0..3).map(|i| std::fs::read(part(i)).expect("part written")).collect();
+    let g = Gguf::parse(&whole).unwrap();
+    let mut names = Vec::new();
+    for (i, bytes) in parts.iter().enumerate() {
+        let p = Gguf::parse(bytes).unwrap();
+        assert_eq!((p.u64(split::SPLIT_NO).unwrap(), p.u64(split::SPLIT_COUNT).unwrap()), (i as u64, 3));
+        assert!(!p.tensors.is_empty(), "part {i} holds tensors");
+        assert_eq!(p.get("general.architecture").is_some(), i == 0, "the metadata is in part 1 only");
+        for t in &p.tensors {
+            let o = g.tensor(&t.name).expect("a tensor of the model");
+            assert_eq!((&t.dims, t.ty), (&o.dims, o.ty), "{}", t.name);
+            let (a, b) = (p.tensor_range(t), g.tensor_range(o));
+            assert_eq!(bytes[a.start as usize..a.end as usize], whole[b.start as usize..b.end as usize], "{}", t.name);
+            names.push(t.name.clone());
+        }
+    }
+    assert_eq!(names, g.tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>(), "every tensor once, in order");
+    let first = part(0).to_string_lossy().into_owned();
+    let logits = |m: &str| {
+        let out = std::path::Path::new(&model).with_file_name("split-logits.bin").to_string_lossy().into_owned();
+        let (code, _, err) = kvscope(&["logits", "--model", m, "--ids", "1,50,60,70,259", "--backend", "cpu", "--out", &out]);
+        assert_eq!(code, 0, "{err}");
+        std::fs::read(&out).unwrap()
+    };
+    assert_eq!(logits(&first), logits(&model), "the split set's logits are the single file's, bit for bit");
+    let second = part(1).to_string_lossy().into_owned();
+    assert_clean_error(&["generate", "--model", &second, "--prompt", "he"], "open set-00001-of-00003.gguf");
+    std::fs::copy(part(1), part(2)).unwrap();
+    assert_clean_error(&["generate", "--model", &first, "--prompt", "he"], "it says it is part 2 of 3, where part 3 of 3 belongs");
+    std::fs::remove_file(part(2)).unwrap();
+    assert_clean_error(
+        &["generate", "--model", &first, "--prompt", "he"],
+        "split model part `set-00003-of-00003.gguf`: part 3 of 3 cannot be read",
+    );
+}

@@ -12,6 +12,7 @@ pub mod kv_policy;
 pub mod logits;
 pub mod quant;
 pub mod sampler;
+pub mod split;
 pub mod stop_strings;
 pub mod tokenizer;
 pub mod tools;
