@@ -40,7 +40,7 @@ mod cli {
         #[arg(long)]
         kv_f16: bool,
         /// A KV-cache policy: f32, f16, q8_0, q4_0, window-N, sink-S-window-N or h2o-N (all but
-        /// f32 and f16 on the cpu and reference backends).
+        /// f32 and f16 on the cpu and reference backends; the evicting ones run past --context).
         #[arg(long, conflicts_with = "kv_f16")]
         kv_policy: Option<kvscope::core::kv_policy::KvPolicy>,
     }
@@ -357,6 +357,9 @@ mod cli {
                 "[{} prompt + {} generated tokens; prefill {:.1} tok/s, decode {:.2} tok/s; stop: {:?}; {}]",
                 summary.prompt_tokens, summary.generated_tokens, summary.prefill_tps, summary.decode_tps, summary.stop, summary.backend
             );
+            if let Some(p) = &summary.past_context {
+                eprintln!("[{p}]");
+            }
         }
         Ok(())
     }

@@ -299,4 +299,26 @@ pub struct Summary {
     pub tail: String,
     /// Milliseconds spent in the grammar's masks and advancing it (compiling it aside).
     pub grammar_ms: f64,
+    /// Some when the text has run past the context the engine was loaded with: the cache policy
+    /// that made it possible (null otherwise).
+    pub past_context: Option<PastContext>,
+}
+
+/// A text past the context T: a cache policy that evicts holds at most `held` positions, so
+/// positions run on past T (`Backend::passes_context`) where the exact cache stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PastContext {
+    /// The cache policy's name, e.g. `sink-4-window-60`.
+    pub policy: String,
+    /// T: the context loaded; the text passed it at position T (0-based).
+    pub context: usize,
+    /// Positions the policy holds now (its budget, once the text is past T ≥ budget).
+    pub held: usize,
+}
+
+impl std::fmt::Display for PastContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let PastContext { policy, context, held } = self;
+        write!(f, "context {context} passed at position {context}: cache policy {policy} keeps {held} positions")
+    }
 }
