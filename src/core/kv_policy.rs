@@ -10,6 +10,9 @@
 //!   accumulated over every step so far (summed over heads), evicting one at a time, with their
 //!   own RoPE positions (Zhang et al., 2023, "H2O: Heavy-Hitter Oracle").
 //!
+//! A rule that evicts holds a fixed number of positions, so on the CPU a text under it runs past
+//! the context it was loaded with (`backend::Backend::passes_context`).
+//!
 //! Names are written as the CLI, the page and the API take them: `f32`, `f16`, `q8_0`, `q4_0`,
 //! `window-64`, `sink-4-window-60`, `h2o-64`.
 

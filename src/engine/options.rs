@@ -256,10 +256,13 @@ pub struct TokenEvent {
     /// token, the pick after the prefill (the prefill's time is the summary's `prefill_ms`).
     pub ms: f64,
     /// With `attention_layer`: that layer's attention weights for the query that produced this
-    /// token, [h × pos] row-major (each row sums to 1).
+    /// token, [h × pos] row-major (each row sums to 1). Past the context T (`past_context`):
+    /// [h × T] over positions pos − T .. pos, a row summing to 1 less the share of older
+    /// positions (a policy's sinks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention: Option<Vec<f32>>,
-    /// With `attention_all_layers`: every layer's weights for that query, [L × h × pos].
+    /// With `attention_all_layers`: every layer's weights for that query, [L × h × pos] (past
+    /// the context, [L × h × T] as `attention`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_layers: Option<Vec<f32>>,
     /// First token of a generation with `attention_prompt`: for each prompt position i fed in

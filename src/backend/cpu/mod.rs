@@ -387,8 +387,8 @@ impl CpuModel {
 
     /// Runs `tokens` at positions start, start + 1, …: writes their K and V into those cache
     /// rows (or, under an eviction policy, the slots `Evicting::admit` gives them; positions may
-    /// then run past T), each attending over the rows up to its own, and (when `want_logits`) leaves the
-    /// logits after the last one in `self.logits`. At most `batch` tokens.
+    /// then run past T), each attending over the rows up to its own, and (when `want_logits`)
+    /// leaves the logits after the last one in `self.logits`. At most `batch` tokens.
     /// `flaw` (teaching only, `crate::core::flaw`) may skip the cache write or rotate q and k at
     /// another position.
     pub fn forward(&mut self, tokens: &[u32], start: usize, want_logits: bool, flaw: Flaw) {
