@@ -30,7 +30,7 @@ pub use crate::backend::gpu::GpuOptions;
 pub use crate::backend::BackendKind;
 pub use crate::core::config::KvType;
 pub use crate::core::flaw::Flaw;
-pub use crate::engine::{Engine, GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent};
+pub use crate::engine::{Engine, GenerateOptions, LoadOptions, PastContext, StopReason, Summary, TokenEvent};
 pub use crate::error::{Error, ErrorKind, Result};
 
 /// Where the default model lives, relative to the repository root (and to the site's root).

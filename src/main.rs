@@ -41,7 +41,7 @@ mod cli {
         #[arg(long)]
         kv_f16: bool,
         /// A KV-cache policy: f32, f16, q8_0, q4_0, window-N, sink-S-window-N or h2o-N (the last
-        /// two on the cpu and reference backends).
+        /// two on the cpu and reference backends, where the evicting ones run past --context).
         #[arg(long, conflicts_with = "kv_f16")]
         kv_policy: Option<kvscope::core::kv_policy::KvPolicy>,
     }
@@ -394,6 +394,9 @@ mod cli {
                 "[{} prompt + {} generated tokens; prefill {:.1} tok/s, decode {:.2} tok/s; stop: {:?}; {}]",
                 summary.prompt_tokens, summary.generated_tokens, summary.prefill_tps, summary.decode_tps, summary.stop, summary.backend
             );
+            if let Some(p) = &summary.past_context {
+                eprintln!("[{p}]");
+            }
         }
         Ok(())
     }

@@ -303,3 +303,38 @@ fn a_split_model_opens_by_its_first_part() {
         "split model part `set-00003-of-00003.gguf`: part 3 of 3 cannot be read",
     );
 }
+
+/// `generate` past the context: `sink-4-window-28` in a context of 32 makes 48 tokens (to
+/// position 52) and says which policy allowed it, on stderr and in the JSON summary; the exact
+/// cache stops at the context and says nothing of the kind.
+#[test]
+fn generate_runs_past_the_context_with_sinks_and_a_window() {
+    let model = tmp("sink.gguf", &common::synthetic_arch_model(kvscope::core::config::Arch::Llama, 300));
+    // The synthetic vocabulary's end-of-text tokens banned, so that the run goes the whole way.
+    let args = |policy: &'static str| {
+        let base = ["generate", "--model", &model, "--prompt", "he th he", "--backend", "cpu", "--kv-policy", policy, "--context", "32"];
+        let rest = ["--max-tokens", "48", "--logit-bias", "0=-100", "--logit-bias", "1=-100", "--logit-bias", "2=-100", "--json"];
+        base.into_iter().chain(rest).map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| kvscope(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, out, err) = run(args("sink-4-window-28"));
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 49, "48 tokens and the summary: {out}");
+    let s: serde_json::Value = serde_json::from_str(lines[48]).unwrap();
+    assert_eq!((s["summary"]["generated_tokens"].as_u64(), s["summary"]["stop"].as_str()), (Some(48), Some("max_tokens")));
+    let past = &s["summary"]["past_context"];
+    assert_eq!((past["policy"].as_str(), past["context"].as_u64(), past["held"].as_u64()), (Some("sink-4-window-28"), Some(32), Some(32)));
+
+    let mut text = args("sink-4-window-28");
+    text.pop();
+    let (code, _, err) = run(text);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("context 32 passed at position 32: cache policy sink-4-window-28 keeps 32 positions"), "{err}");
+
+    let (code, out, err) = run(args("f32"));
+    assert_eq!(code, 0, "{err}");
+    let s: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(s["summary"]["stop"].as_str(), Some("context_full"));
+    assert!(s["summary"]["past_context"].is_null() && !err.contains("passed at position"), "{out}");
+}

@@ -205,6 +205,18 @@ impl Backend {
         }
     }
 
+    /// Whether the text may run past the context T: the CPU's evicting caches hold at most their
+    /// budget, in budget + 1 rows reused as positions are evicted (`cpu::Evicting`); sinks and
+    /// window turn keys at their place in the cache (angles up to S + N), window and H2O at their
+    /// text position, an angle the CPU computes per position (no table of T rows). The GPU's
+    /// cache has T rows.
+    pub fn passes_context(&self) -> bool {
+        match self {
+            Backend::Gpu(_) => false,
+            Backend::Cpu(m) => m.evicting.is_some(),
+        }
+    }
+
     /// B: positions per forward call at most.
     pub fn chunk(&self) -> usize {
         match self {

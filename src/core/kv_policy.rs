@@ -10,6 +10,9 @@
 //!   accumulated over every step so far (summed over heads), evicting one at a time, with their
 //!   own RoPE positions (Zhang et al., 2023, "H2O: Heavy-Hitter Oracle").
 //!
+//! A rule that evicts holds a fixed number of positions, so on the CPU a text under it runs past
+//! the context it was loaded with (`backend::Backend::passes_context`).
+//!
 //! Names are written as the CLI, the page and the API take them: `f32`, `f16`, `q8_0`, `q4_0`,
 //! `window-64`, `sink-4-window-60`, `h2o-64`.
 
@@ -40,7 +43,7 @@ impl Eviction {
         match self {
             Eviction::None => None,
             Eviction::Window { n } | Eviction::H2o { n } => Some(n),
-            Eviction::SinkWindow { sinks, n } => Some(sinks + n),
+            Eviction::SinkWindow { sinks, n } => Some(sinks.saturating_add(n)),
         }
     }
 
@@ -49,20 +52,26 @@ impl Eviction {
         matches!(self, Eviction::SinkWindow { .. })
     }
 
+    /// The place in `held` (ascending, the newest last: `held` positions in all) of the position
+    /// to drop next, while more are held than the budget; `score(i)`: the accumulated attention
+    /// of `held`'s i-th position (for H2O). No rule drops the newest.
+    pub fn victim(self, held: usize, score: impl Fn(usize) -> f32) -> Option<usize> {
+        let budget = self.budget()?;
+        (held > budget).then(|| match self {
+            Eviction::None | Eviction::Window { .. } => 0,
+            Eviction::SinkWindow { sinks, .. } => sinks,
+            Eviction::H2o { n } => {
+                // Among all but the n/2 most recent, the least attended (the oldest on a tie).
+                let candidates = held - n / 2;
+                (0..candidates).min_by(|&a, &b| score(a).total_cmp(&score(b))).unwrap_or(0)
+            }
+        })
+    }
+
     /// Drops positions from `held` (ascending, the newest last) until the policy's budget holds;
     /// `score(p)`: position p's accumulated attention (for H2O).
     pub fn evict(self, held: &mut Vec<usize>, score: impl Fn(usize) -> f32) {
-        let Some(budget) = self.budget() else { return };
-        while held.len() > budget {
-            let i = match self {
-                Eviction::None | Eviction::Window { .. } => 0,
-                Eviction::SinkWindow { sinks, .. } => sinks,
-                Eviction::H2o { n } => {
-                    // Among all but the n/2 most recent, the least attended (the oldest on a tie).
-                    let candidates = held.len() - n / 2;
-                    (0..candidates).min_by(|&a, &b| score(held[a]).total_cmp(&score(held[b]))).unwrap_or(0)
-                }
-            };
+        while let Some(i) = self.victim(held.len(), |i| score(held[i])) {
             held.remove(i);
         }
     }
@@ -74,6 +83,9 @@ pub struct KvPolicy {
     pub precision: KvType,
     pub eviction: Eviction,
 }
+
+/// The most positions an eviction rule may hold (as the context: `engine::Engine::load`).
+pub const MAX_HELD: usize = 1 << 20;
 
 /// The forms a policy name takes, for errors.
 pub const POLICY_FORMS: &str = "f32, f16, q8_0, q4_0, window-N, sink-S-window-N (S < N), h2o-N (N ≥ 2)";
@@ -130,6 +142,7 @@ impl std::str::FromStr for KvPolicy {
         match eviction {
             Eviction::Window { n: 0 } | Eviction::SinkWindow { n: 0, .. } => Err(bad("a window of 0 positions holds nothing")),
             Eviction::SinkWindow { sinks, n } if sinks >= n => Err(bad("the sinks must be fewer than the window's positions")),
+            e if e.budget().is_some_and(|b| b > MAX_HELD) => Err(bad(&format!("a cache holds at most {MAX_HELD} positions"))),
             Eviction::H2o { n } if n < 2 => Err(bad("H2O keeps N/2 recent and N − N/2 heavy positions: N ≥ 2")),
             _ => Ok(KvPolicy { precision: KvType::F32, eviction }),
         }
@@ -151,6 +164,9 @@ mod tests {
             ("window-x", "`x` is not a number"),
             ("sink-8-window-8", "fewer than the window"),
             ("h2o-1", "N ≥ 2"),
+            ("window-2000000", "at most 1048576 positions"),
+            ("sink-4-window-1048573", "at most 1048576 positions"),
+            ("sink-9000000000000000000-window-9000000000000000001", "at most 1048576 positions"),
         ] {
             let e = bad.parse::<KvPolicy>().unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains(why) && e.contains("sink-S-window-N"), "{bad}: {e}");

@@ -3,9 +3,17 @@
 //! cache's bookkeeping (which tokens are cached, what the last pass read back) and runs the
 //! model through `backend::Backend`, whichever backend that is.
 //!
-//! Glossary: cached, the tokens whose K and V are in the cache, in position order; pending, a
-//! token chosen but not yet fed (at a full context); feed, running tokens through the model so
-//! that their K and V are appended; step, one decode step (pick a token, feed it back).
+//! Glossary: cached, the tokens fed, in position order (their K and V are in the cache, but for
+//! those an evicting policy dropped); pending, a token chosen but not yet fed (at a full
+//! context); feed, running tokens through the model so that their K and V are appended; step, one
+//! decode step (pick a token, feed it back).
+//!
+//! Past the context: under a cache policy that evicts (on the CPU backends,
+//! `Backend::passes_context`) the text runs on past the context T the engine was loaded with, the
+//! policy holding a fixed number of positions; other policies stop there
+//! (`StopReason::ContextFull`, `Error::ContextFull`). Once the text is past T, attention weights
+//! cover its last T positions (`attention_weights`), and the summary says which policy made it
+//! possible (`PastContext`).
 
 mod chat;
 mod facts;
@@ -20,7 +28,8 @@ use std::sync::Arc;
 pub use chat::ChatTurn;
 pub use facts::ModelFacts;
 pub use options::{
-    GenerateOptions, LoadOptions, StopReason, Summary, TokenEvent, MAX_STOP, MAX_TOKENS, MAX_TOP_LOGPROBS, REPEAT_LAST_N, REPORT_TOP,
+    GenerateOptions, LoadOptions, PastContext, StopReason, Summary, TokenEvent, MAX_STOP, MAX_TOKENS, MAX_TOP_LOGPROBS, REPEAT_LAST_N,
+    REPORT_TOP,
 };
 
 use crate::backend::{Backend, BackendKind, BackendOptions, Readout, Want, TOP_K};
@@ -45,7 +54,7 @@ pub struct Engine {
     backend: Backend,
     /// KV-cache capacity in positions.
     pub context: usize,
-    /// Token ids whose K and V are in the cache, in position order.
+    /// Token ids fed, in position order (past T under an evicting policy, which holds fewer).
     cached: Vec<u32>,
     /// A token chosen but not yet run through the model; the next feed starts with it.
     pending: Option<u32>,
@@ -59,7 +68,7 @@ pub struct Engine {
     attention_layers: Option<Vec<f32>>,
     prompt_attention: Option<Vec<Vec<f32>>>,
     /// Cache rows the last fed query attended over (the cached positions, except under
-    /// `Flaw::SameRow`).
+    /// `Flaw::SameRow`; at most T: past the context, the last T positions).
     attended: usize,
     /// The rows a flawed generation wrote.
     flawed: FlawRows,
@@ -239,7 +248,21 @@ impl Engine {
         common
     }
 
-    /// Positions whose K and V are cached.
+    /// Whether the text may run past the context (the cache policy evicts, on the CPU).
+    fn passes_context(&self) -> bool {
+        self.backend.passes_context()
+    }
+
+    /// Some while the text runs past the context T: the policy that made it possible.
+    pub fn past_context(&self) -> Option<PastContext> {
+        (self.position() > self.context).then(|| PastContext {
+            policy: self.policy.name(),
+            context: self.context,
+            held: self.policy.held(self.position()),
+        })
+    }
+
+    /// Positions fed so far (past the context, more than the cache holds).
     pub fn position(&self) -> usize {
         self.cached.len()
     }
@@ -261,7 +284,7 @@ impl Engine {
         }
         let extra = self.pending.is_some() as usize;
         let total = self.cached.len() + extra + ids.len();
-        if total > self.context {
+        if total > self.context && !self.passes_context() {
             return Err(if self.cached.is_empty() {
                 Error::PromptTooLong { tokens: ids.len() + extra, capacity: self.context }
             } else {
@@ -289,7 +312,7 @@ impl Engine {
             let want = if last { self.want } else { Want::Nothing };
             self.backend.forward(part, at, want, flaw, &mut self.out).await?;
             self.cached.extend_from_slice(part);
-            self.attended = at + part.len();
+            self.attended = (at + part.len()).min(self.context);
             self.backend.after_chunk(last).await?;
             if !last && self.stop_requested() {
                 return Err(Error::Stopped);
@@ -311,7 +334,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Layer `l`'s attention weights for the last fed position: [h × n], n = positions attended.
+    /// Layer `l`'s attention weights for the last fed position p: [h × n], n = positions attended
+    /// (p + 1, or past the context T the last T: index i is position p + 1 − n + i).
     pub async fn attention_weights(&self, l: usize) -> Result<Vec<f32>> {
         if l >= self.cfg.n_layers {
             return Err(Error::Option(format!("layer {l} does not exist (the model has {})", self.cfg.n_layers)));
@@ -384,6 +408,11 @@ impl Engine {
             true => Want::Argmax,
             false => Want::Logits,
         };
+        if self.passes_context() {
+            // `cached` grows past T: room for this generation's tokens (at most 2^20 of them,
+            // 4 MiB) before the decode loop, which allocates nothing.
+            self.cached.reserve(prompt.len() + opts.max_tokens.min(crate::core::kv_policy::MAX_HELD) + 1);
+        }
         let r = self.generate_inner(prompt, opts, &mut picker, on_token).await;
         self.want = Want::Logits;
         r
@@ -430,7 +459,7 @@ impl Engine {
                 self.decode(opts, picker, &mut run, on_token).await?
             }
         };
-        Ok(run.summary(stop, self.backend(), picker.grammar_ms()))
+        Ok(run.summary(stop, self.backend(), picker.grammar_ms(), self.past_context()))
     }
 
     /// Picks, reports and feeds back one token at a time, until a stop condition.
@@ -470,7 +499,7 @@ impl Engine {
                 (_, _, true) => return Ok(StopReason::GrammarEnd),
                 _ => {}
             }
-            if self.position() >= self.context {
+            if self.position() >= self.context && !self.passes_context() {
                 self.pending = Some(p.id);
                 return Ok(StopReason::ContextFull);
             }

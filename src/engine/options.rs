@@ -256,10 +256,13 @@ pub struct TokenEvent {
     /// token, the pick after the prefill (the prefill's time is the summary's `prefill_ms`).
     pub ms: f64,
     /// With `attention_layer`: that layer's attention weights for the query that produced this
-    /// token, [h × pos] row-major (each row sums to 1).
+    /// token, [h × pos] row-major (each row sums to 1). Past the context T (`past_context`):
+    /// [h × T] over positions pos − T .. pos, a row summing to 1 less the share of older
+    /// positions (a policy's sinks).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention: Option<Vec<f32>>,
-    /// With `attention_all_layers`: every layer's weights for that query, [L × h × pos].
+    /// With `attention_all_layers`: every layer's weights for that query, [L × h × pos] (past
+    /// the context, [L × h × T] as `attention`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_layers: Option<Vec<f32>>,
     /// First token of a generation with `attention_prompt`: for each prompt position i fed in
@@ -299,4 +302,26 @@ pub struct Summary {
     pub tail: String,
     /// Milliseconds spent in the grammar's masks and advancing it (compiling it aside).
     pub grammar_ms: f64,
+    /// Some when the text has run past the context the engine was loaded with: the cache policy
+    /// that made it possible (null otherwise).
+    pub past_context: Option<PastContext>,
+}
+
+/// A text past the context T: a cache policy that evicts holds at most `held` positions, so
+/// positions run on past T (`Backend::passes_context`) where the exact cache stops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PastContext {
+    /// The cache policy's name, e.g. `sink-4-window-60`.
+    pub policy: String,
+    /// T: the context loaded; the text passed it at position T (0-based).
+    pub context: usize,
+    /// Positions the policy holds now (its budget, once the text is past T ≥ budget).
+    pub held: usize,
+}
+
+impl std::fmt::Display for PastContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let PastContext { policy, context, held } = self;
+        write!(f, "context {context} passed at position {context}: cache policy {policy} keeps {held} positions")
+    }
 }

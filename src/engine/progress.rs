@@ -4,7 +4,7 @@
 use crate::clock::now_ms;
 use crate::core::stop_strings::{Released, TextGate};
 use crate::core::tokenizer::Utf8Stream;
-use crate::engine::options::{StopReason, Summary};
+use crate::engine::options::{PastContext, StopReason, Summary};
 
 /// A generation's text and timings as it goes, for the per-token events and the summary.
 pub(super) struct Progress {
@@ -67,7 +67,7 @@ impl Progress {
         self.t_step = now_ms();
     }
 
-    pub(super) fn summary(mut self, stop: StopReason, backend: String, grammar_ms: f64) -> Summary {
+    pub(super) fn summary(mut self, stop: StopReason, backend: String, grammar_ms: f64, past_context: Option<PastContext>) -> Summary {
         let tail = self.gate.finish() + &self.utf8.finish();
         self.text.push_str(&tail);
         let now = now_ms();
@@ -86,6 +86,7 @@ impl Progress {
             text: self.text,
             tail,
             grammar_ms,
+            past_context,
         }
     }
 }

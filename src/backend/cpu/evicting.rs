@@ -1,7 +1,11 @@
 //! The CPU cache under an eviction policy (`core::kv_policy::Eviction`): the positions each layer
-//! holds, the attention each position has accumulated (H2O's score), and one query's attention
-//! over what its layer holds. The cache rows stay indexed by position (the reference keeps every
-//! row it wrote); a policy's bytes are those of the positions it holds.
+//! holds, the cache row (slot) each one's K and V live in, the attention each has accumulated
+//! (H2O's score), and one query's attention over what its layer holds.
+//!
+//! A layer keeps S = budget + 1 slots: the budget, and one for the incoming position, which is
+//! written before the policy evicts. A slot freed by an eviction takes the next position, so the
+//! memory is fixed and positions run past the context the model was loaded with
+//! (`Backend::passes_context`); nothing here is sized by the context.
 
 use std::ops::Range;
 
@@ -12,9 +16,17 @@ use super::{attention, rope};
 
 pub struct Evicting {
     pub policy: Eviction,
+    /// S: cache rows a layer keeps (the budget + 1).
+    pub slots: usize,
     /// Per layer: the positions held, ascending (the newest last).
     held: Vec<Vec<usize>>,
-    /// Per layer [T]: the attention each position has received, summed over heads and steps.
+    /// Per layer: the slot of each held position (`held`'s order).
+    slot: Vec<Vec<usize>>,
+    /// Per layer: slots below the highest used so far that hold nothing (when empty, the slots
+    /// in use are 0..held).
+    free: Vec<Vec<usize>>,
+    /// Per layer [S]: the attention the position in each slot has received, summed over heads
+    /// and steps.
     score: Vec<Vec<f32>>,
     /// [held × kv] the held rows gathered (keys turned at their place with cache positions).
     keys: Vec<f32>,
@@ -27,25 +39,37 @@ pub struct Evicting {
 }
 
 impl Evicting {
-    pub fn new(policy: Eviction, cfg: &Config, context: usize) -> Self {
-        let most = policy.budget().map_or(context, |b| (b + 1).min(context));
+    /// The state of `policy` (one that evicts: it has a budget) for a model of `cfg`.
+    pub fn new(policy: Eviction, cfg: &Config) -> Self {
+        let slots = policy.budget().expect("an eviction policy has a budget") + 1;
+        let per_layer = || vec![Vec::with_capacity(slots); cfg.n_layers];
         Evicting {
             policy,
-            held: vec![Vec::with_capacity(most); cfg.n_layers],
-            score: vec![vec![0.0; context]; cfg.n_layers],
-            keys: vec![0.0; most * cfg.kv_dim()],
-            values: vec![0.0; most * cfg.kv_dim()],
-            weights: vec![0.0; most * cfg.n_heads],
-            rows: Vec::with_capacity(most),
+            slots,
+            held: per_layer(),
+            slot: per_layer(),
+            free: per_layer(),
+            score: vec![vec![0.0; slots]; cfg.n_layers],
+            keys: vec![0.0; slots * cfg.kv_dim()],
+            values: vec![0.0; slots * cfg.kv_dim()],
+            weights: vec![0.0; slots * cfg.n_heads],
+            rows: Vec::with_capacity(slots),
         }
     }
 
-    /// Forgets positions from `from` on (a rewind; positions evicted before stay evicted).
+    /// Forgets positions from `from` on in every layer (a rewind; positions evicted before stay
+    /// evicted).
     pub fn clear(&mut self, from: usize) {
-        for (held, score) in self.held.iter_mut().zip(&mut self.score) {
-            held.retain(|&p| p < from);
-            let from = from.min(score.len());
-            score[from..].fill(0.0);
+        for l in 0..self.held.len() {
+            self.forget(l, from);
+        }
+    }
+
+    /// Forgets layer `l`'s positions from `from` on, freeing their slots.
+    fn forget(&mut self, l: usize, from: usize) {
+        while self.held[l].last().is_some_and(|&p| p >= from) {
+            self.held[l].pop();
+            self.free[l].extend(self.slot[l].pop());
         }
     }
 
@@ -54,10 +78,24 @@ impl Evicting {
         &self.held[l]
     }
 
-    /// Adds position `pos` to layer `l`, evicts as the policy says, and attends from the query
-    /// `q` (turned already, or — cache positions — unturned and turned here at its place) over
-    /// the held positions within `seen`: out [h × d_h], att [h × (pos + 1)] the weights by
-    /// position (0 where evicted).
+    /// Takes position `pos` into layer `l` and returns the slot its K and V go to: a freed one,
+    /// else the next unused (fewer than S are held before the policy evicts). A position fed
+    /// again (a reset or rewind) forgets what came after it first.
+    pub fn admit(&mut self, l: usize, pos: usize) -> usize {
+        self.forget(l, pos);
+        let slot = self.free[l].pop().unwrap_or(self.held[l].len());
+        debug_assert!(slot < self.slots, "slot {slot} of {}", self.slots);
+        self.held[l].push(pos);
+        self.slot[l].push(slot);
+        self.score[l][slot] = 0.0;
+        slot
+    }
+
+    /// After `admit(l, pos)`: evicts as the policy says, and attends from the query `q` (turned
+    /// already, or — cache positions — unturned and turned here at its place) over the held
+    /// positions within `seen`. cache: layer l's K and V, [S × kv] by slot; out [h × d_h];
+    /// att [h × n] the weights by position for the last n positions, pos + 1 − n ..= pos
+    /// (0 where evicted; the view's window once the text is past the context).
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &mut self,
@@ -72,24 +110,18 @@ impl Evicting {
         turn: (RopeSpec, &[f32]),
     ) {
         let (kv, hd, h) = (c.kv_dim(), c.head_dim, c.n_heads);
-        let held = &mut self.held[l];
-        if held.last().is_some_and(|&p| p >= pos) {
-            // Fed again from `pos` (a reset or rewind): what came after is gone.
-            held.retain(|&p| p < pos);
-            self.score[l][pos..].fill(0.0);
-        }
-        held.push(pos);
-        let score = &self.score[l];
-        self.policy.evict(held, |p| score[p]);
+        self.evict(l);
+        let (held, slot) = (&self.held[l], &self.slot[l]);
+        debug_assert_eq!(held.last(), Some(&pos), "attend follows admit");
         self.rows.clear();
         self.rows.extend((0..held.len()).filter(|&i| seen.contains(&held[i])));
         let m = self.rows.len();
         for (i, &place) in self.rows.iter().enumerate() {
-            let p = held[place];
-            self.keys[i * kv..][..kv].copy_from_slice(&cache[0][p * kv..][..kv]);
-            self.values[i * kv..][..kv].copy_from_slice(&cache[1][p * kv..][..kv]);
+            let s = slot[place];
+            self.keys[i * kv..][..kv].copy_from_slice(&cache[0][s * kv..][..kv]);
+            self.values[i * kv..][..kv].copy_from_slice(&cache[1][s * kv..][..kv]);
             if self.policy.cache_positions() {
-                // StreamingLLM: each key turned at its place in the cache.
+                // StreamingLLM: each key turned at its place in the cache (< S).
                 rope(&mut self.keys[i * kv..][..kv], hd, place, turn.0, turn.1);
             }
         }
@@ -99,14 +131,26 @@ impl Evicting {
         }
         let weights = &mut self.weights[..h * m];
         attention(out, weights, q, &self.keys[..m * kv], &self.values[..m * kv], 0..m, c.n_kv_heads, hd, c.attn_scale);
-        let n = pos + 1;
-        att[..h * n].fill(0.0);
+        let n = att.len() / h;
+        let first = pos + 1 - n;
+        att.fill(0.0);
         for head in 0..h {
             for (i, &place) in self.rows.iter().enumerate() {
-                let p = held[place];
-                att[head * n + p] = weights[head * m + i];
-                self.score[l][p] += weights[head * m + i];
+                let w = weights[head * m + i];
+                self.score[l][slot[place]] += w;
+                if let Some(at) = held[place].checked_sub(first) {
+                    att[head * n + at] = w;
+                }
             }
+        }
+    }
+
+    /// Drops layer `l`'s positions as the policy says until its budget holds, freeing their slots.
+    fn evict(&mut self, l: usize) {
+        let (held, slot, score) = (&mut self.held[l], &mut self.slot[l], &self.score[l]);
+        while let Some(i) = self.policy.victim(held.len(), |i| score[slot[i]]) {
+            held.remove(i);
+            self.free[l].push(slot.remove(i));
         }
     }
 }

@@ -221,8 +221,11 @@ pub struct CpuModel {
     layers: Vec<Layer>,
     output_norm: Vec<f32>,  // [d]
     output: Option<Matrix>, // [V × d]; None: tied to token_embd
-    k_cache: Vec<Vec<f32>>, // per layer [rows × kv], rows ≤ T growing in steps of CACHE_STEP
+    k_cache: Vec<Vec<f32>>, // per layer [rows × kv], rows ≤ `max_rows` growing in steps of CACHE_STEP
     v_cache: Vec<Vec<f32>>, // per layer [rows × kv]
+    /// Cache rows a layer keeps at most: T (row p holds position p), or an eviction policy's
+    /// S slots (`Evicting`), whatever the context.
+    max_rows: usize,
     /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores
     /// them; Q8_0, Q4_0: through ggml's blocks.
     pub kv_type: KvType,
@@ -237,7 +240,7 @@ pub struct CpuModel {
     v: Vec<f32>,          // [B × kv]
     head: Vec<f32>,       // [d_h]
     att_out: Vec<f32>,    // [B × q]
-    att: Vec<f32>,        // [L × h × T] attention weights of the last position fed
+    att: Vec<f32>,        // [L × h × T] attention weights of the last position fed (its last T positions)
     gate: Vec<f32>,       // [B × f]
     up: Vec<f32>,         // [B × f]
     hb: Vec<f32>,         // [B × f]
@@ -278,6 +281,7 @@ fn load_if(has: bool, g: &Gguf, src: &mut dyn ByteSource, name: &str) -> Result<
 impl CpuModel {
     pub fn load(g: &Gguf, cfg: &Config, context: usize, policy: KvPolicy, weights: Weights, src: &mut dyn ByteSource) -> Result<Self> {
         let kv_type = policy.precision;
+        let evicting = (policy.eviction != Eviction::None).then(|| Evicting::new(policy.eviction, cfg));
         let layers = (0..cfg.n_layers)
             .map(|l| {
                 let name = |n: &str| format!("blk.{l}.{n}");
@@ -345,7 +349,8 @@ impl CpuModel {
             batch: if policy.eviction == Eviction::None { b } else { 1 },
             weights,
             kv_type,
-            evicting: (policy.eviction != Eviction::None).then(|| Evicting::new(policy.eviction, cfg, context)),
+            max_rows: evicting.as_ref().map_or(context, |e| e.slots),
+            evicting,
         })
     }
 
@@ -366,14 +371,14 @@ impl CpuModel {
     }
 
     /// Makes room for cache rows 0..rows: the cache grows with the text, CACHE_STEP positions at
-    /// a time (up to the context), so that memory follows the positions used rather than the
+    /// a time (up to `max_rows`), so that memory follows the positions used rather than the
     /// context allowed.
     fn grow(&mut self, rows: usize) {
-        let kv = self.cfg.kv_dim();
+        let (kv, rows) = (self.cfg.kv_dim(), rows.min(self.max_rows));
         if self.k_cache.first().is_some_and(|c| c.len() >= rows * kv) {
             return;
         }
-        let len = rows.next_multiple_of(CACHE_STEP).min(self.context) * kv;
+        let len = rows.next_multiple_of(CACHE_STEP).min(self.max_rows) * kv;
         for c in self.k_cache.iter_mut().chain(&mut self.v_cache) {
             c.reserve_exact(len - c.len());
             c.resize(len, 0.0);
@@ -381,8 +386,9 @@ impl CpuModel {
     }
 
     /// Runs `tokens` at positions start, start + 1, …: writes their K and V into those cache
-    /// rows, each attending over the rows up to its own, and (when `want_logits`) leaves the
-    /// logits after the last one in `self.logits`. At most `batch` tokens.
+    /// rows (or, under an eviction policy, the slots `Evicting::admit` gives them; positions may
+    /// then run past T), each attending over the rows up to its own, and (when `want_logits`)
+    /// leaves the logits after the last one in `self.logits`. At most `batch` tokens.
     /// `flaw` (teaching only, `crate::core::flaw`) may skip the cache write or rotate q and k at
     /// another position.
     pub fn forward(&mut self, tokens: &[u32], start: usize, want_logits: bool, flaw: Flaw) {
@@ -418,13 +424,16 @@ impl CpuModel {
                 let rope_pos = if self.evicting.as_ref().is_some_and(|e| e.policy.cache_positions()) { 0 } else { flaw.rope_position(pos) };
                 w.shape_qkv([qi, ki, vi], c, rope_pos, r, &self.rope_freqs, &mut self.head);
                 if flaw.appends() {
-                    write_row(&mut self.k_cache[l][pos * kv..(pos + 1) * kv], ki, self.kv_type);
-                    write_row(&mut self.v_cache[l][pos * kv..(pos + 1) * kv], vi, self.kv_type);
+                    let row = self.evicting.as_mut().map_or(pos, |e| e.admit(l, pos));
+                    write_row(&mut self.k_cache[l][row * kv..(row + 1) * kv], ki, self.kv_type);
+                    write_row(&mut self.v_cache[l][row * kv..(row + 1) * kv], vi, self.kv_type);
                 }
             }
             for (i, (oi, qi)) in att_out.chunks_exact_mut(qd).zip(q.chunks_exact_mut(qd)).enumerate() {
                 let pos = start + i;
-                let att = &mut self.att[l * c.n_heads * self.context..][..c.n_heads * (pos + 1)];
+                // [h × n]: the weights of the last n ≤ T positions (all of them within the context).
+                let n = (pos + 1).min(self.context);
+                let att = &mut self.att[l * c.n_heads * self.context..][..c.n_heads * n];
                 match &mut self.evicting {
                     Some(e) => {
                         e.attend(l, pos, c.attended(l, pos), qi, oi, att, [&self.k_cache[l], &self.v_cache[l]], c, (r, &self.rope_freqs))
@@ -458,10 +467,12 @@ impl CpuModel {
         }
     }
 
-    /// Zeroes K and V in every cache row from `from` on.
+    /// Zeroes K and V in every cache row from `from` on (under an eviction policy: forgets the
+    /// positions from `from` on, whose slots are written again before they are read).
     pub fn clear_rows(&mut self, from: usize) {
         if let Some(e) = &mut self.evicting {
             e.clear(from);
+            return;
         }
         let kv = self.cfg.kv_dim();
         for c in self.k_cache.iter_mut().chain(&mut self.v_cache) {
@@ -470,10 +481,11 @@ impl CpuModel {
         }
     }
 
-    /// The attention weights of the last position fed in `layers`: [layers × h × n] for n = pos + 1.
+    /// The attention weights of the last position fed in `layers`: [layers × h × n] for
+    /// n = pos + 1, at most T (past the context: the last T positions, pos + 1 − T ..= pos).
     pub fn attention_weights(&self, layers: std::ops::Range<usize>, n: usize) -> Vec<f32> {
         // Layer l's weights are [h × n] from l · h · T (see `forward`).
-        let h = self.cfg.n_heads;
+        let (h, n) = (self.cfg.n_heads, n.min(self.context));
         layers.flat_map(|l| self.att[l * h * self.context..][..h * n].iter().copied()).collect()
     }
 }
