@@ -201,3 +201,25 @@ fn every_eviction_rule_passes_the_context_on_every_layer_kind() {
         }
     }
 }
+
+/// The block caches code each row as it is written (`core::quant::quantize_into` into a buffer
+/// kept for it): feeding the whole context again after a reset allocates nothing, as with the
+/// exact cache.
+#[test]
+fn block_caches_code_rows_without_allocating() {
+    let bytes = synthetic_arch_model(Arch::Llama, 300);
+    let text = ids(T);
+    for policy in ["f32", "q8_0", "q4_0"] {
+        let mut e = load(&bytes, policy);
+        pollster::block_on(e.feed(&text)).unwrap();
+        e.reset();
+        let allocated = pollster::block_on(async {
+            let before = allocations();
+            for &id in &text {
+                e.feed(&[id]).await.unwrap();
+            }
+            allocations() - before
+        });
+        assert_eq!(allocated, 0, "{policy}: feeding the context again allocated");
+    }
+}

@@ -460,18 +460,26 @@ fn pack_scale_min_k4(sc: &[u8], m: &[u8]) -> [u8; 12] {
 /// for the best scales). Used to build synthetic models and kernel inputs for tests.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(ty.bytes_for(x.len()));
+    quantize_into(ty, x, &mut out);
+    out
+}
+
+/// `quantize` into `out` (cleared first): with room for the bytes, F16, Q4_0, Q5_0 and Q8_0
+/// allocate nothing (the CPU's block caches code each row through it).
+pub fn quantize_into(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
+    out.clear();
+    let out = &mut *out;
     match ty {
         GgmlType::F32 => x.iter().for_each(|v| out.extend(v.to_le_bytes())),
         GgmlType::F16 => x.iter().for_each(|v| out.extend(f16::from_f32(*v).to_le_bytes())),
-        GgmlType::Q4_0 | GgmlType::Q5_0 => quantize_q45_0(ty, x, &mut out),
-        GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q45_1(ty, x, &mut out),
-        GgmlType::Q8_0 => quantize_q8_0(ty, x, &mut out),
-        GgmlType::Q2_K => quantize_q2_k(ty, x, &mut out),
-        GgmlType::Q3_K => quantize_q3_k(ty, x, &mut out),
-        GgmlType::Q4_K | GgmlType::Q5_K => quantize_q45_k(ty, x, &mut out),
-        GgmlType::Q6_K => quantize_q6_k(ty, x, &mut out),
+        GgmlType::Q4_0 | GgmlType::Q5_0 => quantize_q45_0(ty, x, out),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q45_1(ty, x, out),
+        GgmlType::Q8_0 => quantize_q8_0(ty, x, out),
+        GgmlType::Q2_K => quantize_q2_k(ty, x, out),
+        GgmlType::Q3_K => quantize_q3_k(ty, x, out),
+        GgmlType::Q4_K | GgmlType::Q5_K => quantize_q45_k(ty, x, out),
+        GgmlType::Q6_K => quantize_q6_k(ty, x, out),
     }
-    out
 }
 
 /// Q4_0 and Q5_0: d = (the value of largest magnitude) / −2^(bits−1).
@@ -482,7 +490,8 @@ fn quantize_q45_0(ty: GgmlType, x: &[f32], out: &mut Vec<u8>) {
         let max = b.iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
         let d = max / -half_range;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let q: Vec<u32> = b.iter().map(|v| ((v * id + (half_range + 0.5)) as i32).min(top) as u32).collect();
+        let mut q = [0u32; 32];
+        q.iter_mut().zip(b).for_each(|(q, v)| *q = ((v * id + (half_range + 0.5)) as i32).min(top) as u32);
         out.extend(f16::from_f32(d).to_le_bytes());
         push_nibbles(out, &q, ty == GgmlType::Q5_0);
     }

@@ -187,9 +187,13 @@ impl Layer {
 /// A cache row ← `row` as the cache keeps it: rounded to f16 (nearest even) where the cache is
 /// f16, as the GPU stores it; quantised to ggml's Q8_0 or Q4_0 blocks and read back where the
 /// cache keeps blocks (a row of h_kv · d_h values is whole blocks of 32).
-fn write_row(cache_row: &mut [f32], row: &[f32], kv: KvType) {
+fn write_row(cache_row: &mut [f32], row: &[f32], kv: KvType, blocks: &mut Vec<u8>) {
     match kv.blocks() {
-        Some(ty) => crate::core::quant::dequantize(ty, &crate::core::quant::quantize(ty, row), cache_row),
+        Some(ty) => {
+            // `blocks` has room for a row's blocks: nothing is allocated per row.
+            crate::core::quant::quantize_into(ty, row, blocks);
+            crate::core::quant::dequantize(ty, blocks, cache_row);
+        }
         None => cache_row.copy_from_slice(row),
     }
     if kv == KvType::F16 {
@@ -229,6 +233,8 @@ pub struct CpuModel {
     /// F16: cache values rounded to f16 (nearest even) as they are written, as the GPU stores
     /// them; Q8_0, Q4_0: through ggml's blocks.
     pub kv_type: KvType,
+    /// A block cache's codes of one row, as it is written ([row bytes]).
+    row_blocks: Vec<u8>,
     /// An eviction policy's state (None: every position held).
     pub evicting: Option<Evicting>,
     rope_freqs: Vec<f32>, // [d_h/2] or empty
@@ -349,6 +355,7 @@ impl CpuModel {
             batch: if policy.eviction == Eviction::None { b } else { 1 },
             weights,
             kv_type,
+            row_blocks: Vec::with_capacity(kv_type.row_bytes(cfg.kv_dim()) as usize),
             max_rows: evicting.as_ref().map_or(context, |e| e.slots),
             evicting,
         })
@@ -425,8 +432,8 @@ impl CpuModel {
                 w.shape_qkv([qi, ki, vi], c, rope_pos, r, &self.rope_freqs, &mut self.head);
                 if flaw.appends() {
                     let row = self.evicting.as_mut().map_or(pos, |e| e.admit(l, pos));
-                    write_row(&mut self.k_cache[l][row * kv..(row + 1) * kv], ki, self.kv_type);
-                    write_row(&mut self.v_cache[l][row * kv..(row + 1) * kv], vi, self.kv_type);
+                    write_row(&mut self.k_cache[l][row * kv..(row + 1) * kv], ki, self.kv_type, &mut self.row_blocks);
+                    write_row(&mut self.v_cache[l][row * kv..(row + 1) * kv], vi, self.kv_type, &mut self.row_blocks);
                 }
             }
             for (i, (oi, qi)) in att_out.chunks_exact_mut(qd).zip(q.chunks_exact_mut(qd)).enumerate() {
