@@ -155,11 +155,11 @@ pub async fn kv_compare_from<S: ByteSource + Clone>(
     }
     let prefix = &ids[..PREFIX.min(ids.len())];
     let free_steps = FREE_STEPS.min(opts.context.saturating_sub(prefix.len()));
-    let reference = greedy(&mut exact, prefix, free_steps).await?;
+    let reference = greedy(&mut exact, prefix, free_steps, stop).await?;
     let tok = exact.tokenizer.clone();
     let mut reports = Vec::with_capacity(policies.len());
     for ((p, m), tally) in policies.iter().zip(&mut models).zip(tallies) {
-        let text = greedy(m, prefix, free_steps).await?;
+        let text = greedy(m, prefix, free_steps, stop).await?;
         let per = p.bytes_per_position(m.cfg.n_layers, m.cfg.kv_dim());
         let held = p.held(ids.len());
         reports.push(PolicyReport {
@@ -185,12 +185,16 @@ pub async fn kv_compare_from<S: ByteSource + Clone>(
     })
 }
 
-/// `steps` greedy tokens after `prefix`, from an emptied cache.
-async fn greedy(m: &mut Engine, prefix: &[u32], steps: usize) -> Result<Vec<u32>> {
+/// `steps` greedy tokens after `prefix`, from an emptied cache (`Error::Stopped` once `stop` is
+/// set).
+async fn greedy(m: &mut Engine, prefix: &[u32], steps: usize, stop: &AtomicBool) -> Result<Vec<u32>> {
     m.reset();
     m.feed(prefix).await?;
     let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Stopped);
+        }
         let id = argmax(m.logits());
         out.push(id);
         m.feed(&[id]).await?;

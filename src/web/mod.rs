@@ -421,9 +421,9 @@ impl WebEngine {
             let mut src = JsBytes(bytes);
             let (run, refused) = runnable(&mut src, &load, &policies).map_err(js_err)?;
             if run.is_empty() && !refused.is_empty() {
-                let r = &refused[0];
-                let e = js_sys::Error::new(&r.error.message);
-                e.set_name(r.error.name);
+                // Nothing to compare: every refusal, in one error of the first one's kind.
+                let e = js_sys::Error::new(&refused.iter().map(|r| r.error.message.as_str()).collect::<Vec<_>>().join("; "));
+                e.set_name(refused[0].error.name);
                 return Err(e.into());
             }
             let comparison = kv_compare_from(src, &load, &ids, &run, &stop).await.map_err(js_err)?;

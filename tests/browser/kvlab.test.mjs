@@ -29,6 +29,18 @@ function cliGenerate(prompt, maxTokens, policy) {
   return JSON.parse(out.trim().split('\n').at(-1)).summary;
 }
 
+/** The CLI's refusal of cache policy `policy` on `backend` (its one-line error), or null when it
+ * runs it. */
+function cliRefusal(policy, backend) {
+  const args = ['generate', '--model', MODEL, '--prompt', 'hi', '--max-tokens', '1', '--backend', backend, '--kv-policy', policy];
+  try {
+    execFileSync(path.join(ROOT, 'target/release/kvscope'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CI: '1' } });
+    return null;
+  } catch (e) {
+    return String(e.stderr).trim().split('\n').at(-1).replace(/^kvscope: /, '');
+  }
+}
+
 /** `got` within `rel` (relative) or `abs` of `want`. */
 function close(got, want, what, { rel = 1e-3, abs = 1e-5 } = {}) {
   assert.ok(Math.abs(got - want) <= Math.max(abs, rel * Math.abs(want)), `${what}: ${got} vs the CLI's ${want}`);
@@ -102,6 +114,13 @@ test('a bad policy is named in the lab and in the load settings, and the page st
   assert.equal(err.hidden, false);
   assert.equal(err.name, 'InvalidInput');
   assert.match(err.text, /`window-0`: a window of 0 positions holds nothing .*sink-S-window-N/);
+  // Cancel ends a running comparison; the panel says so.
+  await page.fill('#kvlab-more', '');
+  await page.click('#kvlab-run');
+  await page.waitForSelector('#kvlab[data-state=running]');
+  await page.click('#kvlab-cancel');
+  await page.waitForSelector('#kvlab[data-state=cancelled]', { timeout: 300_000 });
+  assert.equal(await page.$eval('#kvlab-error', (e) => e.hidden), true);
   // The load settings: the model plan says why, by the engine's words; Load keeps the model.
   await page.selectOption('#kv-policy', 'window');
   await page.fill('#kv-n', '0');
@@ -113,6 +132,23 @@ test('a bad policy is named in the lab and in the load settings, and the page st
   assert.match(await page.textContent('#status'), /previous model is still loaded/);
   const r = await generate(page, 'The capital of France is', 3);
   assert.ok(r.text.length > 0, 'the loaded model still generates');
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
+
+test('on the GPU backend, the lab shows the engine\'s refusal of each policy the GPU does not run, as the CLI words it', { timeout: 600_000 }, async (t) => {
+  const refusals = ['h2o-8', 'sink-2-window-6', 'q4_0'].map((p) => [p, cliRefusal(p, 'gpu')]).filter(([, e]) => e);
+  if (refusals.length === 0) {
+    t.skip('the GPU backend runs every policy tried: nothing to refuse');
+    return;
+  }
+  const names = refusals.map(([p]) => p).join(',');
+  const page = await openSite(site.browser, site.server.url, `?backend=gpu&compare=${names}&compare_backend=gpu&compare_text=${encodeURIComponent(TEXT)}`);
+  await page.waitForSelector('#kvlab[data-state=done], #kvlab[data-state=error]', { timeout: 300_000 });
+  const shown = await page.$eval('#kvlab-error', (e) => ({ text: e.textContent, name: e.dataset.name, hidden: e.hidden }));
+  assert.equal(shown.hidden, false);
+  for (const [, e] of refusals) assert.ok(shown.text.includes(e), `${shown.text}\n does not say: ${e}`);
+  assert.equal(await page.$eval('#kvlab-run', (b) => b.disabled), false, 'the lab can run again');
   assert.deepEqual(page.errors, []);
   await page.close();
 });
