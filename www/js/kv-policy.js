@@ -22,6 +22,14 @@ export function parsePolicy(name) {
   return { kind: null };
 }
 
+/** The most positions policy `name` holds at once (Infinity: every one). */
+export function policyBudget(name) {
+  const p = parsePolicy(name || 'f32');
+  if (p.kind === 'window' || p.kind === 'h2o') return Number(p.n);
+  if (p.kind === 'sink-window') return Number(p.sinks) + Number(p.n);
+  return Infinity;
+}
+
 /** The name the picker's controls make (its custom option keeps a name of no known form as it
  * came, for the engine to refuse). */
 export function pickedPolicy() {

@@ -5,7 +5,7 @@
 import { $, el, visible, fit } from './dom.js';
 import { AttentionRows, headRow, drawMatrix, drawOverview, wireGrid } from './attention.js';
 import { Timeline } from './timeline.js';
-import { heldPositions, describePolicy } from './kv-policy.js';
+import { heldPositions, describePolicy, policyBudget } from './kv-policy.js';
 
 const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
 const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', stale: '#8a8a8a', newest: '#111', grid: '#8886', text: '#888', evicted: '#e6b0aa', sink: '#7b3fa0' };
@@ -316,7 +316,7 @@ export class Inside {
     const pol = this.policy || m;
     g.fillText(`cache rows 0–${cols - 1} of ${m.context} · ${m.n_layers} layers (top half of each row K, bottom half V)` +
       (rings.length ? ` · ${rings.length} ring layers of ${rings[0].rows} rows` : '') +
-      (pol.kv_policy ? ` · ${pol.kv_policy}: ${fmtBytes(pol.kv_bytes_per_position)} a position` : ''), 0, m.n_layers * rowH + 12);
+      (pol.kv_policy && pol.kv_policy !== 'f32' ? ` · ${pol.kv_policy}: ${fmtBytes(pol.kv_bytes_per_position)} a position` : ''), 0, m.n_layers * rowH + 12);
 
     this.renderMemoryChart(cached);
   }
@@ -349,6 +349,8 @@ export class Inside {
       for (const k of ['held', 'evicted', 'sinks']) delete view.dataset[k];
     }
     legend.replaceChildren(...parts);
+    // The exact cache needs no legend: the paragraph below says what its positions cost.
+    legend.hidden = (st.kv_policy || 'f32') === 'f32';
   }
 
   /** KV bytes against tokens cached: this model's line up to `cached`, and what one KV head per
@@ -369,8 +371,10 @@ export class Inside {
     g.fillText(`without GQA (×${group})`, x(maxT * 0.55), y(maxT * 0.62 * m.kv_bytes_per_token * group) - 4);
     // Ring layers stop growing at their rows: the line bends there.
     const rowsOf = m.layer_rows && m.layer_rows.length === m.n_layers ? m.layer_rows : [m.context];
-    const bytesAt = (t) => (rowsOf.reduce((a, r) => a + Math.min(t, r), 0) * m.kv_bytes_per_token) / rowsOf.length;
-    const bends = [...new Set(rowsOf)].filter((r) => r < cached).sort((a, b) => a - b);
+    // An evicting policy holds at most its budget of positions in every layer: the line bends there too.
+    const budget = policyBudget((this.policy || m).kv_policy);
+    const bytesAt = (t) => (rowsOf.reduce((a, r) => a + Math.min(t, r, budget), 0) * m.kv_bytes_per_token) / rowsOf.length;
+    const bends = [...new Set([...rowsOf, budget])].filter((r) => r < cached).sort((a, b) => a - b);
     g.strokeStyle = COLORS.prompt;
     g.lineWidth = 2;
     g.beginPath(); g.moveTo(x(0), y(0));
