@@ -195,6 +195,20 @@ fn kv_compare_reports_each_policy_against_the_exact_cache() {
     assert_eq!((p[0]["top1_agreement"].as_f64(), p[0]["mean_kl"].as_f64()), (Some(1.0), Some(0.0)));
     assert_eq!(p[1]["bytes_per_position"].as_u64().unwrap() * 128, p[0]["bytes_per_position"].as_u64().unwrap() * 34);
     assert_eq!(p[2]["positions_held"].as_u64(), Some(8));
+    // The free generations: the exact cache's and each policy's, the same ids before the first
+    // divergence and a different one at it.
+    let steps = v["free_steps"].as_u64().unwrap() as usize;
+    let ids = |g: &serde_json::Value| g["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect::<Vec<_>>();
+    let exact = ids(&v["reference"]);
+    assert_eq!((exact.len(), v["reference"]["pieces"].as_array().unwrap().len()), (steps, steps));
+    assert!(v["reference"]["text"].is_string() && v["prefix_text"].is_string());
+    for q in p {
+        let free = ids(&q["free"]);
+        match q["first_divergence"].as_u64().map(|d| d as usize) {
+            None => assert_eq!(free, exact, "{}", q["name"]),
+            Some(d) => assert!(free[..d] == exact[..d] && free[d] != exact[d], "{}", q["name"]),
+        }
+    }
     assert_clean_error(&["kv-compare", "--model", &model, "--text", text, "--policies", "f32,sink-8-window-8"], "fewer than the window");
     assert_clean_error(
         &["kv-compare", "--model", &model, "--text", text, "--policies", "h2o-8", "--backend", "gpu"],

@@ -8,9 +8,11 @@ mod common;
 
 use common::{assert_close, synthetic_arch_model, synthetic_model, SynTypes};
 use kvscope::core::config::Arch;
+use kvscope::core::gguf::Gguf;
 use kvscope::core::kv_policy::KvPolicy;
 use kvscope::core::quant::GgmlType::F32;
-use kvscope::engine::kv_lab::{kv_compare, KvComparison};
+use kvscope::core::tokenizer::Tokenizer;
+use kvscope::engine::kv_lab::{kv_compare, KvComparison, PREFIX};
 use kvscope::{BackendKind, Engine, Flaw, GenerateOptions, GpuOptions, LoadOptions};
 
 fn opts() -> LoadOptions {
@@ -43,6 +45,7 @@ fn policies_holding_every_position_are_the_exact_cache() {
             assert_eq!(p.perplexity, exact.perplexity, "{}", p.name);
             assert_eq!(p.cache_bytes, exact.cache_bytes, "{}", p.name);
         }
+        free_texts_part_at_the_first_divergence(&bytes, &r);
     }
 }
 
@@ -68,6 +71,30 @@ fn quantised_caches_cost_their_blocks_and_move_the_distribution() {
         q4.mean_kl
     );
     assert!(f16.top1_agreement >= q4.top1_agreement);
+    free_texts_part_at_the_first_divergence(&bytes, &r);
+}
+
+/// Each free generation against the exact cache's: `free_steps` tokens, their pieces and text as
+/// the model's tokenizer makes them, the same ids before `first_divergence` and a different token
+/// at it (so the text before it is the same), and with none the exact cache's generation whole.
+fn free_texts_part_at_the_first_divergence(bytes: &[u8], r: &KvComparison) {
+    let tok = Tokenizer::from_gguf(&Gguf::parse(bytes).unwrap()).unwrap();
+    let exact = &r.reference;
+    assert!(r.free_steps > 0 && r.prefix_text == tok.decode(&ids(60)[..PREFIX]));
+    for run in std::iter::once(exact).chain(r.policies.iter().map(|p| &p.free)) {
+        assert_eq!((run.ids.len(), run.text.clone()), (r.free_steps, tok.decode(&run.ids)));
+        assert_eq!(run.pieces, run.ids.iter().map(|&i| tok.token_text(i)).collect::<Vec<_>>());
+    }
+    for p in &r.policies {
+        match p.first_divergence {
+            None => assert_eq!(p.free, *exact, "{}", p.name),
+            Some(d) => {
+                assert_eq!(p.free.ids[..d], exact.ids[..d], "{}", p.name);
+                assert_ne!(p.free.ids[d], exact.ids[d], "{}", p.name);
+                assert_eq!(tok.decode(&p.free.ids[..d]), tok.decode(&exact.ids[..d]), "{}", p.name);
+            }
+        }
+    }
 }
 
 /// The positions each rule holds, as the last query's attention weights show them (zero where a
@@ -103,6 +130,7 @@ fn eviction_holds_what_each_policy_says() {
     let w = &long.policies[0];
     assert!(w.kl_by_position[..16].iter().all(|&k| k == 0.0), "the window holds everything until position 16");
     assert!(w.kl_by_position[16..].iter().any(|&k| k > 0.0), "evicting changes the distribution");
+    free_texts_part_at_the_first_divergence(&bytes, &long);
 }
 
 /// What cannot run is refused by name: the GPU runs neither sinks nor H2O, nor block caches of

@@ -270,6 +270,15 @@ impl Backend {
         }
     }
 
+    /// The positions layer `l` holds, ascending, where the cache evicts (`core::kv_policy`);
+    /// None where it holds every position it was fed.
+    pub fn held_positions(&self, l: usize) -> Option<&[usize]> {
+        match self {
+            Backend::Cpu(m) => m.evicting.as_ref().map(|e| e.held(l)),
+            Backend::Gpu(_) => None,
+        }
+    }
+
     /// The GPU model, for what only it has: counters, profiles, single timed steps, the device.
     pub fn gpu(&self) -> Option<&GpuModel> {
         match self {

@@ -8,13 +8,21 @@
 //!   perplexity     = exp(mean over positions of −log P'(text[t + 1]))
 //! Then free greedy generation from the text's first `PREFIX` tokens for `FREE_STEPS` steps:
 //! `first_divergence` is the first step whose token differs from the exact cache's (None if
-//! none does).
+//! none does); both generations are reported (`FreeText`), so a page can show that token in both
+//! texts.
+//!
+//! The models are read from any `ByteSource` that can be opened again (`kv_compare_from`): the
+//! CLI's bytes in memory, or the page's model file held by JavaScript.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+use crate::core::gguf::ByteSource;
 use crate::core::kv_policy::KvPolicy;
 use crate::core::logits::log_sum_exp;
 use crate::core::sampler::argmax;
+use crate::core::tokenizer::Tokenizer;
 use crate::engine::{Engine, LoadOptions};
 use crate::error::{Error, Result};
 
@@ -37,6 +45,9 @@ pub struct PolicyReport {
     pub mean_kl: f64,
     pub perplexity: f64,
     pub first_divergence: Option<usize>,
+    /// The policy's free greedy generation (its step `first_divergence` differs from
+    /// `KvComparison::reference`'s).
+    pub free: FreeText,
     /// Per position: whether the argmax agreed, and KL(P ‖ P') (for the page's chart).
     pub agreement_by_position: Vec<bool>,
     pub kl_by_position: Vec<f32>,
@@ -49,7 +60,27 @@ pub struct KvComparison {
     pub positions: usize,
     /// The free generation's steps (fewer than `FREE_STEPS` where the context ends first).
     pub free_steps: usize,
+    /// The text the free generations start from: the text's first `PREFIX` tokens, decoded.
+    pub prefix_text: String,
+    /// The exact cache's free greedy generation.
+    pub reference: FreeText,
     pub policies: Vec<PolicyReport>,
+}
+
+/// A free greedy generation: its `free_steps` token ids, each token's own text (lossy where a
+/// token is part of a character), and the whole text decoded. `pieces[..d].concat()` is the text
+/// before step d.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FreeText {
+    pub ids: Vec<u32>,
+    pub pieces: Vec<String>,
+    pub text: String,
+}
+
+impl FreeText {
+    fn new(ids: Vec<u32>, tok: &Tokenizer) -> Self {
+        FreeText { pieces: ids.iter().map(|&i| tok.token_text(i)).collect(), text: tok.decode(&ids), ids }
+    }
 }
 
 /// Running sums of one policy's comparison.
@@ -74,22 +105,43 @@ fn kl(lp: &[f32], lq: &[f32]) -> f32 {
 /// The text `ids` through the exact cache and each of `policies`, each model loaded from
 /// `bytes` with `opts` (backend, context) and its policy.
 pub async fn kv_compare(bytes: &[u8], opts: &LoadOptions, ids: &[u32], policies: &[KvPolicy]) -> Result<KvComparison> {
+    kv_compare_from(bytes, opts, ids, policies, &AtomicBool::new(false)).await
+}
+
+/// `kv_compare` with each model read from its own clone of `src` (every clone reads the same
+/// file from its start: a slice, or a handle to a file held elsewhere); `stop` set from outside
+/// ends it after the current position (`Error::Stopped`).
+pub async fn kv_compare_from<S: ByteSource + Clone>(
+    src: S,
+    opts: &LoadOptions,
+    ids: &[u32],
+    policies: &[KvPolicy],
+    stop: &AtomicBool,
+) -> Result<KvComparison> {
     if ids.len() < 2 {
         return Err(Error::Option(format!("kv-compare needs a text of at least 2 tokens (got {})", ids.len())));
     }
     if ids.len() > opts.context {
         return Err(Error::Option(format!("the text has {} tokens; the context holds {}", ids.len(), opts.context)));
     }
-    let mut exact = Engine::load(bytes, opts.clone().with_policy(KvPolicy::EXACT)).await?;
+    let load = |p: KvPolicy| {
+        let mut s = src.clone();
+        let o = opts.clone().with_policy(p);
+        async move { Engine::load_from(&mut s, o).await }
+    };
+    let mut exact = load(KvPolicy::EXACT).await?;
     let mut models = Vec::with_capacity(policies.len());
     for p in policies {
-        models.push(Engine::load(bytes, opts.clone().with_policy(*p)).await?);
+        models.push(load(*p).await?);
     }
     let positions = ids.len() - 1;
     let mut tallies: Vec<Tally> =
         policies.iter().map(|_| Tally { agree: Vec::with_capacity(positions), kl: Vec::with_capacity(positions), nll: 0.0 }).collect();
     let (mut lp, mut lq) = (Vec::new(), Vec::new());
     for t in 0..positions {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Stopped);
+        }
         exact.feed(&ids[t..t + 1]).await?;
         log_softmax(exact.logits(), &mut lp);
         let want = argmax(&lp);
@@ -103,10 +155,11 @@ pub async fn kv_compare(bytes: &[u8], opts: &LoadOptions, ids: &[u32], policies:
     }
     let prefix = &ids[..PREFIX.min(ids.len())];
     let free_steps = FREE_STEPS.min(opts.context.saturating_sub(prefix.len()));
-    let reference = greedy(&mut exact, prefix, free_steps).await?;
+    let reference = greedy(&mut exact, prefix, free_steps, stop).await?;
+    let tok = exact.tokenizer.clone();
     let mut reports = Vec::with_capacity(policies.len());
     for ((p, m), tally) in policies.iter().zip(&mut models).zip(tallies) {
-        let text = greedy(m, prefix, free_steps).await?;
+        let text = greedy(m, prefix, free_steps, stop).await?;
         let per = p.bytes_per_position(m.cfg.n_layers, m.cfg.kv_dim());
         let held = p.held(ids.len());
         reports.push(PolicyReport {
@@ -118,19 +171,30 @@ pub async fn kv_compare(bytes: &[u8], opts: &LoadOptions, ids: &[u32], policies:
             mean_kl: tally.kl.iter().map(|&k| k as f64).sum::<f64>() / positions as f64,
             perplexity: (tally.nll / positions as f64).exp(),
             first_divergence: reference.iter().zip(&text).position(|(a, b)| a != b),
+            free: FreeText::new(text, &tok),
             agreement_by_position: tally.agree,
             kl_by_position: tally.kl,
         });
     }
-    Ok(KvComparison { positions, free_steps, policies: reports })
+    Ok(KvComparison {
+        positions,
+        free_steps,
+        prefix_text: tok.decode(prefix),
+        reference: FreeText::new(reference, &tok),
+        policies: reports,
+    })
 }
 
-/// `steps` greedy tokens after `prefix`, from an emptied cache.
-async fn greedy(m: &mut Engine, prefix: &[u32], steps: usize) -> Result<Vec<u32>> {
+/// `steps` greedy tokens after `prefix`, from an emptied cache (`Error::Stopped` once `stop` is
+/// set).
+async fn greedy(m: &mut Engine, prefix: &[u32], steps: usize, stop: &AtomicBool) -> Result<Vec<u32>> {
     m.reset();
     m.feed(prefix).await?;
     let mut out = Vec::with_capacity(steps);
     for _ in 0..steps {
+        if stop.load(Ordering::Relaxed) {
+            return Err(Error::Stopped);
+        }
         let id = argmax(m.logits());
         out.push(id);
         m.feed(&[id]).await?;

@@ -167,6 +167,12 @@ impl Engine {
         self.backend.kv_type()
     }
 
+    /// The positions layer `l`'s cache holds, ascending, under an evicting policy (None: every
+    /// cached position).
+    pub fn held_positions(&self, l: usize) -> Option<&[usize]> {
+        self.backend.held_positions(l)
+    }
+
     /// The GPU model, for what only it has (counters, the device).
     pub fn gpu(&self) -> Option<&crate::backend::gpu::GpuModel> {
         self.backend.gpu()

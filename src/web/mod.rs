@@ -15,7 +15,9 @@ use crate::backend::gpu::{GpuContext, GpuOptions};
 use crate::core::chat::{ChatMessage, ChatRequest};
 use crate::core::config::KvType;
 use crate::core::gguf::{read_header, ByteSource, Gguf};
+use crate::core::kv_policy::{Eviction, KvPolicy};
 use crate::core::tokenizer::Tokenizer;
+use crate::engine::kv_lab::{kv_compare_from, KvComparison};
 use crate::engine::{ChatTurn, Engine, GenerateOptions, LoadOptions, ModelFacts, TokenEvent};
 
 /// Every error reaches JavaScript as an `Error` whose `name` is its kind (`DeviceLost`,
@@ -53,7 +55,8 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// A model file held by JavaScript, read range by range.
+/// A model file held by JavaScript, read range by range (a clone reads the same array).
+#[derive(Clone)]
 struct JsBytes(js_sys::Uint8Array);
 
 impl ByteSource for JsBytes {
@@ -127,6 +130,9 @@ struct JsLoadOptions {
     /// Tokens per invocation of the prefill mat-mul.
     tokens: Option<u32>,
     kv_f16: bool,
+    /// The KV-cache policy by name (`core::kv_policy`: f32, f16, q8_0, q4_0, window-N,
+    /// sink-S-window-N, h2o-N); `kv_f16: true` is `f16`.
+    kv_policy: Option<String>,
     /// The decode step's fusions (`GpuOptions::fuse` bits; 0: one dispatch per op).
     fuse: Option<u32>,
     /// False: no subgroup operations, where the device has them.
@@ -151,12 +157,24 @@ impl JsLoadOptions {
             subgroups: self.subgroups.unwrap_or(d.subgroups),
             ..d
         };
-        Ok(LoadOptions { backend, context, gpu, kv: KvType::new(self.kv_f16), ..Default::default() })
+        Ok(LoadOptions { backend, context, gpu, ..Default::default() }.with_policy(self.policy()?))
+    }
+
+    /// `kv_policy` parsed (a bad name is refused with the forms a policy takes), else f16 or f32
+    /// as `kv_f16` says.
+    fn policy(&self) -> Result<KvPolicy, JsValue> {
+        let old = KvPolicy::of(KvType::new(self.kv_f16));
+        let Some(name) = &self.kv_policy else { return Ok(old) };
+        let p: KvPolicy = name.trim().parse().map_err(js_err)?;
+        if self.kv_f16 && p != old {
+            return Err(js_err(crate::Error::Option(format!("kv_f16: true asks for an f16 cache, kv_policy for `{}`", p.name()))));
+        }
+        Ok(p)
     }
 }
 
 /// Reads only the header and runs every check a load would (`Engine::check`): what the model is
-/// and what it needs at `context` positions with the cache `options` ask for (`{kv_f16,
+/// and what it needs at `context` positions with the cache `options` ask for (`{kv_policy,
 /// backend}`, as `WebEngine.load`) — shown before anything is allocated (`ModelFacts`). With
 /// `{file_bytes}`, `bytes` may be the file's first part only, as long as it holds the whole
 /// header.
@@ -174,13 +192,83 @@ pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue
     to_js(&ModelFacts::new(&g, &cfg, context, load.kv))
 }
 
-/// The engine's state for JavaScript: its backend and cache fill beside the model's facts.
+/// The engine's state for JavaScript: its backend and cache fill beside the model's facts, and
+/// the cache policy: its name, bytes of K and V per position over every layer, its attention
+/// sinks, and under an evicting policy the positions each layer holds ([L][held], ascending;
+/// null where every cached position is held).
 #[derive(Serialize)]
 struct EngineState<'a> {
     backend: String,
     cached_tokens: usize,
+    kv_policy: String,
+    kv_bytes_per_position: u64,
+    kv_sinks: usize,
+    kv_held: Option<Vec<&'a [usize]>>,
     #[serde(flatten)]
     facts: &'a ModelFacts,
+}
+
+impl<'a> EngineState<'a> {
+    fn new(e: &'a Engine) -> Self {
+        let p = e.policy;
+        let held: Option<Vec<&[usize]>> = (0..e.cfg.n_layers).map(|l| e.held_positions(l)).collect();
+        EngineState {
+            backend: e.backend(),
+            cached_tokens: e.position(),
+            kv_policy: p.name(),
+            kv_bytes_per_position: p.bytes_per_position(e.cfg.n_layers, e.cfg.kv_dim()),
+            kv_sinks: match p.eviction {
+                Eviction::SinkWindow { sinks, .. } => sinks,
+                _ => 0,
+            },
+            kv_held: held,
+            facts: &e.facts,
+        }
+    }
+}
+
+/// `kvCompare`'s result: the comparison (`KvComparison`) of the policies the backend runs, the
+/// ones it refuses with the engine's error ({name, error: {name, message}}), and the backend.
+#[derive(Serialize)]
+struct WebComparison {
+    #[serde(flatten)]
+    comparison: KvComparison,
+    refused: Vec<Refusal>,
+    backend: String,
+}
+
+#[derive(Serialize)]
+struct Refusal {
+    name: String,
+    error: ErrorInfo,
+}
+
+#[derive(Serialize)]
+struct ErrorInfo {
+    name: &'static str,
+    message: String,
+}
+
+impl From<crate::Error> for ErrorInfo {
+    fn from(e: crate::Error) -> Self {
+        ErrorInfo { name: e.kind().name(), message: e.to_string() }
+    }
+}
+
+/// Splits `names` into the policies that backend `load.backend` runs for the model in `src` and
+/// the ones `Engine::check` refuses; a name that is no policy fails the whole call.
+fn runnable(src: &mut JsBytes, load: &LoadOptions, names: &[String]) -> crate::Result<(Vec<KvPolicy>, Vec<Refusal>)> {
+    let header = read_header(src)?;
+    let g = Gguf::parse_prefix(&header, src.len())?;
+    let (mut run, mut refused) = (Vec::new(), Vec::new());
+    for name in names {
+        let p: KvPolicy = name.trim().parse()?;
+        match Engine::check(&g, &load.clone().with_policy(p)) {
+            Ok(_) => run.push(p),
+            Err(e) => refused.push(Refusal { name: p.name(), error: e.into() }),
+        }
+    }
+    Ok((run, refused))
 }
 
 /// The engine for one loaded model. Calls that run the model take it out of its cell while they
@@ -197,7 +285,7 @@ impl WebEngine {
     /// Parses the model and uploads it to the GPU, `context` positions of KV cache. `options`
     /// (optional): `{rows: [matvec, matmul], tokens: matmul}` weight rows (and the mat-mul's
     /// tokens) per kernel invocation (default: by
-    /// adapter type), `kv_f16: true` for an f16 KV cache.
+    /// adapter type), `kv_policy` the cache policy by name (`kv_f16: true`: `f16`).
     pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
         let load = from_js::<JsLoadOptions>("load options", options)?.load(context)?;
         let engine = Engine::load_from(&mut JsBytes(bytes), load).await.map_err(js_err)?;
@@ -225,7 +313,7 @@ impl WebEngine {
 
     /// Backend, cache fill, and the model's facts (`ModelFacts`).
     pub fn state(&self) -> Result<JsValue, JsValue> {
-        self.with(|e| to_js(&EngineState { backend: e.backend(), cached_tokens: e.position(), facts: &e.facts }))?
+        self.with(|e| to_js(&EngineState::new(e)))?
     }
 
     /// Empties the KV cache.
@@ -303,6 +391,43 @@ impl WebEngine {
             engine.reset();
             *inner.borrow_mut() = Some(engine);
             to_js(&result.map_err(js_err)?)
+        })
+    }
+
+    /// The KV-cache lab (`kvscope kv-compare`): `text` through the exact cache and each of
+    /// `policies` (names), every model loaded afresh from `bytes` (this engine's model file) on
+    /// the backend `options` names (load options, as `load`), for the text's tokens and the free
+    /// generation (`kv_lab::PREFIX` + `FREE_STEPS` positions at least). `stop()` ends it. The
+    /// text must fit this engine's context. Resolves to {positions, free_steps, prefix_text,
+    /// reference, policies, refused, backend} (`WebComparison`).
+    #[wasm_bindgen(js_name = kvCompare)]
+    pub fn kv_compare(&self, bytes: js_sys::Uint8Array, text: String, policies: Vec<String>, options: JsValue) -> js_sys::Promise {
+        let prepared = (|| {
+            let (ids, context) = self.with(|e| e.tokenizer.encode(&text).map(|ids| (ids, e.context)))?.map_err(js_err)?;
+            if ids.len() > context {
+                return Err(bad_arg("text", format!("it has {} tokens; this engine's context holds {context}", ids.len())));
+            }
+            let lab = crate::engine::kv_lab::PREFIX + crate::engine::kv_lab::FREE_STEPS;
+            let load = from_js::<JsLoadOptions>("load options", options)?.load(ids.len().max(lab))?;
+            Ok((ids, load))
+        })();
+        let (ids, load) = match prepared {
+            Ok(p) => p,
+            Err(e) => return js_sys::Promise::reject(&e),
+        };
+        let stop = self.stop.clone();
+        stop.store(false, std::sync::atomic::Ordering::Relaxed);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut src = JsBytes(bytes);
+            let (run, refused) = runnable(&mut src, &load, &policies).map_err(js_err)?;
+            if run.is_empty() && !refused.is_empty() {
+                // Nothing to compare: every refusal, in one error of the first one's kind.
+                let e = js_sys::Error::new(&refused.iter().map(|r| r.error.message.as_str()).collect::<Vec<_>>().join("; "));
+                e.set_name(refused[0].error.name);
+                return Err(e.into());
+            }
+            let comparison = kv_compare_from(src, &load, &ids, &run, &stop).await.map_err(js_err)?;
+            to_js(&WebComparison { comparison, refused, backend: load.backend.name().into() })
         })
     }
 

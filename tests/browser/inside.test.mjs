@@ -20,7 +20,7 @@ test('cache growth, top-k, attention and Step follow the engine', { timeout: 900
   const n = cli.summary.prompt_tokens;
 
   const page = await openSite(site.browser, site.server.url);
-  assert.deepEqual(await kv(page), { cachedTokens: '0', capacityTokens: '2048', bytesUsed: '0', bytesAllocated: String(2048 * bytesPerToken), layers: String(cfg.n_layers), ringLayers: '0', ringRows: '', memory: 'wasm' });
+  assert.deepEqual(await kv(page), { cachedTokens: '0', capacityTokens: '2048', bytesUsed: '0', bytesAllocated: String(2048 * bytesPerToken), layers: String(cfg.n_layers), ringLayers: '0', ringRows: '', memory: 'wasm', kvPolicy: 'f32', bytesPerPosition: String(bytesPerToken) });
   assert.match(await page.textContent('#gqa'), /× 4 bytes \(f32\)/);
   await page.evaluate(() => { document.getElementById('attention-panel').open = true; });
   await page.fill('#prompt', PROMPT);

@@ -3,7 +3,7 @@
 // documented in the README stable for automation. This module wires the page together and starts
 // it.
 import { $ } from './dom.js';
-import { params, DEFAULT_MODEL } from './settings.js';
+import { params, DEFAULT_MODEL, initialPolicy } from './settings.js';
 import { state, set, inside } from './state.js';
 import { status, showError, guarded, report, showUnhandledRejections } from './feedback.js';
 import { loadModel, reloadEngine, keepLocal } from './loading.js';
@@ -15,6 +15,8 @@ import { runBench } from './bench.js';
 import { modelStore } from './model-store.js';
 import { EngineWorker } from './remote.js';
 import { showBackend } from './backend.js';
+import { setupPolicyPicker } from './kv-policy.js';
+import { setupLab, runComparison, comparisonRequested } from './kvlab.js';
 
 /** What ?backend= may ask for. */
 const BACKENDS = ['gpu', 'cpu', 'reference'];
@@ -51,6 +53,7 @@ function wire() {
 
 async function main() {
   wire();
+  setupPolicyPicker(initialPolicy(), () => report(showPlan()));
   if (params.has('prompt')) $('prompt').value = params.get('prompt');
   if (params.has('max_tokens')) $('max-tokens').value = params.get('max_tokens');
   if (params.has('greedy')) $('greedy').checked = params.get('greedy') !== '0';
@@ -86,11 +89,15 @@ async function main() {
   if (!params.has('max_tokens')) $('max-tokens').value = String(defaults.max_tokens);
   showBackend(choice, defaults.webgpu_browsers);
   setupFlaws(flaws);
+  setupLab(choice.backend);
   await loadModel({ url });
   // The picker shows what the chosen model needs (read from its header, stored by now).
   await picking;
   await showPlan();
-  if (state.engine && params.get('bench') === '1') await runBench();
+  if (state.engine && comparisonRequested()) {
+    $('kvlab').open = true;
+    await runComparison();
+  } else if (state.engine && params.get('bench') === '1') await runBench();
   else if (state.engine && params.get('autostart') === '1') await generate();
 }
 

@@ -102,7 +102,7 @@ export function generate() {
     }
     if (steps.length === 0) out.textContent = '';
     const cached = engine.state().cached_tokens;
-    inside.finish(cached);
+    inside.finish(cached, engine.state());
     updateStats({ summary, cached, context });
     if (flawed) showComparison(flaw, steps, flawed.steps);
     status(`Done (${STOP_REASONS[summary.stop]}).`);
@@ -126,7 +126,7 @@ export function stepOnce() {
     const opts = { ...viewedOptions(), max_tokens: 1, no_cache: false };
     const summary = before === 0 ? await engine.complete({ prompt: $('prompt').value, options: opts }, onToken) : await engine.step({ options: opts }, onToken);
     const after = engine.state().cached_tokens;
-    inside.finish(after);
+    inside.finish(after, engine.state());
     if (last) inside.renderStep(last, before, after, (await engine.peek({ k: 1 }))[0]);
     updateStats({ summary, cached: after, context });
     status(before === 0 ? `Prefilled the prompt and took the first step: ${after} rows cached.` : `One step: ${before} → ${after} cached rows.`);

@@ -5,7 +5,7 @@
 // behind fetch's signature for OpenAI's own client (fetch.js). The README ("The JavaScript
 // API") documents every field; openai.js holds the requests' fields and the answers' shapes.
 import { EngineWorker } from './remote.js';
-import { checkRequest, requestOptions, requestError, chatMessages, chatShape, completionShape, randomHex } from './openai.js';
+import { checkRequest, checkPolicy, requestOptions, requestError, chatMessages, chatShape, completionShape, randomHex } from './openai.js';
 import { makeFetch } from './fetch.js';
 
 /** Reads `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array) into a
@@ -139,8 +139,39 @@ class Engine {
     return { id: `${prefix}-${randomHex(12)}`, created: Math.floor(Date.now() / 1000), model: this.state().name };
   }
 
+  /** The KV-cache lab, as `kvscope kv-compare`: `text` through the exact cache and each of
+   * `policies` (names: 'f16', 'q8_0', 'window-64', …), every model loaded afresh in the worker
+   * from this engine's model file, on this engine's backend unless `backend` names another
+   * ('cpu' runs every policy). Resolves to {positions, free_steps, prefix_text, reference:
+   * {ids, pieces, text}, policies: [{name, cache_bytes, bytes_per_position, positions_held,
+   * top1_agreement, mean_kl, perplexity, first_divergence, free, agreement_by_position,
+   * kl_by_position}], refused: [{name, error: {name, message}}] (the policies the backend does
+   * not run), backend}. A bad policy name rejects with the engine's message; `signal` stops it. */
+  kvCompare({ text, policies, backend = null, signal } = {}) {
+    return Promise.resolve().then(() => {
+      if (typeof text !== 'string') throw Object.assign(new TypeError('kvCompare: `text` must be a string'), { param: 'text' });
+      if (!Array.isArray(policies) || policies.length === 0 || !policies.every((p) => typeof p === 'string')) {
+        throw Object.assign(new TypeError('kvCompare: `policies` must be a non-empty array of policy names'), { param: 'policies' });
+      }
+      if (signal?.aborted) throw abortError();
+      return this.exclusive(async () => {
+        const onAbort = () => this.remote.stop();
+        signal?.addEventListener('abort', onAbort);
+        try {
+          const options = { backend: backend ?? this.backend.backend };
+          return await this.remote.kvCompare({ text, policies, options });
+        } catch (e) {
+          throw signal?.aborted ? abortError() : e;
+        } finally {
+          signal?.removeEventListener('abort', onAbort);
+        }
+      });
+    });
+  }
+
   createChat(req) {
     checkRequest(req, 'chat');
+    checkPolicy(req, this.state().kv_policy);
     const messages = chatMessages(req.messages);
     const options = requestOptions(req, 'chat', this.state().context);
     // Only the fields given: the engine reads a key that is present but undefined as a value.
@@ -152,6 +183,7 @@ class Engine {
 
   createCompletion(req) {
     checkRequest(req, 'completion');
+    checkPolicy(req, this.state().kv_policy);
     if (typeof req.prompt !== 'string') throw Object.assign(new TypeError('prompt must be a string'), { param: 'prompt' });
     const options = requestOptions(req, 'completion', this.state().context);
     const shape = completionShape(req, { ...this.base('cmpl'), object: 'text_completion' });
@@ -161,14 +193,22 @@ class Engine {
 
 /** Starts an engine worker and loads `model` (a URL, File, Blob, ArrayBuffer or Uint8Array of a
  * GGUF file) with `context` positions of KV cache (default: the engine's, 2048). `backend`: 'gpu' or 'cpu', or
- * absent to choose as the kvscope page does (WebGPU on a hardware adapter, else the CPU). */
-export async function createEngine({ model, context = null, backend = null, signal } = {}) {
+ * absent to choose as the kvscope page does (WebGPU on a hardware adapter, else the CPU).
+ * `kv_policy`: the cache policy ('f32' by default, 'f16', 'q8_0', 'q4_0', 'window-N',
+ * 'sink-S-window-N', 'h2o-N'); a bad one, or one the backend does not run, rejects with the
+ * engine's message. */
+export async function createEngine({ model, context = null, backend = null, kv_policy = null, signal } = {}) {
   if (model === undefined || model === null) throw new TypeError('createEngine: `model` is required');
   const worker = new EngineWorker(new URL('./worker.js', import.meta.url));
   try {
     const bytes = await modelBytes(model, signal);
     const { choice, defaults } = await worker.hello({ backend });
-    const remote = await worker.load({ bytes, context: context ?? defaults.context, options: { backend: choice.backend } });
+    const options = { backend: choice.backend };
+    if (kv_policy !== null) {
+      if (typeof kv_policy !== 'string') throw Object.assign(new TypeError('createEngine: `kv_policy` must be a policy name such as "q8_0"'), { param: 'kv_policy' });
+      options.kv_policy = kv_policy;
+    }
+    const remote = await worker.load({ bytes, context: context ?? defaults.context, options });
     return new Engine(worker, remote, choice);
   } catch (e) {
     worker.terminate();

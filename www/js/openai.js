@@ -33,6 +33,7 @@ const COMMON = {
   logit_bias: ['an object of token id → bias', (v) => isObject(v) && Object.values(v).every(Number.isFinite)],
   user: ['a string', isString],
   signal: ['an AbortSignal', (v) => typeof v.aborted === 'boolean'],
+  kv_policy: ['a string', isString],
 };
 const FIELDS = {
   chat: {
@@ -76,6 +77,16 @@ export function checkRequest(req, kind) {
     if (!ok(v)) throw fieldError(TypeError, name, `${name} must be ${what}, not ${JSON.stringify(v)}`);
   }
   if ((req.n ?? 1) !== 1) throw fieldError(RangeError, 'n', `n must be 1: kvscope makes one choice per request, not ${req.n}`);
+}
+
+/** Refuses a request's `kv_policy` unless it names the policy the engine was loaded with
+ * (`loaded`, engine.state().kv_policy): the cache is allocated at load, so its policy cannot
+ * change per request. */
+export function checkPolicy(req, loaded) {
+  const asked = req.kv_policy;
+  if (asked === undefined || asked === null || asked.trim() === loaded) return;
+  throw fieldError(TypeError, 'kv_policy',
+    `kv_policy: the cache policy is chosen at load (createEngine({kv_policy})); this engine's is \`${loaded}\`, not \`${asked}\``);
 }
 
 /** Engine options from a request (`options.js` checks the sampler's ranges, the engine the

@@ -13,6 +13,7 @@ export const OPS = {
   bench: 'engine',
   loseDevice: 'engine',
   free: 'engine',
+  kvCompare: 'engine',
   complete: 'stream',
   chat: 'stream',
   step: 'stream',

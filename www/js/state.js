@@ -7,7 +7,7 @@ import { $ } from './dom.js';
 import { Inside } from './viz.js';
 
 /** Phases: 'idle' (ready for a command; `engine` may still be null), 'loading', 'running' (a
- * generation or Step), 'bench'. */
+ * generation or Step), 'bench', 'comparing' (the KV-cache lab, kvlab.js). */
 export const state = {
   phase: 'idle',
   /** The engine's worker (remote.js EngineWorker), once started. */

@@ -5,9 +5,10 @@
 import { $, el, visible, fit } from './dom.js';
 import { AttentionRows, headRow, drawMatrix, drawOverview, wireGrid } from './attention.js';
 import { Timeline } from './timeline.js';
+import { heldPositions, describePolicy, policyBudget } from './kv-policy.js';
 
 const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
-const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', stale: '#8a8a8a', newest: '#111', grid: '#8886', text: '#888' };
+const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', stale: '#8a8a8a', newest: '#111', grid: '#8886', text: '#888', evicted: '#e6b0aa', sink: '#7b3fa0' };
 
 /**
  * Which position each cache row of each layer holds once `cached` positions have been written,
@@ -86,6 +87,7 @@ export class Inside {
   /** Geometry from engine.state(). */
   setModel(st) {
     this.model = st;
+    this.policy = st;
     this.picked = { layer: 0, head: 0 };
     const layerSel = $('attention-layer');
     const headSel = $('attention-head');
@@ -161,8 +163,10 @@ export class Inside {
     if (this.timeline.live) this.show(null);
   }
 
-  /** Generation ended: the engine's own count of cached rows is the truth. */
-  finish(cached) {
+  /** Generation ended: the engine's own count of cached rows is the truth, and `st`
+   * (engine.state(), if given) says which positions an evicting cache holds. */
+  finish(cached, st = null) {
+    if (st) this.policy = st;
     const L = this.live;
     L.cached = cached;
     L.kinds.length = Math.min(L.kinds.length, cached);
@@ -235,9 +239,15 @@ export class Inside {
     const { cached, kinds } = this.shown;
     const layout = cacheLayout(m, cached);
     const rings = layout.filter((l) => l.ring);
+    // Under an evicting policy, the positions each layer holds (null: every cached one).
+    const kept = layout.map((_, l) => {
+      const h = heldPositions(this.policy || m, l, cached);
+      return h && new Set(h.filter((p) => p < cached));
+    });
+    this.renderPolicy(kept, cached);
     // K + V of one row of one layer; a ring layer holds at most its rows.
     const perRow = m.kv_bytes_per_token / m.n_layers;
-    const used = layout.reduce((a, l) => a + Math.min(cached, l.rows), 0) * perRow;
+    const used = layout.reduce((a, l, i) => a + (kept[i] ? kept[i].size : Math.min(cached, l.rows)), 0) * perRow;
     view.dataset.cachedTokens = String(cached);
     view.dataset.capacityTokens = String(m.context);
     view.dataset.bytesUsed = String(used);
@@ -246,7 +256,7 @@ export class Inside {
     view.dataset.ringLayers = String(rings.length);
     view.dataset.ringRows = rings.length ? String(rings[0].rows) : '';
     const perLayerTok = perRow / 2;
-    const held = (l) => Math.min(cached, l.rows);
+    const held = (l) => (kept[layout.indexOf(l)] ? kept[layout.indexOf(l)].size : Math.min(cached, l.rows));
     const full = layout.find((l) => !l.ring);
     // engine.state().backend: "cpu", "reference" or "gpu: <adapter>".
     const where = m.backend.startsWith('gpu') ? 'in GPU memory' : 'in wasm memory (the CPU backend), not GPU memory';
@@ -280,7 +290,9 @@ export class Inside {
       const y = l * rowH;
       for (let c = 0; c < Math.min(cols, lay.rows); c++) {
         const p = lay.positions[c];
-        const kind = p < 0 ? 'free' : p < lay.firstAttended ? 'stale' : kinds[p] || 'prompt';
+        const sinks = (this.policy || m).kv_sinks || 0;
+        const kind = p < 0 ? 'free' : kept[l] && !kept[l].has(p) ? 'evicted' : kept[l] && p < sinks ? 'sink'
+          : p < lay.firstAttended ? 'stale' : kinds[p] || 'prompt';
         g.fillStyle = COLORS[kind];
         g.globalAlpha = 1;
         g.fillRect(c * cw, y, colW, rowH / 2 - 0.5);
@@ -301,10 +313,44 @@ export class Inside {
     });
     g.fillStyle = COLORS.text;
     g.font = '11px system-ui, sans-serif';
+    const pol = this.policy || m;
     g.fillText(`cache rows 0–${cols - 1} of ${m.context} · ${m.n_layers} layers (top half of each row K, bottom half V)` +
-      (rings.length ? ` · ${rings.length} ring layers of ${rings[0].rows} rows` : ''), 0, m.n_layers * rowH + 12);
+      (rings.length ? ` · ${rings.length} ring layers of ${rings[0].rows} rows` : '') +
+      (pol.kv_policy && pol.kv_policy !== 'f32' ? ` · ${pol.kv_policy}: ${fmtBytes(pol.kv_bytes_per_position)} a position` : ''), 0, m.n_layers * rowH + 12);
 
     this.renderMemoryChart(cached);
+  }
+
+  /**
+   * The legend line of the loaded cache policy (#kv-policy-legend), with what layer 0 holds as
+   * data attributes for automation: data-kv-policy, data-bytes-per-position, and under an
+   * evicting policy data-held, data-evicted and data-sinks (positions, comma-separated).
+   */
+  renderPolicy(held, cached) {
+    const st = this.policy || this.model;
+    const legend = $('kv-policy-legend');
+    const view = $('kv-view');
+    view.dataset.kvPolicy = st.kv_policy || '';
+    view.dataset.bytesPerPosition = String(st.kv_bytes_per_position ?? '');
+    const parts = [describePolicy(st, fmtBytes)];
+    const h = held[0];
+    if (h) {
+      const kept = [...h].sort((a, b) => a - b);
+      const evicted = Array.from({ length: cached }, (_, p) => p).filter((p) => !h.has(p));
+      const sinks = kept.filter((p) => p < (st.kv_sinks || 0));
+      view.dataset.held = kept.join(',');
+      view.dataset.evicted = evicted.join(',');
+      view.dataset.sinks = sinks.join(',');
+      parts.push(` Layer 0 holds ${kept.length} of ${cached} positions: `,
+        el('span', { class: 'key evicted', text: 'evicted' }), ` ${evicted.length}`);
+      if (st.kv_sinks) parts.push(', ', el('span', { class: 'key sink', text: 'sinks' }), ` ${sinks.length}`);
+      parts.push('.');
+    } else {
+      for (const k of ['held', 'evicted', 'sinks']) delete view.dataset[k];
+    }
+    legend.replaceChildren(...parts);
+    // The exact cache needs no legend: the paragraph below says what its positions cost.
+    legend.hidden = (st.kv_policy || 'f32') === 'f32';
   }
 
   /** KV bytes against tokens cached: this model's line up to `cached`, and what one KV head per
@@ -325,8 +371,10 @@ export class Inside {
     g.fillText(`without GQA (×${group})`, x(maxT * 0.55), y(maxT * 0.62 * m.kv_bytes_per_token * group) - 4);
     // Ring layers stop growing at their rows: the line bends there.
     const rowsOf = m.layer_rows && m.layer_rows.length === m.n_layers ? m.layer_rows : [m.context];
-    const bytesAt = (t) => (rowsOf.reduce((a, r) => a + Math.min(t, r), 0) * m.kv_bytes_per_token) / rowsOf.length;
-    const bends = [...new Set(rowsOf)].filter((r) => r < cached).sort((a, b) => a - b);
+    // An evicting policy holds at most its budget of positions in every layer: the line bends there too.
+    const budget = policyBudget((this.policy || m).kv_policy);
+    const bytesAt = (t) => (rowsOf.reduce((a, r) => a + Math.min(t, r, budget), 0) * m.kv_bytes_per_token) / rowsOf.length;
+    const bends = [...new Set([...rowsOf, budget])].filter((r) => r < cached).sort((a, b) => a - b);
     g.strokeStyle = COLORS.prompt;
     g.lineWidth = 2;
     g.beginPath(); g.moveTo(x(0), y(0));
