@@ -51,6 +51,15 @@ function wire() {
   }));
 }
 
+/** Sets #context to `n` tokens: one of its sizes, or (?context=N, a whole number from 1) a size
+ * of its own added to the list. */
+function setContext(n) {
+  const select = $('context');
+  if (!Number.isInteger(n) || n < 1) throw new Error(`?context=${params.get('context')}: the context must be a whole number of tokens from 1`);
+  if (![...select.options].some((o) => Number(o.value) === n)) select.add(new Option(String(n), String(n)));
+  select.value = String(n);
+}
+
 async function main() {
   wire();
   setupPolicyPicker(initialPolicy(), () => report(showPlan()));
@@ -85,7 +94,7 @@ async function main() {
   const { flaws, choice, defaults } = hello;
   set({ backend: choice.backend, flaws, defaults });
   // The engine's defaults fill what the address did not set.
-  $('context').value = String(defaults.context);
+  setContext(params.has('context') ? Number(params.get('context')) : defaults.context);
   if (!params.has('max_tokens')) $('max-tokens').value = String(defaults.max_tokens);
   showBackend(choice, defaults.webgpu_browsers);
   setupFlaws(flaws);

@@ -105,9 +105,18 @@ export function generate() {
     inside.finish(cached, engine.state());
     updateStats({ summary, cached, context });
     if (flawed) showComparison(flaw, steps, flawed.steps);
-    status(`Done (${STOP_REASONS[summary.stop]}).`);
+    status(`Done (${STOP_REASONS[summary.stop]}).${pastContext(summary)}`);
     if (summary.stop === 'context_full') showError(`The context is full (${context} tokens): press Reset to start over.`, { name: 'ContextFull' });
   });
+}
+
+/** What let the text run past the context it was loaded with (an evicting cache policy, on the
+ * CPU backend), for the status line; also #stats' data-past-context (the policy's name). */
+function pastContext(summary) {
+  const pc = summary.past_context;
+  $('stats').dataset.pastContext = pc ? pc.policy : '';
+  if (!pc) return '';
+  return ` The text passed the context of ${pc.context} tokens at position ${pc.context}: cache policy ${pc.policy} keeps ${pc.held} positions and evicts the rest.`;
 }
 
 /** Exactly one decode step (with an empty cache, the prompt is prefilled and the first token

@@ -1,7 +1,8 @@
 // The GPU's cache policies in Chromium (WebGPU on SwiftShader, the kernels compiled by Tint rather
 // than naga): a Q8_0 block cache and a window of 8 positions give the greedy text of the native
 // CLI on the same policy (lavapipe), and the KV-cache view names the policy, its bytes per
-// position and, for the window, the positions it evicted.
+// position and, for the window, the positions it evicted. And on the CPU backend, an evicting
+// policy running past the loaded context, which the page names.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -41,3 +42,22 @@ for (const policy of ['q8_0', 'window-8']) {
     await page.close();
   });
 }
+
+test('on the CPU backend, sink-4-window-28 runs past a context of 32 and the page says which policy let it', { timeout: 900_000 }, async () => {
+  const prompt = 'Once upon a time, in a small village by the sea,';
+  const args = ['generate', '--prompt', prompt, '--max-tokens', '40', '--backend', 'cpu', '--kv-policy', 'sink-4-window-28', '--context', '32', '--json'];
+  const out = execFileSync(path.join(ROOT, 'target/release/kvscope'), args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const want = JSON.parse(out.trim().split('\n').at(-1)).summary;
+  assert.ok(want.past_context, 'the CLI passes the context');
+  const page = await openSite(site.browser, site.server.url, '?backend=cpu&context=32&kv_policy=sink-4-window-28');
+  // Every view open, so that each draws positions past the context.
+  await page.$$eval('details', (ds) => ds.forEach((d) => { d.open = true; }));
+  const r = await generate(page, prompt, 40);
+  assert.equal(r.error, '');
+  assert.equal(r.text, want.text);
+  assert.equal(r.stats.generatedTokens, String(want.generated_tokens));
+  assert.equal(await page.$eval('#stats', (s) => s.dataset.pastContext), 'sink-4-window-28');
+  assert.match(r.status, /passed the context of 32 tokens at position 32: cache policy sink-4-window-28 keeps 32 positions/);
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
