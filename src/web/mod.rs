@@ -192,6 +192,20 @@ pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue
     to_js(&ModelFacts::new(&g, &cfg, context, load.kv))
 }
 
+/// A split model (`NAME-00001-of-0000N.gguf` …, `core::split`) as one GGUF: `first` is the first
+/// part, named `name`; `parts` the others' bytes, in order. A part missing or out of place is
+/// named (`MissingPart`).
+#[wasm_bindgen(js_name = joinSplit)]
+pub fn join_split(first: js_sys::Uint8Array, name: String, parts: js_sys::Array) -> Result<js_sys::Uint8Array, JsValue> {
+    let joined =
+        crate::core::split::join(&first.to_vec(), &name, |i, part| match parts.get(i as u32 - 1).dyn_into::<js_sys::Uint8Array>() {
+            Ok(bytes) => Ok(bytes.to_vec()),
+            Err(_) => Err(crate::Error::Io(format!("{part} was not given with the first part"))),
+        })
+        .map_err(js_err)?;
+    Ok(js_sys::Uint8Array::from(&joined[..]))
+}
+
 /// The engine's state for JavaScript: its backend and cache fill beside the model's facts, and
 /// the cache policy: its name, bytes of K and V per position over every layer, its attention
 /// sinks, and under an evicting policy the positions each layer holds ([L][held], ascending;

@@ -34,9 +34,9 @@ function wire() {
     return url ? loadModel({ url }) : undefined;
   });
   on('model-file', 'change', (e) => {
-    const f = e.target.files && e.target.files[0];
+    const files = [...(e.target.files || [])];
     e.target.value = '';
-    return f ? loadModel({ file: f }) : undefined;
+    return files.length ? loadModel(picked(files)) : undefined;
   });
   on('reload', 'click', reloadEngine);
   on('greedy', 'change', () => { $('sampling').disabled = $('greedy').checked; });
@@ -46,10 +46,13 @@ function wire() {
   addEventListener('drop', guarded((e) => {
     e.preventDefault();
     document.body.classList.remove('dragging');
-    const f = e.dataTransfer && e.dataTransfer.files[0];
-    return f ? loadModel({ file: f }) : undefined;
+    const files = [...((e.dataTransfer && e.dataTransfer.files) || [])];
+    return files.length ? loadModel(picked(files)) : undefined;
   }));
 }
+
+/** What to load from files picked or dropped: one model file, or the parts of a split one. */
+const picked = (files) => (files.length === 1 ? { file: files[0] } : { files });
 
 /** Sets #context to `n` tokens: one of its sizes, or (?context=N, a whole number from 1) a size
  * of its own added to the list. */

@@ -58,9 +58,45 @@ async function fetchBytes(src, signal) {
 
 const baseName = (name) => name.split('/').pop();
 
+/** A split model's part names (`NAME-00001-of-0000N.gguf` …) from its first part's name, or null
+ * for any other name (the engine checks each part's header: `core::split`). */
+function splitNames(name) {
+  const m = /^(.*)-00001-of-(\d{5})\.gguf$/.exec(baseName(name));
+  if (!m || Number(m[2]) < 2) return null;
+  const count = Number(m[2]);
+  return Array.from({ length: count }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[2]}.gguf`);
+}
+
+/** Joins a split model in the engine's worker: `first` (its first part's bytes, named `name`)
+ * and the other parts, read in order by `readPart(name)`. */
+async function joinParts(first, name, readPart) {
+  const names = splitNames(name);
+  const parts = [];
+  for (const part of names.slice(1)) {
+    status(`Reading ${part} (part ${parts.length + 2} of ${names.length})…`);
+    parts.push(await readPart(part));
+  }
+  status(`Joining the ${names.length} parts of ${baseName(name)}…`);
+  return state.worker.joinSplit({ first, name: baseName(name), parts });
+}
+
+/** The bytes of a split model picked as several files: its first part and the others by name. */
+async function pickedSet(files, signal) {
+  const byName = new Map(files.map((f) => [f.name, f]));
+  const first = files.find((f) => splitNames(f.name));
+  if (!first) throw new Error(`${files.length} files were picked, but none is the first part of a split model (NAME-00001-of-0000N.gguf): pick one .gguf file, or every part of a split one`);
+  const read = (part) => {
+    const f = byName.get(part);
+    if (!f) throw Object.assign(new Error(`split model part \`${part}\`: it was not picked with ${first.name}; pick every part together`), { name: 'InvalidModel' });
+    return fetchBytes({ file: f }, signal);
+  };
+  return joinParts(await fetchBytes({ file: first }, signal), first.name, read);
+}
+
 /** The model's bytes: from browser storage when a verified copy is there, else downloaded (and
  * then stored). A damaged stored copy is downloaded again when online, and reported offline. */
 async function modelBytes(src, name, signal) {
+  if (src.files) return { bytes: await pickedSet(src.files, signal), from: 'disk' };
   if (src.file) return { bytes: await fetchBytes(src, signal), from: 'disk' };
   const key = new URL(src.url, location.href).href;
   try {
@@ -77,6 +113,8 @@ async function modelBytes(src, name, signal) {
   let bytes;
   try {
     bytes = await fetchBytes(src, signal);
+    // The first part of a split model: the others beside it, joined into one model.
+    if (splitNames(src.url)) bytes = await joinParts(bytes, src.url, (part) => fetchBytes({ url: new URL(part, new URL(src.url, location.href)).href }, signal));
   } catch (e) {
     if (e && e.name === 'AbortError') throw e;
     throw new Error(`${messageOf(e)}${navigator.onLine ? '' : ' (the browser is offline and this model is not stored)'}`);
@@ -118,7 +156,7 @@ function showModelInfo(info, from) {
 export function loadModel(src, { keepConversation = false } = {}) {
   const abort = new AbortController();
   return exclusive('loading', async () => {
-    const name = src.file ? src.file.name : src.url;
+    const name = src.file ? src.file.name : src.files ? src.files.map((f) => f.name).sort()[0] : src.url;
     clearError();
     $('loader').hidden = false;
     $('keep').hidden = true;

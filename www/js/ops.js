@@ -7,6 +7,7 @@
 export const OPS = {
   hello: 'worker',
   inspectModel: 'worker',
+  joinSplit: 'worker',
   load: 'worker',
   peek: 'engine',
   reset: 'engine',

@@ -70,6 +70,7 @@ function engine(handle) {
 const serve = {
   hello: async ({ backend }) => ({ flaws: wasm.flaws(), defaults: wasm.defaults(), choice: await chooseBackend(backend) }),
   inspectModel: ({ bytes, context, options }) => wasm.inspectModel(bytes, context, options),
+  joinSplit: ({ first, name, parts }) => wasm.joinSplit(first, name, parts),
   async load({ bytes, context, options }, _e, send) {
     send({ info: wasm.inspectModel(bytes, context, options) });
     const e = await wasm.WebEngine.load(bytes, context, options);
