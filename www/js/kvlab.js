@@ -16,6 +16,7 @@ import { $, el, fit, visible } from './dom.js';
 import { state, subscribe, exclusive } from './state.js';
 import { params } from './settings.js';
 import { messageOf } from './feedback.js';
+import { sourceBytes } from './loading.js';
 
 /** The policies offered as checkboxes, and those checked unless the address says otherwise. */
 const OFFERED = ['f16', 'q8_0', 'q4_0', 'window-32', 'sink-4-window-28', 'h2o-32'];
@@ -179,7 +180,8 @@ export function runComparison() {
     $('kvlab-status').textContent = `Loading the model ${policies.length + 1} times on the ${backend} backend (the exact cache and ${policies.join(', ')}) and feeding the text through each…`;
     const t0 = performance.now();
     try {
-      const r = await engine.kvCompare({ text: $('kvlab-text').value, policies, options: { backend } });
+      const bytes = await sourceBytes(state.source);
+      const r = await engine.kvCompare({ bytes, text: $('kvlab-text').value, policies, options: { backend } });
       renderTable(r, engine.state());
       drawChart(r);
       renderTexts(r);

@@ -79,7 +79,10 @@ function stream(engine, signal, start, shape) {
 
 /** A loaded model and its worker, with OpenAI's `chat.completions` and `completions`. */
 class Engine {
-  constructor(worker, remote, choice) {
+  constructor(worker, remote, choice, model) {
+    /** What the model was loaded from (`createEngine`'s `model`): read again by `kvCompare`,
+     * so that no copy of the file is kept. */
+    this.model = model;
     this.worker = worker;
     this.remote = remote;
     /** {backend: 'gpu'|'cpu'|…, reason, adapter}: what the engine runs on, and why. */
@@ -159,7 +162,8 @@ class Engine {
         signal?.addEventListener('abort', onAbort);
         try {
           const options = { backend: backend ?? this.backend.backend };
-          return await this.remote.kvCompare({ text, policies, options });
+          const bytes = await modelBytes(this.model, signal);
+          return await this.remote.kvCompare({ bytes, text, policies, options });
         } catch (e) {
           throw signal?.aborted ? abortError() : e;
         } finally {
@@ -209,7 +213,7 @@ export async function createEngine({ model, context = null, backend = null, kv_p
       options.kv_policy = kv_policy;
     }
     const remote = await worker.load({ bytes, context: context ?? defaults.context, options });
-    return new Engine(worker, remote, choice);
+    return new Engine(worker, remote, choice, model);
   } catch (e) {
     worker.terminate();
     throw e;

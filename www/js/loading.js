@@ -132,6 +132,14 @@ async function modelBytes(src, name, signal) {
   return { bytes, from: 'network' };
 }
 
+/** The bytes of the model loaded from `src` read again (from browser storage where it is stored),
+ * for the KV-cache lab, which loads the model once per policy: neither the page nor the worker
+ * keeps a copy of a loaded model's file. */
+export async function sourceBytes(src, signal = new AbortController().signal) {
+  const name = src.file ? src.file.name : src.files ? src.files.map((f) => f.name).sort()[0] : src.url;
+  return (await modelBytes(src, name, signal)).bytes;
+}
+
 /** Where the weights and the KV cache live on the chosen backend. */
 export const memoryName = () => (state.backend === 'gpu' ? 'GPU memory' : 'wasm memory');
 

@@ -29,10 +29,6 @@ if (adapterProto && !adapterProto.requestDevice.kvscope) {
 const started = init({ module_or_path: new URL('../kvscope_bg.wasm', import.meta.url) });
 /** Loaded engines by handle (a page may hold the old one until the new one is ready). */
 const engines = new Map();
-/** Each loaded engine's model file (the Uint8Array it was loaded from), kept while the engine is
- * loaded for the KV-cache lab, which loads the model again once per cache policy. It lives in
- * this worker's JavaScript heap, not in wasm memory. */
-const files = new Map();
 let nextHandle = 1;
 
 /** Software WebGPU adapters, by what `adapter.info` says of them. */
@@ -76,7 +72,6 @@ const serve = {
     const e = await wasm.WebEngine.load(bytes, context, options);
     const handle = nextHandle++;
     engines.set(handle, e);
-    files.set(handle, bytes);
     return { handle, wasmMemoryBytes: wasm.wasmMemoryBytes() };
   },
   peek: ({ k }, e) => e.peek(k),
@@ -86,10 +81,10 @@ const serve = {
   loseDevice: (_a, e) => e.loseDevice(),
   free: (_a, e, _send, handle) => {
     engines.delete(handle);
-    files.delete(handle);
     e.free();
   },
-  kvCompare: ({ text, policies, options }, e, _send, handle) => e.kvCompare(files.get(handle), text, policies, options),
+  // The model's bytes come with each comparison (the page reads them again from its store).
+  kvCompare: ({ bytes, text, policies, options }, e) => e.kvCompare(bytes, text, policies, options),
   complete: ({ prompt, options }, e, send) => e.complete(prompt, options, send),
   chat: ({ request, options }, e, send) => e.chat(request, options, send),
   step: ({ options }, e, send) => e.step(options, send),
