@@ -56,6 +56,10 @@ pub enum Error {
     NoAdapter(String),
     #[error("GPU limit exceeded: {what} needs {need} bytes but the device allows {limit} ({limit_name})")]
     Limit { what: String, need: u64, limit: u64, limit_name: &'static str },
+    /// More memory than the backend can address: the weights and KV cache on wasm32's CPU
+    /// backend past its 4 GiB.
+    #[error("{what} need {} MiB, more than {limit}: {hint}", need.div_ceil(1 << 20))]
+    Memory { what: String, need: u64, limit: &'static str, hint: &'static str },
     #[error("the GPU device was lost ({0}); reload the engine")]
     DeviceLost(String),
     #[error("GPU: {0}")]
@@ -136,7 +140,7 @@ impl Error {
             Stopped => ErrorKind::Stopped,
             Busy => ErrorKind::Busy,
             NoAdapter(_) => ErrorKind::NoAdapter,
-            Limit { .. } => ErrorKind::Limits,
+            Limit { .. } | Memory { .. } => ErrorKind::Limits,
             DeviceLost(_) => ErrorKind::DeviceLost,
             Gpu(_) => ErrorKind::Gpu,
             Io(_) => ErrorKind::Io,

@@ -224,3 +224,33 @@ fn the_gpu_runs_block_caches_and_windows_as_the_cpu_reference() {
         }
     }
 }
+
+/// What the CPU backends need, from the header alone (`backend::check_memory`, which wasm32
+/// runs against its 4 GiB): the weights as each keeps them (the cpu backend its blocks, the
+/// reference f32) and f32 K and V rows for every layer at the context, or an evicting policy's
+/// budget + 1 slots. One byte short is refused with the figures; the GPU is not its concern.
+#[test]
+fn the_cpu_backends_memory_is_checked_from_the_header() {
+    use kvscope::backend::check_memory;
+    use kvscope::core::config::Config;
+    let bytes = synthetic_model(&common::SynTypes::q4_1(), 2, 7);
+    let g = Gguf::parse(&bytes).unwrap();
+    let cfg = Config::from_gguf(&g).unwrap();
+    let blocks: u64 = g.tensors.iter().map(|t| t.size).sum();
+    let f32s: u64 = g.tensors.iter().map(|t| t.n_elements() * 4).sum();
+    let rows = |n: u64| 2 * 2 * n * cfg.kv_dim() as u64 * 4;
+    let exact = KvPolicy::EXACT;
+    let window: KvPolicy = "window-16".parse().unwrap();
+    for (kind, p, need) in [
+        (BackendKind::Cpu, exact, blocks + rows(1000)),
+        (BackendKind::Reference, exact, f32s + rows(1000)),
+        (BackendKind::Cpu, window, blocks + rows(17)),
+    ] {
+        assert!(check_memory(kind, &g, &cfg, 1000, p, Some(need)).is_ok(), "{kind:?} {}", p.name());
+        let e = check_memory(kind, &g, &cfg, 1000, p, Some(need - 1)).expect_err("one byte short").to_string();
+        assert!(e.contains(&format!("need {} MiB", need.div_ceil(1 << 20))) && e.contains("KV cache at 1000 positions"), "{e}");
+        assert!(e.contains("4096 MiB") && e.contains("smaller context"), "{e}");
+    }
+    assert!(check_memory(BackendKind::Gpu, &g, &cfg, 1000, exact, Some(1)).is_ok());
+    assert!(check_memory(BackendKind::Cpu, &g, &cfg, 1000, exact, None).is_ok(), "natively there is no such limit");
+}

@@ -154,6 +154,36 @@ pub fn check_policy(kind: BackendKind, p: KvPolicy, cfg: &Config) -> Result<()> 
     Ok(())
 }
 
+/// wasm32's linear memory: what the CPU backend can hold in a browser.
+pub const WASM_MEMORY: u64 = 4 << 30;
+
+/// Whether the CPU backends can hold the model in `limit` bytes of memory (`WASM_MEMORY` on
+/// wasm32, no limit natively), from the header alone: the weights as the backend keeps them (the
+/// cpu backend its blocks, the reference f32) and the f32 cache rows at `context` positions (an
+/// evicting policy's slots), K and V for every layer. Refused with the figures, before a byte of
+/// the weights is read.
+pub fn check_memory(kind: BackendKind, g: &Gguf, cfg: &Config, context: usize, p: KvPolicy, limit: Option<u64>) -> Result<()> {
+    let Some(limit) = limit.filter(|_| kind != BackendKind::Gpu) else { return Ok(()) };
+    let weights: u64 = g.tensors.iter().map(|t| if kind == BackendKind::Reference { t.n_elements() * 4 } else { t.size }).sum();
+    let rows = p.eviction.budget().map_or(context, |b| b + 1);
+    let cache = 2 * cfg.n_layers as u64 * rows as u64 * cfg.kv_dim() as u64 * 4;
+    if weights + cache <= limit {
+        return Ok(());
+    }
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    Err(Error::Memory {
+        what: format!(
+            "on the {} backend the weights ({} MiB) and the KV cache at {context} positions ({} MiB)",
+            kind.name(),
+            mib(weights),
+            mib(cache)
+        ),
+        need: weights + cache,
+        limit: "wasm32's 4096 MiB of memory",
+        hint: "choose a smaller context, an evicting cache policy or the gpu backend",
+    })
+}
+
 impl BackendOptions {
     pub fn policy(&self) -> KvPolicy {
         KvPolicy { precision: self.kv, eviction: self.eviction }

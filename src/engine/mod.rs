@@ -140,6 +140,8 @@ impl Engine {
             return Err(Error::Option(format!("context length {} is outside 1..=1048576", opts.context)));
         }
         crate::backend::check_policy(opts.backend, opts.policy(), &cfg)?;
+        let wasm = cfg!(target_arch = "wasm32").then_some(crate::backend::WASM_MEMORY);
+        crate::backend::check_memory(opts.backend, g, &cfg, opts.context, opts.policy(), wasm)?;
         Ok((cfg, tokenizer))
     }
 

@@ -4,7 +4,7 @@ import { $, mb } from './dom.js';
 import { contextTokens, KNOWN_SHA256, loadOptions } from './settings.js';
 import { state, set, inside, exclusive } from './state.js';
 import { status, showFailure, clearError, messageOf } from './feedback.js';
-import { modelStore, sha256Hex, CorruptModelError } from './model-store.js';
+import { modelStore, sha256Hex, CorruptModelError, readPrefix } from './model-store.js';
 import { updateStats } from './stats.js';
 import { shippedAt } from './manifest.js';
 
@@ -80,6 +80,33 @@ async function joinParts(first, name, readPart) {
   return state.worker.joinSplit({ first, name: baseName(name), parts });
 }
 
+/** Before a download: the file's first bytes (2 MiB, then 8 MiB where its header is longer) and
+ * the load's checks on its header at the chosen context and backend (`inspectModel`, which
+ * includes what the backend can hold: the CPU backend's 4 GiB of wasm memory), so that a model
+ * that cannot load is refused before it downloads. Skipped for a split model's first part (the
+ * parts are checked together) and where the length or the header stays unknown (the load
+ * checks it then). */
+async function checkBeforeDownload(src, signal) {
+  if (splitNames(src.url)) return;
+  for (const want of [2 << 20, 8 << 20]) {
+    const res = await fetch(src.url, { signal, headers: { Range: `bytes=0-${want - 1}` } });
+    if (!res.ok) return;
+    const range = /\/(\d+)$/.exec(res.headers.get('content-range') || '');
+    const total = res.status === 206 ? Number(range && range[1]) : Number(res.headers.get('content-length'));
+    const head = await readPrefix(res.body, want);
+    if (!total || total <= head.length) return;
+    const options = { ...loadOptions(state.backend), file_bytes: total };
+    try {
+      const info = await state.worker.inspectModel({ bytes: head, context: contextTokens(), options });
+      showModelInfo(info, 'the network');
+      return;
+    } catch (e) {
+      // A header longer than what was read: read more, or leave it to the load.
+      if (!(e && e.name === 'InvalidModel' && /truncated/.test(e.message))) throw e;
+    }
+  }
+}
+
 /** The bytes of a split model picked as several files: its first part and the others by name. */
 async function pickedSet(files, signal) {
   const byName = new Map(files.map((f) => [f.name, f]));
@@ -112,6 +139,7 @@ async function modelBytes(src, name, signal) {
   else status(`Downloading ${name}…`);
   let bytes;
   try {
+    await checkBeforeDownload(src, signal);
     bytes = await fetchBytes(src, signal);
     // The first part of a split model: the others beside it, joined into one model.
     if (splitNames(src.url)) bytes = await joinParts(bytes, src.url, (part) => fetchBytes({ url: new URL(part, new URL(src.url, location.href)).href }, signal));

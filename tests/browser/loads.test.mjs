@@ -1,7 +1,8 @@
 // A split model (`kvscope split` cuts the default model into three parts, as llama-gguf-split
 // does) loads in the page picked as files together and from its first part's URL (the others
 // fetched beside it), generating the CLI's greedy text of the single file; a set picked without
-// a part is refused by the part's name and the loaded model is kept.
+// a part is refused by the part's name and the loaded model is kept. And a model the CPU backend
+// cannot hold at the chosen context, refused from its header before it downloads.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -61,4 +62,21 @@ test('a split model loads picked together and from its first part\'s URL; a miss
   assert.deepEqual(page.errors ?? [], []);
   await context.close();
   fs.rmSync(path.dirname(parts[0]), { recursive: true, force: true });
+});
+
+test('a model the CPU backend cannot hold at the chosen context is refused from its header, before it downloads', { timeout: 600_000 }, async () => {
+  // SmolLM2's f32 K and V at 100,000 positions: 2 × 30 layers × 192 values × 4 bytes each, 4.6 GB.
+  const page = await openSite(site.browser, site.server.url, '?backend=cpu&context=100000');
+  await page.waitForFunction(() => !document.getElementById('error').hidden, null, { timeout: 120_000 });
+  const err = await page.textContent('#error-text');
+  assert.match(err, /KV cache at 100000 positions \(4395 MiB\) need \d+ MiB, more than wasm32's 4096 MiB of memory/);
+  assert.equal(await page.textContent('#progress-text'), '', 'no download began');
+  assert.match(await page.textContent('#status'), /No model loaded/);
+  // At a context it can hold, the same model loads and generates.
+  await page.selectOption('#context', '2048');
+  await page.click('#load-url');
+  await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent), null, { timeout: 300_000 });
+  const r = await generate(page, PROMPT, 2);
+  assert.equal(r.stats.generatedTokens, '2');
+  await page.close();
 });
