@@ -55,13 +55,34 @@ pub fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// A model file held by JavaScript, read range by range (a clone reads the same array).
+/// A model file as JavaScript gives it, read range by range (a clone reads the same file): a
+/// `Uint8Array`, or a `Blob` (a picked `File`) read slice by slice with the worker's
+/// `FileReaderSync`, so that no copy of the whole file is made.
 #[derive(Clone)]
-struct JsBytes(js_sys::Uint8Array);
+enum JsBytes {
+    Array(js_sys::Uint8Array),
+    Blob(web_sys::Blob, web_sys::FileReaderSync),
+}
+
+impl JsBytes {
+    fn from_js(v: JsValue) -> Result<Self, JsValue> {
+        if let Some(a) = v.dyn_ref::<js_sys::Uint8Array>() {
+            return Ok(JsBytes::Array(a.clone()));
+        }
+        match v.dyn_into::<web_sys::Blob>() {
+            // FileReaderSync exists in workers only, where the engine runs.
+            Ok(blob) => Ok(JsBytes::Blob(blob, web_sys::FileReaderSync::new()?)),
+            Err(_) => Err(bad_arg("model", "expected the model file as a Uint8Array or a Blob")),
+        }
+    }
+}
 
 impl ByteSource for JsBytes {
     fn len(&self) -> u64 {
-        self.0.length() as u64
+        match self {
+            JsBytes::Array(a) => a.length() as u64,
+            JsBytes::Blob(b, _) => b.size() as u64,
+        }
     }
 
     fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> crate::Result<()> {
@@ -69,7 +90,15 @@ impl ByteSource for JsBytes {
             return Err(crate::Error::Io(format!("read of {range:?} past the end of the {}-byte file", self.len())));
         }
         out.resize((range.end - range.start) as usize, 0);
-        self.0.subarray(range.start as u32, range.end as u32).copy_to(out);
+        match self {
+            JsBytes::Array(a) => a.subarray(range.start as u32, range.end as u32).copy_to(out),
+            JsBytes::Blob(b, reader) => {
+                let failed = |e: JsValue| crate::Error::Io(format!("reading bytes {range:?} of the model file: {e:?}"));
+                let slice = b.slice_with_f64_and_f64(range.start as f64, range.end as f64).map_err(failed)?;
+                let buf = reader.read_as_array_buffer(&slice).map_err(failed)?;
+                js_sys::Uint8Array::new(&buf).copy_to(out);
+            }
+        }
         Ok(())
     }
 }
@@ -179,12 +208,16 @@ impl JsLoadOptions {
 /// `{file_bytes}`, `bytes` may be the file's first part only, as long as it holds the whole
 /// header.
 #[wasm_bindgen(js_name = inspectModel)]
-pub fn inspect_model(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<JsValue, JsValue> {
+pub fn inspect_model(bytes: JsValue, context: usize, options: JsValue) -> Result<JsValue, JsValue> {
     let o = from_js::<JsLoadOptions>("load options", options)?;
     let load = o.load(context)?;
-    let mut src = JsBytes(bytes);
+    let mut src = JsBytes::from_js(bytes)?;
     let (header, file_bytes) = match o.file_bytes {
-        Some(len) => (src.0.to_vec(), len),
+        Some(len) => {
+            let mut prefix = Vec::new();
+            src.read(0..src.len(), &mut prefix).map_err(js_err)?;
+            (prefix, len)
+        }
         None => (read_header(&mut src).map_err(js_err)?, src.len()),
     };
     let g = Gguf::parse_prefix(&header, file_bytes).map_err(js_err)?;
@@ -299,10 +332,11 @@ impl WebEngine {
     /// Parses the model and uploads it to the GPU, `context` positions of KV cache. `options`
     /// (optional): `{rows: [matvec, matmul], tokens: matmul}` weight rows (and the mat-mul's
     /// tokens) per kernel invocation (default: by
-    /// adapter type), `kv_policy` the cache policy by name (`kv_f16: true`: `f16`).
-    pub async fn load(bytes: js_sys::Uint8Array, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
+    /// adapter type), `kv_policy` the cache policy by name (`kv_f16: true`: `f16`). `bytes`: the
+    /// model file, a `Uint8Array` or a `Blob` (a picked `File`, read slice by slice).
+    pub async fn load(bytes: JsValue, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
         let load = from_js::<JsLoadOptions>("load options", options)?.load(context)?;
-        let engine = Engine::load_from(&mut JsBytes(bytes), load).await.map_err(js_err)?;
+        let engine = Engine::load_from(&mut JsBytes::from_js(bytes)?, load).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
@@ -415,7 +449,7 @@ impl WebEngine {
     /// text must fit this engine's context. Resolves to {positions, free_steps, prefix_text,
     /// reference, policies, refused, backend} (`WebComparison`).
     #[wasm_bindgen(js_name = kvCompare)]
-    pub fn kv_compare(&self, bytes: js_sys::Uint8Array, text: String, policies: Vec<String>, options: JsValue) -> js_sys::Promise {
+    pub fn kv_compare(&self, bytes: JsValue, text: String, policies: Vec<String>, options: JsValue) -> js_sys::Promise {
         let prepared = (|| {
             let (ids, context) = self.with(|e| e.tokenizer.encode(&text).map(|ids| (ids, e.context)))?.map_err(js_err)?;
             if ids.len() > context {
@@ -432,7 +466,7 @@ impl WebEngine {
         let stop = self.stop.clone();
         stop.store(false, std::sync::atomic::Ordering::Relaxed);
         wasm_bindgen_futures::future_to_promise(async move {
-            let mut src = JsBytes(bytes);
+            let mut src = JsBytes::from_js(bytes)?;
             let (run, refused) = runnable(&mut src, &load, &policies).map_err(js_err)?;
             if run.is_empty() && !refused.is_empty() {
                 // Nothing to compare: every refusal, in one error of the first one's kind.

@@ -8,8 +8,8 @@ import { EngineWorker } from './remote.js';
 import { checkRequest, checkPolicy, requestOptions, requestError, chatMessages, chatShape, completionShape, randomHex } from './openai.js';
 import { makeFetch } from './fetch.js';
 
-/** Reads `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array) into a
- * Uint8Array of its own. */
+/** `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array) as the worker
+ * takes it: a Uint8Array of its own, or the Blob itself. */
 async function modelBytes(model, signal) {
   if (typeof model === 'string' || model instanceof URL) {
     const url = new URL(model, globalThis.location ? location.href : import.meta.url);
@@ -17,7 +17,8 @@ async function modelBytes(model, signal) {
     if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
     return new Uint8Array(await res.arrayBuffer());
   }
-  if (model instanceof Blob) return new Uint8Array(await model.arrayBuffer());
+  // A File or Blob goes to the worker as it is, which reads it slice by slice.
+  if (model instanceof Blob) return model;
   if (model instanceof ArrayBuffer) return new Uint8Array(model.slice(0));
   if (ArrayBuffer.isView(model)) return new Uint8Array(model.buffer.slice(model.byteOffset, model.byteOffset + model.byteLength));
   throw new TypeError('createEngine: `model` must be a URL, a File or Blob, an ArrayBuffer or a Uint8Array of a GGUF file');

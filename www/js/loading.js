@@ -124,7 +124,8 @@ async function pickedSet(files, signal) {
  * then stored). A damaged stored copy is downloaded again when online, and reported offline. */
 async function modelBytes(src, name, signal) {
   if (src.files) return { bytes: await pickedSet(src.files, signal), from: 'disk' };
-  if (src.file) return { bytes: await fetchBytes(src, signal), from: 'disk' };
+  // A picked file goes to the worker as it is: the engine reads it slice by slice.
+  if (src.file) return { bytes: src.file, from: 'disk' };
   const key = new URL(src.url, location.href).href;
   try {
     status(`Loading ${name} from browser storage…`);

@@ -51,11 +51,14 @@ export class EngineWorker {
   }
 
   /** Loads a model: {bytes (a Uint8Array whose buffer moves to the worker: it is empty here
-   * afterwards), context, options}. `onInfo(facts)` gets the header's facts before the weights
-   * load. Resolves to a RemoteEngine. */
+   * afterwards; or a Blob such as a picked File, which the worker reads slice by slice), context,
+   * options}. `onInfo(facts)` gets the header's facts before the weights load. Resolves to a
+   * RemoteEngine. */
   async load({ bytes, context, options }, onInfo = () => {}) {
-    const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
-    const r = await this.call('load', { bytes: whole, context, options }, { transfer: [whole.buffer], onEvent: (ev) => onInfo(ev.info) });
+    const blob = bytes instanceof Blob;
+    const whole = blob || (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) ? bytes : bytes.slice();
+    const transfer = blob ? [] : [whole.buffer];
+    const r = await this.call('load', { bytes: whole, context, options }, { transfer, onEvent: (ev) => onInfo(ev.info) });
     return new RemoteEngine(this, r.value.handle, r.state, r.value.wasmMemoryBytes);
   }
 
