@@ -2,7 +2,8 @@
 // does) loads in the page picked as files together and from its first part's URL (the others
 // fetched beside it), generating the CLI's greedy text of the single file; a set picked without
 // a part is refused by the part's name and the loaded model is kept. And a model the CPU backend
-// cannot hold at the chosen context, refused from its header before it downloads.
+// cannot hold at the chosen context, refused from its header before it downloads; and a Blob given
+// to the JavaScript API, read by the worker slice by slice.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -78,5 +79,25 @@ test('a model the CPU backend cannot hold at the chosen context is refused from 
   await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent), null, { timeout: 300_000 });
   const r = await generate(page, PROMPT, 2);
   assert.equal(r.stats.generatedTokens, '2');
+  await page.close();
+});
+
+test('through the JavaScript API a model given as a Blob loads from it slice by slice and generates the CLI\'s text', { timeout: 600_000 }, async () => {
+  const want = cliGreedy(PROMPT, 4, { backend: 'cpu' });
+  const page = await site.browser.newPage();
+  const base = `${site.server.url}__test/`;
+  await page.route(`${base}page.html`, (route) => route.fulfill({ contentType: 'text/html', body: '<!doctype html><title>blob</title>' }));
+  await page.goto(`${base}page.html`);
+  const got = await page.evaluate(async (prompt) => {
+    const { createEngine } = await import(new URL('../js/kvscope.js', location.href).href);
+    const blob = await (await fetch('../models/SmolLM2-135M-Instruct.Q4_1.gguf')).blob();
+    const engine = await createEngine({ model: blob, context: 256, backend: 'cpu' });
+    const c = await engine.completions.create({ prompt, max_tokens: 4, temperature: 0 });
+    await engine.close();
+    return { text: c.choices[0].text, size: blob.size };
+  }, PROMPT);
+  assert.equal(got.text, want.text);
+  assert.equal(got.size, fs.statSync(path.join(ROOT, 'www/models/SmolLM2-135M-Instruct.Q4_1.gguf')).size, 'the Blob is the model file');
+  assert.deepEqual(page.errors ?? [], []);
   await page.close();
 });
