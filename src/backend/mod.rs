@@ -165,8 +165,9 @@ pub const WASM_MEMORY: u64 = 4 << 30;
 pub fn check_memory(kind: BackendKind, g: &Gguf, cfg: &Config, context: usize, p: KvPolicy, limit: Option<u64>) -> Result<()> {
     let Some(limit) = limit.filter(|_| kind != BackendKind::Gpu) else { return Ok(()) };
     let weights: u64 = g.tensors.iter().map(|t| if kind == BackendKind::Reference { t.n_elements() * 4 } else { t.size }).sum();
-    let rows = p.eviction.budget().map_or(context, |b| b + 1);
-    let cache = 2 * cfg.n_layers as u64 * rows as u64 * cfg.kv_dim() as u64 * 4;
+    let rows = p.eviction.slots().unwrap_or(context);
+    // The CPU keeps every cached value as f32, whatever the precision rounds it to.
+    let cache = 2 * cfg.n_layers as u64 * cfg.kv_layer_bytes(rows, KvType::F32);
     if weights + cache <= limit {
         return Ok(());
     }

@@ -255,6 +255,13 @@ fn rope_base_and_scale(g: &Gguf, arch: &str) -> Result<(f32, f32)> {
     Ok((f("rope.freq_base", 10000.0)?, scale))
 }
 
+/// Rows of a ring whose queries attend the last `window` positions: W + B (B = `PREFILL_CHUNK`:
+/// while a chunk's last rows are written, its first token still reads the W − 1 rows before
+/// it), at most the context.
+pub fn ring_rows(window: usize, context: usize) -> usize {
+    (window + PREFILL_CHUNK).min(context)
+}
+
 impl Config {
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
@@ -285,13 +292,11 @@ impl Config {
         }
     }
 
-    /// Cache rows layer `l` keeps for `context` positions: a sliding-window layer keeps a ring of
-    /// W + B rows (B = `PREFILL_CHUNK`: while a chunk's last rows are written, its first token
-    /// still reads the W − 1 rows before it), at most the context; other layers one row per
-    /// position. Position p lives in row p mod rows.
+    /// Cache rows layer `l` keeps for `context` positions: a sliding-window layer keeps a ring
+    /// (`ring_rows`); other layers one row per position. Position p lives in row p mod rows.
     pub fn cache_rows(&self, l: usize, context: usize) -> usize {
         if self.is_sliding(l) {
-            (self.sliding_window + PREFILL_CHUNK).min(context)
+            ring_rows(self.sliding_window, context)
         } else {
             context
         }

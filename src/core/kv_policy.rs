@@ -47,6 +47,12 @@ impl Eviction {
         }
     }
 
+    /// Cache rows an evicting cache keeps a layer: its budget, and one for the incoming position,
+    /// written before the rule evicts (None: every position).
+    pub fn slots(self) -> Option<usize> {
+        self.budget().map(|b| b + 1)
+    }
+
     /// Whether keys are turned at their place in the cache rather than their position in the text.
     pub fn cache_positions(self) -> bool {
         matches!(self, Eviction::SinkWindow { .. })

@@ -41,7 +41,7 @@ pub struct Evicting {
 impl Evicting {
     /// The state of `policy` (one that evicts: it has a budget) for a model of `cfg`.
     pub fn new(policy: Eviction, cfg: &Config) -> Self {
-        let slots = policy.budget().expect("an eviction policy has a budget") + 1;
+        let slots = policy.slots().expect("an eviction policy has a budget");
         let per_layer = || vec![Vec::with_capacity(slots); cfg.n_layers];
         Evicting {
             policy,

@@ -10,7 +10,7 @@
 //! (Q4_0) and the kernels read whole words.
 
 use crate::backend::gpu::GpuContext;
-use crate::core::config::{Config, KvType};
+use crate::core::config::{ring_rows, Config, KvType};
 use crate::core::kv_policy::{Eviction, KvPolicy};
 use crate::error::Result;
 
@@ -84,7 +84,7 @@ impl KvCache {
             .map(|l| {
                 let own = cfg.is_sliding(l).then_some(cfg.sliding_window);
                 match own.into_iter().chain(n).min() {
-                    Some(w) => ((w + crate::core::config::PREFILL_CHUNK).min(capacity), w),
+                    Some(w) => (ring_rows(w, capacity), w),
                     None => (capacity, 0),
                 }
             })
