@@ -42,6 +42,19 @@ fn split_keys(g: &Gguf) -> Result<(usize, usize)> {
     Ok((no, count))
 }
 
+/// An empty GGUF of `g`'s version and alignment.
+fn writer_like(g: &Gguf) -> Writer {
+    let mut w = Writer::new();
+    (w.version, w.alignment) = (g.version, g.alignment);
+    w
+}
+
+/// Tensor `t` of `g` (whose file is `bytes`) written to `w` with its data.
+fn copy_tensor(w: &mut Writer, g: &Gguf, bytes: &[u8], t: &crate::core::gguf::TensorInfo) {
+    let r = g.tensor_range(t);
+    w.tensor(&t.name, &t.dims, t.ty.id(), bytes[r.start as usize..r.end as usize].to_vec());
+}
+
 /// How many parts the model whose first file is `g` (named `name`) has: 1 for a single file. A
 /// later part given first is refused by name, with the first part's name.
 pub fn parts_of(g: &Gguf, name: &str) -> Result<usize> {
@@ -71,8 +84,7 @@ pub fn parts_of(g: &Gguf, name: &str) -> Result<usize> {
 pub fn join(first: &[u8], name: &str, mut read_part: impl FnMut(usize, &str) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
     let g = Gguf::parse(first)?;
     let count = parts_of(&g, name)?;
-    let mut w = Writer::new();
-    (w.version, w.alignment) = (g.version, g.alignment);
+    let mut w = writer_like(&g);
     for (k, v) in g.metadata.iter().filter(|(k, _)| !k.starts_with("split.")) {
         w.kv(k, v.clone());
     }
@@ -82,8 +94,7 @@ pub fn join(first: &[u8], name: &str, mut read_part: impl FnMut(usize, &str) -> 
             if !names.insert(t.name.clone()) {
                 return Err(Error::malformed(format!("tensor `{}`", t.name), "appears in two parts of the split model"));
             }
-            let r = g.tensor_range(t);
-            w.tensor(&t.name, &t.dims, t.ty.id(), bytes[r.start as usize..r.end as usize].to_vec());
+            copy_tensor(w, g, bytes, t);
         }
         Ok(())
     };
@@ -144,15 +155,13 @@ pub fn split(bytes: &[u8], parts: usize) -> Result<Vec<Vec<u8>>> {
         .windows(2)
         .enumerate()
         .map(|(no, r)| {
-            let mut w = Writer::new();
-            (w.version, w.alignment) = (g.version, g.alignment);
+            let mut w = writer_like(&g);
             if no == 0 {
                 g.metadata.iter().for_each(|(k, v)| _ = w.kv(k, v.clone()));
             }
             keys(no).into_iter().for_each(|(k, v)| _ = w.kv(k, v));
             for t in &g.tensors[r[0]..r[1]] {
-                let range = g.tensor_range(t);
-                w.tensor(&t.name, &t.dims, t.ty.id(), bytes[range.start as usize..range.end as usize].to_vec());
+                copy_tensor(&mut w, &g, bytes, t);
             }
             w.to_bytes()
         })
