@@ -25,6 +25,9 @@ export function fit(canvas, cssHeight) {
 /** Bytes as MB with one decimal. */
 export const mb = (b) => (b / 1048576).toFixed(1);
 
+/** Bytes for people: B, KiB or MiB. */
+export const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
+
 /**
  * A new element: `el('td', { class: 'tok', text: '…', data: { id: '3' } }, ...children)`.
  * Props: `text` (set as text), `class`, `data` (dataset entries; undefined ones are left out), `style` (properties, custom ones

@@ -1,9 +1,9 @@
 // The "Compare caches" panel: the KV-cache lab of `kvscope kv-compare` on the page. The worker
-// loads the model afresh once for the exact cache and once per chosen policy (from the file it
-// keeps while the model is loaded), feeds the text through each one token at a time, and answers
-// per policy: cache bytes, top-1 agreement and mean KL(P ‖ P′) against the exact cache's
-// next-token distribution P, perplexity of the text, and the first step at which free greedy
-// generation leaves the exact cache's (engine::kv_lab). This module draws the table, the
+// loads the model afresh once for the exact cache and once per chosen policy (from the model
+// file, read again from the page's store or the picked file for each comparison), feeds the text
+// through each one token at a time, and answers per policy: cache bytes, top-1 agreement and
+// mean KL(P ‖ P′) against the exact cache's next-token distribution P, perplexity of the text,
+// and the first step at which free greedy generation leaves the exact cache's (engine::kv_lab). This module draws the table, the
 // per-position chart and both free texts around their first divergent token.
 //
 // It runs on the CPU backend unless the user picks the loaded one: the CPU backend runs every
@@ -12,7 +12,7 @@
 //
 // The address may ask for a comparison: ?compare=f16,q8_0,window-64 (the policies),
 // ?compare_text=… (the text), ?compare_backend=cpu|gpu; it runs once the model is loaded.
-import { $, el, fit, visible } from './dom.js';
+import { $, el, fit, visible, fmtBytes } from './dom.js';
 import { state, subscribe, exclusive } from './state.js';
 import { params } from './settings.js';
 import { messageOf } from './feedback.js';
@@ -23,8 +23,6 @@ const OFFERED = ['f16', 'q8_0', 'q4_0', 'window-32', 'sink-4-window-28', 'h2o-32
 const CHECKED = ['q8_0', 'window-32', 'sink-4-window-28'];
 const PALETTE = ['#2a6fdb', '#e08a1e', '#27ae60', '#c0392b', '#8e44ad', '#16a085', '#7f8c8d', '#d35400'];
 const TEXT = '#888';
-
-const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
 
 /** The policies chosen: the checked boxes, then the names typed in #kvlab-more (comma-separated),
  * each once. */

@@ -2,12 +2,11 @@
 // argmax picks from, attention (the newest query over the cache, the query × key matrix, every
 // layer × head), the events of one decode step, and per-token time with and without the cache.
 // Each step's views are kept for the timeline. Text is always inserted as text.
-import { $, el, visible, fit } from './dom.js';
+import { $, el, visible, fit, fmtBytes } from './dom.js';
 import { AttentionRows, headRow, drawMatrix, drawOverview, wireGrid } from './attention.js';
 import { Timeline } from './timeline.js';
 import { heldPositions, describePolicy, policyBudget } from './kv-policy.js';
 
-const fmtBytes = (b) => (b >= 1048576 ? `${(b / 1048576).toFixed(2)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
 const COLORS = { prompt: '#2a6fdb', generated: '#e08a1e', free: '#8883', stale: '#8a8a8a', newest: '#111', grid: '#8886', text: '#888', evicted: '#e6b0aa', sink: '#7b3fa0' };
 
 /**
