@@ -3,8 +3,9 @@
 // file, read again from the page's store or the picked file for each comparison), feeds the text
 // through each one token at a time, and answers per policy: cache bytes, top-1 agreement and
 // mean KL(P ‖ P′) against the exact cache's next-token distribution P, perplexity of the text,
-// and the first step at which free greedy generation leaves the exact cache's (engine::kv_lab). This module draws the table, the
-// per-position chart and both free texts around their first divergent token.
+// and the first step at which free greedy generation leaves the exact cache's (engine::kv_lab).
+// This module draws the table, the per-position chart and both free texts around their first
+// divergent token.
 //
 // It runs on the CPU backend unless the user picks the loaded one: the CPU backend runs every
 // policy, and its figures are those of `kvscope kv-compare --backend cpu`. A policy that a backend
