@@ -20,6 +20,8 @@ use crate::core::tokenizer::Tokenizer;
 use crate::engine::kv_lab::{kv_compare_from, KvComparison};
 use crate::engine::{ChatTurn, Engine, GenerateOptions, LoadOptions, ModelFacts, TokenEvent};
 
+mod digest;
+
 /// Every error reaches JavaScript as an `Error` whose `name` is its kind (`DeviceLost`,
 /// `NoAdapter`, `Unsupported`, … — `crate::ErrorKind`) and whose `message` names what is wrong;
 /// the page acts on the name, never on the message's words.

@@ -15,8 +15,9 @@ const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'applic
 
 /** Serves `dir` on a free loopback port under `prefix` (a sub-path such as '/some/path/'); every
  * request is logged. Resolves to { url, requests, close }; close() also cuts open connections. */
-export function serve(dir = DIST, prefix = '/') {
+export function serve(dir = DIST, prefix = '/', { cut = null } = {}) {
   const requests = [];
+  const ranges = [];
   const server = http.createServer((req, res) => {
     requests.push(req.url);
     const pathname = decodeURIComponent(new URL(req.url, 'http://x').pathname);
@@ -26,11 +27,35 @@ export function serve(dir = DIST, prefix = '/') {
     if (!file.startsWith(dir)) { res.writeHead(403).end(); return; }
     if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
     if (!fs.existsSync(file)) { res.writeHead(404).end('not found'); return; }
-    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream', 'content-length': fs.statSync(file).size });
-    fs.createReadStream(file).pipe(res);
+    const size = fs.statSync(file).size;
+    const type = TYPES[path.extname(file)] || 'application/octet-stream';
+    // HTTP Range (`bytes=A-B`, `bytes=A-`), as static hosts answer it.
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range || '');
+    let start = 0;
+    let end = size - 1;
+    if (m) {
+      ranges.push({ url: req.url, range: req.headers.range, at: requests.length - 1 });
+      start = Number(m[1]);
+      end = m[2] ? Math.min(Number(m[2]), size - 1) : size - 1;
+      if (start >= size) { res.writeHead(416, { 'content-range': `bytes */${size}` }).end(); return; }
+      res.writeHead(206, { 'content-type': type, 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}`, 'accept-ranges': 'bytes' });
+    } else {
+      res.writeHead(200, { 'content-type': type, 'content-length': size, 'accept-ranges': 'bytes' });
+    }
+    // `cut(path)`: {at, stall} — the byte of the file where the connection drops (an interrupted
+    // download) or, with `stall`, stops sending and stays open — or null.
+    const c = cut && cut(rel);
+    if (c && c.at > start && c.at <= end) {
+      const stream = fs.createReadStream(file, { start, end: c.at - 1 });
+      stream.pipe(res, { end: false });
+      // The socket ends once what was written has gone out: the body is short of its length.
+      stream.on('end', () => { if (!c.stall) res.socket.end(); });
+      return;
+    }
+    fs.createReadStream(file, { start, end }).pipe(res);
   });
   const close = () => { server.close(); server.closeAllConnections(); };
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}${prefix}`, requests, close })));
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}${prefix}`, requests, ranges, close, set cut(f) { cut = f; } })));
 }
 
 // Every page any test opens is watched: an uncaught error or an unhandled rejection in it fails

@@ -50,13 +50,19 @@ test('online first, then offline from a sub-path: same page, same model, same te
 test('a damaged stored model is downloaded again online and reported offline', { timeout: 900_000 }, async () => {
   const server = await serve();
   const context = await browser.newContext();
+  // One byte of the stored copy flipped, in place (OPFS: opfs.js's layout).
   const corrupt = (page) => page.evaluate(async () => {
-    const cache = await caches.open('kvscope-models');
-    const [req] = await cache.keys();
-    const res = await cache.match(req);
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    bytes[bytes.length - 100] ^= 0xff;
-    await cache.put(req, new Response(bytes, { headers: res.headers }));
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('kvscope-models');
+    for await (const [name, h] of dir.entries()) {
+      if (!name.endsWith('.gguf')) continue;
+      const f = await h.getFile();
+      const at = f.size - 100;
+      const byte = new Uint8Array(await f.slice(at, at + 1).arrayBuffer());
+      byte[0] ^= 0xff;
+      const w = await h.createWritable({ keepExistingData: true });
+      await w.write({ type: 'write', position: at, data: byte });
+      await w.close();
+    }
   });
   try {
     const page = await openSite(context, server.url);

@@ -82,6 +82,8 @@ async function main() {
 
   status('Starting the engine…');
   set({ worker: new EngineWorker() });
+  // Models kept by an older build (Cache Storage) move to the OPFS store once; loads wait for it.
+  report(modelStore.migrate(state.worker, status));
   let requested = params.get('backend');
   if (requested && !BACKENDS.includes(requested)) {
     showError(`The address asks for ?backend=${requested}, which is none of ${BACKENDS.join(', ')}: the page chooses instead.`, { name: 'InvalidInput' });

@@ -25,6 +25,11 @@ const CHECKED = ['q8_0', 'window-32', 'sink-4-window-28'];
 const PALETTE = ['#2a6fdb', '#e08a1e', '#27ae60', '#c0392b', '#8e44ad', '#16a085', '#7f8c8d', '#d35400'];
 const TEXT = '#888';
 
+/** The running comparison's AbortController: Cancel aborts it before the worker has the request
+ * (while the model file is read) and stops the engine after. */
+let running = null;
+const stopped = () => Object.assign(new Error('stopped'), { name: 'Stopped' });
+
 /** The policies chosen: the checked boxes, then the names typed in #kvlab-more (comma-separated),
  * each once. */
 function chosenPolicies() {
@@ -178,8 +183,11 @@ export function runComparison() {
     panel.dataset.state = 'running';
     $('kvlab-status').textContent = `Loading the model ${policies.length + 1} times on the ${backend} backend (the exact cache and ${policies.join(', ')}) and feeding the text through each…`;
     const t0 = performance.now();
+    const abort = new AbortController();
+    running = abort;
     try {
-      const bytes = await sourceBytes(state.source);
+      const bytes = await sourceBytes(state.source, abort.signal).catch((e) => { throw abort.signal.aborted ? stopped() : e; });
+      if (abort.signal.aborted) throw stopped();
       const r = await engine.kvCompare({ bytes, text: $('kvlab-text').value, policies, options: { backend } });
       renderTable(r, engine.state());
       drawChart(r);
@@ -194,6 +202,8 @@ export function runComparison() {
       panel.dataset.state = e && e.name === 'Stopped' ? 'cancelled' : 'error';
       $('kvlab-status').textContent = e && e.name === 'Stopped' ? 'Cancelled.' : 'The comparison did not run.';
       if (!(e && e.name === 'Stopped')) showLabError(e);
+    } finally {
+      running = null;
     }
   });
 }
@@ -208,7 +218,10 @@ export function setupLab(backend) {
   if (params.has('compare_text')) $('kvlab-text').value = params.get('compare_text');
   if (backends.includes(params.get('compare_backend'))) $('kvlab-backend').value = params.get('compare_backend');
   $('kvlab-run').addEventListener('click', () => runComparison());
-  $('kvlab-cancel').addEventListener('click', () => state.engine && state.engine.stop());
+  $('kvlab-cancel').addEventListener('click', () => {
+    if (running) running.abort();
+    if (state.engine) state.engine.stop();
+  });
   $('kvlab').addEventListener('toggle', () => { if ($('kvlab').open && $('kvlab').dataset.state !== 'done') drawChart(null); });
   subscribe(({ phase, engine }) => {
     $('kvlab-run').disabled = phase !== 'idle' || !engine;

@@ -4,7 +4,7 @@ import { $, mb } from './dom.js';
 import { contextTokens, KNOWN_SHA256, loadOptions } from './settings.js';
 import { state, set, inside, exclusive } from './state.js';
 import { status, showFailure, clearError, messageOf } from './feedback.js';
-import { modelStore, sha256Hex, CorruptModelError, readPrefix } from './model-store.js';
+import { modelStore, readPrefix } from './model-store.js';
 import { updateStats } from './stats.js';
 import { shippedAt } from './manifest.js';
 
@@ -35,17 +35,31 @@ async function readStream(stream, total, signal, onProgress) {
   return out;
 }
 
-/** A progress callback for #progress and #progress-text, with the rate since `started`. */
+const PHASES = { download: 'downloaded', resume: 'checking the part already stored', verify: 'checked', read: 'read' };
+
+/** A progress callback for #progress and #progress-text: bytes, the rate since `started` and
+ * the time left. Takes (got, total) or a store's event ({phase, got, total}). */
 function progress(started) {
+  let phase = null;
+  let t0 = started;
   return (got, total) => {
-    const secs = (performance.now() - started) / 1000;
+    if (typeof got === 'object') {
+      if (got.phase !== phase) { phase = got.phase; t0 = performance.now(); }
+      ({ got, total } = got);
+    }
+    const secs = (performance.now() - t0) / 1000;
     const rate = secs > 0 ? got / 1048576 / secs : 0;
+    const left = total && rate > 0 ? (total - got) / 1048576 / rate : null;
+    const what = phase ? `${PHASES[phase] || phase} · ` : '';
     $('progress').value = total ? got / total : 0;
+    $('progress').dataset.phase = phase || '';
     $('progress-text').textContent = total
-      ? `${mb(got)} / ${mb(total)} MB · ${Math.floor((100 * got) / total)}% · ${rate.toFixed(1)} MB/s`
-      : `${mb(got)} MB · ${rate.toFixed(1)} MB/s`;
+      ? `${what}${mb(got)} / ${mb(total)} MB · ${Math.floor((100 * got) / total)}% · ${rate.toFixed(1)} MB/s${left !== null && got < total ? ` · ${fmtSecs(left)} left` : ''}`
+      : `${what}${mb(got)} MB · ${rate.toFixed(1)} MB/s`;
   };
 }
+
+const fmtSecs = (s) => (s < 90 ? `${Math.ceil(s)} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
 
 async function fetchBytes(src, signal) {
   const started = performance.now();
@@ -57,6 +71,12 @@ async function fetchBytes(src, signal) {
 }
 
 const baseName = (name) => name.split('/').pop();
+
+/** SHA-256 of a whole buffer (a download held in memory where there is no store). */
+async function sha256Hex(bytes) {
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
+}
 
 /** A split model's part names (`NAME-00001-of-0000N.gguf` …) from its first part's name, or null
  * for any other name (the engine checks each part's header: `core::split`). */
@@ -85,26 +105,27 @@ async function joinParts(first, name, readPart) {
  * includes what the backend can hold: the CPU backend's 4 GiB of wasm memory), so that a model
  * that cannot load is refused before it downloads. Skipped for a split model's first part (the
  * parts are checked together) and where the length or the header stays unknown (the load
- * checks it then). */
+ * checks it then). Returns the file's length (0 where unknown), for the store's quota check. */
 async function checkBeforeDownload(src, signal) {
-  if (splitNames(src.url)) return;
+  if (splitNames(src.url)) return 0;
   for (const want of [2 << 20, 8 << 20]) {
     const res = await fetch(src.url, { signal, headers: { Range: `bytes=0-${want - 1}` } });
-    if (!res.ok) return;
+    if (!res.ok) return 0;
     const range = /\/(\d+)$/.exec(res.headers.get('content-range') || '');
     const total = res.status === 206 ? Number(range && range[1]) : Number(res.headers.get('content-length'));
     const head = await readPrefix(res.body, want);
-    if (!total || total <= head.length) return;
+    if (!total || total <= head.length) return total || 0;
     const options = { ...loadOptions(state.backend), file_bytes: total };
     try {
       const info = await state.worker.inspectModel({ bytes: head, context: contextTokens(), options });
       showModelInfo(info, 'the network');
-      return;
+      return total;
     } catch (e) {
       // A header longer than what was read: read more, or leave it to the load.
       if (!(e && e.name === 'InvalidModel' && /truncated/.test(e.message))) throw e;
     }
   }
+  return 0;
 }
 
 /** The bytes of a split model picked as several files: its first part and the others by name. */
@@ -120,45 +141,65 @@ async function pickedSet(files, signal) {
   return joinParts(await fetchBytes({ file: first }, signal), first.name, read);
 }
 
-/** The model's bytes: from browser storage when a verified copy is there, else downloaded (and
- * then stored). A damaged stored copy is downloaded again when online, and reported offline. */
+/** The model's bytes: from browser storage when a checked copy is there, else downloaded into
+ * the store (slice by slice, hashed as it streams, resuming an interrupted download) and read
+ * from there — a File the engine reads slice by slice, so no copy of the whole file is held. A
+ * damaged stored copy is downloaded again when online, and reported offline. A split model's
+ * parts are joined in memory; without a store (no OPFS), a download is held in memory. */
 async function modelBytes(src, name, signal) {
   if (src.files) return { bytes: await pickedSet(src.files, signal), from: 'disk' };
   // A picked file goes to the worker as it is: the engine reads it slice by slice.
   if (src.file) return { bytes: src.file, from: 'disk' };
   const key = new URL(src.url, location.href).href;
   try {
-    status(`Loading ${name} from browser storage…`);
-    const hit = await modelStore.get(key, progress(performance.now()));
-    if (hit) return { bytes: hit.bytes, from: 'storage' };
+    status(`Checking ${name} in browser storage…`);
+    const hit = await modelStore.get(key, state.worker, { onProgress: progress(performance.now()), signal });
+    if (hit) return { bytes: hit, from: 'storage' };
   } catch (e) {
-    if (!(e instanceof CorruptModelError)) throw e;
+    if (!(e && e.name === 'CorruptModel')) throw e;
     if (!navigator.onLine) throw new Error(`${e.message}, and the browser is offline, so it cannot be downloaded again. Reconnect and reload.`);
     status(`The stored copy of ${name} was damaged (${e.message}); downloading it again…`);
   }
   if (!navigator.onLine) status(`The browser reports no network; trying to download ${name} anyway…`);
   else status(`Downloading ${name}…`);
-  let bytes;
-  try {
-    await checkBeforeDownload(src, signal);
-    bytes = await fetchBytes(src, signal);
-    // The first part of a split model: the others beside it, joined into one model.
-    if (splitNames(src.url)) bytes = await joinParts(bytes, src.url, (part) => fetchBytes({ url: new URL(part, new URL(src.url, location.href)).href }, signal));
-  } catch (e) {
-    if (e && e.name === 'AbortError') throw e;
-    throw new Error(`${messageOf(e)}${navigator.onLine ? '' : ' (the browser is offline and this model is not stored)'}`);
-  }
-  const sha = await sha256Hex(bytes);
   // The published hash of a known model, else the hash the build recorded for a shipped one.
   const want = KNOWN_SHA256[baseName(name)] || (shippedAt(src.url) || {}).sha256;
-  if (want && sha !== want) throw new Error(`the download is damaged: sha256 ${sha.slice(0, 12)}… instead of ${want.slice(0, 12)}…`);
   try {
-    await modelStore.put(key, bytes, baseName(name), sha);
-    $('storage-info').textContent = `${baseName(name)} is stored for offline use.`;
+    const size = await checkBeforeDownload(src, signal);
+    if (splitNames(src.url)) return { bytes: await downloadSplit(src, key, name, signal), from: 'network' };
+    if (!modelStore.available) {
+      $('storage-info').textContent = 'Not stored for offline use: this browser has no Origin Private File System.';
+      const bytes = await fetchBytes(src, signal);
+      const sha = await sha256Hex(bytes);
+      if (want && sha !== want) throw Object.assign(new Error(`the download is damaged: sha256 ${sha.slice(0, 12)}… instead of ${want.slice(0, 12)}…`), { name: 'CorruptModel' });
+      return { bytes, from: 'network' };
+    }
+    await modelStore.put({ key, name: baseName(name), url: key, want, size }, state.worker, { onProgress: progress(performance.now()), signal });
   } catch (e) {
-    $('storage-info').textContent = `Not stored for offline use: ${messageOf(e)}`;
+    if (e && ['AbortError', 'QuotaExceeded', 'CorruptModel', 'Truncated', 'Busy'].includes(e.name)) throw e;
+    throw Object.assign(new Error(`${messageOf(e)}${navigator.onLine ? '' : ' (the browser is offline and this model is not stored)'}`), { name: (e && e.name) || 'Error' });
   }
-  return { bytes, from: 'network' };
+  $('storage-info').textContent = `${baseName(name)} is stored for offline use.`;
+  const stored = await modelStore.file(key, baseName(name));
+  if (!stored) throw new Error(`${baseName(name)} was stored but cannot be read back from browser storage`);
+  return { bytes: stored, from: 'network' };
+}
+
+/** A split model named by its first part's URL: every part downloaded, joined in the worker
+ * (in memory: the engine takes one file), and the joined model stored. */
+async function downloadSplit(src, key, name, signal) {
+  const first = await fetchBytes(src, signal);
+  const bytes = await joinParts(first, src.url, (part) => fetchBytes({ url: new URL(part, new URL(src.url, location.href)).href }, signal));
+  if (modelStore.available) {
+    try {
+      await modelStore.put({ key, name: baseName(name), blob: new Blob([bytes]) }, state.worker, { signal });
+      $('storage-info').textContent = `${baseName(name)} is stored for offline use.`;
+    } catch (e) {
+      if (e && e.name === 'AbortError') throw e;
+      $('storage-info').textContent = `Not stored for offline use: ${messageOf(e)}`;
+    }
+  }
+  return bytes;
 }
 
 /** The bytes of the model loaded from `src` read again (from browser storage where it is stored),
@@ -251,26 +292,28 @@ export async function reloadEngine() {
   await loadModel(state.source, { keepConversation: true });
 }
 
-/** Stores the model opened from disk, so it can be loaded offline later. */
+/** Stores the model opened from disk (slice by slice, hashed as it is written), so it can be
+ * loaded offline later. */
 export async function keepLocal() {
   const f = state.source && state.source.file;
   if (!f) return;
   try {
-    const bytes = new Uint8Array(await f.arrayBuffer());
-    await modelStore.put(modelStore.localKey(f.name), bytes, f.name, await sha256Hex(bytes));
+    $('storage-info').textContent = `Storing ${f.name}…`;
+    await modelStore.put({ key: modelStore.localKey(f.name), name: f.name, blob: f }, state.worker);
     $('storage-info').textContent = `${f.name} is stored for offline use.`;
     $('keep').hidden = true;
   } catch (e) {
+    $('storage-info').textContent = `Not stored for offline use: ${messageOf(e)}`;
     showFailure(e);
   }
 }
 
-/** Loads a model that was opened from disk earlier and stored. */
+/** Loads a model that was opened from disk earlier and stored (checked against its hash). */
 export async function loadStored(m) {
   try {
-    const hit = await modelStore.get(m.key);
-    if (!hit) throw new Error('it is no longer stored');
-    await loadModel({ file: new File([hit.bytes], m.name) });
+    const file = await modelStore.get(m.key, state.worker);
+    if (!file) throw new Error('it is no longer stored');
+    await loadModel({ file });
   } catch (e) {
     showFailure(e, `Could not load ${m.name} from storage: ${messageOf(e)}`);
   }

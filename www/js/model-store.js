@@ -1,21 +1,10 @@
-// Persistent model storage in Cache Storage ("kvscope-models"). Each entry keeps the model's
-// bytes with its sha256, size and name in headers; every read is verified against the hash
-// before the bytes are used, so a damaged copy is never loaded.
-import { mb } from './dom.js';
-
-const STORE = 'kvscope-models';
-
-export class CorruptModelError extends Error {
-  constructor(message) {
-    super(message);
-    this.name = 'CorruptModel';
-  }
-}
-
-export async function sha256Hex(bytes) {
-  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
-  return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
-}
+// Persistent model storage in the Origin Private File System (layout: opfs.js). The engine's
+// worker writes and checks the copies (store-writer.js), hashing them slice by slice as they
+// pass; the page lists them, reads their headers, hands their files to the engine and deletes
+// them. A copy counts as stored only once it is whole and its SHA-256 checked, and every load
+// from the store checks it again, so a damaged copy is never loaded.
+import { hasOpfs, modelsDir, idOf, readMeta, removeEntry, entryFile, named } from './opfs.js';
+import { OLD_CACHE } from './store-writer.js';
 
 /** The first `n` bytes of `stream` (fewer if it ends sooner); the rest is never read. */
 export async function readPrefix(stream, n) {
@@ -37,7 +26,26 @@ export async function readPrefix(stream, n) {
 const changes = new EventTarget();
 const changed = () => changes.dispatchEvent(new Event('change'));
 
+/** Every record in the store: [{id, meta, file}] (file: the bytes so far, or null). */
+async function entries() {
+  const dir = await modelsDir();
+  const out = [];
+  for await (const name of dir.keys()) {
+    if (!name.endsWith('.json')) continue;
+    const id = name.slice(0, -5);
+    const meta = await readMeta(dir, id);
+    if (meta) out.push({ id, meta, file: await entryFile(dir, id) });
+  }
+  return out;
+}
+
+/** The models of the old Cache Storage store, moved into this one once (`migrate`). */
+let migrated = Promise.resolve();
+
 export const modelStore = {
+  /** Whether models can be stored in this browser. */
+  available: hasOpfs(),
+
   /** Calls `listener` after every change to the stored models. */
   onChange(listener) {
     changes.addEventListener('change', listener);
@@ -48,86 +56,88 @@ export const modelStore = {
     return new URL(`local-models/${encodeURIComponent(name)}`, location.href).href;
   },
 
-  /** The stored bytes of `key`, verified, or null if there are none. Throws CorruptModelError
-   * (after deleting the entry) when the bytes do not match their recorded hash. */
-  async get(key, onProgress) {
-    const cache = await caches.open(STORE);
-    const res = await cache.match(key);
-    if (!res) return null;
-    const want = res.headers.get('x-kvscope-sha256');
-    const total = Number(res.headers.get('content-length')) || 0;
-    const reader = res.body.getReader();
-    const chunks = [];
-    let got = 0;
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      chunks.push(value);
-      got += value.length;
-      onProgress && onProgress(got, total);
-    }
-    const bytes = new Uint8Array(got);
-    let at = 0;
-    for (const c of chunks) { bytes.set(c, at); at += c.length; }
-    const have = await sha256Hex(bytes);
-    if (!want || have !== want || (total && got !== total)) {
-      await cache.delete(key);
-      changed();
-      throw new CorruptModelError(`the stored copy is damaged (sha256 ${have.slice(0, 12)}…, expected ${(want || 'none').slice(0, 12)}…)`);
-    }
-    return { bytes, sha256: have, name: res.headers.get('x-kvscope-name') };
-  },
-
-  /** The first `n` bytes of the stored `key` (fewer if it is shorter), unverified — enough to read
-   * a header before loading; a load reads and verifies the whole — and its stored size; null if
-   * it is not stored. */
-  async prefix(key, n) {
-    const res = await (await caches.open(STORE)).match(key);
-    if (!res) return null;
-    return { bytes: await readPrefix(res.body, n), total: Number(res.headers.get('content-length')) || 0 };
-  },
-
-  /** Stores `bytes` under `key`. On a quota error, says how much is needed and available. */
-  async put(key, bytes, name, sha256) {
-    const cache = await caches.open(STORE);
-    const headers = {
-      'content-type': 'application/octet-stream',
-      'content-length': String(bytes.length),
-      'x-kvscope-sha256': sha256,
-      'x-kvscope-name': encodeURIComponent(name),
-      'x-kvscope-stored': new Date().toISOString(),
-    };
-    try {
-      await cache.put(key, new Response(bytes, { headers }));
-      changed();
-    } catch (e) {
-      if (e && e.name === 'QuotaExceededError') {
-        const est = navigator.storage && navigator.storage.estimate ? await navigator.storage.estimate() : {};
-        throw new Error(`not enough browser storage to keep ${name} offline: it needs ${mb(bytes.length)} MB; ` +
-          `${mb((est.quota || 0) - (est.usage || 0))} MB of ${mb(est.quota || 0)} MB are free. Delete stored models or free disk space.`);
+  /** Moves the models kept in the older Cache Storage store into this one (each copied slice by
+   * slice in `worker`, checked against the hash it was kept with, then removed there). Lookups
+   * wait for it. */
+  migrate(worker, onStatus = () => {}) {
+    migrated = (async () => {
+      if (!this.available || !globalThis.caches || !(await caches.has(OLD_CACHE))) return;
+      const cache = await caches.open(OLD_CACHE);
+      for (const req of await cache.keys()) {
+        const res = await cache.match(req);
+        const name = decodeURIComponent(res.headers.get('x-kvscope-name') || req.url);
+        onStatus(`Moving ${name} to the new model store…`);
+        try {
+          await worker.storeModel({ key: req.url, name, cache: req.url, want: res.headers.get('x-kvscope-sha256') || undefined });
+        } catch (e) {
+          console.warn(`${name} was not moved from the old store:`, e);
+        }
+        await cache.delete(req);
       }
-      throw e;
+      await caches.delete(OLD_CACHE);
+      changed();
+    })();
+    return migrated;
+  },
+
+  /** Checks the stored copy of `key` in `worker` against its recorded hash and returns it as a
+   * File named as the model (read slice by slice as the engine uses it), or null if it is not
+   * stored. Rejects with `CorruptModel` (after removing the copy) when it is damaged. */
+  async get(key, worker, { onProgress, signal } = {}) {
+    await migrated.catch(() => {});
+    if (!this.available) return null;
+    const ok = await worker.verifyStored({ key }, { onEvent: (ev) => onProgress && onProgress(ev.progress), signal });
+    if (!ok) return null;
+    const file = await entryFile(await modelsDir(), await idOf(key));
+    if (!file) return null;
+    return new File([file], ok.name, { type: 'application/octet-stream' });
+  },
+
+  /** The stored copy of `key` as a File named `name`, unchecked (one just stored and checked),
+   * or null. */
+  async file(key, name) {
+    const file = await entryFile(await modelsDir(), await idOf(key));
+    return file && new File([file], name, { type: 'application/octet-stream' });
+  },
+
+  /** Stores a model in `worker` (store-writer.js's storeModel: {key, name, url | blob, want}). */
+  async put(args, worker, { onProgress, signal } = {}) {
+    await migrated.catch(() => {});
+    if (!this.available) throw named('Unsupported', 'this browser has no Origin Private File System to keep models in');
+    try {
+      return await worker.storeModel(args, { onEvent: (ev) => onProgress && onProgress(ev.progress), signal });
+    } finally {
+      changed();
     }
   },
 
-  /** [{key, name, bytes, stored}] for every stored model. */
-  async list() {
-    const cache = await caches.open(STORE);
+  /** The first `n` bytes of the stored `key` (fewer if it is shorter), unchecked — enough to read
+   * a header before loading; a load checks the whole — and its stored size; null if it is not
+   * stored. */
+  async prefix(key, n) {
+    if (!this.available) return null;
+    const dir = await modelsDir();
+    const id = await idOf(key);
+    const meta = await readMeta(dir, id);
+    const file = meta && meta.complete ? await entryFile(dir, id) : null;
+    if (!file) return null;
+    return { bytes: new Uint8Array(await file.slice(0, n).arrayBuffer()), total: file.size };
+  },
+
+  /** [{key, name, bytes, stored, complete, total}] for every stored model; with `partial`, also
+   * the downloads that stopped before the end (bytes: those stored; the next load resumes). */
+  async list({ partial = false } = {}) {
+    if (!this.available) return [];
     const out = [];
-    for (const req of await cache.keys()) {
-      const res = await cache.match(req);
-      out.push({
-        key: req.url,
-        name: decodeURIComponent(res.headers.get('x-kvscope-name') || req.url),
-        bytes: Number(res.headers.get('content-length')) || 0,
-        stored: res.headers.get('x-kvscope-stored') || '',
-      });
+    for (const { meta, file } of await entries()) {
+      if (!meta.complete && !partial) continue;
+      out.push({ key: meta.key, name: meta.name, bytes: file ? file.size : 0, total: meta.total || 0, stored: meta.stored || '', complete: !!meta.complete });
     }
-    return out;
+    return out.sort((a, b) => a.name.localeCompare(b.name));
   },
 
   async remove(key) {
-    const removed = await (await caches.open(STORE)).delete(key);
+    const removed = await removeEntry(await modelsDir(), await idOf(key));
     changed();
     return removed;
   },

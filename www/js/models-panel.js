@@ -7,12 +7,15 @@ import { loadStored } from './loading.js';
 
 function row(m) {
   const local = m.key.includes('/local-models/');
-  return el('tr', { data: { key: m.key, bytes: String(m.bytes) } },
+  const when = m.complete
+    ? (m.stored ? new Date(m.stored).toLocaleString() : '')
+    : `download stopped at ${m.total ? Math.floor((100 * m.bytes) / m.total) : 0}%: loading it again resumes`;
+  return el('tr', { data: { key: m.key, bytes: String(m.bytes), complete: String(m.complete) } },
     el('td', { text: m.name }),
-    el('td', { text: `${mb(m.bytes)} MB` }),
-    el('td', { text: m.stored ? new Date(m.stored).toLocaleString() : '' }),
+    el('td', { text: m.complete ? `${mb(m.bytes)} MB` : `${mb(m.bytes)} of ${mb(m.total)} MB` }),
+    el('td', { text: when }),
     el('td', {},
-      ...(local ? [el('button', { type: 'button', text: 'Load', onclick: guarded(() => loadStored(m)) })] : []),
+      ...(local && m.complete ? [el('button', { type: 'button', text: 'Load', onclick: guarded(() => loadStored(m)) })] : []),
       el('button', { type: 'button', class: 'delete', text: 'Delete', onclick: guarded(() => modelStore.remove(m.key)) })));
 }
 
@@ -20,7 +23,7 @@ function row(m) {
 async function refreshModels() {
   let models = [];
   try {
-    models = await modelStore.list();
+    models = await modelStore.list({ partial: true });
   } catch (e) {
     $('storage-info').textContent = `Browser storage is unavailable: ${messageOf(e)}`;
     return;
@@ -29,7 +32,8 @@ async function refreshModels() {
   if (navigator.storage && navigator.storage.estimate) {
     const est = await navigator.storage.estimate();
     const persisted = navigator.storage.persisted ? await navigator.storage.persisted() : false;
-    $('models-panel').dataset.count = String(models.length);
+    $('models-panel').dataset.count = String(models.filter((m) => m.complete).length);
+    $('models-panel').dataset.partial = String(models.filter((m) => !m.complete).length);
     $('storage-info').textContent = `Browser storage: ${mb(est.usage || 0)} MB used of ${mb(est.quota || 0)} MB${persisted ? ' (persistent)' : ''}.`;
   }
 }

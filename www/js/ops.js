@@ -3,11 +3,14 @@
 //   'worker' — the worker's own (no engine);
 //   'engine' — a loaded engine's, by handle;
 //   'stream' — an engine's that streams token events before its result.
-// 'stop' is a message of its own: it gets no reply, so that it overtakes a running call.
+// 'stop' is a message of its own: it gets no reply, so that it overtakes a running call; so is
+// 'cancel', which aborts a running call's signal (a `signal` given to EngineWorker.call).
 export const OPS = {
   hello: 'worker',
   inspectModel: 'worker',
   joinSplit: 'worker',
+  storeModel: 'worker',
+  verifyStored: 'worker',
   load: 'worker',
   peek: 'engine',
   reset: 'engine',

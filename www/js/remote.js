@@ -40,14 +40,18 @@ export class EngineWorker {
     };
   }
 
-  /** Runs `op` in the worker; resolves to {value, state}. `onEvent` gets each streamed event. */
-  call(op, args = {}, { handle, transfer = [], onEvent = () => {} } = {}) {
+  /** Runs `op` in the worker; resolves to {value, state}. `onEvent` gets each streamed event;
+   * `signal` aborting cancels a worker op (it rejects with the worker's AbortError). */
+  call(op, args = {}, { handle, transfer = [], onEvent = () => {}, signal } = {}) {
     if (this.failed) return Promise.reject(this.failed);
+    if (signal?.aborted) return Promise.reject(new DOMException('cancelled', 'AbortError'));
     const id = this.nextId++;
+    const cancel = () => this.worker.postMessage({ op: 'cancel', target: id });
+    signal?.addEventListener('abort', cancel);
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, onEvent });
       this.worker.postMessage({ id, op, handle, args }, transfer);
-    });
+    }).finally(() => signal?.removeEventListener('abort', cancel));
   }
 
   /** Loads a model: {bytes (a Uint8Array whose buffer moves to the worker: it is empty here
@@ -98,8 +102,9 @@ export class RemoteEngine {
 // engine's on RemoteEngine; a stream's `onToken(ev)` returning false stops it.
 for (const [op, kind] of Object.entries(OPS)) {
   if (kind === 'worker' && op !== 'load') {
-    EngineWorker.prototype[op] = async function (args) {
-      return (await this.call(op, args)).value;
+    // `onEvent` gets the op's events (a store's progress); `signal` cancels it in the worker.
+    EngineWorker.prototype[op] = async function (args, { onEvent, signal } = {}) {
+      return (await this.call(op, args, { onEvent, signal })).value;
     };
   } else if (kind === 'engine') {
     RemoteEngine.prototype[op] = function (args) {

@@ -2,7 +2,8 @@
 // loading, prefill and decoding never block the page. remote.js is the other end; ops.js lists
 // the operations both ends know.
 //
-// Messages in:  {id, op, handle?, args}  — op is one of OPS; {op: 'stop', handle} gets no reply.
+// Messages in:  {id, op, handle?, args}  — op is one of OPS; {op: 'stop', handle} and
+//               {op: 'cancel', target: id} (aborts a worker op's signal) get no reply.
 // Messages out: {id, value, state?}      — the result, with the engine's state after the call;
 //               {id, error: {name, message, param}}  — the error's kind survives as `name`,
 //                                          the request field at fault as `param`;
@@ -10,6 +11,7 @@
 //                                          facts during a load.
 import init, * as wasm from '../kvscope.js';
 import { OPS } from './ops.js';
+import { storeModel, verifyStored } from './store-writer.js';
 
 /** Optional WebGPU features the kernels use where the adapter has them. wgpu 30 does not ask
  * browsers for `subgroups`, so every device this worker requests asks for it here; the engine
@@ -27,6 +29,8 @@ if (adapterProto && !adapterProto.requestDevice.kvscope) {
 }
 
 const started = init({ module_or_path: new URL('../kvscope_bg.wasm', import.meta.url) });
+/** The AbortControllers of the running calls, by id (`cancel`). */
+const running = new Map();
 /** Loaded engines by handle (a page may hold the old one until the new one is ready). */
 const engines = new Map();
 let nextHandle = 1;
@@ -67,6 +71,9 @@ const serve = {
   hello: async ({ backend }) => ({ flaws: wasm.flaws(), defaults: wasm.defaults(), choice: await chooseBackend(backend) }),
   inspectModel: ({ bytes, context, options }) => wasm.inspectModel(bytes, context, options),
   joinSplit: ({ first, name, parts }) => wasm.joinSplit(first, name, parts),
+  // The model store (store-writer.js): progress events as {progress: {phase, got, total}}.
+  storeModel: (args, _e, send, _h, signal) => storeModel(args, send, signal, wasm.Sha256),
+  verifyStored: (args, _e, send, _h, signal) => verifyStored(args, send, signal, wasm.Sha256),
   async load({ bytes, context, options }, _e, send) {
     send({ info: wasm.inspectModel(bytes, context, options) });
     const e = await wasm.WebEngine.load(bytes, context, options);
@@ -111,6 +118,12 @@ self.onmessage = async ({ data }) => {
     if (e) e.stop();
     return;
   }
+  if (op === 'cancel') {
+    running.get(data.target)?.abort();
+    return;
+  }
+  const abort = new AbortController();
+  running.set(id, abort);
   try {
     await started;
     if (!Object.hasOwn(OPS, op)) throw new Error(`unknown engine operation ${op}`);
@@ -118,10 +131,12 @@ self.onmessage = async ({ data }) => {
       self.postMessage({ id, event });
       return true;
     };
-    const value = await serve[op](args || {}, OPS[op] === 'worker' ? null : engine(handle), send, handle);
+    const value = await serve[op](args || {}, OPS[op] === 'worker' ? null : engine(handle), send, handle, abort.signal);
     const h = op === 'load' ? value.handle : handle;
     self.postMessage({ id, value, state: op === 'free' ? undefined : snapshot(h) });
   } catch (e) {
     self.postMessage({ id, error: { name: (e && e.name) || 'Error', message: String((e && e.message) || e), param: e && e.param } });
+  } finally {
+    running.delete(id);
   }
 };

@@ -1,0 +1,203 @@
+// The model store's writer, in the engine's worker (sync access handles exist only in workers):
+// a model streams into the Origin Private File System slice by slice — from the network (resuming
+// an interrupted download with an HTTP Range request), from a picked file, or from the older
+// Cache Storage store — and is hashed as it passes, so no buffer of the whole file exists in JS
+// or wasm. A stored copy is checked the same way before it is loaded. Layout: opfs.js.
+import { modelsDir, idOf, readMeta, writeMeta, removeEntry, entryFile, named } from './opfs.js';
+
+/** The store the page used before the OPFS one (Cache Storage), moved over once (`fromCache`). */
+export const OLD_CACHE = 'kvscope-models';
+
+/** Slices of a stored file read at once when it is checked or a download resumes. */
+const SLICE = 8 << 20;
+/** At most this often a progress event (ms). */
+const EVERY = 100;
+
+const mib = (n) => (n / 1048576).toFixed(1);
+
+function aborted() {
+  return new DOMException('cancelled', 'AbortError');
+}
+
+/** Progress events at most every EVERY ms (and always the last): {phase, got, total}. */
+function reporter(send, phase) {
+  let last = 0;
+  return (got, total, force = false) => {
+    const now = performance.now();
+    if (!force && now - last < EVERY) return;
+    last = now;
+    send({ progress: { phase, got, total } });
+  };
+}
+
+/** Says how much storage a model needs against what the browser gives this site; throws a
+ * `QuotaExceeded` error naming both when `need` more bytes do not fit. */
+async function checkQuota(need, name) {
+  if (!need || !navigator.storage.estimate) return;
+  const { quota = 0, usage = 0 } = await navigator.storage.estimate();
+  if (quota && need > quota - usage) throw quotaError(name, need, quota, usage);
+}
+
+function quotaError(name, need, quota, usage) {
+  return named('QuotaExceeded', `not enough browser storage for ${name}: it needs ${mib(need)} MiB more; ` +
+    `${mib(Math.max(0, quota - usage))} MiB of the site's ${mib(quota)} MiB are free. Delete stored models (the Models panel) or free disk space.`);
+}
+
+/** Hashes the first `n` stored bytes (a download being resumed). */
+function hashStored(access, hasher, n, progress, signal) {
+  const buf = new Uint8Array(Math.min(SLICE, n));
+  for (let at = 0; at < n;) {
+    if (signal.aborted) throw aborted();
+    const got = access.read(buf.subarray(0, Math.min(buf.length, n - at)), { at });
+    if (got <= 0) throw named('Io', `the stored part of the download ends at ${at} bytes, not ${n}`);
+    hasher.update(buf.subarray(0, got));
+    at += got;
+    progress(at, n);
+  }
+}
+
+/** The body to store and where it starts: for a URL, the rest after `have` stored bytes when the
+ * server answers the Range request, else the whole from 0. Returns {body, from, total}. */
+async function openSource({ url, blob, cache }, have, signal) {
+  if (blob) return { body: blob.stream(), from: 0, total: blob.size };
+  if (cache) {
+    const res = await (await caches.open(OLD_CACHE)).match(cache);
+    if (!res) throw named('Io', `${cache} is no longer in the old store`);
+    return { body: res.body, from: 0, total: Number(res.headers.get('content-length')) || 0 };
+  }
+  const res = await fetch(url, { signal, headers: have ? { Range: `bytes=${have}-` } : {} });
+  if (!res.ok) throw named('Network', `${url}: HTTP ${res.status} ${res.statusText}`);
+  const range = /^bytes (\d+)-\d+\/(\d+)$/.exec(res.headers.get('content-range') || '');
+  if (have && res.status === 206 && range && Number(range[1]) === have) return { body: res.body, from: have, total: Number(range[2]) };
+  return { body: res.body, from: 0, total: Number(res.headers.get('content-length')) || 0 };
+}
+
+/** Writes `body` into `access` from byte `at`, hashing each slice; returns the end. */
+async function pour(body, access, hasher, at, { total, name, progress, signal }) {
+  const reader = body.getReader();
+  try {
+    for (;;) {
+      if (signal.aborted) throw aborted();
+      let next;
+      try {
+        next = await reader.read();
+      } catch (e) {
+        if (signal.aborted) throw aborted();
+        // The connection dropped: what arrived stays stored, and the next load resumes there.
+        throw named('Truncated', `the download of ${name} stopped after ${mib(at)}${total ? ` of ${mib(total)}` : ''} MiB (${e.message || e}); load it again to resume from there`);
+      }
+      const { done, value } = next;
+      if (done) return at;
+      try {
+        access.write(value, { at });
+      } catch (e) {
+        if (e && e.name === 'QuotaExceededError') {
+          const { quota = 0, usage = 0 } = await navigator.storage.estimate();
+          throw quotaError(name, Math.max(value.length, total - at), quota, usage);
+        }
+        throw e;
+      }
+      hasher.update(value);
+      at += value.length;
+      progress(at, total);
+    }
+  } catch (e) {
+    await reader.cancel().catch(() => {});
+    throw signal.aborted ? aborted() : e;
+  }
+}
+
+/**
+ * Stores a model under `key` (named `name`), from `url` (a download, resumed where an earlier one
+ * of the same key stopped), `blob` (a picked file) or `cache` (a key of the old Cache Storage
+ * store). `want`: the SHA-256 it must have, if known; `size`: its length, if known. The record says complete only once every
+ * byte is written and hashed; a mismatch removes the copy. Resolves to {bytes, sha256}.
+ */
+export async function storeModel({ key, name, url, blob, cache, want, size }, send, signal, Sha256) {
+  const dir = await modelsDir();
+  const id = await idOf(key);
+  const old = await readMeta(dir, id);
+  const resumable = url && old && !old.complete && old.key === key && old.total > 0;
+  // Where the size is known before the download (`size`: from the page's header check), the
+  // quota is checked before a byte is fetched.
+  if (size) await checkQuota(size - (resumable ? Math.min(size, (await entryFile(dir, id))?.size || 0) : 0), name);
+  const handle = await (await dir.getFileHandle(`${id}.gguf`, { create: true })).createSyncAccessHandle().catch((e) => {
+    throw e && e.name === 'NoModificationAllowedError' ? named('Busy', `${name} is being stored by another tab of this site; try again when it is done`) : e;
+  });
+  const hasher = new Sha256();
+  try {
+    const have = resumable ? Math.min(handle.getSize(), old.total) : 0;
+    const src = await openSource({ url, blob, cache }, have, signal);
+    try {
+      if (src.from) hashStored(handle, hasher, src.from, reporter(send, 'resume'), signal);
+      handle.truncate(src.from);
+      await checkQuota(src.total - src.from, name);
+    } catch (e) {
+      await src.body.cancel().catch(() => {});
+      throw e;
+    }
+    await writeMeta(dir, id, { key, name, total: src.total, complete: false, resumedAt: src.from || undefined });
+    const progress = reporter(send, 'download');
+    const end = await pour(src.body, handle, hasher, src.from, { total: src.total, name, progress, signal });
+    progress(end, src.total, true);
+    handle.flush();
+    if (src.total && end !== src.total) {
+      throw named('Truncated', `the download of ${name} stopped after ${mib(end)} of ${mib(src.total)} MiB; load it again to resume from there`);
+    }
+    const sha256 = hasher.hex();
+    if (want && sha256 !== want) {
+      handle.close();
+      await removeEntry(dir, id);
+      throw named('CorruptModel', `the download is damaged: sha256 ${sha256.slice(0, 12)}… instead of ${want.slice(0, 12)}…`);
+    }
+    await writeMeta(dir, id, { key, name, total: end, sha256, complete: true, stored: new Date().toISOString() });
+    return { bytes: end, sha256 };
+  } catch (e) {
+    // A download keeps its bytes for a resume; a copy from a file or the old store does not.
+    if (!url && e.name !== 'CorruptModel') {
+      try { handle.close(); } catch { /* closed */ }
+      await removeEntry(dir, id).catch(() => {});
+    }
+    throw e;
+  } finally {
+    try { handle.close(); } catch { /* closed above */ }
+    hasher.free();
+  }
+}
+
+/**
+ * Checks the stored copy of `key` against the SHA-256 recorded when it was stored, reading it
+ * slice by slice. Resolves to {bytes, sha256, name}, or null if it is not stored (or not whole).
+ * A damaged copy is removed and rejects with `CorruptModel`.
+ */
+export async function verifyStored({ key }, send, signal, Sha256) {
+  const dir = await modelsDir();
+  const id = await idOf(key);
+  const meta = await readMeta(dir, id);
+  if (!meta || !meta.complete) return null;
+  const file = await entryFile(dir, id);
+  if (!file) return null;
+  const hasher = new Sha256();
+  const progress = reporter(send, 'verify');
+  try {
+    const reader = file.stream().getReader();
+    for (;;) {
+      if (signal.aborted) {
+        await reader.cancel();
+        throw aborted();
+      }
+      const { done, value } = await reader.read();
+      if (done) break;
+      hasher.update(value);
+      progress(hasher.bytes, file.size);
+    }
+    const sha256 = hasher.hex();
+    if (sha256 !== meta.sha256 || file.size !== meta.total) {
+      await removeEntry(dir, id);
+      throw named('CorruptModel', `the stored copy is damaged (sha256 ${sha256.slice(0, 12)}…, expected ${String(meta.sha256).slice(0, 12)}…)`);
+    }
+    return { bytes: file.size, sha256, name: meta.name };
+  } finally {
+    hasher.free();
+  }
+}
