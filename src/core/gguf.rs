@@ -514,7 +514,9 @@ pub struct Writer {
     pub version: u32,
     pub alignment: u64,
     kv: Vec<(String, Value)>,
-    tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+    /// Name, dims, type, data: shared, so that a large synthetic model can repeat its layers'
+    /// bytes without holding each copy.
+    tensors: Vec<(String, Vec<u64>, u32, std::sync::Arc<[u8]>)>,
 }
 
 impl Writer {
@@ -529,6 +531,11 @@ impl Writer {
 
     /// `dims[0]` innermost; `data` is the encoded bytes.
     pub fn tensor(&mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> &mut Self {
+        self.tensor_shared(name, dims, ty, data.into())
+    }
+
+    /// `tensor` with data that other tensors (or the caller) may share.
+    pub fn tensor_shared(&mut self, name: &str, dims: &[u64], ty: u32, data: std::sync::Arc<[u8]>) -> &mut Self {
         self.tensors.push((name.into(), dims.to_vec(), ty, data));
         self
     }
@@ -564,36 +571,46 @@ impl Writer {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        out.extend(MAGIC);
-        out.extend(self.version.to_le_bytes());
-        out.extend((self.tensors.len() as u64).to_le_bytes());
-        out.extend((self.kv.len() as u64).to_le_bytes());
+        self.write_to(&mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Writes the file to `out` as it goes: the header, then each tensor's data at its aligned
+    /// offset (a file larger than memory is never built whole).
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut head = Vec::new();
+        head.extend(MAGIC);
+        head.extend(self.version.to_le_bytes());
+        head.extend((self.tensors.len() as u64).to_le_bytes());
+        head.extend((self.kv.len() as u64).to_le_bytes());
         for (k, v) in &self.kv {
-            Self::put_str(&mut out, k);
-            out.extend(v.type_id().to_le_bytes());
-            Self::put_value(&mut out, v);
+            Self::put_str(&mut head, k);
+            head.extend(v.type_id().to_le_bytes());
+            Self::put_value(&mut head, v);
         }
         let a = self.alignment.max(1);
         let mut offset = 0u64;
-        let mut offsets = Vec::new();
         for (name, dims, ty, data) in &self.tensors {
-            Self::put_str(&mut out, name);
-            out.extend((dims.len() as u32).to_le_bytes());
+            Self::put_str(&mut head, name);
+            head.extend((dims.len() as u32).to_le_bytes());
             for d in dims {
-                out.extend(d.to_le_bytes());
+                head.extend(d.to_le_bytes());
             }
-            out.extend(ty.to_le_bytes());
-            out.extend(offset.to_le_bytes());
-            offsets.push(offset);
+            head.extend(ty.to_le_bytes());
+            head.extend(offset.to_le_bytes());
             offset = (offset + data.len() as u64).div_ceil(a) * a;
         }
-        let start = (out.len() as u64).div_ceil(a) * a;
-        out.resize(start as usize, 0);
-        for ((_, _, _, data), off) in self.tensors.iter().zip(offsets) {
-            out.resize((start + off) as usize, 0);
-            out.extend(data);
+        let start = (head.len() as u64).div_ceil(a) * a;
+        head.resize(start as usize, 0);
+        out.write_all(&head)?;
+        let mut at = 0u64;
+        for (_, _, _, data) in &self.tensors {
+            let aligned = at.div_ceil(a) * a;
+            out.write_all(&vec![0; (aligned - at) as usize])?;
+            out.write_all(data)?;
+            at = aligned + data.len() as u64;
         }
-        out
+        Ok(())
     }
 }
 

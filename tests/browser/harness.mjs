@@ -15,7 +15,7 @@ const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'applic
 
 /** Serves `dir` on a free loopback port under `prefix` (a sub-path such as '/some/path/'); every
  * request is logged. Resolves to { url, requests, close }; close() also cuts open connections. */
-export function serve(dir = DIST, prefix = '/', { cut = null } = {}) {
+export function serve(dir = DIST, prefix = '/', { cut = null, files = {} } = {}) {
   const requests = [];
   const ranges = [];
   const server = http.createServer((req, res) => {
@@ -23,8 +23,9 @@ export function serve(dir = DIST, prefix = '/', { cut = null } = {}) {
     const pathname = decodeURIComponent(new URL(req.url, 'http://x').pathname);
     if (!pathname.startsWith(prefix)) { res.writeHead(404).end('outside the site'); return; }
     const rel = pathname.slice(prefix.length);
-    let file = path.join(dir, rel);
-    if (!file.startsWith(dir)) { res.writeHead(403).end(); return; }
+    // `files`: paths under the site answered from files elsewhere (a benchmark's model).
+    let file = files[rel] || path.join(dir, rel);
+    if (!files[rel] && !file.startsWith(dir)) { res.writeHead(403).end(); return; }
     if (fs.existsSync(file) && fs.statSync(file).isDirectory()) file = path.join(file, 'index.html');
     if (!fs.existsSync(file)) { res.writeHead(404).end('not found'); return; }
     const size = fs.statSync(file).size;
@@ -97,10 +98,15 @@ function patient(context) {
   context.setDefaultNavigationTimeout(120_000);
 }
 
-export async function launch({ webgpu = true } = {}) {
+/** Debian's Chromium (or $CHROMIUM) and its flags: WebGPU on SwiftShader unless `webgpu` is false. */
+export function browserOptions({ webgpu = true } = {}) {
   const args = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'];
   if (webgpu) args.push('--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader');
-  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args, headless: true });
+  return { executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args, headless: true };
+}
+
+export async function launch({ webgpu = true } = {}) {
+  const browser = await chromium.launch(browserOptions({ webgpu }));
   const newContext = browser.newContext.bind(browser);
   browser.newContext = async (...a) => {
     const c = await newContext(...a);

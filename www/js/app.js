@@ -104,6 +104,11 @@ async function main() {
   showBackend(choice, defaults.webgpu_browsers);
   setupFlaws(flaws);
   setupLab(choice.backend);
+  // ?load=0: nothing loads until the user picks a model (a large one, say).
+  if (params.get('load') === '0') {
+    status('No model loaded: pick one, or load it from its URL.');
+    return;
+  }
   await loadModel({ url });
   // The picker shows what the chosen model needs (read from its header, stored by now).
   await picking;

@@ -7,12 +7,24 @@
 import { EngineWorker } from './remote.js';
 import { checkRequest, checkPolicy, requestOptions, requestError, chatMessages, chatShape, completionShape, randomHex } from './openai.js';
 import { makeFetch } from './fetch.js';
+import { modelStore } from './model-store.js';
 
 /** `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array) as the worker
- * takes it: a Uint8Array of its own, or the Blob itself. */
-async function modelBytes(model, signal) {
+ * takes it: a Uint8Array of its own, or a Blob. A URL goes through the site's model store where
+ * the browser has one (OPFS): the download streams into it, hashed as it passes, and the engine
+ * reads the stored file slice by slice (a later load checks the stored copy and downloads
+ * nothing); with `store: false`, or where there is no store, it is fetched into memory. */
+async function modelBytes(model, signal, worker, store = true) {
   if (typeof model === 'string' || model instanceof URL) {
     const url = new URL(model, globalThis.location ? location.href : import.meta.url);
+    if (store && modelStore.available) {
+      const key = url.href;
+      const name = decodeURIComponent(url.pathname.split('/').pop() || 'model.gguf');
+      const hit = await modelStore.get(key, worker, { signal });
+      if (hit) return hit;
+      await modelStore.put({ key, name, url: key }, worker, { signal });
+      return modelStore.file(key, name);
+    }
     const res = await fetch(url, { signal });
     if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
     return new Uint8Array(await res.arrayBuffer());
@@ -163,7 +175,7 @@ class Engine {
         signal?.addEventListener('abort', onAbort);
         try {
           const options = { backend: backend ?? this.backend.backend };
-          const bytes = await modelBytes(this.model, signal);
+          const bytes = await modelBytes(this.model, signal, this.worker, this.store);
           return await this.remote.kvCompare({ bytes, text, policies, options });
         } catch (e) {
           throw signal?.aborted ? abortError() : e;
@@ -201,12 +213,13 @@ class Engine {
  * absent to choose as the kvscope page does (WebGPU on a hardware adapter, else the CPU).
  * `kv_policy`: the cache policy ('f32' by default, 'f16', 'q8_0', 'q4_0', 'window-N',
  * 'sink-S-window-N', 'h2o-N'); a bad one, or one the backend does not run, rejects with the
- * engine's message. */
-export async function createEngine({ model, context = null, backend = null, kv_policy = null, signal } = {}) {
+ * engine's message. A URL's download is kept in the site's model store (OPFS) and checked on
+ * the next load, unless `store` is false. */
+export async function createEngine({ model, context = null, backend = null, kv_policy = null, store = true, signal } = {}) {
   if (model === undefined || model === null) throw new TypeError('createEngine: `model` is required');
   const worker = new EngineWorker(new URL('./worker.js', import.meta.url));
   try {
-    const bytes = await modelBytes(model, signal);
+    const bytes = await modelBytes(model, signal, worker, store);
     const { choice, defaults } = await worker.hello({ backend });
     const options = { backend: choice.backend };
     if (kv_policy !== null) {
@@ -214,7 +227,9 @@ export async function createEngine({ model, context = null, backend = null, kv_p
       options.kv_policy = kv_policy;
     }
     const remote = await worker.load({ bytes, context: context ?? defaults.context, options });
-    return new Engine(worker, remote, choice, model);
+    const engine = new Engine(worker, remote, choice, model);
+    engine.store = store;
+    return engine;
   } catch (e) {
     worker.terminate();
     throw e;

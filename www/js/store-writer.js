@@ -19,14 +19,25 @@ function aborted() {
   return new DOMException('cancelled', 'AbortError');
 }
 
-/** Progress events at most every EVERY ms (and always the last): {phase, got, total}. */
+/** Progress events at most every EVERY ms, the latest always sent (a stalled download shows
+ * where it stalled): {progress: {phase, got, total}}. */
 function reporter(send, phase) {
   let last = 0;
+  let timer = null;
+  let latest = null;
+  const flush = () => {
+    timer = null;
+    last = performance.now();
+    send({ progress: latest });
+  };
   return (got, total, force = false) => {
-    const now = performance.now();
-    if (!force && now - last < EVERY) return;
-    last = now;
-    send({ progress: { phase, got, total } });
+    latest = { phase, got, total };
+    if (force) {
+      clearTimeout(timer);
+      flush();
+    } else if (!timer) {
+      timer = setTimeout(flush, Math.max(0, EVERY - (performance.now() - last)));
+    }
   };
 }
 
