@@ -58,12 +58,60 @@ pub fn start() {
 }
 
 /// A model file as JavaScript gives it, read range by range (a clone reads the same file): a
-/// `Uint8Array`, or a `Blob` (a picked `File`) read slice by slice with the worker's
-/// `FileReaderSync`, so that no copy of the whole file is made.
+/// `Uint8Array`, or a `Blob` (a picked `File`, a stored model) read slice by slice with the
+/// worker's `FileReaderSync`, so that no copy of the whole file is made.
 #[derive(Clone)]
 enum JsBytes {
     Array(js_sys::Uint8Array),
-    Blob(web_sys::Blob, web_sys::FileReaderSync),
+    Blob(BlobReader),
+}
+
+/// A `Blob` read through windows of `WINDOW` bytes at multiples of `WINDOW`: each
+/// `FileReaderSync` read is a round trip to the browser's blob store, so the tensors come from
+/// one read of the window they share instead of one read each. A load reads its small tensors
+/// (norms) across the file before the large ones, so the last `WINDOWS` windows are kept (the
+/// least recently read is dropped); a range that crosses a window's end is read as it is.
+#[derive(Clone)]
+struct BlobReader {
+    blob: web_sys::Blob,
+    reader: web_sys::FileReaderSync,
+    /// Each window's index (its offset / WINDOW) and bytes (outside the wasm heap), the latest last.
+    windows: Vec<(u64, js_sys::Uint8Array)>,
+}
+
+/// Bytes read at once from a `Blob`, and the windows kept (at most WINDOW × WINDOWS bytes of JS
+/// memory).
+const WINDOW: u64 = 16 << 20;
+const WINDOWS: usize = 6;
+
+impl BlobReader {
+    fn slice(&self, range: std::ops::Range<u64>) -> crate::Result<js_sys::Uint8Array> {
+        let failed = |e: JsValue| crate::Error::Io(format!("reading bytes {range:?} of the model file: {e:?}"));
+        let slice = self.blob.slice_with_f64_and_f64(range.start as f64, range.end as f64).map_err(failed)?;
+        let buf = self.reader.read_as_array_buffer(&slice).map_err(failed)?;
+        Ok(js_sys::Uint8Array::new(&buf))
+    }
+
+    fn read(&mut self, range: std::ops::Range<u64>, out: &mut [u8]) -> crate::Result<()> {
+        let i = range.start / WINDOW;
+        if (range.end - 1) / WINDOW != i {
+            self.slice(range)?.copy_to(out);
+            return Ok(());
+        }
+        let w = match self.windows.iter().position(|(j, _)| *j == i) {
+            Some(k) => self.windows[k].1.clone(),
+            None => {
+                let w = self.slice(i * WINDOW..((i + 1) * WINDOW).min(self.blob.size() as u64))?;
+                if self.windows.len() == WINDOWS {
+                    self.windows.remove(0);
+                }
+                self.windows.push((i, w.clone()));
+                w
+            }
+        };
+        w.subarray((range.start - i * WINDOW) as u32, (range.end - i * WINDOW) as u32).copy_to(out);
+        Ok(())
+    }
 }
 
 impl JsBytes {
@@ -73,7 +121,7 @@ impl JsBytes {
         }
         match v.dyn_into::<web_sys::Blob>() {
             // FileReaderSync exists in workers only, where the engine runs.
-            Ok(blob) => Ok(JsBytes::Blob(blob, web_sys::FileReaderSync::new()?)),
+            Ok(blob) => Ok(JsBytes::Blob(BlobReader { blob, reader: web_sys::FileReaderSync::new()?, windows: Vec::new() })),
             Err(_) => Err(bad_arg("model", "expected the model file as a Uint8Array or a Blob")),
         }
     }
@@ -83,7 +131,7 @@ impl ByteSource for JsBytes {
     fn len(&self) -> u64 {
         match self {
             JsBytes::Array(a) => a.length() as u64,
-            JsBytes::Blob(b, _) => b.size() as u64,
+            JsBytes::Blob(b) => b.blob.size() as u64,
         }
     }
 
@@ -94,12 +142,7 @@ impl ByteSource for JsBytes {
         out.resize((range.end - range.start) as usize, 0);
         match self {
             JsBytes::Array(a) => a.subarray(range.start as u32, range.end as u32).copy_to(out),
-            JsBytes::Blob(b, reader) => {
-                let failed = |e: JsValue| crate::Error::Io(format!("reading bytes {range:?} of the model file: {e:?}"));
-                let slice = b.slice_with_f64_and_f64(range.start as f64, range.end as f64).map_err(failed)?;
-                let buf = reader.read_as_array_buffer(&slice).map_err(failed)?;
-                js_sys::Uint8Array::new(&buf).copy_to(out);
-            }
+            JsBytes::Blob(b) => b.read(range, out)?,
         }
         Ok(())
     }

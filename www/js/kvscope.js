@@ -20,7 +20,7 @@ async function modelBytes(model, signal, worker, store = true) {
     if (store && modelStore.available) {
       const key = url.href;
       const name = decodeURIComponent(url.pathname.split('/').pop() || 'model.gguf');
-      const hit = await modelStore.get(key, worker, { signal });
+      const hit = await modelStore.get(key, { signal });
       if (hit) return hit;
       await modelStore.put({ key, name, url: key }, worker, { signal });
       return modelStore.file(key, name);

@@ -151,15 +151,9 @@ async function modelBytes(src, name, signal) {
   // A picked file goes to the worker as it is: the engine reads it slice by slice.
   if (src.file) return { bytes: src.file, from: 'disk' };
   const key = new URL(src.url, location.href).href;
-  try {
-    status(`Checking ${name} in browser storage…`);
-    const hit = await modelStore.get(key, state.worker, { onProgress: progress(performance.now()), signal });
-    if (hit) return { bytes: hit, from: 'storage' };
-  } catch (e) {
-    if (!(e && e.name === 'CorruptModel')) throw e;
-    if (!navigator.onLine) throw new Error(`${e.message}, and the browser is offline, so it cannot be downloaded again. Reconnect and reload.`);
-    status(`The stored copy of ${name} was damaged (${e.message}); downloading it again…`);
-  }
+  const hit = await modelStore.open(key);
+  // The stored copy's check runs beside the engine's load (`loadModel`), or before it (`checked`).
+  if (hit) return { bytes: hit.file, from: 'storage', check: hit.check };
   if (!navigator.onLine) status(`The browser reports no network; trying to download ${name} anyway…`);
   else status(`Downloading ${name}…`);
   // The published hash of a known model, else the hash the build recorded for a shipped one.
@@ -202,12 +196,35 @@ async function downloadSplit(src, key, name, signal) {
   return bytes;
 }
 
+/** The model's bytes as `modelBytes` gives them, a stored copy checked first; a damaged one is
+ * downloaded again when online and reported offline. */
+async function checkedBytes(src, name, signal) {
+  const got = await modelBytes(src, name, signal);
+  if (!got.check) return got;
+  try {
+    status(`Checking ${baseName(name)} in browser storage…`);
+    await got.check({ onProgress: progress(performance.now()), signal });
+    return got;
+  } catch (e) {
+    return { bytes: (await afterDamage(e, src, name, signal)).bytes, from: 'network' };
+  }
+}
+
+/** After the check of a stored copy failed with `e`: the model downloaded again (the damaged copy
+ * is gone) when online; offline, an error that says why it cannot be. */
+async function afterDamage(e, src, name, signal) {
+  if (!(e && e.name === 'CorruptModel')) throw e;
+  if (!navigator.onLine) throw Object.assign(new Error(`${e.message}, and the browser is offline, so it cannot be downloaded again. Reconnect and reload.`), { name: e.name });
+  status(`The stored copy of ${baseName(name)} was damaged (${e.message}); downloading it again…`);
+  return modelBytes(src, name, signal);
+}
+
 /** The bytes of the model loaded from `src` read again (from browser storage where it is stored),
  * for the KV-cache lab, which loads the model once per policy: neither the page nor the worker
  * keeps a copy of a loaded model's file. */
 export async function sourceBytes(src, signal = new AbortController().signal) {
   const name = src.file ? src.file.name : src.files ? src.files.map((f) => f.name).sort()[0] : src.url;
-  return (await modelBytes(src, name, signal)).bytes;
+  return (await checkedBytes(src, name, signal)).bytes;
 }
 
 /** Where the weights and the KV cache live on the chosen backend. */
@@ -229,6 +246,34 @@ function showModelInfo(info, from) {
   return infoEl;
 }
 
+/** The engine for `src`'s bytes, loaded in the worker; a stored copy is checked meanwhile (on
+ * this thread: WebCrypto digests of its chunks) and the engine kept only if the check passes —
+ * a damaged copy's engine is freed and the model downloaded again (reported offline). */
+async function loadChecked(src, name, signal) {
+  const { bytes, from, check } = await modelBytes(src, name, signal);
+  const options = loadOptions(state.backend);
+  const context = contextTokens();
+  // The bytes move to the engine's worker: the page keeps no copy.
+  const loading = state.worker.load({ bytes, context, options }, (info) => {
+    showModelInfo(info, from);
+    status(state.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
+    if (!check) $('cancel').disabled = true;
+  });
+  if (!check) return loading;
+  const [loaded, checked] = await Promise.allSettled([loading, check({ signal })]);
+  if (checked.status === 'fulfilled') {
+    if (loaded.status === 'rejected') throw loaded.reason;
+    return loaded.value;
+  }
+  if (loaded.status === 'fulfilled') loaded.value.free().catch((e) => console.warn('freeing an engine loaded from a damaged copy:', e));
+  const again = await afterDamage(checked.reason, src, name, signal);
+  $('cancel').disabled = true;
+  return state.worker.load({ bytes: again.bytes, context, options }, (info) => {
+    showModelInfo(info, again.from);
+    status(state.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
+  });
+}
+
 /** Loads a model; on failure the engine that was loaded before stays usable. Reloading the same
  * model (after a GPU failure) keeps the conversation on screen. */
 export function loadModel(src, { keepConversation = false } = {}) {
@@ -243,16 +288,8 @@ export function loadModel(src, { keepConversation = false } = {}) {
     status(`Loading ${name}…`);
     const started = performance.now();
     try {
-      const { bytes, from } = await modelBytes(src, name, abort.signal);
-      const options = loadOptions(state.backend);
-      const context = contextTokens();
-      let infoEl = null;
-      // The bytes move to the engine's worker: the page keeps no copy.
-      const next = await state.worker.load({ bytes, context, options }, (info) => {
-        infoEl = showModelInfo(info, from);
-        status(state.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
-        $('cancel').disabled = true;
-      });
+      const next = await loadChecked(src, name, abort.signal);
+      const infoEl = $('model-info');
       if (state.engine) state.engine.free().catch((e) => console.warn('freeing the previous engine:', e));
       const st = next.state();
       set({ engine: next, source: src, chatTemplate: st.chat_template, ...(keepConversation ? {} : { messages: [] }) });
@@ -311,7 +348,7 @@ export async function keepLocal() {
 /** Loads a model that was opened from disk earlier and stored (checked against its hash). */
 export async function loadStored(m) {
   try {
-    const file = await modelStore.get(m.key, state.worker);
+    const file = await modelStore.get(m.key);
     if (!file) throw new Error('it is no longer stored');
     await loadModel({ file });
   } catch (e) {

@@ -3,7 +3,7 @@
 // pass; the page lists them, reads their headers, hands their files to the engine and deletes
 // them. A copy counts as stored only once it is whole and its SHA-256 checked, and every load
 // from the store checks it again, so a damaged copy is never loaded.
-import { hasOpfs, modelsDir, idOf, readMeta, removeEntry, entryFile, named } from './opfs.js';
+import { hasOpfs, modelsDir, idOf, readMeta, removeEntry, entryFile, named, checkStored } from './opfs.js';
 import { OLD_CACHE } from './store-writer.js';
 
 /** The first `n` bytes of `stream` (fewer if it ends sooner); the rest is never read. */
@@ -80,17 +80,36 @@ export const modelStore = {
     return migrated;
   },
 
-  /** Checks the stored copy of `key` in `worker` against its recorded hash and returns it as a
-   * File named as the model (read slice by slice as the engine uses it), or null if it is not
-   * stored. Rejects with `CorruptModel` (after removing the copy) when it is damaged. */
-  async get(key, worker, { onProgress, signal } = {}) {
+  /** The stored copy of `key`, unchecked, with its check: {file (a File named as the model,
+   * read slice by slice as the engine uses it), check({onProgress, signal}) (resolves when every
+   * chunk matches its recorded digest; rejects with `CorruptModel` after removing a damaged
+   * copy)}; or null if it is not stored whole. A load runs the check beside the engine's load
+   * and keeps the engine only if it passes. */
+  async open(key) {
     await migrated.catch(() => {});
     if (!this.available) return null;
-    const ok = await worker.verifyStored({ key }, { onEvent: (ev) => onProgress && onProgress(ev.progress), signal });
-    if (!ok) return null;
-    const file = await entryFile(await modelsDir(), await idOf(key));
-    if (!file) return null;
-    return new File([file], ok.name, { type: 'application/octet-stream' });
+    const dir = await modelsDir();
+    const id = await idOf(key);
+    const meta = await readMeta(dir, id);
+    const stored = meta && meta.complete ? await entryFile(dir, id) : null;
+    if (!stored) return null;
+    const check = async ({ onProgress, signal } = {}) => {
+      try {
+        await checkStored(dir, id, meta, stored, onProgress, signal);
+      } catch (e) {
+        if (e.name === 'CorruptModel') changed();
+        throw e;
+      }
+    };
+    return { file: new File([stored], meta.name, { type: 'application/octet-stream' }), check };
+  },
+
+  /** The stored copy of `key` as a File named as the model, checked first (`open`), or null. */
+  async get(key, { onProgress, signal } = {}) {
+    const hit = await this.open(key);
+    if (!hit) return null;
+    await hit.check({ onProgress, signal });
+    return hit.file;
   },
 
   /** The stored copy of `key` as a File named `name`, unchecked (one just stored and checked),

@@ -66,3 +66,37 @@ export async function entryFile(dir, id) {
 export function named(name, message) {
   return Object.assign(new Error(message), { name });
 }
+
+/** Digests of a stored copy's chunks computed at once while it is checked. */
+const IN_FLIGHT = 4;
+
+export const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
+
+/**
+ * Checks `file`, the stored copy of `id`, against the chunk digests its record `meta` keeps
+ * (`meta.chunk` bytes each, SHA-256 by WebCrypto, IN_FLIGHT chunks at once, each read as a slice
+ * of the file). `progress(checked, total)`. A damaged copy is removed and rejects with
+ * `CorruptModel`, saying which chunk differs.
+ */
+export async function checkStored(dir, id, meta, file, progress = () => {}, signal = null) {
+  let bad = file.size === meta.total ? null : `${file.size} bytes, expected ${meta.total}`;
+  if (!bad && !(Array.isArray(meta.chunks) && meta.chunk > 0 && meta.chunks.length === Math.ceil(meta.total / meta.chunk))) bad = 'its record has no digests to check it against';
+  let next = 0;
+  let checked = 0;
+  const lane = async () => {
+    while (!bad && next < meta.chunks.length) {
+      if (signal?.aborted) throw new DOMException('cancelled', 'AbortError');
+      const i = next++;
+      const slice = file.slice(i * meta.chunk, Math.min(file.size, (i + 1) * meta.chunk));
+      const d = hex(await crypto.subtle.digest('SHA-256', await slice.arrayBuffer()));
+      if (d !== meta.chunks[i]) bad = `chunk ${i + 1} of ${meta.chunks.length} has sha256 ${d.slice(0, 12)}…, expected ${meta.chunks[i].slice(0, 12)}…`;
+      checked += slice.size;
+      progress(checked, file.size);
+    }
+  };
+  if (!bad) await Promise.all(Array.from({ length: IN_FLIGHT }, lane));
+  if (bad) {
+    await removeEntry(dir, id);
+    throw named('CorruptModel', `the stored copy is damaged (${bad})`);
+  }
+}

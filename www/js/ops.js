@@ -10,7 +10,6 @@ export const OPS = {
   inspectModel: 'worker',
   joinSplit: 'worker',
   storeModel: 'worker',
-  verifyStored: 'worker',
   load: 'worker',
   peek: 'engine',
   reset: 'engine',

@@ -11,7 +11,7 @@
 //                                          facts during a load.
 import init, * as wasm from '../kvscope.js';
 import { OPS } from './ops.js';
-import { storeModel, verifyStored } from './store-writer.js';
+import { storeModel } from './store-writer.js';
 
 /** Optional WebGPU features the kernels use where the adapter has them. wgpu 30 does not ask
  * browsers for `subgroups`, so every device this worker requests asks for it here; the engine
@@ -71,9 +71,8 @@ const serve = {
   hello: async ({ backend }) => ({ flaws: wasm.flaws(), defaults: wasm.defaults(), choice: await chooseBackend(backend) }),
   inspectModel: ({ bytes, context, options }) => wasm.inspectModel(bytes, context, options),
   joinSplit: ({ first, name, parts }) => wasm.joinSplit(first, name, parts),
-  // The model store (store-writer.js): progress events as {progress: {phase, got, total}}.
+  // The model store's writer (store-writer.js): progress events as {progress: {phase, got, total}}.
   storeModel: (args, _e, send, _h, signal) => storeModel(args, send, signal, wasm.Sha256),
-  verifyStored: (args, _e, send, _h, signal) => verifyStored(args, send, signal, wasm.Sha256),
   async load({ bytes, context, options }, _e, send) {
     send({ info: wasm.inspectModel(bytes, context, options) });
     const e = await wasm.WebEngine.load(bytes, context, options);
