@@ -67,10 +67,11 @@ enum JsBytes {
 }
 
 /// A `Blob` read through windows of `WINDOW` bytes at multiples of `WINDOW`: each
-/// `FileReaderSync` read is a round trip to the browser's blob store, so the tensors come from
-/// one read of the window they share instead of one read each. A load reads its small tensors
-/// (norms) across the file before the large ones, so the last `WINDOWS` windows are kept (the
-/// least recently read is dropped); a range that crosses a window's end is read as it is.
+/// `FileReaderSync` read is a round trip to the browser's blob store, so the small tensors come
+/// from one read of the window they share instead of one read each, and a large tensor is read a
+/// window at a time (small buffers, which the garbage collector takes back sooner than one the
+/// size of the tensor). A load reads its small tensors (norms) across the file before the large
+/// ones, so the last `WINDOWS` windows are kept (the least recently read is dropped).
 #[derive(Clone)]
 struct BlobReader {
     blob: web_sys::Blob,
@@ -81,35 +82,33 @@ struct BlobReader {
 
 /// Bytes read at once from a `Blob`, and the windows kept (at most WINDOW × WINDOWS bytes of JS
 /// memory).
-const WINDOW: u64 = 16 << 20;
-const WINDOWS: usize = 6;
+const WINDOW: u64 = 4 << 20;
+const WINDOWS: usize = 12;
 
 impl BlobReader {
-    fn slice(&self, range: std::ops::Range<u64>) -> crate::Result<js_sys::Uint8Array> {
+    /// Window `i`, read now unless it is kept.
+    fn window(&mut self, i: u64) -> crate::Result<js_sys::Uint8Array> {
+        if let Some((_, w)) = self.windows.iter().find(|(j, _)| *j == i) {
+            return Ok(w.clone());
+        }
+        let range = i * WINDOW..((i + 1) * WINDOW).min(self.blob.size() as u64);
         let failed = |e: JsValue| crate::Error::Io(format!("reading bytes {range:?} of the model file: {e:?}"));
         let slice = self.blob.slice_with_f64_and_f64(range.start as f64, range.end as f64).map_err(failed)?;
         let buf = self.reader.read_as_array_buffer(&slice).map_err(failed)?;
-        Ok(js_sys::Uint8Array::new(&buf))
+        let w = js_sys::Uint8Array::new(&buf);
+        if self.windows.len() == WINDOWS {
+            self.windows.remove(0);
+        }
+        self.windows.push((i, w.clone()));
+        Ok(w)
     }
 
     fn read(&mut self, range: std::ops::Range<u64>, out: &mut [u8]) -> crate::Result<()> {
-        let i = range.start / WINDOW;
-        if (range.end - 1) / WINDOW != i {
-            self.slice(range)?.copy_to(out);
-            return Ok(());
+        for i in range.start / WINDOW..range.end.div_ceil(WINDOW) {
+            let (lo, hi) = (range.start.max(i * WINDOW), range.end.min((i + 1) * WINDOW));
+            let w = self.window(i)?;
+            w.subarray((lo - i * WINDOW) as u32, (hi - i * WINDOW) as u32).copy_to(&mut out[(lo - range.start) as usize..(hi - range.start) as usize]);
         }
-        let w = match self.windows.iter().position(|(j, _)| *j == i) {
-            Some(k) => self.windows[k].1.clone(),
-            None => {
-                let w = self.slice(i * WINDOW..((i + 1) * WINDOW).min(self.blob.size() as u64))?;
-                if self.windows.len() == WINDOWS {
-                    self.windows.remove(0);
-                }
-                self.windows.push((i, w.clone()));
-                w
-            }
-        };
-        w.subarray((range.start - i * WINDOW) as u32, (range.end - i * WINDOW) as u32).copy_to(out);
         Ok(())
     }
 }

@@ -154,12 +154,12 @@ impl GpuModel {
         src: &mut dyn ByteSource,
     ) -> Result<Self> {
         let ctx = GpuContext::with_options(opts).await?;
-        Self::load_on(ctx, g, cfg, context, policy, src)
+        Self::load_on(ctx, g, cfg, context, policy, src).await
     }
 
     /// Loads onto `ctx` with a cache of `policy` (its precision, and a `window-N`'s ring;
     /// `backend::check_policy` has refused what the kernels do not run).
-    pub fn load_on(
+    pub async fn load_on(
         ctx: GpuContext,
         g: &Gguf<'_>,
         cfg: &Config,
@@ -175,7 +175,7 @@ impl GpuModel {
         let factors = rope_factors(g, cfg, src)?;
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
         let local = (cfg.rope_local != cfg.rope && cfg.sliding_window > 0).then(|| table(cfg.rope_local));
-        let weights = Weights::upload(&ctx, g, cfg, src)?;
+        let weights = Weights::upload(&ctx, g, cfg, src).await?;
         let kv_cache = KvCache::new(&ctx, cfg, context, policy)?;
         let act = Activations::new(&ctx, &sizes, table(cfg.rope), local)?;
         let steps = StepTable::new(&ctx, context)?.with_grids(&ctx, plan.decode.split_grid())?;

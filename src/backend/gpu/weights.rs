@@ -73,6 +73,9 @@ pub fn table_parts(ctx: &GpuContext, info: &crate::core::gguf::TensorInfo) -> Ta
     TableParts { rows, row_bytes, per_part: (limit / row_bytes).clamp(1, rows) }
 }
 
+/// Bytes of weights written to the GPU between waits for the writes to land (`Weights::upload`).
+const FLUSH_BYTES: u64 = 64 << 20;
+
 /// Per-layer groups stored as one tensor (rows of the members in order): `blk.L.attn_qkv.weight`
 /// = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up]; and their biases where there are
 /// any, always together (F32 vectors): `blk.L.attn_qkv.bias` = [b_q | b_k | b_v]. Members of
@@ -99,11 +102,14 @@ fn same_runs(infos: &[&crate::core::gguf::TensorInfo]) -> Vec<std::ops::Range<us
 
 impl Weights {
     /// Copies each tensor (or fused group) from `src` through one reused scratch buffer into its
-    /// GPU buffer.
-    pub fn upload(ctx: &GpuContext, g: &Gguf, cfg: &Config, src: &mut dyn ByteSource) -> Result<Self> {
+    /// GPU buffer. Every `FLUSH_BYTES` written, the writes are submitted and waited for: until
+    /// then the implementation holds a staging copy of each (on the web, in the browser's GPU
+    /// process), which for a whole model would double its memory.
+    pub async fn upload(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, src: &mut dyn ByteSource) -> Result<Self> {
         let mut tensors = HashMap::new();
         let mut tables = HashMap::new();
         let mut bytes = 0;
+        let mut unflushed = 0;
         let mut scratch = Vec::new();
         let mut part = Vec::new();
         // Member name → (stored name, the members stored with it): runs of a group's members
@@ -159,6 +165,7 @@ impl Weights {
                         let buffer =
                             ctx.storage_with(&label, &scratch[(first * row_bytes) as usize..((first + n) * row_bytes) as usize])?;
                         bytes += buffer.size();
+                        unflushed += buffer.size();
                         parts.push(Part { first_row: first as u32, tensor: Tensor { buffer, ty: info.ty, dims: vec![info.dims[0], n] } });
                     }
                     tables.insert(name, parts);
@@ -171,7 +178,13 @@ impl Weights {
             };
             let buffer = ctx.storage_with(&label, &scratch)?;
             bytes += buffer.size();
+            unflushed += buffer.size();
             tensors.insert(label, Tensor { buffer, ty: info.ty, dims });
+            if unflushed >= FLUSH_BYTES {
+                ctx.queue.submit(std::iter::empty());
+                ctx.wait_idle().await?;
+                unflushed = 0;
+            }
         }
         Ok(Weights { tensors, tables, runs, bytes })
     }
