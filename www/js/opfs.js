@@ -72,6 +72,20 @@ const IN_FLIGHT = 4;
 
 export const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
 
+/** `blob`'s bytes in the start of `buf` (as long as the blob), read from its stream in the
+ * stream's own small pieces, so that no buffer the size of the blob is made for each read. */
+async function readInto(blob, buf) {
+  const reader = blob.stream().getReader();
+  let at = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buf.set(value, at);
+    at += value.length;
+  }
+  return buf.subarray(0, at);
+}
+
 /**
  * Checks `file`, the stored copy of `id`, against the chunk digests its record `meta` keeps
  * (`meta.chunk` bytes each, SHA-256 by WebCrypto, IN_FLIGHT chunks at once, each read as a slice
@@ -84,11 +98,13 @@ export async function checkStored(dir, id, meta, file, progress = () => {}, sign
   let next = 0;
   let checked = 0;
   const lane = async () => {
+    // One buffer per lane, filled again for each chunk (`digest` copies its input at the call).
+    const buf = new Uint8Array(meta.chunk);
     while (!bad && next < meta.chunks.length) {
       if (signal?.aborted) throw new DOMException('cancelled', 'AbortError');
       const i = next++;
       const slice = file.slice(i * meta.chunk, Math.min(file.size, (i + 1) * meta.chunk));
-      const d = hex(await crypto.subtle.digest('SHA-256', await slice.arrayBuffer()));
+      const d = hex(await crypto.subtle.digest('SHA-256', await readInto(slice, buf)));
       if (d !== meta.chunks[i]) bad = `chunk ${i + 1} of ${meta.chunks.length} has sha256 ${d.slice(0, 12)}…, expected ${meta.chunks[i].slice(0, 12)}…`;
       checked += slice.size;
       progress(checked, file.size);

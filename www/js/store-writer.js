@@ -37,8 +37,8 @@ class ChunkDigests {
       this.fill += take;
       at += take;
       if (this.fill === CHUNK) {
+        // `digest` copies its input before it returns: the buffer is free to fill again.
         this.digest(this.buf);
-        this.buf = new Uint8Array(CHUNK);
         this.fill = 0;
         if (this.pending.length >= IN_FLIGHT) await this.pending[0];
       }
