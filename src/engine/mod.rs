@@ -91,11 +91,18 @@ impl Engine {
     /// Loads from any byte source: the header is parsed first, then each tensor is read and
     /// uploaded in turn.
     pub async fn load_from(src: &mut dyn ByteSource, opts: LoadOptions) -> Result<Self> {
+        Self::load_reporting(src, opts, &mut |_| {}).await
+    }
+
+    /// `load_from`, telling `on_facts` what the header says (name, sizes, memory) once it has
+    /// passed the checks and before the weights are read.
+    pub async fn load_reporting(src: &mut dyn ByteSource, opts: LoadOptions, on_facts: &mut dyn FnMut(&ModelFacts)) -> Result<Self> {
         let header = read_header(src)?;
         let g = Gguf::parse_prefix(&header, src.len())?;
         // The kernels' own checks run in the backend's load, after the device's limits (the
         // figures a user can act on first).
         let (cfg, tokenizer) = Self::check_model(&g, &opts)?;
+        on_facts(&ModelFacts::new(&g, &cfg, opts.context, opts.kv));
         let bo = BackendOptions { kind: opts.backend, context: opts.context, kv: opts.kv, eviction: opts.eviction, gpu: opts.gpu };
         let backend = Backend::load(&g, &cfg, bo, src).await?;
         Ok(Engine {

@@ -377,10 +377,17 @@ impl WebEngine {
     /// (optional): `{rows: [matvec, matmul], tokens: matmul}` weight rows (and the mat-mul's
     /// tokens) per kernel invocation (default: by
     /// adapter type), `kv_policy` the cache policy by name (`kv_f16: true`: `f16`). `bytes`: the
-    /// model file, a `Uint8Array` or a `Blob` (a picked `File`, read slice by slice).
-    pub async fn load(bytes: JsValue, context: usize, options: JsValue) -> Result<WebEngine, JsValue> {
+    /// model file, a `Uint8Array` or a `Blob` (a picked `File`, read slice by slice). `on_info`
+    /// (optional) gets the header's facts (`inspectModel`'s) once they pass the checks, before
+    /// the weights are read.
+    pub async fn load(bytes: JsValue, context: usize, options: JsValue, on_info: Option<js_sys::Function>) -> Result<WebEngine, JsValue> {
         let load = from_js::<JsLoadOptions>("load options", options)?.load(context)?;
-        let engine = Engine::load_from(&mut JsBytes::from_js(bytes)?, load).await.map_err(js_err)?;
+        let mut report = |facts: &ModelFacts| {
+            if let (Some(f), Ok(v)) = (&on_info, to_js(facts)) {
+                let _ = f.call1(&JsValue::NULL, &v);
+            }
+        };
+        let engine = Engine::load_reporting(&mut JsBytes::from_js(bytes)?, load, &mut report).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }

@@ -72,18 +72,20 @@ const IN_FLIGHT = 4;
 
 export const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, '0')).join('');
 
-/** `blob`'s bytes in the start of `buf` (as long as the blob), read from its stream in the
- * stream's own small pieces, so that no buffer the size of the blob is made for each read. */
-async function readInto(blob, buf) {
-  const reader = blob.stream().getReader();
+/** `blob`'s bytes read into `buffer` (an ArrayBuffer at least as long), with a BYOB reader:
+ * no buffer is made for the read. The reads move the memory to a new ArrayBuffer each time;
+ * returns the bytes as a view on the last, which the next call takes as its `buffer`. */
+async function readInto(blob, buffer) {
+  const reader = blob.stream().getReader({ mode: 'byob' });
   let at = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
+  while (at < blob.size) {
+    const { done, value } = await reader.read(new Uint8Array(buffer, at, blob.size - at));
     if (done) break;
-    buf.set(value, at);
-    at += value.length;
+    buffer = value.buffer;
+    at += value.byteLength;
   }
-  return buf.subarray(0, at);
+  reader.releaseLock();
+  return new Uint8Array(buffer, 0, at);
 }
 
 /**
@@ -99,12 +101,14 @@ export async function checkStored(dir, id, meta, file, progress = () => {}, sign
   let checked = 0;
   const lane = async () => {
     // One buffer per lane, filled again for each chunk (`digest` copies its input at the call).
-    const buf = new Uint8Array(meta.chunk);
+    let buffer = new ArrayBuffer(meta.chunk);
     while (!bad && next < meta.chunks.length) {
       if (signal?.aborted) throw new DOMException('cancelled', 'AbortError');
       const i = next++;
       const slice = file.slice(i * meta.chunk, Math.min(file.size, (i + 1) * meta.chunk));
-      const d = hex(await crypto.subtle.digest('SHA-256', await readInto(slice, buf)));
+      const bytes = await readInto(slice, buffer);
+      buffer = bytes.buffer;
+      const d = hex(await crypto.subtle.digest('SHA-256', bytes));
       if (d !== meta.chunks[i]) bad = `chunk ${i + 1} of ${meta.chunks.length} has sha256 ${d.slice(0, 12)}…, expected ${meta.chunks[i].slice(0, 12)}…`;
       checked += slice.size;
       progress(checked, file.size);

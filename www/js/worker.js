@@ -74,8 +74,7 @@ const serve = {
   // The model store's writer (store-writer.js): progress events as {progress: {phase, got, total}}.
   storeModel: (args, _e, send, _h, signal) => storeModel(args, send, signal, wasm.Sha256),
   async load({ bytes, context, options }, _e, send) {
-    send({ info: wasm.inspectModel(bytes, context, options) });
-    const e = await wasm.WebEngine.load(bytes, context, options);
+    const e = await wasm.WebEngine.load(bytes, context, options, (info) => send({ info }));
     const handle = nextHandle++;
     engines.set(handle, e);
     return { handle, wasmMemoryBytes: wasm.wasmMemoryBytes() };
