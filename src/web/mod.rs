@@ -66,37 +66,41 @@ enum JsBytes {
     Blob(BlobReader),
 }
 
-/// A `Blob` read through windows of `WINDOW` bytes at multiples of `WINDOW`: each
+/// A `Blob` read through windows of `window` bytes at multiples of `window`: each
 /// `FileReaderSync` read is a round trip to the browser's blob store, so the small tensors come
 /// from one read of the window they share instead of one read each, and a large tensor is read a
-/// window at a time (small buffers, which the garbage collector takes back sooner than one the
-/// size of the tensor). A load reads its small tensors (norms) across the file before the large
-/// ones, so the last `WINDOWS` windows are kept (the least recently read is dropped).
+/// window at a time. A load reads its small tensors (norms) across the file before the large
+/// ones, so the last `keep` windows are kept (the least recently read is dropped). Every read
+/// makes a new buffer, which the garbage collector takes back late: a large file is read in
+/// small windows (2 MiB), which keeps that garbage small, a small one in large windows (16 MiB),
+/// which is faster.
 #[derive(Clone)]
 struct BlobReader {
     blob: web_sys::Blob,
     reader: web_sys::FileReaderSync,
-    /// Each window's index (its offset / WINDOW) and bytes (outside the wasm heap), the latest last.
+    window: u64,
+    keep: usize,
+    /// Each window's index (its offset / window) and bytes (outside the wasm heap), the latest last.
     windows: Vec<(u64, js_sys::Uint8Array)>,
 }
 
-/// Bytes read at once from a `Blob`, and the windows kept (at most WINDOW × WINDOWS bytes of JS
-/// memory).
-const WINDOW: u64 = 4 << 20;
-const WINDOWS: usize = 12;
-
 impl BlobReader {
+    fn new(blob: web_sys::Blob) -> Result<Self, JsValue> {
+        let (window, keep) = if blob.size() < (1u64 << 30) as f64 { (16 << 20, 6) } else { (2 << 20, 24) };
+        Ok(BlobReader { blob, reader: web_sys::FileReaderSync::new()?, window, keep, windows: Vec::new() })
+    }
+
     /// Window `i`, read now unless it is kept.
     fn window(&mut self, i: u64) -> crate::Result<js_sys::Uint8Array> {
         if let Some((_, w)) = self.windows.iter().find(|(j, _)| *j == i) {
             return Ok(w.clone());
         }
-        let range = i * WINDOW..((i + 1) * WINDOW).min(self.blob.size() as u64);
+        let range = i * self.window..((i + 1) * self.window).min(self.blob.size() as u64);
         let failed = |e: JsValue| crate::Error::Io(format!("reading bytes {range:?} of the model file: {e:?}"));
         let slice = self.blob.slice_with_f64_and_f64(range.start as f64, range.end as f64).map_err(failed)?;
         let buf = self.reader.read_as_array_buffer(&slice).map_err(failed)?;
         let w = js_sys::Uint8Array::new(&buf);
-        if self.windows.len() == WINDOWS {
+        if self.windows.len() == self.keep {
             self.windows.remove(0);
         }
         self.windows.push((i, w.clone()));
@@ -104,10 +108,12 @@ impl BlobReader {
     }
 
     fn read(&mut self, range: std::ops::Range<u64>, out: &mut [u8]) -> crate::Result<()> {
-        for i in range.start / WINDOW..range.end.div_ceil(WINDOW) {
-            let (lo, hi) = (range.start.max(i * WINDOW), range.end.min((i + 1) * WINDOW));
+        let size = self.window;
+        for i in range.start / size..range.end.div_ceil(size) {
+            let (lo, hi) = (range.start.max(i * size), range.end.min((i + 1) * size));
             let w = self.window(i)?;
-            w.subarray((lo - i * WINDOW) as u32, (hi - i * WINDOW) as u32).copy_to(&mut out[(lo - range.start) as usize..(hi - range.start) as usize]);
+            w.subarray((lo - i * size) as u32, (hi - i * size) as u32)
+                .copy_to(&mut out[(lo - range.start) as usize..(hi - range.start) as usize]);
         }
         Ok(())
     }
@@ -120,7 +126,7 @@ impl JsBytes {
         }
         match v.dyn_into::<web_sys::Blob>() {
             // FileReaderSync exists in workers only, where the engine runs.
-            Ok(blob) => Ok(JsBytes::Blob(BlobReader { blob, reader: web_sys::FileReaderSync::new()?, windows: Vec::new() })),
+            Ok(blob) => Ok(JsBytes::Blob(BlobReader::new(blob)?)),
             Err(_) => Err(bad_arg("model", "expected the model file as a Uint8Array or a Blob")),
         }
     }

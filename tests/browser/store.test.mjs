@@ -28,6 +28,19 @@ const modelGets = (server, from) => {
   return { ranged, plain: all - ranged.length };
 };
 
+/** Runs `fn(server, context)` with a fresh server (`serve`'s options) and browser context (its
+ * own store), closing both after. */
+async function session(options, fn) {
+  const server = await serve(undefined, '/', options);
+  const context = await browser.newContext();
+  try {
+    await fn(server, context);
+  } finally {
+    await context.close();
+    server.close();
+  }
+}
+
 async function loadUrl(page) {
   await page.$eval('#status', (s) => { s.textContent = ''; });
   await page.click('#load-url');
@@ -35,9 +48,7 @@ async function loadUrl(page) {
 }
 
 test('a download cancelled, then cut off, resumes from the stored bytes with a Range request and loads the whole, checked', { timeout: 900_000 }, async () => {
-  const server = await serve(undefined, '/', { cut: (rel) => (rel === MODEL ? { at: 30 * MIB, stall: true } : null) });
-  const context = await browser.newContext();
-  try {
+  await session({ cut: (rel) => (rel === MODEL ? { at: 30 * MIB, stall: true } : null) }, async (server, context) => {
     const page = await openSite(context, server.url, '?backend=cpu', { wait: false });
     // The download stalls at 30 MiB: Cancel stops it, and nothing is marked as stored.
     await page.waitForFunction(() => document.getElementById('progress').value > 0.25 && document.getElementById('progress').dataset.phase === 'download', null, { timeout: 120_000 });
@@ -76,16 +87,11 @@ test('a download cancelled, then cut off, resumes from the stored bytes with a R
     await ready(page);
     assert.equal((await info(page)).loadSource, 'storage');
     assert.equal((await generate(page, PROMPT, 3)).text, want.text);
-  } finally {
-    await context.close();
-    server.close();
-  }
+  });
 });
 
 test('a model larger than the storage left is refused by name before it downloads; with room, it loads', { timeout: 600_000 }, async () => {
-  const server = await serve();
-  const context = await browser.newContext();
-  try {
+  await session({}, async (server, context) => {
     const page = await openSite(context, server.url, '?backend=cpu');
     await page.waitForFunction(() => document.getElementById('models-panel').dataset.count === '1');
     await page.evaluate(() => { document.getElementById('models-panel').open = true; });
@@ -104,16 +110,11 @@ test('a model larger than the storage left is refused by name before it download
     await loadUrl(page);
     assert.equal(await page.isHidden('#error'), true, await page.textContent('#error-text'));
     assert.equal((await generate(page, PROMPT, 3)).text, want.text);
-  } finally {
-    await context.close();
-    server.close();
-  }
+  });
 });
 
 test('a model kept by the older Cache Storage store moves to OPFS once and loads from there', { timeout: 600_000 }, async () => {
-  const server = await serve();
-  const context = await browser.newContext();
-  try {
+  await session({}, async (server, context) => {
     const page = await openSite(context, server.url, '?backend=cpu');
     await page.waitForFunction(() => document.getElementById('models-panel').dataset.count === '1');
     // The store as an older build left it: the model in Cache Storage with its hash; no OPFS copy.
@@ -134,16 +135,11 @@ test('a model kept by the older Cache Storage store moves to OPFS once and loads
     assert.equal(await page.evaluate(() => caches.has('kvscope-models')), false, 'the old store is gone');
     assert.deepEqual(await panel(page), { count: '1', partial: '0' });
     assert.equal((await generate(page, PROMPT, 3)).text, want.text);
-  } finally {
-    await context.close();
-    server.close();
-  }
+  });
 });
 
 test('a picked file kept for offline use is stored, listed and loads again from the Models panel', { timeout: 600_000 }, async () => {
-  const server = await serve();
-  const context = await browser.newContext();
-  try {
+  await session({}, async (server, context) => {
     const page = await openSite(context, server.url, '?backend=cpu');
     await page.$eval('#status', (s) => { s.textContent = ''; });
     await page.setInputFiles('#model-file', path.join(ROOT, 'www', MODEL));
@@ -159,8 +155,5 @@ test('a picked file kept for offline use is stored, listed and loads again from 
     await page.waitForFunction(() => /^Ready/.test(document.getElementById('status').textContent), null, { timeout: 300_000 });
     assert.equal((await info(page)).loadSource, 'disk');
     assert.equal((await generate(page, PROMPT, 3)).text, want.text);
-  } finally {
-    await context.close();
-    server.close();
-  }
+  });
 });

@@ -39,6 +39,16 @@ async function entries() {
   return out;
 }
 
+/** The complete stored copy of `key`: {dir, id, meta, file}, or null (none, or not whole). */
+async function stored(key) {
+  if (!hasOpfs()) return null;
+  const dir = await modelsDir();
+  const id = await idOf(key);
+  const meta = await readMeta(dir, id);
+  const file = meta && meta.complete ? await entryFile(dir, id) : null;
+  return file && { dir, id, meta, file };
+}
+
 /** The models of the old Cache Storage store, moved into this one once (`migrate`). */
 let migrated = Promise.resolve();
 
@@ -87,21 +97,18 @@ export const modelStore = {
    * and keeps the engine only if it passes. */
   async open(key) {
     await migrated.catch(() => {});
-    if (!this.available) return null;
-    const dir = await modelsDir();
-    const id = await idOf(key);
-    const meta = await readMeta(dir, id);
-    const stored = meta && meta.complete ? await entryFile(dir, id) : null;
-    if (!stored) return null;
+    const whole = await stored(key);
+    if (!whole) return null;
+    const { dir, id, meta, file } = whole;
     const check = async ({ onProgress, signal } = {}) => {
       try {
-        await checkStored(dir, id, meta, stored, onProgress, signal);
+        await checkStored(dir, id, meta, file, onProgress, signal);
       } catch (e) {
         if (e.name === 'CorruptModel') changed();
         throw e;
       }
     };
-    return { file: new File([stored], meta.name, { type: 'application/octet-stream' }), check };
+    return { file: new File([file], meta.name, { type: 'application/octet-stream' }), check };
   },
 
   /** The stored copy of `key` as a File named as the model, checked first (`open`), or null. */
@@ -134,13 +141,9 @@ export const modelStore = {
    * a header before loading; a load checks the whole — and its stored size; null if it is not
    * stored. */
   async prefix(key, n) {
-    if (!this.available) return null;
-    const dir = await modelsDir();
-    const id = await idOf(key);
-    const meta = await readMeta(dir, id);
-    const file = meta && meta.complete ? await entryFile(dir, id) : null;
-    if (!file) return null;
-    return { bytes: new Uint8Array(await file.slice(0, n).arrayBuffer()), total: file.size };
+    const whole = await stored(key);
+    if (!whole) return null;
+    return { bytes: new Uint8Array(await whole.file.slice(0, n).arrayBuffer()), total: whole.file.size };
   },
 
   /** [{key, name, bytes, stored, complete, total}] for every stored model; with `partial`, also

@@ -74,7 +74,7 @@ pub fn table_parts(ctx: &GpuContext, info: &crate::core::gguf::TensorInfo) -> Ta
 }
 
 /// Bytes of weights written to the GPU between waits for the writes to land (`Weights::upload`).
-const FLUSH_BYTES: u64 = 64 << 20;
+const FLUSH_BYTES: u64 = 16 << 20;
 
 /// Per-layer groups stored as one tensor (rows of the members in order): `blk.L.attn_qkv.weight`
 /// = [q | k | v], `blk.L.ffn_gate_up.weight` = [gate | up]; and their biases where there are
@@ -100,6 +100,39 @@ fn same_runs(infos: &[&crate::core::gguf::TensorInfo]) -> Vec<std::ops::Range<us
     out
 }
 
+/// How the `FUSED` groups are stored: member name → (stored name, the members stored with it),
+/// for the members stored with others (runs of a group's members that match in type and row
+/// length); and each group → the names it is stored under, in row order.
+type FusedAs = HashMap<String, (String, Vec<String>)>;
+
+fn fused_plan(g: &Gguf<'_>, cfg: &Config) -> (FusedAs, HashMap<String, Vec<String>>) {
+    let mut fused_as = FusedAs::new();
+    let mut runs = HashMap::new();
+    for l in 0..cfg.n_layers {
+        for ((group, members), kind) in FUSED.iter().flat_map(|f| [(f, "weight"), (f, "bias")]) {
+            let names: Vec<String> = members.iter().map(|m| format!("blk.{l}.{m}.{kind}")).collect();
+            let Some(infos) = names.iter().map(|n| g.tensor(n)).collect::<Option<Vec<_>>>() else { continue };
+            let mut stored = Vec::new();
+            for run in same_runs(&infos) {
+                let run_names: Vec<String> = names[run.clone()].to_vec();
+                let label = match run.len() {
+                    1 => run_names[0].clone(),
+                    n if n == names.len() => format!("blk.{l}.{group}.{kind}"),
+                    _ => format!("blk.{l}.{}.{kind}", members[run].join("+")),
+                };
+                if run_names.len() > 1 {
+                    for n in &run_names {
+                        fused_as.insert(n.clone(), (label.clone(), run_names.clone()));
+                    }
+                }
+                stored.push(label);
+            }
+            runs.insert(format!("blk.{l}.{group}.{kind}"), stored);
+        }
+    }
+    (fused_as, runs)
+}
+
 impl Weights {
     /// Copies each tensor (or fused group) from `src` through one reused scratch buffer into its
     /// GPU buffer. Every `FLUSH_BYTES` written, the writes are submitted and waited for: until
@@ -112,32 +145,7 @@ impl Weights {
         let mut unflushed = 0;
         let mut scratch = Vec::new();
         let mut part = Vec::new();
-        // Member name → (stored name, the members stored with it): runs of a group's members
-        // that match in type and row length are stored together.
-        let mut fused_as: HashMap<String, (String, Vec<String>)> = HashMap::new();
-        let mut runs: HashMap<String, Vec<String>> = HashMap::new();
-        for l in 0..cfg.n_layers {
-            for ((group, members), kind) in FUSED.iter().flat_map(|f| [(f, "weight"), (f, "bias")]) {
-                let names: Vec<String> = members.iter().map(|m| format!("blk.{l}.{m}.{kind}")).collect();
-                let Some(infos) = names.iter().map(|n| g.tensor(n)).collect::<Option<Vec<_>>>() else { continue };
-                let mut stored = Vec::new();
-                for run in same_runs(&infos) {
-                    let run_names: Vec<String> = names[run.clone()].to_vec();
-                    let label = match run.len() {
-                        1 => run_names[0].clone(),
-                        n if n == names.len() => format!("blk.{l}.{group}.{kind}"),
-                        _ => format!("blk.{l}.{}.{kind}", members[run].join("+")),
-                    };
-                    if run_names.len() > 1 {
-                        for n in &run_names {
-                            fused_as.insert(n.clone(), (label.clone(), run_names.clone()));
-                        }
-                    }
-                    stored.push(label);
-                }
-                runs.insert(format!("blk.{l}.{group}.{kind}"), stored);
-            }
-        }
+        let (fused_as, runs) = fused_plan(g, cfg);
         for (name, _) in cfg.expected_tensors() {
             let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
             let (label, dims) = match fused_as.get(&name) {
