@@ -260,7 +260,9 @@ async function loadChecked(src, name, signal) {
     if (!check) $('cancel').disabled = true;
   });
   if (!check) return loading;
-  const [loaded, checked] = await Promise.allSettled([loading, check({ signal })]);
+  // Cancel stops the check; once it has passed, the upload runs to its end.
+  const checking = check({ signal }).then(() => { $('cancel').disabled = true; });
+  const [loaded, checked] = await Promise.allSettled([loading, checking]);
   if (checked.status === 'fulfilled') {
     if (loaded.status === 'rejected') throw loaded.reason;
     return loaded.value;

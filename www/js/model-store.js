@@ -79,12 +79,15 @@ export const modelStore = {
         onStatus(`Moving ${name} to the new model store…`);
         try {
           await worker.storeModel({ key: req.url, name, cache: req.url, want: res.headers.get('x-kvscope-sha256') || undefined });
+          await cache.delete(req);
         } catch (e) {
+          // A damaged copy goes; any other is kept there and tried again at the next start (a
+          // full quota, say).
+          if (e && e.name === 'CorruptModel') await cache.delete(req);
           console.warn(`${name} was not moved from the old store:`, e);
         }
-        await cache.delete(req);
       }
-      await caches.delete(OLD_CACHE);
+      if ((await cache.keys()).length === 0) await caches.delete(OLD_CACHE);
       changed();
     })();
     return migrated;

@@ -188,8 +188,9 @@ async function pour(body, access, hash, at, { total, name, progress, signal }) {
 /**
  * Stores a model under `key` (named `name`), from `url` (a download, resumed where an earlier one
  * of the same key stopped), `blob` (a picked file) or `cache` (a key of the old Cache Storage
- * store). `want`: the SHA-256 it must have, if known; `size`: its length, if known. The record says complete only once every
- * byte is written and hashed; a mismatch removes the copy. Resolves to {bytes, sha256}.
+ * store). `want`: the SHA-256 it must have, if known; `size`: its length, if known. The record
+ * says complete only once every byte is written and hashed; a mismatch removes the copy.
+ * Resolves to {bytes, sha256}.
  */
 export async function storeModel({ key, name, url, blob, cache, want, size }, send, signal, Sha256) {
   const dir = await modelsDir();
@@ -208,13 +209,14 @@ export async function storeModel({ key, name, url, blob, cache, want, size }, se
     const src = await openSource({ url, blob, cache }, have, signal);
     try {
       if (src.from) await hashStored(handle, hash, src.from, reporter(send, 'resume'), signal);
-      handle.truncate(src.from);
       await checkQuota(src.total - src.from, name);
+      // The record says incomplete before a stored byte changes.
+      await writeMeta(dir, id, { key, name, total: src.total, complete: false, resumedAt: src.from || undefined });
+      handle.truncate(src.from);
     } catch (e) {
       await src.body.cancel().catch(() => {});
       throw e;
     }
-    await writeMeta(dir, id, { key, name, total: src.total, complete: false, resumedAt: src.from || undefined });
     const progress = reporter(send, 'download');
     const end = await pour(src.body, handle, hash, src.from, { total: src.total, name, progress, signal });
     progress(end, src.total, true);
