@@ -141,18 +141,18 @@ async function pickedSet(files, signal) {
   return joinParts(await fetchBytes({ file: first }, signal), first.name, read);
 }
 
-/** The model's bytes: from browser storage when a checked copy is there, else downloaded into
- * the store (slice by slice, hashed as it streams, resuming an interrupted download) and read
- * from there — a File the engine reads slice by slice, so no copy of the whole file is held. A
- * damaged stored copy is downloaded again when online, and reported offline. A split model's
- * parts are joined in memory; without a store (no OPFS), a download is held in memory. */
+/** The model's bytes: {bytes, from, check?}. From browser storage where a whole copy is there,
+ * with `check` (its chunk digests, which the caller runs: `loadChecked`, `checkedBytes`); else
+ * downloaded into the store (slice by slice, hashed as it streams, resuming an interrupted
+ * download) and read from there — a File the engine reads slice by slice, so no copy of the whole
+ * file is held. A split model's parts are joined in memory; without a store (no OPFS), a
+ * download is held in memory. */
 async function modelBytes(src, name, signal) {
   if (src.files) return { bytes: await pickedSet(src.files, signal), from: 'disk' };
   // A picked file goes to the worker as it is: the engine reads it slice by slice.
   if (src.file) return { bytes: src.file, from: 'disk' };
   const key = new URL(src.url, location.href).href;
   const hit = await modelStore.open(key);
-  // The stored copy's check runs beside the engine's load (`loadModel`), or before it (`checked`).
   if (hit) return { bytes: hit.file, from: 'storage', check: hit.check };
   if (!navigator.onLine) status(`The browser reports no network; trying to download ${name} anyway…`);
   else status(`Downloading ${name}…`);
