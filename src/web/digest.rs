@@ -1,6 +1,6 @@
 //! SHA-256 over a stream of slices, for the page's model store: a download is hashed as it is
-//! written, a stored copy as it is read, and neither is ever held whole. (WebCrypto's `digest`
-//! takes one buffer, which fails past 2 GiB and doubles the memory of any model.)
+//! written, never held whole, and checked against the model's published hash. (WebCrypto's
+//! `digest` takes one buffer, which fails past 2 GiB and doubles the memory of any model.)
 
 use sha2::{Digest, Sha256};
 use wasm_bindgen::prelude::*;
@@ -9,7 +9,6 @@ use wasm_bindgen::prelude::*;
 #[wasm_bindgen(js_name = Sha256)]
 pub struct Sha256Stream {
     inner: Sha256,
-    bytes: f64,
 }
 
 #[wasm_bindgen(js_class = Sha256)]
@@ -17,19 +16,12 @@ impl Sha256Stream {
     #[wasm_bindgen(constructor)]
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Sha256Stream { inner: Sha256::new(), bytes: 0.0 }
+        Sha256Stream { inner: Sha256::new() }
     }
 
     /// Hashes the next `slice` (copied into wasm memory, one slice at a time).
     pub fn update(&mut self, slice: &[u8]) {
         self.inner.update(slice);
-        self.bytes += slice.len() as f64;
-    }
-
-    /// The bytes hashed so far.
-    #[wasm_bindgen(getter)]
-    pub fn bytes(&self) -> f64 {
-        self.bytes
     }
 
     /// The digest of everything hashed so far, as 64 lowercase hex digits (the hasher goes on).

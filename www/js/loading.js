@@ -5,6 +5,7 @@ import { contextTokens, KNOWN_SHA256, loadOptions } from './settings.js';
 import { state, set, inside, exclusive } from './state.js';
 import { status, showFailure, clearError, messageOf } from './feedback.js';
 import { modelStore, readPrefix } from './model-store.js';
+import { hex } from './opfs.js';
 import { updateStats } from './stats.js';
 import { shippedAt } from './manifest.js';
 
@@ -73,10 +74,7 @@ async function fetchBytes(src, signal) {
 const baseName = (name) => name.split('/').pop();
 
 /** SHA-256 of a whole buffer (a download held in memory where there is no store). */
-async function sha256Hex(bytes) {
-  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
-  return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
-}
+const sha256Hex = async (bytes) => hex(await crypto.subtle.digest('SHA-256', bytes));
 
 /** A split model's part names (`NAME-00001-of-0000N.gguf` …) from its first part's name, or null
  * for any other name (the engine checks each part's header: `core::split`). */

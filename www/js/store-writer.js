@@ -209,7 +209,8 @@ export async function storeModel({ key, name, url, blob, cache, want, size }, se
     const src = await openSource({ url, blob, cache }, have, signal);
     try {
       if (src.from) await hashStored(handle, hash, src.from, reporter(send, 'resume'), signal);
-      await checkQuota(src.total - src.from, name);
+      // Checked here where the size was not known before.
+      if (!size) await checkQuota(src.total - src.from, name);
       // The record says incomplete before a stored byte changes.
       await writeMeta(dir, id, { key, name, total: src.total, complete: false, resumedAt: src.from || undefined });
       handle.truncate(src.from);

@@ -142,7 +142,8 @@ impl Weights {
         let mut tensors = HashMap::new();
         let mut tables = HashMap::new();
         let mut bytes = 0;
-        let mut unflushed = 0;
+        // `bytes` when the writes were last waited for.
+        let mut flushed = 0;
         let mut scratch = Vec::new();
         let mut part = Vec::new();
         let (fused_as, runs) = fused_plan(g, cfg);
@@ -173,7 +174,6 @@ impl Weights {
                         let buffer =
                             ctx.storage_with(&label, &scratch[(first * row_bytes) as usize..((first + n) * row_bytes) as usize])?;
                         bytes += buffer.size();
-                        unflushed += buffer.size();
                         parts.push(Part { first_row: first as u32, tensor: Tensor { buffer, ty: info.ty, dims: vec![info.dims[0], n] } });
                     }
                     tables.insert(name, parts);
@@ -186,12 +186,11 @@ impl Weights {
             };
             let buffer = ctx.storage_with(&label, &scratch)?;
             bytes += buffer.size();
-            unflushed += buffer.size();
             tensors.insert(label, Tensor { buffer, ty: info.ty, dims });
-            if unflushed >= FLUSH_BYTES {
+            if bytes - flushed >= FLUSH_BYTES {
                 ctx.queue.submit(std::iter::empty());
                 ctx.wait_idle().await?;
-                unflushed = 0;
+                flushed = bytes;
             }
         }
         Ok(Weights { tensors, tables, runs, bytes })
