@@ -3,8 +3,12 @@
 //! keys), streamed to the file as it is written. An 8B-class shape by default (32 layers, d 4096,
 //! 32 query and 8 KV heads, ffn 14336: 3.9 GiB); the layers cycle through two sets of weights.
 //!
+//! With `--zeros` every weight is zero and the file is sparse (its header on disk, the rest
+//! holes): a model of any size for the checks made from a header (the browser test of a model
+//! refused before download).
+//!
 //! cargo run --release --example big_model -- OUT [--layers N] [--dim D] [--ffn F] [--heads H]
-//!     [--kv-heads K] [--vocab-from GGUF]
+//!     [--kv-heads K] [--vocab-from GGUF] [--zeros]
 
 use std::sync::Arc;
 
@@ -39,10 +43,17 @@ fn f32s(n: u64, v: f32) -> Arc<[u8]> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let out = args.next().ok_or("usage: big_model OUT [--layers N] [--dim D] [--ffn F] [--heads H] [--kv-heads K] [--vocab-from GGUF]")?;
+    let out = args
+        .next()
+        .ok_or("usage: big_model OUT [--layers N] [--dim D] [--ffn F] [--heads H] [--kv-heads K] [--vocab-from GGUF] [--zeros]")?;
     let mut s = Shape { layers: 32, dim: 4096, ffn: 14336, heads: 32, kv_heads: 8 };
     let mut vocab_from = kvscope::DEFAULT_MODEL.to_string();
+    let mut zeros = false;
     while let Some(flag) = args.next() {
+        if flag == "--zeros" {
+            zeros = true;
+            continue;
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--layers" => s.layers = value.parse()?,
@@ -73,8 +84,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let vocab = g.str_array("tokenizer.ggml.tokens")?.len() as u64;
     let (d, kv) = (s.dim, s.dim / s.heads * s.kv_heads);
-    let mut rng = fastrand::Rng::with_seed(8);
     let q4 = GgmlType::Q4_0.id();
+    if zeros {
+        return write_zeros(&mut w, &s, vocab, &out);
+    }
+    let mut rng = fastrand::Rng::with_seed(8);
     w.tensor_shared("token_embd.weight", &[d, vocab], q4, q4_0(d, vocab, &mut rng));
     w.tensor_shared("output_norm.weight", &[d], GgmlType::F32.id(), f32s(d, 1.0));
     w.tensor_shared("output.weight", &[d, vocab], q4, q4_0(d, vocab, &mut rng));
@@ -112,5 +126,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, &out)?;
     println!("{out}: {} bytes", std::fs::metadata(&out)?.len());
+    Ok(())
+}
+
+/// The model of `s` with every weight zero (norms one), written sparse.
+fn write_zeros(w: &mut Writer, s: &Shape, vocab: u64, out: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let (d, kv) = (s.dim, s.dim / s.heads * s.kv_heads);
+    let q4 = GgmlType::Q4_0.id();
+    let mut z = |name: &str, cols: u64, rows: u64| {
+        w.tensor_zeros(name, &[cols, rows], q4, cols / 32 * 18 * rows);
+    };
+    z("token_embd.weight", d, vocab);
+    z("output.weight", d, vocab);
+    let mut shapes = vec![("attn_q", d, d), ("attn_k", d, kv), ("attn_v", d, kv), ("attn_output", d, d)];
+    shapes.extend([("ffn_gate", d, s.ffn), ("ffn_up", d, s.ffn), ("ffn_down", s.ffn, d)]);
+    for l in 0..s.layers {
+        for (t, cols, rows) in &shapes {
+            z(&format!("blk.{l}.{t}.weight"), *cols, *rows);
+        }
+    }
+    let norm = f32s(d, 1.0);
+    w.tensor_shared("output_norm.weight", &[d], GgmlType::F32.id(), norm.clone());
+    for l in 0..s.layers {
+        for t in ["attn_norm", "ffn_norm"] {
+            w.tensor_shared(&format!("blk.{l}.{t}.weight"), &[d], GgmlType::F32.id(), norm.clone());
+        }
+    }
+    let mut f = std::fs::File::create(out)?;
+    w.write_sparse(&mut f)?;
+    println!("{out}: {} bytes (sparse)", f.metadata()?.len());
     Ok(())
 }

@@ -54,12 +54,12 @@ pub enum Error {
     BadToken { id: u32, vocab: usize },
     #[error("no GPU adapter: {0}")]
     NoAdapter(String),
-    #[error("GPU limit exceeded: {what} needs {need} bytes but the device allows {limit} ({limit_name})")]
+    #[error("GPU limit exceeded: {what} needs {need} bytes ({} MiB) but the device allows {limit} ({limit_name})", need.div_ceil(1 << 20))]
     Limit { what: String, need: u64, limit: u64, limit_name: &'static str },
     /// More memory than the backend can address: the weights and KV cache on wasm32's CPU
     /// backend past its 4 GiB.
     #[error("{what} need {} MiB, more than {limit}: {hint}", need.div_ceil(1 << 20))]
-    Memory { what: String, need: u64, limit: &'static str, hint: &'static str },
+    Memory { what: String, need: u64, limit: String, hint: &'static str },
     #[error("the GPU device was lost ({0}); reload the engine")]
     DeviceLost(String),
     #[error("GPU: {0}")]

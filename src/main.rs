@@ -11,12 +11,12 @@ fn main() {
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
     use std::io::Write;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     use clap::{Parser, Subcommand};
     use kvscope::core::chat::{ChatMessage, ChatRequest};
     use kvscope::core::config::{Config, KvType};
-    use kvscope::core::gguf::Gguf;
+    use kvscope::core::gguf::{read_header, ByteSource, FileSource, Gguf};
     use kvscope::core::grammar::{JsonSchema, ResponseFormat};
     use kvscope::core::sampler::SamplerConfig;
     use kvscope::core::split;
@@ -248,13 +248,12 @@ mod cli {
     impl ModelArgs {
         /// The model loaded with these settings.
         fn load(&self, backend: BackendKind, context: usize) -> Result<Engine> {
-            let bytes = read(&self.model)?;
             let opts = LoadOptions { backend, context, kv: KvType::new(self.kv_f16), ..Default::default() };
             let opts = match self.kv_policy {
                 Some(p) => opts.with_policy(p),
                 None => opts,
             };
-            pollster::block_on(Engine::load(&bytes, opts))
+            pollster::block_on(Engine::load_from(&mut *open(&self.model)?, opts))
         }
     }
 
@@ -269,25 +268,33 @@ mod cli {
         }
     }
 
-    /// The model at `path`; the first part of a split set brings the other parts, read from
-    /// beside it, joined into one model (`core::split::join`).
-    fn read(path: &PathBuf) -> Result<Vec<u8>> {
-        let bytes = std::fs::read(path).map_err(|e| {
+    /// The model at `path`, read where asked (the file is never held whole): a single file, or
+    /// the first part of a split set with the other parts read from beside it
+    /// (`core::split::open_model`).
+    fn open(path: &Path) -> Result<Box<dyn ByteSource>> {
+        let first = FileSource::open(path).map_err(|e| {
             let hint =
                 if path.to_str() == Some(kvscope::DEFAULT_MODEL) { " (run scripts/fetch-model.sh to get the default model)" } else { "" };
             Error::Io(format!("cannot read model `{}`: {e}{hint}", path.display()))
         })?;
-        let is_part = Gguf::parse(&bytes).is_ok_and(|g| g.get(split::SPLIT_COUNT).is_some());
-        if !is_part {
-            // A single file (or one that is not a GGUF: the load names what is wrong).
-            return Ok(bytes);
-        }
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        split::join(&bytes, name, |_, part| std::fs::read(path.with_file_name(part)).map_err(|e| Error::Io(e.to_string())))
+        split::open_model(Box::new(first), name, &mut |_, part| {
+            let src = FileSource::open(&path.with_file_name(part)).map_err(|e| Error::Io(e.to_string()))?;
+            Ok(Box::new(src) as Box<dyn ByteSource>)
+        })
+    }
+
+    /// The whole model in memory, for the commands that take it whole (`kv-compare`, which loads
+    /// it once per policy, and `split`).
+    fn read(path: &Path) -> Result<Vec<u8>> {
+        let mut src = open(path)?;
+        let mut bytes = Vec::new();
+        src.read(0..src.len(), &mut bytes)?;
+        Ok(bytes)
     }
 
     /// `kvscope split`: the parts written beside `out`, named as llama-gguf-split names them.
-    fn write_split(model: &PathBuf, parts: usize, out: &std::path::Path) -> Result<()> {
+    fn write_split(model: &Path, parts: usize, out: &Path) -> Result<()> {
         let set = split::split(&read(model)?, parts)?;
         let prefix =
             out.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::Option(format!("--out `{}` names no file", out.display())))?;
@@ -303,11 +310,14 @@ mod cli {
         match cli.cmd {
             Cmd::Inspect { model, json, context, kv_f16, backend } => {
                 let opts = LoadOptions { backend, context, kv: KvType::new(kv_f16), ..Default::default() };
-                inspect(&read(&model)?, json, &opts)
+                let mut src = open(&model)?;
+                let header = read_header(&mut *src)?;
+                inspect(&Gguf::parse_prefix(&header, src.len())?, json, &opts)
             }
             Cmd::Tokenize { m, prompt } => {
-                let bytes = read(&m.model)?;
-                let tok = Tokenizer::from_gguf(&Gguf::parse(&bytes)?)?;
+                let mut src = open(&m.model)?;
+                let header = read_header(&mut *src)?;
+                let tok = Tokenizer::from_gguf(&Gguf::parse_prefix(&header, src.len())?)?;
                 let ids = tok.encode(&prompt)?;
                 println!("{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","));
                 Ok(())
@@ -551,13 +561,30 @@ mod cli {
     /// Lists the header (metadata, tensors, and the config and memory where the architecture is
     /// known), then runs every check a load would (`Engine::check`): a model that cannot load is
     /// said so at the end, and the command fails with the reason.
-    fn inspect(bytes: &[u8], json: bool, opts: &LoadOptions) -> Result<()> {
-        let g = Gguf::parse(bytes)?;
-        let cfg = Config::from_gguf(&g).ok();
-        let verdict = Engine::check(&g, opts).map(|_| ());
-        let out = if json { inspect_json(&g, cfg.as_ref(), opts, &verdict) } else { inspect_text(&g, cfg.as_ref(), opts, &verdict) };
+    /// `kvscope inspect` from the header alone: every check a load would make, on the GPU
+    /// backend also against the device's limits and what it can allocate (where there is one).
+    fn inspect(g: &Gguf, json: bool, opts: &LoadOptions) -> Result<()> {
+        let cfg = Config::from_gguf(g).ok();
+        let verdict = match (Engine::check(g, opts), &cfg) {
+            (Ok(_), Some(c)) if opts.backend == BackendKind::Gpu => check_device(g, c, opts),
+            (v, _) => v.map(|_| ()),
+        };
+        let out = if json { inspect_json(g, cfg.as_ref(), opts, &verdict) } else { inspect_text(g, cfg.as_ref(), opts, &verdict) };
         print_all(&out)?;
         verdict.map_err(|e| Error::Option(format!("this model cannot load: {e}")))
+    }
+
+    /// The model against this machine's GPU (`gpu::check_device`, `check_allocation`); nothing
+    /// to check without one.
+    fn check_device(g: &Gguf, cfg: &Config, opts: &LoadOptions) -> Result<()> {
+        match pollster::block_on(kvscope::backend::gpu::GpuContext::with_options(opts.gpu)) {
+            Ok(ctx) => {
+                let need = kvscope::backend::gpu::check_device(&ctx, g, cfg, opts.context, opts.policy())?;
+                pollster::block_on(kvscope::backend::gpu::check_allocation(&ctx, &need, opts.context, opts.policy()))
+            }
+            Err(Error::NoAdapter(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn inspect_json(g: &Gguf, cfg: Option<&Config>, opts: &LoadOptions, verdict: &Result<()>) -> String {

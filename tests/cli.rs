@@ -352,3 +352,65 @@ fn generate_runs_past_the_context_with_sinks_and_a_window() {
     assert_eq!(s["summary"]["stop"].as_str(), Some("context_full"));
     assert!(s["summary"]["past_context"].is_null() && !err.contains("passed at position"), "{out}");
 }
+
+/// A split set read through its parts (`split::Joined`) is a GGUF file of its own: every tensor's
+/// bytes are the single file's, and any range read (across the header, tensors and padding)
+/// is that range of the whole.
+#[test]
+fn a_split_set_reads_as_one_file_through_its_parts() {
+    use kvscope::core::gguf::{ByteSource, Gguf};
+    use kvscope::core::split::{self, Joined};
+    let whole = synthetic_model(&SynTypes::q4_1(), 2, 43);
+    let parts = split::split(&whole, 3).unwrap();
+    let names: Vec<String> = (0..3).map(|i| split::part_name("m", i, 3)).collect();
+    let mut open = |i: usize, name: &str| {
+        assert_eq!(name, names[i]);
+        Ok(Box::new(&parts[i][..]) as Box<dyn ByteSource>)
+    };
+    let mut joined = Joined::open(Box::new(&parts[0][..]), &names[0], &mut open).unwrap();
+    let mut all = Vec::new();
+    joined.read(0..joined.len(), &mut all).unwrap();
+    let (g, j) = (Gguf::parse(&whole).unwrap(), Gguf::parse(&all).unwrap());
+    assert_eq!(j.tensors.len(), g.tensors.len());
+    assert!(j.get(split::SPLIT_COUNT).is_none(), "the joined header has no split keys");
+    for t in &g.tensors {
+        let u = j.tensor(&t.name).expect("every tensor");
+        assert_eq!(j.tensor_data(u).unwrap(), g.tensor_data(t).unwrap(), "{}", t.name);
+        let mut one = Vec::new();
+        joined.read(j.tensor_range(u), &mut one).unwrap();
+        assert_eq!(one, g.tensor_data(t).unwrap(), "{} read alone", t.name);
+    }
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        let a = rng.u64(0..joined.len());
+        let b = rng.u64(a..=joined.len().min(a + 5000));
+        joined.read(a..b, &mut got).unwrap();
+        assert_eq!(got, all[a as usize..b as usize], "{a}..{b}");
+    }
+    assert!(joined.read(0..joined.len() + 1, &mut got).is_err(), "a read past the end is refused");
+}
+
+/// The CLI reads a model from its file as it loads: a model past the GPU's limits (a sparse file
+/// larger than a binding, its weights holes) is refused by `inspect` and `generate` from its
+/// header, naming the buffer and the limit.
+#[test]
+fn the_cli_refuses_a_model_past_the_gpu_limits_from_its_header() {
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = pollster::block_on(kvscope::backend::gpu::GpuContext::new()).unwrap();
+    let bind = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    let ffn = (bind / 144 / 2 + 64).next_multiple_of(32);
+    let path = std::env::temp_dir().join(format!("kvscope-cli-wide-{}.gguf", std::process::id()));
+    common::zero_model_file(&path, 256, ffn);
+    let p = path.to_str().unwrap();
+    let (code, out, err) = kvscope(&["inspect", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("this model cannot load: GPU limit exceeded") && err.contains("`blk.0.ffn_gate_up.weight`"), "{err}");
+    assert_clean_error(&["generate", "--model", p, "--prompt", "he", "--max-tokens", "1"], "`blk.0.ffn_gate_up.weight`");
+    // The CPU backend holds it (natively there is no 4 GiB limit): inspect says it can load.
+    let (code, out, err) = kvscope(&["inspect", "--backend", "cpu", p]);
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -427,6 +427,13 @@ fn gpu_next_token_table_matches_the_logits() {
     assert!(bytes_top < bytes_full / 5, "{bytes_top} vs {bytes_full} bytes read back");
 }
 
+/// A two-layer synthetic model and the GPU options of a device that binds at most a third of its
+/// embedding table (Q8_0 [261 × 64]), which is then split by rows into three parts.
+fn model_with_split_table() -> (Vec<u8>, kvscope::GpuOptions) {
+    let table_bytes = (261 * 64 / 32 * 34) as u64;
+    (synthetic_model(&SynTypes::q4_1(), 2, 100), kvscope::GpuOptions { table_part_bytes: Some(table_bytes / 3), ..Default::default() })
+}
+
 /// As on a device that cannot bind the embedding table whole (parts of at most a third of the
 /// table): the table is split by rows into parts, the embedding and the tied output read every
 /// part, and the logits equal the CPU's.
@@ -435,15 +442,85 @@ fn split_tables_match_cpu() {
     if gpu().is_none() {
         return;
     }
-    let bytes = synthetic_model(&SynTypes::q4_1(), 2, 100);
-    let table_bytes = (261 * 64 / 32 * 34) as u64; // Q8_0 [261 × 64]
+    let (bytes, gpu) = model_with_split_table();
     let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 5) % 261).collect();
     let cpu = logits(&bytes, BackendKind::Reference, &ids);
-    let gpu = kvscope::GpuOptions { table_part_bytes: Some(table_bytes / 3), ..Default::default() };
     let opts = LoadOptions { backend: BackendKind::Gpu, context: 128, gpu, kv: KvType::F32, ..Default::default() };
     let mut e = pollster::block_on(Engine::load(&bytes, opts.clone())).expect("load");
     let parts = e.gpu().unwrap().weights.table("token_embd.weight").len();
     assert_eq!(parts, 3, "87 of the 261 rows per part");
     assert_close("split tables", &pollster::block_on(e.logits_for(&ids)).unwrap(), &cpu, 1e-4);
     assert_close("split tables, prefill", &prefill_logits_with(&bytes, opts, &ids), &cpu[39 * 261..], 1e-4);
+}
+
+/// What `check_device` plans from the header is what the load allocates: every weight buffer
+/// (fused groups, a table split in three parts) byte for byte, and the cache's K and V.
+#[test]
+fn the_gpu_footprint_is_planned_from_the_header() {
+    use kvscope::backend::gpu::{check_device, GpuContext};
+    use kvscope::core::gguf::Gguf;
+    if gpu().is_none() {
+        return;
+    }
+    let (bytes, gpu) = model_with_split_table();
+    let opts = LoadOptions { backend: BackendKind::Gpu, context: 128, gpu, kv: KvType::F16, ..Default::default() };
+    let e = pollster::block_on(Engine::load(&bytes, opts.clone())).expect("load");
+    let g = Gguf::parse(&bytes).unwrap();
+    let cfg = kvscope::core::config::Config::from_gguf(&g).unwrap();
+    let ctx = pollster::block_on(GpuContext::with_options(gpu)).unwrap();
+    let planned = check_device(&ctx, &g, &cfg, 128, opts.policy()).expect("the device holds it");
+    assert_eq!(e.gpu().unwrap().weights.table("token_embd.weight").len(), 3, "the table in three parts");
+    let (weights, cache) = e.memory();
+    assert_eq!(planned.weights, weights, "weight buffers");
+    assert_eq!(planned.cache, cache, "K and V");
+    let all = e.gpu().unwrap().buffer_bytes();
+    assert!(planned.total() <= all && planned.total() * 11 / 10 >= all, "planned {planned:?} against {all} bytes allocated");
+}
+
+/// A model with a tensor past the device's buffer limits is refused from its header alone,
+/// naming the tensor and the limit, before anything of it is read: a sparse file (holes for
+/// its weights) whose feed-forward weights, fused gate and up, are larger than any binding.
+#[test]
+fn a_model_past_the_gpu_limits_is_refused_from_its_header() {
+    use kvscope::backend::gpu::{check_device, GpuContext};
+    use kvscope::core::gguf::Gguf;
+    use kvscope::core::kv_policy::KvPolicy;
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = pollster::block_on(GpuContext::new()).unwrap();
+    let bind = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+    // Q4_0 rows of d = 256: 144 bytes; enough rows that gate and up together pass the limit.
+    let ffn = (bind / 144 / 2 + 64).next_multiple_of(32);
+    let path = std::env::temp_dir().join(format!("kvscope-limits-{}.gguf", std::process::id()));
+    common::zero_model_file(&path, 256, ffn);
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(len > bind, "the file ({len} bytes) is larger than a binding");
+    // Only the file's first MiB is read: the header.
+    let mut head = vec![0; 1 << 20];
+    std::io::Read::read_exact(&mut std::fs::File::open(&path).unwrap(), &mut head).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let g = Gguf::parse_prefix(&head, len).unwrap();
+    let cfg = kvscope::core::config::Config::from_gguf(&g).unwrap();
+    let err = check_device(&ctx, &g, &cfg, 64, KvPolicy::of(KvType::F32)).unwrap_err();
+    assert_eq!(err.kind(), kvscope::ErrorKind::Limits, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("`blk.0.ffn_gate_up.weight`") && msg.contains(&format!("{}", 2 * ffn * 144)), "{msg}");
+    assert!(msg.contains("maxStorageBufferBindingSize") || msg.contains("maxBufferSize"), "{msg}");
+}
+
+/// The allocation probe holds what it is asked for, in buffers of at most `PROBE_PIECE` bytes,
+/// then destroys them: none of it counts as a model's memory.
+#[test]
+fn the_allocation_probe_holds_what_it_is_asked_for() {
+    use kvscope::backend::gpu::context::PROBE_PIECE;
+    use kvscope::backend::gpu::GpuContext;
+    if gpu().is_none() {
+        return;
+    }
+    let ctx = pollster::block_on(GpuContext::new()).unwrap();
+    let want = 2 * PROBE_PIECE + 4096;
+    assert_eq!(pollster::block_on(ctx.probe(want)).unwrap(), want);
+    assert_eq!(ctx.objects_created(), 3, "two whole pieces and the rest");
+    assert_eq!(ctx.buffer_bytes(), 0);
 }

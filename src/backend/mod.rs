@@ -180,7 +180,7 @@ pub fn check_memory(kind: BackendKind, g: &Gguf, cfg: &Config, context: usize, p
             mib(cache)
         ),
         need: weights + cache,
-        limit: "wasm32's 4096 MiB of memory",
+        limit: "wasm32's 4096 MiB of memory".into(),
         hint: "choose a smaller context, an evicting cache policy or the gpu backend",
     })
 }

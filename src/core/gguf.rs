@@ -514,9 +514,24 @@ pub struct Writer {
     pub version: u32,
     pub alignment: u64,
     kv: Vec<(String, Value)>,
-    /// Name, dims, type, data: shared, so that a large synthetic model can repeat its layers'
-    /// bytes without holding each copy.
-    tensors: Vec<(String, Vec<u64>, u32, std::sync::Arc<[u8]>)>,
+    /// Name, dims, type, data.
+    tensors: Vec<(String, Vec<u64>, u32, Data)>,
+}
+
+/// A tensor's data in a `Writer`: bytes shared, so that a large synthetic model can repeat its
+/// layers' bytes without holding each copy, or only a length of zeros (`Writer::tensor_zeros`).
+enum Data {
+    Bytes(std::sync::Arc<[u8]>),
+    Zeros(u64),
+}
+
+impl Data {
+    fn len(&self) -> u64 {
+        match self {
+            Data::Bytes(b) => b.len() as u64,
+            Data::Zeros(n) => *n,
+        }
+    }
 }
 
 impl Writer {
@@ -536,7 +551,14 @@ impl Writer {
 
     /// `tensor` with data that other tensors (or the caller) may share.
     pub fn tensor_shared(&mut self, name: &str, dims: &[u64], ty: u32, data: std::sync::Arc<[u8]>) -> &mut Self {
-        self.tensors.push((name.into(), dims.to_vec(), ty, data));
+        self.tensors.push((name.into(), dims.to_vec(), ty, Data::Bytes(data)));
+        self
+    }
+
+    /// A tensor of `bytes` zero bytes, never held in memory: `write_sparse` leaves it a hole in
+    /// the file (a header-sized file on disk however large the model; for tests of size limits).
+    pub fn tensor_zeros(&mut self, name: &str, dims: &[u64], ty: u32, bytes: u64) -> &mut Self {
+        self.tensors.push((name.into(), dims.to_vec(), ty, Data::Zeros(bytes)));
         self
     }
 
@@ -578,6 +600,36 @@ impl Writer {
     /// Writes the file to `out` as it goes: the header, then each tensor's data at its aligned
     /// offset (a file larger than memory is never built whole).
     pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let zeros = vec![0u8; 1 << 20];
+        self.write_with(out, |out, mut n| {
+            while n > 0 {
+                let k = n.min(zeros.len() as u64);
+                out.write_all(&zeros[..k as usize])?;
+                n -= k;
+            }
+            Ok(())
+        })
+        .map(|_| ())
+    }
+
+    /// `write_to` a file, where zeros (padding, `tensor_zeros`) are skipped over, not written:
+    /// holes in a sparse file.
+    pub fn write_sparse(&self, f: &mut std::fs::File) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let end = self.write_with(f, |f, n| f.seek(SeekFrom::Current(n as i64)).map(|_| ()))?;
+        f.set_len(end)
+    }
+
+    /// The header alone (through the padding before the data) and the whole file's length: of a
+    /// writer whose tensors are all `tensor_zeros`, a description of a file laid out elsewhere.
+    pub fn header(&self) -> (Vec<u8>, u64) {
+        let mut head = Vec::new();
+        let len = self.write_with(&mut head, |_, _| Ok(())).expect("writing to a Vec cannot fail");
+        (head, len)
+    }
+
+    /// The file through `out`, with `skip(out, n)` putting n zero bytes; returns its length.
+    fn write_with<W: std::io::Write>(&self, out: &mut W, mut skip: impl FnMut(&mut W, u64) -> std::io::Result<()>) -> std::io::Result<u64> {
         let mut head = Vec::new();
         head.extend(MAGIC);
         head.extend(self.version.to_le_bytes());
@@ -598,7 +650,7 @@ impl Writer {
             }
             head.extend(ty.to_le_bytes());
             head.extend(offset.to_le_bytes());
-            offset = (offset + data.len() as u64).div_ceil(a) * a;
+            offset = (offset + data.len()).div_ceil(a) * a;
         }
         let start = (head.len() as u64).div_ceil(a) * a;
         head.resize(start as usize, 0);
@@ -606,11 +658,14 @@ impl Writer {
         let mut at = 0u64;
         for (_, _, _, data) in &self.tensors {
             let aligned = at.div_ceil(a) * a;
-            out.write_all(&vec![0; (aligned - at) as usize])?;
-            out.write_all(data)?;
-            at = aligned + data.len() as u64;
+            skip(out, aligned - at)?;
+            match data {
+                Data::Bytes(b) => out.write_all(b)?,
+                Data::Zeros(n) => skip(out, *n)?,
+            }
+            at = aligned + data.len();
         }
-        Ok(())
+        Ok(start + at)
     }
 }
 
@@ -635,6 +690,77 @@ impl ByteSource for &[u8] {
         out.clear();
         out.extend_from_slice(s);
         Ok(())
+    }
+}
+
+/// A source that tells `on_read(got, total)` how many of its `total` bytes have been read so far
+/// (a load's progress: the header, then each tensor in turn), at most every `REPORT_MS` and on
+/// the last byte.
+pub struct Reporting<'s, 'f> {
+    src: &'s mut dyn ByteSource,
+    got: u64,
+    last_ms: f64,
+    on_read: &'f mut dyn FnMut(u64, u64),
+}
+
+impl<'s, 'f> Reporting<'s, 'f> {
+    pub const REPORT_MS: f64 = 100.0;
+
+    pub fn new(src: &'s mut dyn ByteSource, on_read: &'f mut dyn FnMut(u64, u64)) -> Self {
+        Reporting { src, got: 0, last_ms: f64::NEG_INFINITY, on_read }
+    }
+}
+
+impl ByteSource for Reporting<'_, '_> {
+    fn len(&self) -> u64 {
+        self.src.len()
+    }
+
+    fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> Result<()> {
+        self.src.read(range.clone(), out)?;
+        let total = self.src.len();
+        self.got = (self.got + (range.end - range.start)).min(total);
+        let now = crate::clock::now_ms();
+        if now - self.last_ms >= Self::REPORT_MS || range.end == total {
+            self.last_ms = now;
+            (self.on_read)(self.got, total);
+        }
+        Ok(())
+    }
+}
+
+/// A file on disk read where asked (natively): the CLI never holds a whole model file.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct FileSource {
+    file: std::fs::File,
+    len: u64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl FileSource {
+    pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(FileSource { file, len })
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl ByteSource for FileSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        if range.end > self.len || range.start > range.end {
+            return Err(Error::Io(format!("read of {range:?} past the end of the file ({} bytes)", self.len)));
+        }
+        out.resize((range.end - range.start) as usize, 0);
+        self.file
+            .seek(SeekFrom::Start(range.start))
+            .and_then(|_| self.file.read_exact(out))
+            .map_err(|e| Error::Io(format!("reading {range:?}: {e}")))
     }
 }
 

@@ -4,10 +4,14 @@
 //! part holds all the metadata; every part holds `split.no` (u16, 0-based), `split.count` (u16)
 //! and `split.tensors.count` (i32: the tensors of all parts together).
 //!
-//! `join` reads a set as one model: the first part's metadata (less the `split.*` keys) and every
-//! part's tensors in order, checked part by part; `split` writes one (`kvscope split`).
+//! `Joined` reads a set as one model without joining it in memory: a header made of the first
+//! part's metadata (less the `split.*` keys) and every part's tensors in order, checked part by
+//! part, each tensor's bytes read from its own part when asked for; `split` writes a set
+//! (`kvscope split`).
 
-use crate::core::gguf::{Gguf, Value, Writer};
+use std::ops::Range;
+
+use crate::core::gguf::{read_header, ByteSource, Gguf, Value, Writer};
 use crate::error::{Error, Result};
 
 pub const SPLIT_NO: &str = "split.no";
@@ -77,52 +81,156 @@ pub fn parts_of(g: &Gguf, name: &str) -> Result<usize> {
     Ok(count)
 }
 
-/// The model of a split set as one GGUF: `first` (named `name`), then parts 2.. from
-/// `read_part(i, part's name)`, each dropped once its tensors are copied. Checks each part's
-/// `split.no` and `split.count`, that no tensor repeats, and that the parts hold
-/// `split.tensors.count` tensors.
-pub fn join(first: &[u8], name: &str, mut read_part: impl FnMut(usize, &str) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
-    let g = Gguf::parse(first)?;
-    let count = parts_of(&g, name)?;
-    let mut w = writer_like(&g);
-    for (k, v) in g.metadata.iter().filter(|(k, _)| !k.starts_with("split.")) {
-        w.kv(k, v.clone());
-    }
-    let mut names = std::collections::BTreeSet::new();
-    let mut add = |w: &mut Writer, g: &Gguf, bytes: &[u8]| -> Result<()> {
-        for t in &g.tensors {
-            if !names.insert(t.name.clone()) {
-                return Err(Error::malformed(format!("tensor `{}`", t.name), "appears in two parts of the split model"));
+/// A split set as one GGUF file, read through its parts: the file a join would write, whose
+/// header is held and whose tensors' bytes are read from the parts when asked for.
+pub struct Joined<'a> {
+    /// The joined file's header (through the padding before its data).
+    header: Vec<u8>,
+    len: u64,
+    /// The joined file's tensors in its order: where each lies in it, and in which part where.
+    pieces: Vec<Piece>,
+    parts: Vec<Box<dyn ByteSource + 'a>>,
+    scratch: Vec<u8>,
+}
+
+struct Piece {
+    at: Range<u64>,
+    part: usize,
+    from: u64,
+}
+
+/// A source of one part, by index (1.. for the parts after the first) and name.
+pub type OpenPart<'f, 'a> = dyn FnMut(usize, &str) -> Result<Box<dyn ByteSource + 'a>> + 'f;
+
+impl<'a> Joined<'a> {
+    /// The model whose first file is `first` (named `name`): a single file as it is, a split
+    /// set's first part with parts 2.. from `open_part`. Reads every part's header only, and
+    /// checks each part's `split.no` and `split.count`, that no tensor repeats, and that the
+    /// parts hold `split.tensors.count` tensors; a part missing or out of place is named
+    /// (`MissingPart`).
+    pub fn open(mut first: Box<dyn ByteSource + 'a>, name: &str, open_part: &mut OpenPart<'_, 'a>) -> Result<Self> {
+        let head = read_header(&mut *first)?;
+        let g = Gguf::parse_prefix(&head, first.len())?;
+        let count = parts_of(&g, name)?;
+        let mut w = writer_like(&g);
+        for (k, v) in g.metadata.iter().filter(|(k, _)| count == 1 || !k.starts_with("split.")) {
+            w.kv(k, v.clone());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut sources = Vec::new();
+        let mut add = |w: &mut Writer, g: &Gguf, part: usize| -> Result<()> {
+            for t in &g.tensors {
+                if !names.insert(t.name.clone()) {
+                    return Err(Error::malformed(format!("tensor `{}`", t.name), "appears in two parts of the split model"));
+                }
+                w.tensor_zeros(&t.name, &t.dims, t.ty.id(), t.size);
+                sources.push((part, g.tensor_range(t).start));
             }
-            copy_tensor(w, g, bytes, t);
+            Ok(())
+        };
+        add(&mut w, &g, 0)?;
+        let mut parts = vec![first];
+        let prefix = parse_name(name).map_or("", |p| p.0);
+        for i in 1..count {
+            let part = part_name(prefix, i, count);
+            let missing = |why: String| Error::MissingPart { name: part.clone(), why };
+            let mut src = open_part(i, &part).map_err(|e| missing(format!("part {} of {count} cannot be read: {e}", i + 1)))?;
+            let head = read_header(&mut *src).map_err(|e| missing(e.to_string()))?;
+            let p = Gguf::parse_prefix(&head, src.len()).map_err(|e| missing(e.to_string()))?;
+            let (no, n) = split_keys(&p)?;
+            if (no, n) != (i, count) {
+                return Err(missing(format!("it says it is part {} of {n}, where part {} of {count} belongs", no + 1, i + 1)));
+            }
+            add(&mut w, &p, i)?;
+            parts.push(src);
+        }
+        if let Some(v) = g.get(SPLIT_TENSORS).filter(|_| count > 1) {
+            if v.as_u64() != Some(names.len() as u64) {
+                return Err(Error::MissingPart {
+                    name: name.into(),
+                    why: format!(
+                        "the set should hold {} tensors (`{SPLIT_TENSORS}`) but its {count} parts hold {}",
+                        v.summary(),
+                        names.len()
+                    ),
+                });
+            }
+        }
+        let (header, len) = w.header();
+        let joined = Gguf::parse_prefix(&header, len)?;
+        let pieces = joined.tensors.iter().zip(sources).map(|(t, (part, from))| Piece { at: joined.tensor_range(t), part, from }).collect();
+        Ok(Joined { header, len, pieces, parts, scratch: Vec::new() })
+    }
+}
+
+impl ByteSource for Joined<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// A tensor's bytes come straight from its part; any other range is put together from the
+    /// header, the tensors it covers and zeros between them.
+    fn read(&mut self, range: Range<u64>, out: &mut Vec<u8>) -> Result<()> {
+        if range.end > self.len || range.start > range.end {
+            return Err(Error::Io(format!("read of {range:?} past the end of the joined model ({} bytes)", self.len)));
+        }
+        let first = self.pieces.partition_point(|p| p.at.end <= range.start);
+        if let Some(p) = self.pieces.get(first).filter(|p| p.at == range) {
+            return self.parts[p.part].read(p.from..p.from + (range.end - range.start), out);
+        }
+        out.clear();
+        out.resize((range.end - range.start) as usize, 0);
+        let h = self.header.len() as u64;
+        if range.start < h {
+            let end = range.end.min(h);
+            out[..(end - range.start) as usize].copy_from_slice(&self.header[range.start as usize..end as usize]);
+        }
+        for p in self.pieces[first..].iter().take_while(|p| p.at.start < range.end) {
+            let (lo, hi) = (p.at.start.max(range.start), p.at.end.min(range.end));
+            let from = p.from + (lo - p.at.start);
+            self.parts[p.part].read(from..from + (hi - lo), &mut self.scratch)?;
+            out[(lo - range.start) as usize..(hi - range.start) as usize].copy_from_slice(&self.scratch);
         }
         Ok(())
-    };
-    add(&mut w, &g, first)?;
-    let prefix = parse_name(name).map_or("", |p| p.0);
-    for i in 1..count {
-        let part = part_name(prefix, i, count);
-        let bytes = read_part(i, &part)
-            .map_err(|e| Error::MissingPart { name: part.clone(), why: format!("part {} of {count} cannot be read: {e}", i + 1) })?;
-        let p = Gguf::parse(&bytes).map_err(|e| Error::MissingPart { name: part.clone(), why: e.to_string() })?;
-        let (no, n) = split_keys(&p)?;
-        if (no, n) != (i, count) {
-            return Err(Error::MissingPart {
-                name: part,
-                why: format!("it says it is part {} of {n}, where part {} of {count} belongs", no + 1, i + 1),
-            });
-        }
-        add(&mut w, &p, &bytes)?;
     }
-    if let Some(v) = g.get(SPLIT_TENSORS) {
-        if v.as_u64() != Some(names.len() as u64) {
-            return Err(Error::MissingPart {
-                name: name.into(),
-                why: format!("the set should hold {} tensors (`{SPLIT_TENSORS}`) but its {count} parts hold {}", v.summary(), names.len()),
-            });
-        }
+}
+
+/// The model whose first file is `first` (named `name`): that file itself where it is not the
+/// first part of a split set, else the set `Joined` (parts 2.. from `open_part`).
+pub fn open_model<'a>(
+    mut first: Box<dyn ByteSource + 'a>,
+    name: &str,
+    open_part: &mut OpenPart<'_, 'a>,
+) -> Result<Box<dyn ByteSource + 'a>> {
+    let head = read_header(&mut *first)?;
+    let g = Gguf::parse_prefix(&head, first.len())?;
+    if split_keys(&g)? == (0, 1) {
+        return Ok(first);
     }
-    Ok(w.to_bytes())
+    Ok(Box::new(Joined::open(first, name, open_part)?))
+}
+
+/// The model of a split set as one GGUF in memory (`Joined`, read whole): `first` (named
+/// `name`), then parts 2.. from `read_part(i, part's name)`.
+pub fn join(first: &[u8], name: &str, mut read_part: impl FnMut(usize, &str) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+    let mut open = |i: usize, part: &str| -> Result<Box<dyn ByteSource>> { Ok(Box::new(Owned(read_part(i, part)?))) };
+    let mut joined = Joined::open(Box::new(first), name, &mut open)?;
+    let mut out = Vec::new();
+    joined.read(0..joined.len(), &mut out)?;
+    Ok(out)
+}
+
+/// Bytes held by their source.
+struct Owned(Vec<u8>);
+
+impl ByteSource for Owned {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn read(&mut self, range: Range<u64>, out: &mut Vec<u8>) -> Result<()> {
+        (&self.0[..]).read(range, out)
+    }
 }
 
 /// A single-file model cut into `parts` parts of whole tensors, each about the same number of

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::backend::gpu::{GpuContext, GpuOptions};
+use crate::backend::gpu::{check_allocation, check_device, GpuContext, GpuOptions};
+use crate::backend::BackendKind;
 use crate::core::chat::{ChatMessage, ChatRequest};
 use crate::core::config::KvType;
-use crate::core::gguf::{read_header, ByteSource, Gguf};
+use crate::core::gguf::{read_header, ByteSource, Gguf, Reporting};
 use crate::core::kv_policy::{Eviction, KvPolicy};
 use crate::core::tokenizer::Tokenizer;
 use crate::engine::kv_lab::{kv_compare_from, KvComparison};
@@ -64,6 +65,9 @@ pub fn start() {
 enum JsBytes {
     Array(js_sys::Uint8Array),
     Blob(BlobReader),
+    /// The first bytes of a file of `len` bytes (read with an HTTP Range request before a
+    /// download): enough for its header; a read past them is `Truncated`.
+    Head(js_sys::Uint8Array, u64),
 }
 
 /// A `Blob` read through windows of `window` bytes at multiples of `window`: each
@@ -137,6 +141,7 @@ impl ByteSource for JsBytes {
         match self {
             JsBytes::Array(a) => a.length() as u64,
             JsBytes::Blob(b) => b.blob.size() as u64,
+            JsBytes::Head(_, len) => *len,
         }
     }
 
@@ -146,10 +151,83 @@ impl ByteSource for JsBytes {
         }
         out.resize((range.end - range.start) as usize, 0);
         match self {
-            JsBytes::Array(a) => a.subarray(range.start as u32, range.end as u32).copy_to(out),
+            JsBytes::Array(a) | JsBytes::Head(a, _) if range.end <= a.length() as u64 => {
+                a.subarray(range.start as u32, range.end as u32).copy_to(out)
+            }
+            JsBytes::Head(a, _) => {
+                let (offset, need, len) = (range.start, range.end - range.start, a.length() as u64);
+                return Err(crate::Error::Truncated { what: "the part read before the download".into(), offset, need, len });
+            }
+            JsBytes::Array(_) => unreachable!("checked against len()"),
             JsBytes::Blob(b) => b.read(range, out)?,
         }
         Ok(())
+    }
+}
+
+/// A model as JavaScript gives it: one file (a `Uint8Array` or a `Blob`), or `{parts, name,
+/// sizes?}` — a split set's files in order, named by the first — read as one model without
+/// joining them (`core::split::open_model`; a part missing or out of place is named). With
+/// `sizes`, the parts are the first bytes of files of those sizes (`JsBytes::Head`: enough to
+/// check the model before a download). A clone reads the same files.
+struct JsModel {
+    parts: Vec<JsBytes>,
+    name: String,
+    len: u64,
+    /// The model's bytes through its parts, opened again on a clone's first read.
+    open: Option<Box<dyn ByteSource>>,
+}
+
+impl JsModel {
+    fn from_js(v: JsValue) -> Result<Self, JsValue> {
+        let field = |k: &str| js_sys::Reflect::get(&v, &k.into()).unwrap_or(JsValue::UNDEFINED);
+        let (parts, name) = match field("parts").dyn_into::<js_sys::Array>() {
+            Ok(a) if a.length() > 0 => {
+                let mut parts = a.iter().map(JsBytes::from_js).collect::<Result<Vec<_>, _>>()?;
+                if let Ok(sizes) = field("sizes").dyn_into::<js_sys::Array>() {
+                    for (p, size) in parts.iter_mut().zip(sizes.iter()) {
+                        if let (JsBytes::Array(a), Some(len)) = (&p, size.as_f64()) {
+                            *p = JsBytes::Head(a.clone(), len as u64);
+                        }
+                    }
+                }
+                (parts, field("name").as_string().unwrap_or_default())
+            }
+            Ok(_) => return Err(bad_arg("model", "`parts` is empty")),
+            Err(_) => (vec![JsBytes::from_js(v.clone())?], field("name").as_string().unwrap_or_default()),
+        };
+        let mut m = JsModel { parts, name, len: 0, open: None };
+        let src = m.open_parts().map_err(js_err)?;
+        m.len = src.len();
+        m.open = Some(src);
+        Ok(m)
+    }
+
+    fn open_parts(&self) -> crate::Result<Box<dyn ByteSource>> {
+        let rest = &self.parts[1..];
+        crate::core::split::open_model(Box::new(self.parts[0].clone()), &self.name, &mut |i, part| match rest.get(i - 1) {
+            Some(p) => Ok(Box::new(p.clone()) as Box<dyn ByteSource>),
+            None => Err(crate::Error::Io(format!("{part} was not given with the first part"))),
+        })
+    }
+}
+
+impl Clone for JsModel {
+    fn clone(&self) -> Self {
+        JsModel { parts: self.parts.clone(), name: self.name.clone(), len: self.len, open: None }
+    }
+}
+
+impl ByteSource for JsModel {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read(&mut self, range: std::ops::Range<u64>, out: &mut Vec<u8>) -> crate::Result<()> {
+        if self.open.is_none() {
+            self.open = Some(self.open_parts()?);
+        }
+        self.open.as_mut().map_or(Ok(()), |src| src.read(range, out))
     }
 }
 
@@ -254,39 +332,37 @@ impl JsLoadOptions {
 
 /// Reads only the header and runs every check a load would (`Engine::check`): what the model is
 /// and what it needs at `context` positions with the cache `options` ask for (`{kv_policy,
-/// backend}`, as `WebEngine.load`) — shown before anything is allocated (`ModelFacts`). With
+/// backend}`, as `WebEngine.load`) — shown before anything is allocated (`ModelFacts`). On the
+/// GPU backend it opens the device the load would and checks every buffer the model will make
+/// against its limits and what it can allocate (`gpu::check_device`, `check_allocation`), then
+/// closes it. With
 /// `{file_bytes}`, `bytes` may be the file's first part only, as long as it holds the whole
-/// header.
+/// header; a split set is `{parts, name, sizes}` with each part's first bytes (`JsModel`).
 #[wasm_bindgen(js_name = inspectModel)]
-pub fn inspect_model(bytes: JsValue, context: usize, options: JsValue) -> Result<JsValue, JsValue> {
+pub async fn inspect_model(bytes: JsValue, context: usize, options: JsValue) -> Result<JsValue, JsValue> {
     let o = from_js::<JsLoadOptions>("load options", options)?;
     let load = o.load(context)?;
-    let mut src = JsBytes::from_js(bytes)?;
     let (header, file_bytes) = match o.file_bytes {
         Some(len) => {
+            let mut src = JsBytes::from_js(bytes)?;
             let mut prefix = Vec::new();
             src.read(0..src.len(), &mut prefix).map_err(js_err)?;
             (prefix, len)
         }
-        None => (read_header(&mut src).map_err(js_err)?, src.len()),
+        None => {
+            let mut src = JsModel::from_js(bytes)?;
+            (read_header(&mut src).map_err(js_err)?, src.len())
+        }
     };
     let g = Gguf::parse_prefix(&header, file_bytes).map_err(js_err)?;
     let (cfg, _) = Engine::check(&g, &load).map_err(js_err)?;
+    if load.backend == BackendKind::Gpu {
+        let ctx = GpuContext::with_options(load.gpu).await.map_err(js_err)?;
+        let need = check_device(&ctx, &g, &cfg, context, load.policy()).map_err(js_err)?;
+        check_allocation(&ctx, &need, context, load.policy()).await.map_err(js_err)?;
+        ctx.device.destroy();
+    }
     to_js(&ModelFacts::new(&g, &cfg, context, load.kv))
-}
-
-/// A split model (`NAME-00001-of-0000N.gguf` …, `core::split`) as one GGUF: `first` is the first
-/// part, named `name`; `parts` the others' bytes, in order. A part missing or out of place is
-/// named (`MissingPart`).
-#[wasm_bindgen(js_name = joinSplit)]
-pub fn join_split(first: js_sys::Uint8Array, name: String, parts: js_sys::Array) -> Result<js_sys::Uint8Array, JsValue> {
-    let joined =
-        crate::core::split::join(&first.to_vec(), &name, |i, part| match parts.get(i as u32 - 1).dyn_into::<js_sys::Uint8Array>() {
-            Ok(bytes) => Ok(bytes.to_vec()),
-            Err(_) => Err(crate::Error::Io(format!("{part} was not given with the first part"))),
-        })
-        .map_err(js_err)?;
-    Ok(js_sys::Uint8Array::from(&joined[..]))
 }
 
 /// The engine's state for JavaScript: its backend and cache fill beside the model's facts, and
@@ -354,7 +430,7 @@ impl From<crate::Error> for ErrorInfo {
 
 /// Splits `names` into the policies that backend `load.backend` runs for the model in `src` and
 /// the ones `Engine::check` refuses; a name that is no policy fails the whole call.
-fn runnable(src: &mut JsBytes, load: &LoadOptions, names: &[String]) -> crate::Result<(Vec<KvPolicy>, Vec<Refusal>)> {
+fn runnable(src: &mut JsModel, load: &LoadOptions, names: &[String]) -> crate::Result<(Vec<KvPolicy>, Vec<Refusal>)> {
     let header = read_header(src)?;
     let g = Gguf::parse_prefix(&header, src.len())?;
     let (mut run, mut refused) = (Vec::new(), Vec::new());
@@ -383,17 +459,32 @@ impl WebEngine {
     /// (optional): `{rows: [matvec, matmul], tokens: matmul}` weight rows (and the mat-mul's
     /// tokens) per kernel invocation (default: by
     /// adapter type), `kv_policy` the cache policy by name (`kv_f16: true`: `f16`). `bytes`: the
-    /// model file, a `Uint8Array` or a `Blob` (a picked `File`, read slice by slice). `on_info`
+    /// model file, a `Uint8Array` or a `Blob` (a picked `File`, read slice by slice), or `{parts,
+    /// name}`: a split set's files in order, named by its first (`JsModel`). `on_info`
     /// (optional) gets the header's facts (`inspectModel`'s) once they pass the checks, before
-    /// the weights are read.
-    pub async fn load(bytes: JsValue, context: usize, options: JsValue, on_info: Option<js_sys::Function>) -> Result<WebEngine, JsValue> {
+    /// the weights are read; `on_read` (optional) `(got, total)`: bytes of the file read so far,
+    /// as the weights go to the backend (`Reporting`).
+    pub async fn load(
+        bytes: JsValue,
+        context: usize,
+        options: JsValue,
+        on_info: Option<js_sys::Function>,
+        on_read: Option<js_sys::Function>,
+    ) -> Result<WebEngine, JsValue> {
         let load = from_js::<JsLoadOptions>("load options", options)?.load(context)?;
         let mut report = |facts: &ModelFacts| {
             if let (Some(f), Ok(v)) = (&on_info, to_js(facts)) {
                 let _ = f.call1(&JsValue::NULL, &v);
             }
         };
-        let engine = Engine::load_reporting(&mut JsBytes::from_js(bytes)?, load, &mut report).await.map_err(js_err)?;
+        let mut read = |got: u64, total: u64| {
+            if let Some(f) = &on_read {
+                let _ = f.call2(&JsValue::NULL, &(got as f64).into(), &(total as f64).into());
+            }
+        };
+        let mut model = JsModel::from_js(bytes)?;
+        let mut src = Reporting::new(&mut model, &mut read);
+        let engine = Engine::load_reporting(&mut src, load, &mut report).await.map_err(js_err)?;
         let stop = engine.stop_handle();
         Ok(WebEngine { inner: Rc::new(RefCell::new(Some(engine))), stop })
     }
@@ -523,7 +614,7 @@ impl WebEngine {
         let stop = self.stop.clone();
         stop.store(false, std::sync::atomic::Ordering::Relaxed);
         wasm_bindgen_futures::future_to_promise(async move {
-            let mut src = JsBytes::from_js(bytes)?;
+            let mut src = JsModel::from_js(bytes)?;
             let (run, refused) = runnable(&mut src, &load, &policies).map_err(js_err)?;
             if run.is_empty() && !refused.is_empty() {
                 // Nothing to compare: every refusal, in one error of the first one's kind.

@@ -45,6 +45,11 @@ pub fn synthetic_writer(n_layers: u32) -> (Writer, usize) {
 
 /// `synthetic_writer` with the metadata keys of architecture `arch`.
 pub fn synthetic_writer_for(arch: &str, n_layers: u32) -> (Writer, usize) {
+    synthetic_writer_shaped(arch, n_layers, SYN_DIM as u32, SYN_FFN as u32)
+}
+
+/// `synthetic_writer_for` with embedding width `dim` and feed-forward width `ffn`.
+pub fn synthetic_writer_shaped(arch: &str, n_layers: u32, dim: u32, ffn: u32) -> (Writer, usize) {
     let alphabet = kvscope::core::tokenizer::byte_to_char();
     let mut tokens: Vec<String> = vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()];
     tokens.extend(alphabet.iter().map(|c| c.to_string()));
@@ -57,8 +62,8 @@ pub fn synthetic_writer_for(arch: &str, n_layers: u32) -> (Writer, usize) {
         .kv("general.name", Value::String("synthetic".into()))
         .kv(&format!("{arch}.block_count"), Value::U32(n_layers))
         .kv(&format!("{arch}.context_length"), Value::U32(256))
-        .kv(&format!("{arch}.embedding_length"), Value::U32(SYN_DIM as u32))
-        .kv(&format!("{arch}.feed_forward_length"), Value::U32(SYN_FFN as u32))
+        .kv(&format!("{arch}.embedding_length"), Value::U32(dim))
+        .kv(&format!("{arch}.feed_forward_length"), Value::U32(ffn))
         .kv(&format!("{arch}.attention.head_count"), Value::U32(4))
         .kv(&format!("{arch}.attention.head_count_kv"), Value::U32(2))
         .kv(&format!("{arch}.rope.freq_base"), Value::F32(10000.0))
@@ -72,6 +77,28 @@ pub fn synthetic_writer_for(arch: &str, n_layers: u32) -> (Writer, usize) {
         .kv("tokenizer.ggml.eos_token_id", Value::U32(0));
     let vocab = tokens.len();
     (w, vocab)
+}
+
+/// A one-layer synthetic llama GGUF of width `d` and feed-forward width `ffn`, every Q4_0 weight
+/// zero and not written: a sparse file at `path` (its header on disk, the rest holes), for the
+/// checks made from a header.
+pub fn zero_model_file(path: &std::path::Path, d: u64, ffn: u64) {
+    let (mut w, vocab) = synthetic_writer_shaped("llama", 1, d as u32, ffn as u32);
+    let q4 = GgmlType::Q4_0.id();
+    let mut z = |name: &str, cols: u64, rows: u64| {
+        w.tensor_zeros(name, &[cols, rows], q4, cols / 32 * 18 * rows);
+    };
+    z("token_embd.weight", d, vocab as u64);
+    for (t, cols, rows) in [("attn_q", d, d), ("attn_k", d, d / 2), ("attn_v", d, d / 2), ("attn_output", d, d)] {
+        z(&format!("blk.0.{t}.weight"), cols, rows);
+    }
+    for (t, cols, rows) in [("ffn_gate", d, ffn), ("ffn_up", d, ffn), ("ffn_down", ffn, d)] {
+        z(&format!("blk.0.{t}.weight"), cols, rows);
+    }
+    for t in ["output_norm", "blk.0.attn_norm", "blk.0.ffn_norm"] {
+        w.tensor(&format!("{t}.weight"), &[d], GgmlType::F32.id(), vec![0; d as usize * 4]);
+    }
+    w.write_sparse(&mut std::fs::File::create(path).unwrap()).unwrap();
 }
 
 /// A complete synthetic llama GGUF with seeded random weights of the given types.

@@ -9,12 +9,22 @@ import { checkRequest, checkPolicy, requestOptions, requestError, chatMessages, 
 import { makeFetch } from './fetch.js';
 import { modelStore } from './model-store.js';
 
-/** `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array) as the worker
- * takes it: a Uint8Array of its own, or a Blob. A URL goes through the site's model store where
- * the browser has one (OPFS): the download streams into it, hashed as it passes, and the engine
- * reads the stored file slice by slice (a later load checks the stored copy and downloads
- * nothing); with `store: false`, or where there is no store, it is fetched into memory. */
+/** `model` (a URL string or URL, a File or Blob, an ArrayBuffer or a Uint8Array; or an array of
+ * those: a split model's parts in order) as the worker takes it: a Uint8Array of its own, a
+ * Blob, or {parts, name} (the engine reads the parts as one model). A URL goes through the site's
+ * model store where the browser has one (OPFS): the download streams into it, hashed as it
+ * passes, and the engine reads the stored file slice by slice (a later load checks the stored
+ * copy and downloads nothing); with `store: false`, or where there is no store, it is fetched
+ * into memory. */
 async function modelBytes(model, signal, worker, store = true) {
+  if (Array.isArray(model)) {
+    if (!model.length) throw new TypeError('createEngine: `model` is an empty array; give a split model\'s parts in order');
+    const parts = [];
+    for (const m of model) parts.push(await modelBytes(m, signal, worker, store));
+    const first = model[0];
+    const name = first instanceof Blob ? first.name || '' : typeof first === 'string' || first instanceof URL ? decodeURIComponent(new URL(first, globalThis.location ? location.href : import.meta.url).pathname.split('/').pop()) : '';
+    return { parts, name };
+  }
   if (typeof model === 'string' || model instanceof URL) {
     const url = new URL(model, globalThis.location ? location.href : import.meta.url);
     if (store && modelStore.available) {
@@ -33,7 +43,7 @@ async function modelBytes(model, signal, worker, store = true) {
   if (model instanceof Blob) return model;
   if (model instanceof ArrayBuffer) return new Uint8Array(model.slice(0));
   if (ArrayBuffer.isView(model)) return new Uint8Array(model.buffer.slice(model.byteOffset, model.byteOffset + model.byteLength));
-  throw new TypeError('createEngine: `model` must be a URL, a File or Blob, an ArrayBuffer or a Uint8Array of a GGUF file');
+  throw new TypeError('createEngine: `model` must be a URL, a File or Blob, an ArrayBuffer or a Uint8Array of a GGUF file, or an array of them (a split model\'s parts)');
 }
 
 function abortError() {

@@ -36,7 +36,7 @@ async function readStream(stream, total, signal, onProgress) {
   return out;
 }
 
-const PHASES = { download: 'downloaded', resume: 'checking the part already stored', verify: 'checked', read: 'read' };
+const PHASES = { download: 'downloaded', resume: 'checking the part already stored', verify: 'checked', read: 'read', upload: 'uploaded to the GPU', wasm: 'read into wasm memory' };
 
 /** A progress callback for #progress and #progress-text: bytes, the rate since `started` and
  * the time left. Takes (got, total) or a store's event ({phase, got, total}). */
@@ -64,7 +64,6 @@ const fmtSecs = (s) => (s < 90 ? `${Math.ceil(s)} s` : s < 5400 ? `${Math.round(
 
 async function fetchBytes(src, signal) {
   const started = performance.now();
-  if (src.file) return readStream(src.file.stream(), src.file.size, signal, progress(started));
   const res = await fetch(src.url, { signal });
   if (!res.ok) throw new Error(`${src.url}: HTTP ${res.status} ${res.statusText}`);
   const total = Number(res.headers.get('content-length')) || 0;
@@ -85,70 +84,75 @@ function splitNames(name) {
   return Array.from({ length: count }, (_, i) => `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[2]}.gguf`);
 }
 
-/** Joins a split model in the engine's worker: `first` (its first part's bytes, named `name`)
- * and the other parts, read in order by `readPart(name)`. */
-async function joinParts(first, name, readPart) {
-  const names = splitNames(name);
-  const parts = [];
-  for (const part of names.slice(1)) {
-    status(`Reading ${part} (part ${parts.length + 2} of ${names.length})…`);
-    parts.push(await readPart(part));
-  }
-  status(`Joining the ${names.length} parts of ${baseName(name)}…`);
-  return state.worker.joinSplit({ first, name: baseName(name), parts });
+/** The first `want` bytes of `url` and the file's length: {head, total} (total 0 where the
+ * server does not say), or null where it refuses. */
+async function headOf(url, want, signal) {
+  const res = await fetch(url, { signal, headers: { Range: `bytes=0-${want - 1}` } });
+  if (!res.ok) return null;
+  const range = /\/(\d+)$/.exec(res.headers.get('content-range') || '');
+  const total = res.status === 206 ? Number(range && range[1]) : Number(res.headers.get('content-length'));
+  return { head: await readPrefix(res.body, want), total: total || 0 };
 }
 
 /** Before a download: the file's first bytes (2 MiB, then 8 MiB where its header is longer) and
  * the load's checks on its header at the chosen context and backend (`inspectModel`, which
- * includes what the backend can hold: the CPU backend's 4 GiB of wasm memory), so that a model
- * that cannot load is refused before it downloads. Skipped for a split model's first part (the
- * parts are checked together) and where the length or the header stays unknown (the load
- * checks it then). Returns the file's length (0 where unknown), for the store's quota check. */
-async function checkBeforeDownload(src, signal) {
-  if (splitNames(src.url)) return 0;
+ * includes what the backend can hold: the CPU backend's 4 GiB of wasm memory, the GPU's limits
+ * and what it can allocate), so that a model that cannot load is refused before it downloads.
+ * A split model's parts are read so together (each part's header, the set checked as one).
+ * Skipped where a length or the header stays unknown (the load checks it then). Returns each
+ * file's length (0 where unknown), for the store's quota check. */
+async function checkBeforeDownload(urls, signal) {
+  const split = urls.length > 1;
   for (const want of [2 << 20, 8 << 20]) {
-    const res = await fetch(src.url, { signal, headers: { Range: `bytes=0-${want - 1}` } });
-    if (!res.ok) return 0;
-    const range = /\/(\d+)$/.exec(res.headers.get('content-range') || '');
-    const total = res.status === 206 ? Number(range && range[1]) : Number(res.headers.get('content-length'));
-    const head = await readPrefix(res.body, want);
-    if (!total || total <= head.length) return total || 0;
-    const options = { ...loadOptions(state.backend), file_bytes: total };
+    const heads = [];
+    for (const url of urls) {
+      const h = await headOf(url, want, signal);
+      if (!h || !h.total) return urls.map(() => 0);
+      // A whole single file read already: the load checks it.
+      if (!split && h.total <= h.head.length) return [h.total];
+      heads.push(h);
+    }
+    const sizes = heads.map((h) => h.total);
+    const options = loadOptions(state.backend);
+    const bytes = split ? { parts: heads.map((h) => h.head), name: baseName(urls[0]), sizes } : heads[0].head;
+    if (!split) options.file_bytes = sizes[0];
     try {
-      const info = await state.worker.inspectModel({ bytes: head, context: contextTokens(), options });
+      const info = await state.worker.inspectModel({ bytes, context: contextTokens(), options });
       showModelInfo(info, 'the network');
-      return total;
+      return sizes;
     } catch (e) {
       // A header longer than what was read: read more, or leave it to the load.
       if (!(e && e.name === 'InvalidModel' && /truncated/.test(e.message))) throw e;
     }
   }
-  return 0;
+  return urls.map(() => 0);
 }
 
-/** The bytes of a split model picked as several files: its first part and the others by name. */
-async function pickedSet(files, signal) {
+/** A split model picked as several files, for the engine: {parts, name} — its files in order,
+ * named by the first (the engine reads them as one model and checks each part's header). */
+function pickedSet(files) {
   const byName = new Map(files.map((f) => [f.name, f]));
   const first = files.find((f) => splitNames(f.name));
   if (!first) throw new Error(`${files.length} files were picked, but none is the first part of a split model (NAME-00001-of-0000N.gguf): pick one .gguf file, or every part of a split one`);
-  const read = (part) => {
+  const parts = splitNames(first.name).map((part) => {
     const f = byName.get(part);
     if (!f) throw Object.assign(new Error(`split model part \`${part}\`: it was not picked with ${first.name}; pick every part together`), { name: 'InvalidModel' });
-    return fetchBytes({ file: f }, signal);
-  };
-  return joinParts(await fetchBytes({ file: first }, signal), first.name, read);
+    return f;
+  });
+  return { parts, name: first.name };
 }
 
 /** The model's bytes: {bytes, from, check?}. From browser storage where a whole copy is there,
  * with `check` (its chunk digests, which the caller runs: `loadChecked`, `checkedBytes`); else
  * downloaded into the store (slice by slice, hashed as it streams, resuming an interrupted
  * download) and read from there — a File the engine reads slice by slice, so no copy of the whole
- * file is held. A split model's parts are joined in memory; without a store (no OPFS), a
- * download is held in memory. */
+ * file is held. A split model is its files, each stored as it downloads (`splitBytes`); without a
+ * store (no OPFS), a download is held in memory. */
 async function modelBytes(src, name, signal) {
-  if (src.files) return { bytes: await pickedSet(src.files, signal), from: 'disk' };
+  if (src.files) return { bytes: pickedSet(src.files), from: 'disk' };
   // A picked file goes to the worker as it is: the engine reads it slice by slice.
   if (src.file) return { bytes: src.file, from: 'disk' };
+  if (splitNames(src.url)) return splitBytes(src, signal);
   const key = new URL(src.url, location.href).href;
   const hit = await modelStore.open(key);
   if (hit) return { bytes: hit.file, from: 'storage', check: hit.check };
@@ -157,8 +161,7 @@ async function modelBytes(src, name, signal) {
   // The published hash of a known model, else the hash the build recorded for a shipped one.
   const want = KNOWN_SHA256[baseName(name)] || (shippedAt(src.url) || {}).sha256;
   try {
-    const size = await checkBeforeDownload(src, signal);
-    if (splitNames(src.url)) return { bytes: await downloadSplit(src, key, name, signal), from: 'network' };
+    const [size] = await checkBeforeDownload([src.url], signal);
     if (!modelStore.available) {
       $('storage-info').textContent = 'Not stored for offline use: this browser has no Origin Private File System.';
       const bytes = await fetchBytes(src, signal);
@@ -177,21 +180,47 @@ async function modelBytes(src, name, signal) {
   return { bytes: stored, from: 'network' };
 }
 
-/** A split model named by its first part's URL: every part downloaded, joined in the worker
- * (in memory: the engine takes one file), and the joined model stored. */
-async function downloadSplit(src, key, name, signal) {
-  const first = await fetchBytes(src, signal);
-  const bytes = await joinParts(first, src.url, (part) => fetchBytes({ url: new URL(part, new URL(src.url, location.href)).href }, signal));
-  if (modelStore.available) {
-    try {
-      await modelStore.put({ key, name: baseName(name), blob: new Blob([bytes]) }, state.worker, { signal });
-      $('storage-info').textContent = `${baseName(name)} is stored for offline use.`;
-    } catch (e) {
-      if (e && e.name === 'AbortError') throw e;
-      $('storage-info').textContent = `Not stored for offline use: ${messageOf(e)}`;
+/** A split model named by its first part's URL, for the engine: {parts, name} — every part
+ * from browser storage where it is stored whole (each with its check), else downloaded into the
+ * store as a single model is (each part its own stored file, streamed and hashed), or into
+ * memory where there is no store. Nothing joins the parts: the engine reads them as one model. */
+async function splitBytes(src, signal) {
+  const names = splitNames(src.url);
+  const base = new URL(src.url, location.href);
+  const urls = names.map((part) => new URL(part, base).href);
+  const parts = [];
+  const checks = [];
+  let from = 'storage';
+  let sizes = null;
+  for (const [i, part] of names.entries()) {
+    const key = urls[i];
+    const hit = await modelStore.open(key);
+    if (hit) {
+      parts.push(hit.file);
+      checks.push(hit.check);
+      continue;
     }
+    from = 'network';
+    // Before the first byte of a part downloads, the set is checked from its headers.
+    sizes ??= await checkBeforeDownload(urls, signal);
+    status(`Downloading ${part} (part ${i + 1} of ${names.length})…`);
+    if (!modelStore.available) {
+      parts.push(new Blob([await fetchBytes({ url: key }, signal)]));
+      continue;
+    }
+    try {
+      await modelStore.put({ key, name: part, url: key, size: sizes[i] }, state.worker, { onProgress: progress(performance.now()), signal });
+    } catch (e) {
+      if (e && ['AbortError', 'QuotaExceeded', 'CorruptModel', 'Truncated', 'Busy'].includes(e.name)) throw e;
+      throw Object.assign(new Error(`split model part \`${part}\`: ${messageOf(e)}${navigator.onLine ? '' : ' (the browser is offline and this part is not stored)'}`), { name: (e && e.name) || 'Error' });
+    }
+    const stored = await modelStore.file(key, part);
+    if (!stored) throw new Error(`${part} was stored but cannot be read back from browser storage`);
+    parts.push(stored);
   }
-  return bytes;
+  if (modelStore.available) $('storage-info').textContent = `The ${names.length} parts of ${names[0]} are stored for offline use.`;
+  const check = checks.length ? async (opts) => { for (const c of checks) await c(opts); } : undefined;
+  return { bytes: { parts, name: names[0] }, from, check };
 }
 
 /** The model's bytes as `modelBytes` gives them, a stored copy checked first; a damaged one is
@@ -244,6 +273,13 @@ function showModelInfo(info, from) {
   return infoEl;
 }
 
+/** Progress of the weights going into the backend (bytes of the file read, the rate, the time
+ * left), from the worker's `{phase: 'upload', got, total}` events. */
+function uploadProgress() {
+  const show = progress(performance.now());
+  return (p) => show({ ...p, phase: state.backend === 'gpu' ? 'upload' : 'wasm' });
+}
+
 /** The engine for `src`'s bytes, loaded in the worker; a stored copy is checked meanwhile (on
  * this thread: WebCrypto digests of its chunks) and the engine kept only if the check passes —
  * a damaged copy's engine is freed and the model downloaded again (reported offline). */
@@ -256,7 +292,7 @@ async function loadChecked(src, name, signal) {
     showModelInfo(info, from);
     status(state.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
     if (!check) $('cancel').disabled = true;
-  });
+  }, uploadProgress());
   if (!check) return loading;
   // Cancel stops the check; once it has passed, the upload runs to its end.
   const checking = check({ signal }).then(() => { $('cancel').disabled = true; });
@@ -271,7 +307,7 @@ async function loadChecked(src, name, signal) {
   return state.worker.load({ bytes: again.bytes, context, options }, (info) => {
     showModelInfo(info, again.from);
     status(state.backend === 'gpu' ? `Uploading ${info.name} to the GPU…` : `Loading ${info.name} into wasm memory…`);
-  });
+  }, uploadProgress());
 }
 
 /** Loads a model; on failure the engine that was loaded before stays usable. Reloading the same

@@ -8,7 +8,6 @@
 export const OPS = {
   hello: 'worker',
   inspectModel: 'worker',
-  joinSplit: 'worker',
   storeModel: 'worker',
   load: 'worker',
   peek: 'engine',

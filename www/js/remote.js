@@ -55,14 +55,16 @@ export class EngineWorker {
   }
 
   /** Loads a model: {bytes (a Uint8Array whose buffer moves to the worker: it is empty here
-   * afterwards; or a Blob such as a picked File, which the worker reads slice by slice), context,
-   * options}. `onInfo(facts)` gets the header's facts before the weights load. Resolves to a
-   * RemoteEngine. */
-  async load({ bytes, context, options }, onInfo = () => {}) {
-    const blob = bytes instanceof Blob;
-    const whole = blob || (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) ? bytes : bytes.slice();
-    const transfer = blob ? [] : [whole.buffer];
-    const r = await this.call('load', { bytes: whole, context, options }, { transfer, onEvent: (ev) => onInfo(ev.info) });
+   * afterwards; a Blob such as a picked File, which the worker reads slice by slice; or {parts,
+   * name}: a split set's files in order, named by the first), context, options}. `onInfo(facts)`
+   * gets the header's facts before the weights load, `onProgress({phase: 'upload', got, total})`
+   * the bytes of the file read into the backend so far. Resolves to a RemoteEngine. */
+  async load({ bytes, context, options }, onInfo = () => {}, onProgress = () => {}) {
+    const array = bytes instanceof Uint8Array;
+    const whole = !array || (bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength) ? bytes : bytes.slice();
+    const transfer = array ? [whole.buffer] : [];
+    const onEvent = (ev) => (ev.info ? onInfo(ev.info) : ev.progress && onProgress(ev.progress));
+    const r = await this.call('load', { bytes: whole, context, options }, { transfer, onEvent });
     return new RemoteEngine(this, r.value.handle, r.state, r.value.wasmMemoryBytes);
   }
 

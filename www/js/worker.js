@@ -70,11 +70,10 @@ function engine(handle) {
 const serve = {
   hello: async ({ backend }) => ({ flaws: wasm.flaws(), defaults: wasm.defaults(), choice: await chooseBackend(backend) }),
   inspectModel: ({ bytes, context, options }) => wasm.inspectModel(bytes, context, options),
-  joinSplit: ({ first, name, parts }) => wasm.joinSplit(first, name, parts),
   // The model store's writer (store-writer.js): progress events as {progress: {phase, got, total}}.
   storeModel: (args, _e, send, _h, signal) => storeModel(args, send, signal, wasm.Sha256),
   async load({ bytes, context, options }, _e, send) {
-    const e = await wasm.WebEngine.load(bytes, context, options, (info) => send({ info }));
+    const e = await wasm.WebEngine.load(bytes, context, options, (info) => send({ info }), (got, total) => send({ progress: { phase: 'upload', got, total } }));
     const handle = nextHandle++;
     engines.set(handle, e);
     return { handle, wasmMemoryBytes: wasm.wasmMemoryBytes() };

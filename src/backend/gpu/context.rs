@@ -137,6 +137,9 @@ fn tuning_for(device_type: wgpu::DeviceType) -> Tuning {
     }
 }
 
+/// The largest buffer `GpuContext::probe` asks for at a time.
+pub const PROBE_PIECE: u64 = 256 << 20;
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
@@ -281,6 +284,40 @@ impl GpuContext {
             return Err(Error::Limit { what: what.into(), need: size, limit: bind, limit_name: "maxStorageBufferBindingSize" });
         }
         Ok(())
+    }
+
+    /// How much of `bytes` the device can allocate: WebGPU and wgpu say nothing of a device's
+    /// free memory, so the only answer is to ask for it. Buffers of at most `PROBE_PIECE` bytes
+    /// are created, each under an out-of-memory error scope, until `bytes` are held or one fails;
+    /// then all are destroyed. Returns the bytes held before the first failure (`bytes` when
+    /// none failed). No buffer is written, so no memory behind it need be touched.
+    pub async fn probe(&self, bytes: u64) -> Result<u64> {
+        let piece = PROBE_PIECE.min(self.limits.max_buffer_size).max(4) / 4 * 4;
+        let mut held = Vec::new();
+        let mut got = 0;
+        while got < bytes {
+            let size = piece.min(bytes - got).next_multiple_of(4);
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let b = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("allocation probe"),
+                size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            });
+            self.note_created(1);
+            let failed = scope.pop().await.is_some();
+            held.push(b);
+            if failed {
+                break;
+            }
+            got += size;
+        }
+        for b in &held {
+            b.destroy();
+        }
+        drop(held);
+        self.wait_idle().await?;
+        Ok(got.min(bytes))
     }
 
     /// Counts `n` GPU objects (buffers, bind groups, layouts, modules, pipelines) just created.

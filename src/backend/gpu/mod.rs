@@ -16,6 +16,6 @@ pub mod shader;
 pub mod weights;
 
 pub use context::{GpuContext, GpuOptions, Tuning, FUSE_ALL, FUSE_ATTENTION, FUSE_GLU, FUSE_MERGE, FUSE_NORM};
-pub use model::{GpuCounters, GpuModel};
+pub use model::{check_allocation, check_device, Footprint, GpuCounters, GpuModel};
 pub use profile::Profile;
 pub use program::{Grid, Program, Recorder, SplitGrid, StepTable};

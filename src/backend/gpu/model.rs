@@ -44,6 +44,7 @@ pub struct Activations {
 
 /// The bytes of every buffer the model allocates besides the weights, computed once: the limit
 /// check and the allocation both read them. B = the prefill chunk, rows per token buffer.
+#[derive(Clone, Copy)]
 struct Sizes {
     stream: u64,   // [B × d] f32: x, xb
     row: u64,      // [d] f32: x2
@@ -76,6 +77,12 @@ impl Sizes {
             kv_layer: (0..cfg.n_layers).map(|l| cfg.kv_layer_bytes(cfg.cache_rows(l, context), kv)).max().unwrap_or(0),
             steps: StepTable::bytes(context),
         }
+    }
+
+    /// Bytes of every buffer sized here but the cache (x and xb; the logits and their staging).
+    fn total(&self) -> u64 {
+        let Sizes { stream, row, att_out, qkv, gate_up, hb, logits, tokens, att, part, kv_layer: _, steps } = *self;
+        2 * stream + row + att_out + qkv + gate_up + hb + 2 * logits + tokens + att + part + steps
     }
 
     /// The buffers that grow with the context or the vocabulary, named for the limit check:
@@ -170,8 +177,7 @@ impl GpuModel {
         let kv = policy.precision;
         let plan = Plan::new(&ctx, Heads::of(cfg), kv, context, cfg.n_layers, cfg.attn_scale);
         let sizes = Sizes::new(cfg, context, kv, &plan, ctx.tuning.prefill_chunk);
-        check_limits(&ctx, g, cfg, context, &sizes)?;
-        check(g, cfg, context)?;
+        check_device(&ctx, g, cfg, context, policy)?;
         let factors = rope_factors(g, cfg, src)?;
         let table = |r| rope_table(context, cfg.head_dim, r, &factors);
         let local = (cfg.rope_local != cfg.rope && cfg.sliding_window > 0).then(|| table(cfg.rope_local));
@@ -377,7 +383,7 @@ impl GpuModel {
 
 /// Refuses a model the GPU kernels cannot run, from its header alone: a head dimension the
 /// attention kernels do not take, a context past `attention::MAX_CONTEXT`, a weight row that is
-/// not whole blocks of 32 elements. (The device's limits are checked at load, `check_limits`.)
+/// not whole blocks of 32 elements. (The device's limits: `check_device`.)
 pub fn check(g: &Gguf, cfg: &Config, context: usize) -> Result<()> {
     attention::check(cfg.head_dim, context)?;
     for (name, _) in cfg.expected_tensors() {
@@ -395,25 +401,74 @@ pub fn check(g: &Gguf, cfg: &Config, context: usize) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a model or context that the device cannot hold, before anything is allocated: every
-/// buffer the model will create that grows with the model or the context is checked against the
-/// device's limits, largest first.
-fn check_limits(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, sizes: &Sizes) -> Result<()> {
-    let needed = cfg.expected_tensors();
-    let mut plan: Vec<(String, u64, bool)> = g
-        .tensors
-        .iter()
-        .filter(|i| needed.iter().any(|(n, _)| *n == i.name))
-        .map(|i| match weights::TABLES.contains(&i.name.as_str()) {
-            // Split by rows where it must be: each part is checked.
-            true => (format!("a part of tensor `{}`", i.name), weights::table_parts(ctx, i).part_bytes(), true),
-            false => (format!("tensor `{}`", i.name), i.size, true),
-        })
-        .collect();
-    plan.extend(sizes.checked(context));
-    plan.sort_by_key(|p| std::cmp::Reverse(p.1));
-    for (what, size, storage) in plan {
-        ctx.check_size(&what, size, storage)?;
+/// What a model will hold on the device, planned from its header (`check_device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Footprint {
+    /// Every weight buffer (fused groups, tables' parts).
+    pub weights: u64,
+    /// K and V of every layer at the context, as the cache policy stores them.
+    pub cache: u64,
+    /// Activations, tables and staging.
+    pub other: u64,
+}
+
+impl Footprint {
+    pub fn total(&self) -> u64 {
+        self.weights + self.cache + self.other
     }
-    Ok(())
+}
+
+/// Refuses a model or context that the device cannot hold, before anything is allocated and
+/// from the header alone (every load runs it before its upload; the page before a download):
+/// every buffer the model will create that grows with the model or the context, against the
+/// device's `maxBufferSize` and `maxStorageBufferBindingSize` (largest first), then the kernels'
+/// own checks (`check`). Returns what the model will hold, for `check_allocation`.
+pub fn check_device(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config, context: usize, policy: KvPolicy) -> Result<Footprint> {
+    let plan = Plan::new(ctx, Heads::of(cfg), policy.precision, context, cfg.n_layers, cfg.attn_scale);
+    let sizes = Sizes::new(cfg, context, policy.precision, &plan, ctx.tuning.prefill_chunk);
+    let weights = weights::planned(ctx, g, cfg)?;
+    let mut buffers: Vec<(String, u64, bool)> = weights.iter().map(|(what, b)| (what.clone(), *b, true)).collect();
+    buffers.extend(sizes.checked(context));
+    buffers.sort_by_key(|p| std::cmp::Reverse(p.1));
+    for (what, size, storage) in &buffers {
+        ctx.check_size(what, *size, *storage)?;
+    }
+    // The kernels' own limits after the device's (the figures a user can act on first).
+    check(g, cfg, context)?;
+    let (rows, _) = KvCache::rings(cfg, context, policy.eviction);
+    Ok(Footprint {
+        weights: weights.iter().map(|w| w.1).sum(),
+        cache: rows.iter().map(|&r| 2 * cfg.kv_layer_bytes(r, policy.precision)).sum(),
+        // The activations, and the RoPE table: [T × d_h/2] (cos, sin) f32.
+        other: sizes.total() + 2 * context as u64 * cfg.head_dim as u64 * 4,
+    })
+}
+
+/// Refuses a model whose buffers together (`need`, from `check_device`) are more than the device
+/// can allocate, by asking for them (`GpuContext::probe`) — before a download, on a device of
+/// its own that is then closed (a load does not probe: a device may free the probe's memory only
+/// after later work, and the weights would meet it). CPU-type adapters (SwiftShader, lavapipe)
+/// are not probed: their buffers are the host's memory, which they fill as they allocate it, so
+/// a probe costs the model's size in memory and time and cannot fail short of the host's end.
+pub async fn check_allocation(ctx: &GpuContext, need: &Footprint, context: usize, policy: KvPolicy) -> Result<()> {
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        return Ok(());
+    }
+    let got = ctx.probe(need.total()).await?;
+    if got >= need.total() {
+        return Ok(());
+    }
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    Err(Error::Memory {
+        what: format!(
+            "on the GPU the weights ({} MiB), the KV cache at {context} positions as {} ({} MiB) and the activations ({} MiB)",
+            mib(need.weights),
+            policy.name(),
+            mib(need.cache),
+            mib(need.other)
+        ),
+        need: need.total(),
+        limit: format!("the {} MiB the device could allocate", got >> 20),
+        hint: "choose a smaller context, a q8_0, q4_0 or window-N cache, a smaller model or the cpu backend",
+    })
 }

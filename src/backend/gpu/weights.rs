@@ -133,6 +133,36 @@ fn fused_plan(g: &Gguf<'_>, cfg: &Config) -> (FusedAs, HashMap<String, Vec<Strin
     (fused_as, runs)
 }
 
+/// The buffers `Weights::upload` will make, from the header alone: (what, bytes) for each
+/// tensor, fused group (its members' bytes together) and part of a table split by rows; bytes
+/// as allocated (`GpuContext::storage` rounds up to a word).
+pub fn planned(ctx: &GpuContext, g: &Gguf<'_>, cfg: &Config) -> Result<Vec<(String, u64)>> {
+    let (fused_as, _) = fused_plan(g, cfg);
+    let mut out = Vec::new();
+    for (name, _) in cfg.expected_tensors() {
+        let info = g.tensor(&name).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        match fused_as.get(&name) {
+            Some((_, members)) if members[0] != name => {}
+            Some((fused, members)) => {
+                let bytes = members.iter().filter_map(|m| g.tensor(m)).map(|i| i.size).sum();
+                out.push((format!("tensors `{}` stored together as `{fused}`", members.join("`, `")), bytes));
+            }
+            None if TABLES.contains(&name.as_str()) => {
+                let parts = table_parts(ctx, info);
+                let what = if parts.per_part < parts.rows { format!("a part of tensor `{name}`") } else { format!("tensor `{name}`") };
+                let whole = parts.rows / parts.per_part;
+                out.extend(std::iter::repeat_n((what.clone(), parts.part_bytes()), whole as usize));
+                let rest = (parts.rows - whole * parts.per_part) * parts.row_bytes;
+                if rest > 0 {
+                    out.push((what, rest));
+                }
+            }
+            None => out.push((format!("tensor `{name}`"), info.size)),
+        }
+    }
+    Ok(out.into_iter().map(|(what, b)| (what, b.max(4).next_multiple_of(4))).collect())
+}
+
 impl Weights {
     /// Copies each tensor (or fused group) from `src` through one reused scratch buffer into its
     /// GPU buffer. Every `FLUSH_BYTES` written, the writes are submitted and waited for: until
