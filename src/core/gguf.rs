@@ -694,8 +694,9 @@ impl ByteSource for &[u8] {
 }
 
 /// A source that tells `on_read(got, total)` how many of its `total` bytes have been read so far
-/// (a load's progress: the header, then each tensor in turn), at most every `REPORT_MS` and on
-/// the last byte.
+/// (a load's progress: the header, then each tensor in turn), every `REPORT_MS` from `REPORT_MS`
+/// after it is made, and on the last byte: a load shorter than that (a small model) reports
+/// nothing, and costs the page nothing.
 pub struct Reporting<'s, 'f> {
     src: &'s mut dyn ByteSource,
     got: u64,
@@ -704,10 +705,10 @@ pub struct Reporting<'s, 'f> {
 }
 
 impl<'s, 'f> Reporting<'s, 'f> {
-    pub const REPORT_MS: f64 = 100.0;
+    pub const REPORT_MS: f64 = 250.0;
 
     pub fn new(src: &'s mut dyn ByteSource, on_read: &'f mut dyn FnMut(u64, u64)) -> Self {
-        Reporting { src, got: 0, last_ms: f64::NEG_INFINITY, on_read }
+        Reporting { src, got: 0, last_ms: crate::clock::now_ms(), on_read }
     }
 }
 

@@ -59,6 +59,22 @@ fn copy_tensor(w: &mut Writer, g: &Gguf, bytes: &[u8], t: &crate::core::gguf::Te
     w.tensor(&t.name, &t.dims, t.ty.id(), bytes[r.start as usize..r.end as usize].to_vec());
 }
 
+/// Refuses a part of a split set given as a whole model (a set read through `Joined` has no
+/// `split.*` keys left): where the parts are given by name, `open_model` names what is missing.
+pub fn check_whole(g: &Gguf) -> Result<()> {
+    let (no, count) = split_keys(g)?;
+    if count == 1 {
+        return Ok(());
+    }
+    let which = if no == 0 { "the first" } else { "a later" };
+    Err(Error::MissingPart {
+        name: format!("{} of {count}", no + 1),
+        why: format!(
+            "{which} part of a split model was given alone: give every part together (NAME-00001-of-{count:05}.gguf … NAME-{count:05}-of-{count:05}.gguf), or the first part's URL"
+        ),
+    })
+}
+
 /// How many parts the model whose first file is `g` (named `name`) has: 1 for a single file. A
 /// later part given first is refused by name, with the first part's name.
 pub fn parts_of(g: &Gguf, name: &str) -> Result<usize> {

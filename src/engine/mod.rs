@@ -141,6 +141,7 @@ impl Engine {
 
     /// The checks of every backend: the config, the tokenizer, the context.
     fn check_model(g: &Gguf, opts: &LoadOptions) -> Result<(Config, Tokenizer)> {
+        crate::core::split::check_whole(g)?;
         let cfg = Config::from_gguf(g)?;
         let tokenizer = Tokenizer::from_gguf(g)?;
         if opts.context == 0 || opts.context > 1 << 20 {

@@ -203,7 +203,12 @@ impl JsModel {
         Ok(m)
     }
 
+    /// One file as it is (a part of a set given alone is refused by the load's checks, with no
+    /// second parse of its header here); several through `open_model`.
     fn open_parts(&self) -> crate::Result<Box<dyn ByteSource>> {
+        if self.parts.len() == 1 {
+            return Ok(Box::new(self.parts[0].clone()));
+        }
         let rest = &self.parts[1..];
         crate::core::split::open_model(Box::new(self.parts[0].clone()), &self.name, &mut |i, part| match rest.get(i - 1) {
             Some(p) => Ok(Box::new(p.clone()) as Box<dyn ByteSource>),
@@ -463,7 +468,7 @@ impl WebEngine {
     /// name}`: a split set's files in order, named by its first (`JsModel`). `on_info`
     /// (optional) gets the header's facts (`inspectModel`'s) once they pass the checks, before
     /// the weights are read; `on_read` (optional) `(got, total)`: bytes of the file read so far,
-    /// as the weights go to the backend (`Reporting`).
+    /// as the weights go to the backend, every 250 ms of a longer load (`Reporting`).
     pub async fn load(
         bytes: JsValue,
         context: usize,
