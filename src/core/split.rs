@@ -226,29 +226,6 @@ pub fn open_model<'a>(
     Ok(Box::new(Joined::open(first, name, open_part)?))
 }
 
-/// The model of a split set as one GGUF in memory (`Joined`, read whole): `first` (named
-/// `name`), then parts 2.. from `read_part(i, part's name)`.
-pub fn join(first: &[u8], name: &str, mut read_part: impl FnMut(usize, &str) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
-    let mut open = |i: usize, part: &str| -> Result<Box<dyn ByteSource>> { Ok(Box::new(Owned(read_part(i, part)?))) };
-    let mut joined = Joined::open(Box::new(first), name, &mut open)?;
-    let mut out = Vec::new();
-    joined.read(0..joined.len(), &mut out)?;
-    Ok(out)
-}
-
-/// Bytes held by their source.
-struct Owned(Vec<u8>);
-
-impl ByteSource for Owned {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn read(&mut self, range: Range<u64>, out: &mut Vec<u8>) -> Result<()> {
-        (&self.0[..]).read(range, out)
-    }
-}
-
 /// A single-file model cut into `parts` parts of whole tensors, each about the same number of
 /// tensor bytes, as `llama-gguf-split` writes them: part 1 holds all the metadata, every part
 /// its own tensors and the `split.*` keys.
